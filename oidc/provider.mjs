@@ -1,0 +1,154 @@
+// A real OpenID Provider for development and tests (never production: Keycloak is).
+// It emits the claims Keycloak emits for Loanfolio's realm (config/keycloak-realm.json):
+// `realm_access.roles`, `team`, `amr`, `acr`, `auth_time` in JWT access tokens whose
+// audience is the API resource.
+//
+// Environment: OIDC_PORT (default 8090), OIDC_ISSUER (default http://127.0.0.1:$OIDC_PORT),
+// OIDC_STATE_DIR (signing keys live there so restarts keep them), OIDC_REDIRECT_URIS
+// (comma separated, added to the `loanfolio` client).
+//
+// Login without a browser: the interaction page accepts `?user=<id>` (a key of users.json)
+// and finishes the login at once; tests drive the real authorization-code + PKCE flow
+// through it. Control routes under /__test (only on this test provider): rotate the
+// signing key, count JWKS fetches.
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import http from 'node:http';
+import Provider from 'oidc-provider';
+
+const port = Number(process.env.OIDC_PORT || 8090);
+const issuer = process.env.OIDC_ISSUER || `http://127.0.0.1:${port}`;
+const stateDir = process.env.OIDC_STATE_DIR || path.join(path.dirname(new URL(import.meta.url).pathname), 'state');
+const users = JSON.parse(fs.readFileSync(new URL('./users.json', import.meta.url)));
+const audience = 'urn:loanfolio:api';
+const redirectUris = (process.env.OIDC_REDIRECT_URIS || 'http://127.0.0.1:8080/auth/callback')
+  .split(',').map((s) => s.trim()).filter(Boolean);
+
+fs.mkdirSync(stateDir, { recursive: true });
+const keysFile = path.join(stateDir, 'jwks.json');
+
+function newSigningKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { ...jwk, kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
+}
+
+function loadKeys() {
+  if (fs.existsSync(keysFile)) return JSON.parse(fs.readFileSync(keysFile));
+  const jwks = { keys: [newSigningKey()] };
+  fs.writeFileSync(keysFile, JSON.stringify(jwks), { mode: 0o600 });
+  return jwks;
+}
+
+function accountClaims(id) {
+  const user = users[id];
+  if (!user) return undefined;
+  return {
+    accountId: id,
+    async claims() {
+      return { sub: id, name: user.name, email: user.email, email_verified: true };
+    },
+  };
+}
+
+function configuration(jwks) {
+  return {
+    clients: [{
+      client_id: 'loanfolio',
+      client_secret: 'loanfolio-dev-client-secret',
+      redirect_uris: redirectUris,
+      post_logout_redirect_uris: redirectUris.map((u) => new URL('/', u).toString()),
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    }],
+    jwks,
+    pkce: { required: () => true },
+    scopes: ['openid', 'profile', 'email', 'offline_access'],
+    claims: { openid: ['sub'], profile: ['name'], email: ['email', 'email_verified'] },
+    findAccount: (ctx, id) => accountClaims(id),
+    features: {
+      devInteractions: { enabled: false },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => audience,
+        useGrantedResource: () => true,
+        getResourceServerInfo: () => ({
+          scope: 'openid profile email',
+          audience,
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: Number(process.env.OIDC_ACCESS_TOKEN_TTL || 300),
+          jwt: { sign: { alg: 'RS256' } },
+        }),
+      },
+    },
+    extraTokenClaims(ctx, token) {
+      const user = users[token.accountId];
+      if (!user) return undefined;
+      const extra = { realm_access: { roles: user.roles }, amr: user.amr, acr: user.acr };
+      if (user.team) extra.team = user.team;
+      return extra;
+    },
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+    ttl: { Session: 3600, Interaction: 600, Grant: 3600, AccessToken: 300, IdToken: 300, AuthorizationCode: 60 },
+  };
+}
+
+let jwksFetches = 0;
+let provider;
+let handler;
+
+function build(jwks) {
+  const p = new Provider(issuer, configuration(jwks));
+  p.proxy = true;
+  p.use(testRoutes);
+  handler = p.callback();
+  return p;
+}
+
+async function testRoutes(ctx, next) {
+  if (ctx.path === '/jwks') jwksFetches += 1;
+  if (ctx.path === '/__test/jwks-fetches') {
+    ctx.body = { count: jwksFetches };
+    return;
+  }
+  if (ctx.path === '/__test/rotate-key' && ctx.method === 'POST') {
+    // The new key signs from now on; the old one stays published so tokens already issued
+    // keep verifying until they expire, as Keycloak does after a rotation.
+    const current = JSON.parse(fs.readFileSync(keysFile));
+    current.keys.unshift(newSigningKey());
+    fs.writeFileSync(keysFile, JSON.stringify(current), { mode: 0o600 });
+    // oidc-provider takes its keys at construction; a new instance shares the in-memory
+    // adapter's storage, so sessions and grants survive the swap.
+    provider = build(current);
+    ctx.body = { kid: current.keys[0].kid };
+    return;
+  }
+  const m = ctx.path.match(/^\/interaction\/([^/]+)$/);
+  if (m && ctx.method === 'GET') {
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const userId = ctx.query.user;
+    if (!userId || !users[userId]) {
+      ctx.type = 'html';
+      ctx.body = `<!doctype html><title>Test login</title><h1>Loanfolio test provider</h1><ul>${
+        Object.keys(users).map((u) => `<li><a href="/interaction/${details.uid}?user=${u}">${u}</a></li>`).join('')}</ul>`;
+      return;
+    }
+    const grant = new provider.Grant({ accountId: userId, clientId: details.params.client_id });
+    grant.addOIDCScope('openid profile email');
+    grant.addResourceScope(audience, 'openid profile email');
+    const grantId = await grant.save();
+    await provider.interactionFinished(ctx.req, ctx.res, {
+      login: { accountId: userId, amr: users[userId].amr, acr: users[userId].acr },
+      consent: { grantId },
+    }, { mergeWithLastSubmission: false });
+    return;
+  }
+  await next();
+}
+
+provider = build(loadKeys());
+http.createServer((req, res) => handler(req, res)).listen(port, '127.0.0.1', () => {
+  console.log(`oidc-provider listening on ${issuer}`);
+});

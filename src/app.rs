@@ -1,0 +1,188 @@
+//! Composition root: `Settings` → `AppState` (pools and clients, none of which connects
+//! before it is used) → a listening `Application`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::auth::discovery::Discovery;
+use crate::cache::Cache;
+use crate::config::Settings;
+use crate::crypto::Kms;
+use crate::metrics::Metrics;
+use crate::queue::Broker;
+use crate::readiness::Transitions;
+use crate::scan::Clamd;
+use crate::storage::Storage;
+use crate::{db, http};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API and borrower page (plus the workers unless `--no-workers`).
+    Serve,
+    /// Queue consumers, outbox relay and schedulers, with an admin port.
+    Worker,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub role: Role,
+    pub db: PgPool,
+    pub broker: Arc<Broker>,
+    pub cache: Arc<Cache>,
+    pub storage: Storage,
+    pub clamd: Clamd,
+    pub oidc: Discovery,
+    pub kms: Kms,
+    pub metrics: Arc<Metrics>,
+    pub readiness_transitions: Arc<Transitions>,
+}
+
+impl AppState {
+    /// Builds every client; connects to nothing.
+    pub fn new(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        Ok(Self {
+            db: db::lazy_pool(&settings.database).context("database")?,
+            broker: Arc::new(Broker::new(&settings.rabbitmq).context("rabbitmq")?),
+            cache: Arc::new(Cache::new(&settings.redis).context("redis")?),
+            storage: Storage::new(&settings.s3).context("s3")?,
+            clamd: Clamd::new(&settings.clamd),
+            oidc: Discovery::new(&settings.oidc).context("oidc")?,
+            kms: Kms::new(&settings.kms),
+            metrics: Arc::new(Metrics::new()),
+            readiness_transitions: Arc::default(),
+            settings: Arc::new(settings),
+            role,
+        })
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Bind the role's listener (port 0 picks a free port) and build the router.
+    pub async fn build(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        let address = match role {
+            Role::Serve => settings.server.listen,
+            Role::Worker => settings.worker.admin_listen,
+        };
+        let state = AppState::new(settings, role)?;
+        Self::with_state(state, address).await
+    }
+
+    pub async fn with_state(state: AppState, address: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        if state.kms.provider_name() == "local" {
+            tracing::warn!(
+                "running on the `local` key provider: a master key file, not Vault; for development, tests and very small installs only"
+            );
+        }
+        let router = match state.role {
+            Role::Serve => http::router(state.clone()),
+            Role::Worker => http::ops_router(state.clone()),
+        };
+        Ok(Self {
+            listener,
+            state,
+            router,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting, let in-flight requests finish
+    /// for up to `server.shutdown_grace_secs`, and close the clients.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            router,
+        } = self;
+        let grace = state.settings.server.shutdown_grace();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut stop_rx_server = stop_rx.clone();
+        tracing::info!(
+            role = state.role.as_str(),
+            address = %listener.local_addr()?,
+            expected_schema = db::expected_version(),
+            "listening"
+        );
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx_server.wait_for(|stop| *stop).await;
+        });
+        let mut server = tokio::spawn(async move { server.await });
+        tokio::select! {
+            result = &mut server => {
+                result.context("server task")?.context("server")?;
+            }
+            () = shutdown => {
+                tracing::info!("shutting down: no new connections; finishing in-flight requests");
+                let _ = stop_tx.send(true);
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result.context("server task")?.context("server")?,
+                    Err(_) => {
+                        tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the grace period; closing them");
+                        server.abort();
+                    }
+                }
+            }
+        }
+        drop(stop_rx);
+        state.broker.close().await;
+        state.db.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

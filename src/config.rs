@@ -1,0 +1,505 @@
+//! Typed settings: `config/default.toml`, then an optional site file (`--config`), then
+//! `LOANFOLIO__SECTION__KEY` environment variables. Unknown keys are errors so that a typo
+//! never falls back to a default silently. Every secret may be given inline or as a
+//! `<key>_file` path (systemd `LoadCredential`, Docker/Ansible secrets).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The documented defaults, compiled in so the binary works without its source tree.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const ENV_PREFIX: &str = "LOANFOLIO__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// figment's message names the key path and the source (file or environment variable).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("invalid configuration: `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+impl ConfigError {
+    fn key(key: &str, message: impl Into<String>) -> Self {
+        Self::Key {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub worker: WorkerSettings,
+    pub log: LogSettings,
+    pub database: DatabaseSettings,
+    pub rabbitmq: RabbitMqSettings,
+    pub redis: RedisSettings,
+    pub s3: S3Settings,
+    pub clamd: ClamdSettings,
+    pub oidc: OidcSettings,
+    pub kms: KmsSettings,
+    pub readiness: ReadinessSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub public_base_url: url::Url,
+    pub request_timeout_secs: u64,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// `/healthz`, `/readyz` and `/metrics` of `loanfolio worker`.
+    pub admin_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `loanfolio=debug,info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    url: Option<SecretString>,
+    url_file: Option<PathBuf>,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub statement_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqSettings {
+    url: Option<SecretString>,
+    url_file: Option<PathBuf>,
+    /// Prefix of every exchange and queue this installation declares; lets several
+    /// installations (or test runs) share one vhost.
+    pub prefix: String,
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    url: Option<SecretString>,
+    url_file: Option<PathBuf>,
+    pub key_prefix: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub endpoint: url::Url,
+    pub region: String,
+    pub access_key_id: String,
+    secret_access_key: Option<SecretString>,
+    secret_access_key_file: Option<PathBuf>,
+    pub quarantine_bucket: String,
+    pub documents_bucket: String,
+    /// Plain-HTTP endpoints are for local development only.
+    pub allow_http: bool,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClamdSettings {
+    /// `host:port` of clamd's TCP socket.
+    pub address: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The issuer identifier; discovery is `{issuer}/.well-known/openid-configuration`.
+    pub issuer_url: url::Url,
+    pub audience: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KmsProvider {
+    Local,
+    Vault,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsSettings {
+    pub provider: KmsProvider,
+    pub local: LocalKmsSettings,
+    pub vault: VaultKmsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalKmsSettings {
+    /// A file of 32 random bytes with mode 0600; see `crypto::local`.
+    pub master_key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultKmsSettings {
+    pub address: url::Url,
+    token: Option<SecretString>,
+    token_file: Option<PathBuf>,
+    pub transit_mount: String,
+    pub key_name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessSettings {
+    /// Each dependency check gives up after this long and reports the dependency down.
+    pub check_timeout_ms: u64,
+}
+
+impl ReadinessSettings {
+    pub fn check_timeout(&self) -> Duration {
+        Duration::from_millis(self.check_timeout_ms)
+    }
+}
+
+impl Settings {
+    /// Defaults, then `extra` (a site file), then the process environment.
+    pub fn load(extra: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(extra, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_from(extra: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new().merge(Toml::string(DEFAULT_TOML));
+        if let Some(path) = extra {
+            if !path.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.database.url()?;
+        self.rabbitmq.url()?;
+        self.redis.url()?;
+        self.s3.secret_access_key()?;
+        if self.kms.provider == KmsProvider::Vault {
+            self.kms.vault.token()?;
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::key(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self.s3.quarantine_bucket == self.s3.documents_bucket {
+            return Err(ConfigError::key(
+                "s3.documents_bucket",
+                "must differ from s3.quarantine_bucket",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// figment reports every error of an extraction; name each key and where it came from.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("`{}`: ", e.path.join("."))
+            };
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (from {} {src})", m.name),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            format!("{key}{}{source}", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// A secret given inline or as a file; exactly one is allowed.
+fn resolve_secret(
+    key: &str,
+    inline: &Option<SecretString>,
+    file: &Option<PathBuf>,
+) -> Result<SecretString, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::key(
+            key,
+            format!("give either `{key}` or `{key}_file`, not both"),
+        )),
+        (Some(value), None) => {
+            if value.expose_secret().is_empty() {
+                Err(ConfigError::key(key, "is empty"))
+            } else {
+                Ok(value.clone())
+            }
+        }
+        (None, Some(path)) => {
+            let raw = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::key(
+                    &format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let value = raw.trim_end_matches(['\n', '\r']).to_owned();
+            if value.is_empty() {
+                return Err(ConfigError::key(
+                    &format!("{key}_file"),
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Ok(SecretString::from(value))
+        }
+        (None, None) => Err(ConfigError::key(
+            key,
+            format!("missing: set `{key}` or `{key}_file`"),
+        )),
+    }
+}
+
+impl DatabaseSettings {
+    pub fn url(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret("database.url", &self.url, &self.url_file)
+    }
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.acquire_timeout_secs)
+    }
+}
+
+impl RabbitMqSettings {
+    pub fn url(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret("rabbitmq.url", &self.url, &self.url_file)
+    }
+}
+
+impl RedisSettings {
+    pub fn url(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret("redis.url", &self.url, &self.url_file)
+    }
+}
+
+impl S3Settings {
+    pub fn secret_access_key(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret(
+            "s3.secret_access_key",
+            &self.secret_access_key,
+            &self.secret_access_key_file,
+        )
+    }
+}
+
+impl VaultKmsSettings {
+    pub fn token(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret("kms.vault.token", &self.token, &self.token_file)
+    }
+}
+
+/// Builders for tests and tools that adjust settings after loading.
+impl Settings {
+    pub fn set_database_url(&mut self, url: impl Into<String>) {
+        self.database.url = Some(SecretString::from(url.into()));
+        self.database.url_file = None;
+    }
+    pub fn set_rabbitmq_url(&mut self, url: impl Into<String>) {
+        self.rabbitmq.url = Some(SecretString::from(url.into()));
+        self.rabbitmq.url_file = None;
+    }
+    pub fn set_redis_url(&mut self, url: impl Into<String>) {
+        self.redis.url = Some(SecretString::from(url.into()));
+        self.redis.url_file = None;
+    }
+}
+
+/// A connection URL with its password (and any user info) replaced, for messages.
+pub struct Redacted<'a>(pub &'a str);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(self.0) {
+            Ok(mut url) => {
+                if url.password().is_some() {
+                    let _ = url.set_password(Some("REDACTED"));
+                }
+                // Query strings can carry passwords too (`?password=`, `sslpassword=`).
+                if url.query().is_some() {
+                    url.set_query(Some("REDACTED"));
+                }
+                write!(f, "{url}")
+            }
+            Err(_) => f.write_str("<unparseable url>"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The secrets `config/default.toml` deliberately leaves unset.
+    fn set_required_secrets(jail: &mut figment::Jail) {
+        jail.set_env("LOANFOLIO__DATABASE__URL", "postgres://u@h/db");
+        jail.set_env("LOANFOLIO__RABBITMQ__URL", "amqp://u:p@h:5672/%2f");
+        jail.set_env("LOANFOLIO__REDIS__URL", "redis://h:6379/0");
+        jail.set_env("LOANFOLIO__S3__SECRET_ACCESS_KEY", "s3-secret");
+    }
+
+    fn load(jail_extra: Option<&str>) -> Result<Settings, ConfigError> {
+        Settings::load_from(
+            jail_extra.map(Path::new),
+            Env::prefixed(ENV_PREFIX).split("__"),
+        )
+    }
+
+    #[test]
+    fn defaults_need_only_the_secrets() {
+        figment::Jail::expect_with(|jail| {
+            let err = load(None).expect_err("no database url");
+            assert!(err.to_string().contains("database.url"), "{err}");
+            set_required_secrets(jail);
+            let settings = load(None).expect("defaults plus secrets are valid");
+            assert_eq!(settings.kms.provider, KmsProvider::Local);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        figment::Jail::expect_with(|jail| {
+            set_required_secrets(jail);
+            jail.set_env("LOANFOLIO__DATABASE__MAX_CONECTIONS", "5");
+            let err = load(None).expect_err("typo must fail");
+            let message = err.to_string();
+            assert!(message.contains("max_conections"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            set_required_secrets(jail);
+            jail.set_env("LOANFOLIO__SERVER__REQUEST_TIMEOUT_SECS", "7");
+            let settings = load(None).unwrap();
+            assert_eq!(settings.server.request_timeout_secs, 7);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secret_from_file_but_not_both() {
+        figment::Jail::expect_with(|jail| {
+            set_required_secrets(jail);
+            jail.create_file("db-url", "postgres://u:file-secret@h/db\n")?;
+            jail.set_env("LOANFOLIO__DATABASE__URL_FILE", "db-url");
+            let err = load(None).expect_err("both given");
+            assert!(err.to_string().contains("database.url"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            set_required_secrets(jail);
+            jail.set_env("LOANFOLIO__DATABASE__URL", "");
+            jail.create_file("db-url", "postgres://u:file-secret@h/db\n")?;
+            jail.create_file("site.toml", "[database]\nurl_file = \"db-url\"\n")?;
+            let err = load(Some("site.toml")).expect_err("empty inline and a file");
+            assert!(err.to_string().contains("database.url"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            set_required_secrets(jail);
+            jail.clear_env();
+            jail.set_env("LOANFOLIO__RABBITMQ__URL", "amqp://u:p@h:5672/%2f");
+            jail.set_env("LOANFOLIO__REDIS__URL", "redis://h:6379/0");
+            jail.set_env("LOANFOLIO__S3__SECRET_ACCESS_KEY", "s3-secret");
+            jail.create_file("db-url", "postgres://u:file-secret@h/db\n")?;
+            jail.create_file("site.toml", "[database]\nurl_file = \"db-url\"\n")?;
+            let settings = load(Some("site.toml")).unwrap();
+            assert_eq!(
+                settings.database.url().unwrap().expose_secret(),
+                "postgres://u:file-secret@h/db"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_in_debug() {
+        figment::Jail::expect_with(|jail| {
+            set_required_secrets(jail);
+            jail.set_env(
+                "LOANFOLIO__DATABASE__URL",
+                "postgres://u:canary-pw-123@h/db",
+            );
+            let settings = load(None).unwrap();
+            let debug = format!("{settings:?}");
+            assert!(!debug.contains("canary-pw-123"), "{debug}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        let shown = Redacted("postgres://user:hunter2@db:5432/app?sslpassword=x").to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("sslpassword=x"), "{shown}");
+        assert!(shown.contains("db:5432"), "{shown}");
+    }
+}

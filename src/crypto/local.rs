@@ -1,0 +1,145 @@
+//! The `local` key provider's master key file: for development, tests and very small
+//! installs. One line per key version, `<version> <64 hex digits>`; the highest version
+//! wraps new data keys, older ones still unwrap. The file must be 0600 (or stricter).
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use zeroize::Zeroizing;
+
+pub type MasterKey = Zeroizing<[u8; 32]>;
+
+#[derive(Debug, Clone)]
+pub struct LocalKeyFile {
+    path: PathBuf,
+}
+
+impl LocalKeyFile {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every key version in the file, oldest first.
+    pub fn load(&self) -> anyhow::Result<Vec<(u32, MasterKey)>> {
+        let metadata = std::fs::metadata(&self.path)
+            .with_context(|| format!("master key file {}", self.path.display()))?;
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "master key file {} is readable by group or others (mode {:o}); chmod 600 it",
+                self.path.display(),
+                mode & 0o777
+            );
+        }
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&self.path)
+                .with_context(|| format!("reading master key file {}", self.path.display()))?,
+        );
+        parse(&text).with_context(|| format!("master key file {}", self.path.display()))
+    }
+
+    /// Create a new file with one random key (version 1); refuses to overwrite.
+    pub fn generate(&self) -> anyhow::Result<()> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), key.as_mut())
+            .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        let line = Zeroizing::new(format!("1 {}\n", hex(key.as_ref())));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&self.path)
+            .with_context(|| format!("creating master key file {}", self.path.display()))?;
+        file.write_all(line.as_bytes())?;
+        file.sync_all()?;
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse(text: &str) -> anyhow::Result<Vec<(u32, MasterKey)>> {
+    let mut keys: Vec<(u32, MasterKey)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (version, hex_key) = line
+            .split_once(' ')
+            .with_context(|| format!("line {}: expected `<version> <64 hex digits>`", n + 1))?;
+        let version: u32 =
+            version.parse().ok().filter(|v| *v > 0).with_context(|| {
+                format!("line {}: the version must be a positive integer", n + 1)
+            })?;
+        let hex_key = hex_key.trim();
+        if hex_key.len() != 64 {
+            bail!("line {}: the key must be 64 hex digits (32 bytes)", n + 1);
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        for (i, chunk) in hex_key.as_bytes().chunks(2).enumerate() {
+            let pair = std::str::from_utf8(chunk).unwrap_or("zz");
+            key[i] = u8::from_str_radix(pair, 16)
+                .ok()
+                .with_context(|| format!("line {}: the key is not hexadecimal", n + 1))?;
+        }
+        if keys.iter().any(|(v, _)| *v == version) {
+            bail!("line {}: version {version} appears twice", n + 1);
+        }
+        keys.push((version, key));
+    }
+    if keys.is_empty() {
+        bail!("no key in the file");
+    }
+    keys.sort_by_key(|(v, _)| *v);
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_then_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = LocalKeyFile::new(&dir.path().join("master.key"));
+        file.generate().unwrap();
+        let keys = file.load().unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].0, 1);
+        assert!(file.generate().is_err(), "must not overwrite");
+    }
+
+    #[test]
+    fn refuses_group_readable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = LocalKeyFile::new(&dir.path().join("master.key"));
+        file.generate().unwrap();
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = file.load().unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn parse_rejects_bad_lines_without_echoing_key_material() {
+        let err = format!("{:#}", parse("1 abcd\n").unwrap_err());
+        assert!(
+            err.contains("64 hex digits") && !err.contains("abcd"),
+            "{err}"
+        );
+        let two = format!("1 {}\n2 {}\n", "00".repeat(32), "11".repeat(32));
+        let keys = parse(&two).unwrap();
+        assert_eq!(keys.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(keys[1].1[0], 0x11);
+    }
+}

@@ -1,0 +1,201 @@
+//! PostgreSQL: the pool, the embedded migrations and the schema-version check.
+//!
+//! Only `loanfolio migrate` changes the schema. `serve` and `worker` compare the database
+//! with the migrations compiled into them and stay not-ready until it has every one of
+//! them; a database *ahead* of the binary is fine (expand/contract: the previous release
+//! keeps serving while the next one migrates).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::DatabaseSettings;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// The newest migration this binary was built with.
+pub fn expected_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectOptions> {
+    let url = settings.url()?;
+    // sqlx's parse error can quote the URL; say only that it is malformed.
+    let options = PgConnectOptions::from_str(url.expose_secret())
+        .map_err(|_| anyhow::anyhow!("database.url is not a valid PostgreSQL URL"))?;
+    Ok(options.application_name("loanfolio").options([(
+        "statement_timeout",
+        settings.statement_timeout_ms.to_string(),
+    )]))
+}
+
+/// A pool that connects on first use, so the service starts (not ready) while PostgreSQL is
+/// down and becomes ready when it comes back.
+pub fn lazy_pool(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .acquire_timeout(settings.acquire_timeout())
+        .idle_timeout(Some(Duration::from_secs(settings.idle_timeout_secs)))
+        .connect_lazy_with(connect_options(settings)?))
+}
+
+/// Where the database stands against the migrations compiled into this binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaState {
+    Current {
+        version: i64,
+    },
+    /// Migrations of this binary are missing from the database.
+    Behind {
+        applied: i64,
+        expected: i64,
+        pending: Vec<i64>,
+    },
+    /// A migration was applied with different contents than this binary carries.
+    Modified {
+        version: i64,
+    },
+    /// A migration started but did not finish (`success = false`).
+    Dirty {
+        version: i64,
+    },
+}
+
+impl SchemaState {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, SchemaState::Current { .. })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SchemaState::Current { version } => format!("schema at version {version}"),
+            SchemaState::Behind {
+                applied,
+                expected,
+                pending,
+            } => format!(
+                "schema at version {applied}, this release needs {expected} ({} pending migration(s)); run `loanfolio migrate`",
+                pending.len()
+            ),
+            SchemaState::Modified { version } => format!(
+                "migration {version} in the database differs from this release's; restore it or deploy the matching release"
+            ),
+            SchemaState::Dirty { version } => format!(
+                "migration {version} did not complete; fix it and re-run `loanfolio migrate`"
+            ),
+        }
+    }
+}
+
+/// Compare the applied migrations with the embedded ones. Read-only.
+pub async fn schema_state(pool: &PgPool) -> anyhow::Result<SchemaState> {
+    let table_exists: bool =
+        sqlx::query_scalar("select to_regclass('public._sqlx_migrations') is not null")
+            .fetch_one(pool)
+            .await
+            .context("reading the migration table")?;
+    let applied: Vec<(i64, bool, Vec<u8>)> = if table_exists {
+        sqlx::query_as("select version, success, checksum from _sqlx_migrations order by version")
+            .fetch_all(pool)
+            .await
+            .context("reading the migration table")?
+    } else {
+        Vec::new()
+    };
+    Ok(compare(&applied))
+}
+
+fn compare(applied: &[(i64, bool, Vec<u8>)]) -> SchemaState {
+    if let Some((version, _, _)) = applied.iter().find(|(_, success, _)| !success) {
+        return SchemaState::Dirty { version: *version };
+    }
+    let mut pending = Vec::new();
+    for migration in MIGRATOR
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration())
+    {
+        match applied.iter().find(|(v, _, _)| *v == migration.version) {
+            Some((_, _, checksum)) if checksum.as_slice() != &*migration.checksum => {
+                return SchemaState::Modified {
+                    version: migration.version,
+                };
+            }
+            Some(_) => {}
+            None => pending.push(migration.version),
+        }
+    }
+    let newest_applied = applied.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+    if pending.is_empty() {
+        SchemaState::Current {
+            version: newest_applied,
+        }
+    } else {
+        SchemaState::Behind {
+            applied: newest_applied,
+            expected: expected_version(),
+            pending,
+        }
+    }
+}
+
+/// Apply pending migrations. sqlx takes a PostgreSQL advisory lock for the run, so two
+/// `loanfolio migrate` processes (two Ansible hosts, say) cannot interleave.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR.run(pool).await.context("applying migrations")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_applied() -> Vec<(i64, bool, Vec<u8>)> {
+        MIGRATOR
+            .iter()
+            .map(|m| (m.version, true, m.checksum.to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_database_is_behind() {
+        let state = compare(&[]);
+        assert!(
+            matches!(state, SchemaState::Behind { applied: 0, .. }),
+            "{state:?}"
+        );
+        assert!(!state.is_ready());
+        assert!(state.describe().contains("loanfolio migrate"));
+    }
+
+    #[test]
+    fn all_applied_is_current() {
+        assert_eq!(
+            compare(&all_applied()),
+            SchemaState::Current {
+                version: expected_version()
+            }
+        );
+    }
+
+    #[test]
+    fn newer_database_is_still_current() {
+        let mut applied = all_applied();
+        applied.push((expected_version() + 1, true, vec![1, 2, 3]));
+        assert!(compare(&applied).is_ready());
+    }
+
+    #[test]
+    fn changed_checksum_and_failed_runs_are_not_ready() {
+        let mut applied = all_applied();
+        applied[0].2 = vec![0; 48];
+        assert!(matches!(compare(&applied), SchemaState::Modified { .. }));
+        let mut applied = all_applied();
+        applied[0].1 = false;
+        assert!(matches!(compare(&applied), SchemaState::Dirty { .. }));
+    }
+}

@@ -1,0 +1,298 @@
+//! One error type for every handler, rendered as RFC 9457 `application/problem+json` with a
+//! stable machine `code` (DESIGN.md §4). 5xx bodies say nothing specific: the cause chain
+//! goes to the log, under the request's span (and so its request id).
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// The problem document. `request_id` is filled in by the request-id middleware, which
+/// knows it; handlers never have to.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            // A URN: stable, and promises no documentation URL the installation may not reach.
+            type_uri: format!("urn:loanfolio:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            request_id: None,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// Carried in response extensions so the request-id middleware can stamp the id into the
+/// body after the handler ran.
+#[derive(Debug, Clone)]
+pub struct ProblemMarker(pub Problem);
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, Json(&self)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response.extensions_mut().insert(ProblemMarker(self));
+        response
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{detail}")]
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        detail: String,
+        errors: Vec<FieldError>,
+    },
+    #[error("dependency unavailable: {dependency}")]
+    DependencyUnavailable {
+        dependency: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn client(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self::Client {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn not_found() -> Self {
+        Self::client(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the resource does not exist",
+        )
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        Self::Client {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "validation_failed",
+            detail: "the request is not valid".into(),
+            errors,
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::DependencyUnavailable {
+                    dependency: "postgres",
+                    source: error.into(),
+                }
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::Client {
+                status,
+                code,
+                detail,
+                errors,
+            } => {
+                let mut problem = Problem::new(status, code, detail);
+                problem.errors = errors;
+                problem.into_response()
+            }
+            AppError::DependencyUnavailable { dependency, source } => {
+                tracing::warn!(dependency, error = %format!("{source:#}"), "dependency unavailable");
+                let mut response = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "dependency_unavailable",
+                    "a service this request needs is unavailable; try again shortly",
+                )
+                .into_response();
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                response
+            }
+            AppError::Internal(source) => {
+                tracing::error!(error = %format!("{source:#}"), "internal error");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the server could not complete the request",
+                )
+                .into_response()
+            }
+        }
+    }
+}
+
+/// `Json` whose rejections are problem documents, not axum's plain-text bodies.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(AppError))]
+pub struct AppJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for AppJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => Self::Client {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "validation_failed",
+                detail: "the request body does not match the expected shape".into(),
+                errors: vec![field_error_from_serde(&e.body_text())],
+            },
+            JsonRejection::JsonSyntaxError(_) => Self::client(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "the request body is not valid JSON",
+            ),
+            JsonRejection::MissingJsonContentType(_) => Self::client(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::client(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is too large",
+                )
+            }
+            other => Self::client(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the request body could not be read ({})", other.status()),
+            ),
+        }
+    }
+}
+
+/// serde's messages can quote the offending value (`invalid type: string "123-45-6789"`),
+/// which may be PII: keep the field path and what was expected, drop the value.
+fn field_error_from_serde(text: &str) -> FieldError {
+    let field = json_error_path(text);
+    let rest = text
+        .split_once("target type: ")
+        .map(|(_, r)| r)
+        .unwrap_or(text);
+    let rest = if field.is_empty() {
+        rest
+    } else {
+        rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest)
+    };
+    let rest = rest.split(" at line ").next().unwrap_or(rest);
+    let message = if rest.starts_with("invalid type") || rest.starts_with("invalid value") {
+        match rest.split_once(", expected ") {
+            Some((_, expected)) => format!("invalid value, expected {expected}"),
+            None => "invalid value".to_owned(),
+        }
+    } else {
+        // missing field `x`, unknown field `x`, unknown variant `x`, expected one of …:
+        // these quote field and variant names only.
+        rest.to_owned()
+    };
+    FieldError { field, message }
+}
+
+/// serde_path_to_error style prefix (`field.sub: message`) → the field path, if any.
+fn json_error_path(text: &str) -> String {
+    // axum formats data errors as "Failed to deserialize the JSON body into the target
+    // type: <path>: <serde message>"; the path is absent for top-level errors.
+    let rest = text
+        .split_once("target type: ")
+        .map(|(_, r)| r)
+        .unwrap_or(text);
+    match rest.split_once(": ") {
+        Some((path, _)) if !path.contains(' ') => path.to_owned(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_error_path_extracts_field() {
+        assert_eq!(
+            json_error_path(
+                "Failed to deserialize the JSON body into the target type: address.city: invalid type: integer `1`, expected a string at line 1 column 30"
+            ),
+            "address.city"
+        );
+        assert_eq!(
+            json_error_path(
+                "Failed to deserialize the JSON body into the target type: missing field `name` at line 1 column 2"
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn serde_values_never_echoed() {
+        let e = field_error_from_serde(
+            "Failed to deserialize the JSON body into the target type: ssn: invalid type: string \"123-45-6789\", expected u32 at line 1 column 20",
+        );
+        assert_eq!(e.field, "ssn");
+        assert_eq!(e.message, "invalid value, expected u32");
+        let e = field_error_from_serde(
+            "Failed to deserialize the JSON body into the target type: unknown field `nmae`, expected `name` at line 1 column 7",
+        );
+        assert_eq!(e.field, "");
+        assert_eq!(e.message, "unknown field `nmae`, expected `name`");
+    }
+
+    #[test]
+    fn problem_type_is_stable_per_code() {
+        let p = Problem::new(StatusCode::NOT_FOUND, "not_found", "x");
+        assert_eq!(p.type_uri, "urn:loanfolio:problem:not_found");
+        assert_eq!(p.title, "Not Found");
+    }
+}

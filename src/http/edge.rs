@@ -1,0 +1,174 @@
+//! The outermost middleware: request id, the request's span, the access log line, metrics,
+//! and turning every error response into a problem document carrying the request id.
+
+use std::any::Any;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::app::AppState;
+use crate::error::{PROBLEM_JSON, Problem, ProblemMarker};
+use crate::metrics::HttpLabels;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// An incoming id is kept only if it is short and plain, so a client cannot inject log
+/// fields or header junk through it; otherwise we mint a UUIDv7.
+fn accept_request_id(value: Option<&HeaderValue>) -> String {
+    value
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+pub async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = accept_request_id(request.headers().get(REQUEST_ID));
+    // Route templates, never raw paths: paths carry ids and upload-link tokens.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID, value);
+    }
+
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = route.as_deref().unwrap_or("unmatched"),
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    let mut response = finish_problem(response, &request_id).await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+
+    let status = response.status();
+    let elapsed = started.elapsed();
+    let route_label = route.unwrap_or_else(|| "unmatched".to_owned());
+    state.metrics.observe_request(
+        HttpLabels {
+            method: method.to_string(),
+            route: route_label,
+            status: status.as_u16(),
+        },
+        elapsed.as_secs_f64(),
+    );
+    span.in_scope(|| {
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), latency_ms, "request finished");
+        } else {
+            tracing::info!(status = status.as_u16(), latency_ms, "request finished");
+        }
+    });
+    response
+}
+
+/// Stamp the request id into problem documents; turn bare error responses from inner
+/// layers (axum's 405, tower-http's 413 and 408) into problem documents.
+async fn finish_problem(response: Response, request_id: &str) -> Response {
+    let status = response.status();
+    if let Some(ProblemMarker(problem)) = response.extensions().get::<ProblemMarker>().cloned() {
+        let (mut parts, _) = response.into_parts();
+        parts.extensions.remove::<ProblemMarker>();
+        let mut problem = problem;
+        problem.request_id = Some(request_id.to_owned());
+        return rebuild(parts, &problem);
+    }
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return response;
+    }
+    let (code, detail) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "the route does not support this method",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
+        StatusCode::NOT_FOUND => ("not_found", "the resource does not exist"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request body's media type is not supported",
+        ),
+        StatusCode::NOT_ACCEPTABLE => ("not_acceptable", "no acceptable representation"),
+        s if s.is_server_error() => (
+            "internal_error",
+            "the server could not complete the request",
+        ),
+        _ => ("bad_request", "the request could not be processed"),
+    };
+    let mut problem = Problem::new(status, code, detail);
+    problem.request_id = Some(request_id.to_owned());
+    let (parts, _) = response.into_parts();
+    rebuild(parts, &problem)
+}
+
+fn rebuild(mut parts: axum::http::response::Parts, problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_default();
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// A panicking handler answers a plain 500 problem; the panic goes to the log.
+pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %message, "handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "the server could not complete the request",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_plain() {
+        let keep = HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(accept_request_id(Some(&keep)), "abc-123_x.y:z");
+        let evil = HeaderValue::from_static("a b\"}{");
+        assert_ne!(accept_request_id(Some(&evil)), "a b\"}{");
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_eq!(accept_request_id(Some(&long)).len(), 36);
+        assert_eq!(accept_request_id(None).len(), 36);
+    }
+}

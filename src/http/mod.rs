@@ -1,0 +1,107 @@
+//! The HTTP edge: routes, and the middleware every request passes through.
+//!
+//! Order, outermost first: request id + span + access log + problem finishing + metrics →
+//! security headers → panic catcher → timeout → body limit (at extraction) → router. Errors produced by
+//! the inner layers (413, 408, axum's 405) are plain; the edge turns every error response
+//! that is not already a problem document into one, so clients see one error format.
+
+pub mod edge;
+pub mod ops;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+use crate::error::AppError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Loanfolio API",
+        description = "Leads, loan applications, borrower document collection, credit reports and LOS tracking for mortgage agents. Errors are application/problem+json (RFC 9457) with a stable `code`.",
+        version = "1"
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError))
+)]
+struct ApiDoc;
+
+/// Every route with its OpenAPI description; `router()` and the `/openapi.json` document
+/// come from this one list, so the document cannot miss a route.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(ops::routes())
+        .merge(ops::api_routes())
+}
+
+/// The `serve` role's router.
+pub fn router(state: AppState) -> Router {
+    let (router, openapi) = api().split_for_parts();
+    let router = router.layer(axum::Extension(std::sync::Arc::new(openapi)));
+    finish(router, state)
+}
+
+/// The `worker` role's admin router: health, readiness and metrics only.
+pub fn ops_router(state: AppState) -> Router {
+    let (router, _) = OpenApiRouter::<AppState>::new()
+        .merge(ops::routes())
+        .split_for_parts();
+    finish(router, state)
+}
+
+fn finish(router: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.settings.server.body_limit_bytes;
+    let timeout = state.settings.server.request_timeout();
+    let set_header = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    router
+        .fallback(not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    edge::edge,
+                ))
+                .layer(set_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .layer(set_header(header::X_FRAME_OPTIONS, "DENY"))
+                .layer(set_header(header::REFERRER_POLICY, "no-referrer"))
+                // API answers are data, never documents: nothing may load or run from
+                // them. The borrower page sets its own policy.
+                .layer(set_header(
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; frame-ancestors 'none'",
+                ))
+                .layer(set_header(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    "max-age=31536000; includeSubDomains",
+                ))
+                .layer(set_header(header::CACHE_CONTROL, "no-store"))
+                .layer(set_header(
+                    HeaderName::from_static("cross-origin-resource-policy"),
+                    "same-origin",
+                ))
+                .layer(CatchPanicLayer::custom(edge::panic_response))
+                // Inner layers change the body type; the edge works on axum's `Body`.
+                .map_response(|response: axum::http::Response<_>| {
+                    response.map(axum::body::Body::new)
+                })
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                ))
+                // Enforced where the body is read (Json, Bytes…); uploads never pass here.
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(state)
+}
+
+async fn not_found() -> AppError {
+    AppError::client(StatusCode::NOT_FOUND, "not_found", "no such route")
+}

@@ -1,0 +1,19 @@
+//! Loanfolio: a self-hosted platform for mortgage agents. See DESIGN.md for the model and
+//! README.md for the source layout.
+
+pub mod app;
+pub mod auth;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod queue;
+pub mod readiness;
+pub mod redact;
+pub mod scan;
+pub mod storage;
+pub mod telemetry;

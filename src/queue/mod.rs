@@ -1,0 +1,86 @@
+//! RabbitMQ (AMQP 0-9-1) through lapin. One connection per process, opened on first use and
+//! re-opened after it drops; channels are cheap and taken per task.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lapin::{Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Mutex;
+
+use crate::config::RabbitMqSettings;
+use crate::redact::scrub;
+
+pub struct Broker {
+    url: SecretString,
+    prefix: String,
+    connect_timeout: Duration,
+    connection: Mutex<Option<Connection>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    pub fn new(settings: &RabbitMqSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            url: settings.url()?,
+            prefix: settings.prefix.clone(),
+            connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+            connection: Mutex::new(None),
+        })
+    }
+
+    /// Name of an exchange or queue of this installation.
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.prefix)
+    }
+
+    /// A channel on the shared connection, connecting (again) if needed.
+    pub async fn channel(&self) -> anyhow::Result<lapin::Channel> {
+        let mut guard = self.connection.lock().await;
+        if let Some(connection) = guard.as_ref() {
+            if connection.status().connected() {
+                return connection
+                    .create_channel()
+                    .await
+                    .map_err(|e| anyhow::anyhow!(scrub(&e.to_string(), &self.url)))
+                    .context("opening a channel");
+            }
+        }
+        *guard = None;
+        let connection = tokio::time::timeout(
+            self.connect_timeout,
+            Connection::connect(self.url.expose_secret(), ConnectionProperties::default()),
+        )
+        .await
+        .context("connecting to RabbitMQ timed out")?
+        // lapin's errors may carry the URI; never let the password out.
+        .map_err(|e| anyhow::anyhow!(scrub(&e.to_string(), &self.url)))
+        .context("connecting to RabbitMQ")?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| anyhow::anyhow!(scrub(&e.to_string(), &self.url)))
+            .context("opening a channel")?;
+        *guard = Some(connection);
+        Ok(channel)
+    }
+
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let channel = self.channel().await?;
+        let _ = channel.close(200, "readiness probe".into()).await;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        if let Some(connection) = self.connection.lock().await.take() {
+            let _ = connection.close(200, "shutting down".into()).await;
+        }
+    }
+}

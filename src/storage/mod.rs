@@ -1,0 +1,133 @@
+//! Object storage over the S3 API (MinIO in production, s3s-fs in tests): the quarantine
+//! bucket, where borrowers' uploads land by pre-signed PUT, and the documents bucket, which
+//! holds only encrypted, scanned documents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, RetryConfig};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::S3Settings;
+
+#[derive(Clone, Debug)]
+pub struct Storage {
+    pub quarantine: Arc<AmazonS3>,
+    pub documents: Arc<AmazonS3>,
+    settings: S3Settings,
+    secret_key: SecretString,
+    http: reqwest::Client,
+}
+
+impl Storage {
+    /// Builds the clients; nothing connects until first use.
+    pub fn new(settings: &S3Settings) -> anyhow::Result<Self> {
+        let secret_key = settings.secret_access_key()?;
+        let build = |bucket: &str| -> anyhow::Result<Arc<AmazonS3>> {
+            let store = AmazonS3Builder::new()
+                .with_endpoint(settings.endpoint.as_str().trim_end_matches('/'))
+                .with_region(&settings.region)
+                .with_bucket_name(bucket)
+                .with_access_key_id(&settings.access_key_id)
+                .with_secret_access_key(secret_key.expose_secret())
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(settings.allow_http)
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_allow_http(settings.allow_http)
+                        .with_connect_timeout(Duration::from_secs(5))
+                        .with_timeout(Duration::from_secs(settings.timeout_secs)),
+                )
+                // Retries belong to the caller's queue (with backoff and a DLQ); a readiness
+                // probe must answer within its budget.
+                .with_retry(RetryConfig {
+                    max_retries: 0,
+                    ..RetryConfig::default()
+                })
+                .build()
+                .with_context(|| format!("configuring the S3 client for bucket {bucket}"))?;
+            Ok(Arc::new(store))
+        };
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(settings.timeout_secs))
+            .build()?;
+        Ok(Self {
+            quarantine: build(&settings.quarantine_bucket)?,
+            documents: build(&settings.documents_bucket)?,
+            settings: settings.clone(),
+            secret_key,
+            http,
+        })
+    }
+
+    /// Reachable, authenticated, and both buckets exist: one list request per bucket.
+    pub async fn check(&self) -> anyhow::Result<()> {
+        let probe = Path::from("readyz-probe");
+        for (name, store) in [
+            (&self.settings.quarantine_bucket, &self.quarantine),
+            (&self.settings.documents_bucket, &self.documents),
+        ] {
+            store
+                .list_with_delimiter(Some(&probe))
+                .await
+                .with_context(|| format!("listing bucket {name}"))?;
+        }
+        Ok(())
+    }
+
+    /// Create both buckets if missing (development, tests and first install; production
+    /// buckets are usually created by IT with versioning and policies of their own).
+    pub async fn ensure_buckets(&self) -> anyhow::Result<()> {
+        for bucket in [
+            &self.settings.quarantine_bucket,
+            &self.settings.documents_bucket,
+        ] {
+            self.create_bucket(bucket).await?;
+        }
+        Ok(())
+    }
+
+    async fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
+        let bucket = rusty_s3::Bucket::new(
+            self.settings.endpoint.clone(),
+            rusty_s3::UrlStyle::Path,
+            name.to_owned(),
+            self.settings.region.clone(),
+        )
+        .with_context(|| format!("bucket name {name}"))?;
+        let credentials = rusty_s3::Credentials::new(
+            self.settings.access_key_id.clone(),
+            self.secret_key.expose_secret().to_owned(),
+        );
+        let url =
+            rusty_s3::S3Action::sign(&bucket.create_bucket(&credentials), Duration::from_secs(60));
+        let response = self
+            .http
+            .put(url)
+            .send()
+            .await
+            .context("creating a bucket")?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        // Already there (ours or not) is what we wanted.
+        if status == reqwest::StatusCode::CONFLICT
+            || body.contains("BucketAlreadyOwnedByYou")
+            || body.contains("BucketAlreadyExists")
+        {
+            return Ok(());
+        }
+        bail!("creating bucket {name}: {status}")
+    }
+
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
+    }
+}
