@@ -89,6 +89,20 @@ impl Application {
     }
 
     pub async fn with_state(state: AppState, address: SocketAddr) -> anyhow::Result<Self> {
+        let router = match state.role {
+            Role::Serve => http::router(state.clone()),
+            Role::Worker => http::ops_router(state.clone()),
+        };
+        Self::with_router(state, address, router).await
+    }
+
+    /// Serve `router` (already finished with [`http::finish`]) instead of the role's own;
+    /// the test suite mounts test-only routes this way.
+    pub async fn with_router(
+        state: AppState,
+        address: SocketAddr,
+        router: axum::Router,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
@@ -97,10 +111,6 @@ impl Application {
                 "running on the `local` key provider: a master key file, not Vault; for development, tests and very small installs only"
             );
         }
-        let router = match state.role {
-            Role::Serve => http::router(state.clone()),
-            Role::Worker => http::ops_router(state.clone()),
-        };
         Ok(Self {
             listener,
             state,

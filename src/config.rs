@@ -391,6 +391,8 @@ impl fmt::Display for Redacted<'_> {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's large error type; that is its API.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

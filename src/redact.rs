@@ -8,15 +8,15 @@ use secrecy::{ExposeSecret, SecretString};
 pub fn scrub(message: &str, url: &SecretString) -> String {
     let raw = url.expose_secret();
     let mut out = message.replace(raw, "<redacted-url>");
-    if let Ok(parsed) = url::Url::parse(raw) {
-        if let Some(password) = parsed.password().filter(|p| !p.is_empty()) {
-            out = out.replace(password, "<redacted>");
-            // The percent-decoded form can appear too.
-            if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8() {
-                if !decoded.is_empty() {
-                    out = out.replace(decoded.as_ref(), "<redacted>");
-                }
-            }
+    if let Ok(parsed) = url::Url::parse(raw)
+        && let Some(password) = parsed.password().filter(|p| !p.is_empty())
+    {
+        out = out.replace(password, "<redacted>");
+        // The percent-decoded form can appear too.
+        if let Ok(decoded) = percent_encoding::percent_decode_str(password).decode_utf8()
+            && !decoded.is_empty()
+        {
+            out = out.replace(decoded.as_ref(), "<redacted>");
         }
     }
     out

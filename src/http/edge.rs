@@ -100,11 +100,13 @@ async fn finish_problem(response: Response, request_id: &str) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_problem = response
+    // Only bare answers (no body type, or axum's and tower-http's plain text) are
+    // replaced; a handler's own error document (e.g. /readyz's 503 report) is kept.
+    let is_bare = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if is_problem {
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !is_bare {
         return response;
     }
     let (code, detail) = match status {

@@ -55,7 +55,9 @@ pub fn ops_router(state: AppState) -> Router {
     finish(router, state)
 }
 
-fn finish(router: Router<AppState>, state: AppState) -> Router {
+/// Put the edge middleware (request id, logs, metrics, problem documents, security
+/// headers, timeout, body limit) and the not-found fallback around `router`.
+pub fn finish(router: Router<AppState>, state: AppState) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
     let timeout = state.settings.server.request_timeout();
     let set_header = |name: HeaderName, value: &'static str| {

@@ -44,14 +44,14 @@ impl Broker {
     /// A channel on the shared connection, connecting (again) if needed.
     pub async fn channel(&self) -> anyhow::Result<lapin::Channel> {
         let mut guard = self.connection.lock().await;
-        if let Some(connection) = guard.as_ref() {
-            if connection.status().connected() {
-                return connection
-                    .create_channel()
-                    .await
-                    .map_err(|e| anyhow::anyhow!(scrub(&e.to_string(), &self.url)))
-                    .context("opening a channel");
-            }
+        if let Some(connection) = guard.as_ref()
+            && connection.status().connected()
+        {
+            return connection
+                .create_channel()
+                .await
+                .map_err(|e| anyhow::anyhow!(scrub(&e.to_string(), &self.url)))
+                .context("opening a channel");
         }
         *guard = None;
         let connection = tokio::time::timeout(

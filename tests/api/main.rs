@@ -1,1 +1,11 @@
+//! The integration suite: one binary (fast to link), a module per capability. Every test
+//! gets its own database (from a migrated template), RabbitMQ prefix, buckets and Redis
+//! key prefix against the real local stack that `scripts/test` provisions.
 
+mod helpers;
+
+mod config_startup;
+mod errors;
+mod faults;
+mod observability;
+mod readiness;

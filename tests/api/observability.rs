@@ -1,0 +1,86 @@
+//! /metrics and /openapi.json.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::{app, test_routes};
+
+#[tokio::test]
+async fn metrics_histogram_uses_route_templates() {
+    let app = app().router(test_routes::router).spawn().await;
+    for id in ["0190aaaa-1111", "0190bbbb-2222", "secret-token-xyz"] {
+        assert_eq!(app.get(&format!("/test/things/{id}")).await.status(), 200);
+    }
+    app.get("/no/such/route/with-an-id-123").await;
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let bucket = text
+        .lines()
+        .find(|l| {
+            l.starts_with("loanfolio_http_request_duration_seconds_bucket")
+                && l.contains(r#"route="/test/things/{id}""#)
+                && l.contains(r#"le="+Inf""#)
+        })
+        .unwrap_or_else(|| panic!("no histogram for the route template:\n{text}"));
+    assert!(bucket.contains(r#"status="200""#), "{bucket}");
+    assert!(
+        bucket.trim_end().ends_with(" 3"),
+        "three requests counted: {bucket}"
+    );
+    assert!(text.contains(r#"route="unmatched""#), "{text}");
+    for raw in ["0190aaaa", "secret-token-xyz", "with-an-id-123"] {
+        assert!(!text.contains(raw), "raw path leaked into metrics: {raw}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_document_is_valid_openapi_3_1() {
+    let app = app().spawn().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} undocumented");
+    }
+
+    // A real validator, not our own reading of the spec.
+    let validator = std::env::var("LOANFOLIO_TEST_OPENAPI_VALIDATOR").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/loanfolio-tools/venv/bin/openapi-spec-validator")
+    });
+    assert!(
+        std::path::Path::new(&validator).is_file(),
+        "openapi-spec-validator not found at {validator}: scripts/test installs it"
+    );
+    let file = tempfile::NamedTempFile::with_suffix(".json").unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&doc).unwrap()).unwrap();
+    let output = Command::new(&validator)
+        .arg("--schema")
+        .arg("3.1.0")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "validator refused the document:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // And the validator does refuse a broken document (so the check above can fail).
+    let mut broken = doc.clone();
+    broken["paths"]["/healthz"]["get"]["responses"] = serde_json::json!("nope");
+    std::fs::write(file.path(), serde_json::to_vec(&broken).unwrap()).unwrap();
+    let output = Command::new(&validator)
+        .arg("--schema")
+        .arg("3.1.0")
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "validator accepted a broken document"
+    );
+}
