@@ -86,7 +86,14 @@ function configuration(jwks) {
     extraTokenClaims(ctx, token) {
       const user = users[token.accountId];
       if (!user) return undefined;
-      const extra = { realm_access: { roles: user.roles }, amr: user.amr, acr: user.acr };
+      // Keycloak's default mappers put these in access tokens too.
+      const extra = {
+        realm_access: { roles: user.roles }, amr: user.amr, acr: user.acr, typ: 'Bearer',
+        name: user.name, preferred_username: token.accountId, email: user.email,
+      };
+      // Keycloak puts auth_time in access tokens; step-up checks (RFC 9470) read it.
+      const grantEntity = ctx.oidc.entities.AuthorizationCode || ctx.oidc.entities.RefreshToken;
+      if (grantEntity && grantEntity.authTime) extra.auth_time = grantEntity.authTime;
       if (user.team) extra.team = user.team;
       return extra;
     },
@@ -111,6 +118,30 @@ async function testRoutes(ctx, next) {
   if (ctx.path === '/jwks') jwksFetches += 1;
   if (ctx.path === '/__test/jwks-fetches') {
     ctx.body = { count: jwksFetches };
+    return;
+  }
+  if (ctx.path === '/__test/sign' && ctx.method === 'POST') {
+    // Signs whatever it is given with the current key: the tests' hostile tokens (expired,
+    // wrong audience, wrong issuer, unknown kid) carry a real signature, so only the claim
+    // under test is wrong. Never on a real provider.
+    const body = await new Promise((resolve) => {
+      let data = '';
+      ctx.req.on('data', (c) => { data += c; });
+      ctx.req.on('end', () => resolve(JSON.parse(data || '{}')));
+    });
+    const current = JSON.parse(fs.readFileSync(keysFile)).keys[0];
+    const header = { alg: 'RS256', typ: 'at+jwt', kid: current.kid, ...(body.header || {}) };
+    const enc = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const input = `${enc(header)}.${enc(body.payload || {})}`;
+    const key = crypto.createPrivateKey({ key: current, format: 'jwk' });
+    const signature = crypto.sign('sha256', Buffer.from(input), key).toString('base64url');
+    ctx.body = { token: `${input}.${signature}` };
+    return;
+  }
+  if (ctx.path === '/__test/public-key' && ctx.method === 'GET') {
+    const current = JSON.parse(fs.readFileSync(keysFile)).keys[0];
+    const pem = crypto.createPublicKey({ key: current, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    ctx.body = { kid: current.kid, pem };
     return;
   }
   if (ctx.path === '/__test/rotate-key' && ctx.method === 'POST') {

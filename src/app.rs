@@ -9,12 +9,18 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
+use std::time::Duration;
+
+use crate::auth::agents::Provisioned;
 use crate::auth::discovery::Discovery;
+use crate::auth::jwks::JwksCache;
+use crate::auth::token::TokenVerifier;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::crypto::Kms;
 use crate::metrics::Metrics;
 use crate::queue::Broker;
+use crate::ratelimit::RateLimiter;
 use crate::readiness::Transitions;
 use crate::scan::Clamd;
 use crate::storage::Storage;
@@ -50,21 +56,35 @@ pub struct AppState {
     pub kms: Kms,
     pub metrics: Arc<Metrics>,
     pub readiness_transitions: Arc<Transitions>,
+    pub verifier: Arc<TokenVerifier>,
+    pub rate_limiter: Arc<RateLimiter>,
+    pub agents: Arc<Provisioned>,
 }
 
 impl AppState {
     /// Builds every client; connects to nothing.
     pub fn new(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        let oidc = Discovery::new(&settings.oidc).context("oidc")?;
+        let jwks = JwksCache::new(
+            oidc.clone(),
+            Duration::from_secs(settings.auth.jwks_min_refresh_secs),
+            Duration::from_secs(settings.auth.jwks_max_age_secs),
+        );
+        let verifier = TokenVerifier::new(jwks, settings.oidc.audience.clone(), &settings.auth);
+        let cache = Arc::new(Cache::new(&settings.redis).context("redis")?);
         Ok(Self {
             db: db::lazy_pool(&settings.database).context("database")?,
             broker: Arc::new(Broker::new(&settings.rabbitmq).context("rabbitmq")?),
-            cache: Arc::new(Cache::new(&settings.redis).context("redis")?),
+            rate_limiter: Arc::new(RateLimiter::new(cache.clone())),
+            cache,
             storage: Storage::new(&settings.s3).context("s3")?,
             clamd: Clamd::new(&settings.clamd),
-            oidc: Discovery::new(&settings.oidc).context("oidc")?,
+            oidc,
             kms: Kms::new(&settings.kms),
             metrics: Arc::new(Metrics::new()),
             readiness_transitions: Arc::default(),
+            verifier: Arc::new(verifier),
+            agents: Arc::default(),
             settings: Arc::new(settings),
             role,
         })

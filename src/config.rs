@@ -49,6 +49,40 @@ pub struct Settings {
     pub oidc: OidcSettings,
     pub kms: KmsSettings,
     pub readiness: ReadinessSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub idempotency: IdempotencySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub roles_claim: String,
+    pub team_claim: String,
+    pub algorithms: Vec<String>,
+    pub leeway_secs: u64,
+    pub mfa_amr: Vec<String>,
+    pub mfa_acr: Vec<String>,
+    pub step_up_max_age_secs: u64,
+    pub jwks_min_refresh_secs: u64,
+    pub jwks_max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub api_per_ip: u32,
+    pub api_per_principal: u32,
+    pub public_per_ip: u32,
+    pub auth_per_ip: u32,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    pub ttl_hours: u64,
+    pub in_flight_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -234,6 +268,38 @@ impl Settings {
         self.s3.secret_access_key()?;
         if self.kms.provider == KmsProvider::Vault {
             self.kms.vault.token()?;
+        }
+        for alg in &self.auth.algorithms {
+            if !matches!(
+                alg.as_str(),
+                "RS256"
+                    | "RS384"
+                    | "RS512"
+                    | "PS256"
+                    | "PS384"
+                    | "PS512"
+                    | "ES256"
+                    | "ES384"
+                    | "EdDSA"
+            ) {
+                return Err(ConfigError::key(
+                    "auth.algorithms",
+                    format!("{alg} is not an asymmetric JWS algorithm this service accepts"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("rate_limit.api_per_ip", self.rate_limit.api_per_ip),
+            (
+                "rate_limit.api_per_principal",
+                self.rate_limit.api_per_principal,
+            ),
+            ("rate_limit.public_per_ip", self.rate_limit.public_per_ip),
+            ("rate_limit.auth_per_ip", self.rate_limit.auth_per_ip),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(key, "must be at least 1"));
+            }
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::key(

@@ -84,6 +84,10 @@ pub enum AppError {
         source: anyhow::Error,
     },
     #[error(transparent)]
+    Auth(crate::auth::AuthError),
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
 
@@ -102,6 +106,14 @@ impl AppError {
             StatusCode::NOT_FOUND,
             "not_found",
             "the resource does not exist",
+        )
+    }
+
+    pub fn forbidden() -> Self {
+        Self::client(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "your role does not allow this",
         )
     }
 
@@ -153,6 +165,19 @@ impl IntoResponse for AppError {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                response
+            }
+            AppError::Auth(error) => error.into_response_with_problem(),
+            AppError::RateLimited { retry_after_secs } => {
+                let mut response = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests; slow down",
+                )
+                .into_response();
+                if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
                 response
             }
             AppError::Internal(source) => {

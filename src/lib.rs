@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod queue;
+pub mod ratelimit;
 pub mod readiness;
 pub mod redact;
 pub mod scan;

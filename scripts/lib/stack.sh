@@ -192,7 +192,16 @@ ensure_oidc() {
   command -v node >/dev/null || apt_install nodejs npm
   local dir="$LOCAL/oidc"
   mkdir -p "$dir"
-  # Refresh the provider's files; install its dependencies from the committed lockfile.
+  # A provider started from older files is restarted with the new ones.
+  local f changed=
+  for f in package.json package-lock.json provider.mjs users.json; do
+    cmp -s "$ROOT/oidc/$f" "$dir/$f" || changed=1
+  done
+  if [ -n "$changed" ] && [ -f "$LOCAL/pids/oidc.pid" ]; then
+    kill "$(cat "$LOCAL/pids/oidc.pid")" 2>/dev/null || true
+    for _ in $(seq 50); do port_open "$OIDC_PORT" || break; sleep 0.1; done
+  fi
+  # Install its dependencies from the committed lockfile.
   cp "$ROOT"/oidc/{package.json,package-lock.json,provider.mjs,users.json} "$dir/"
   if [ ! -d "$dir/node_modules/oidc-provider" ] || ! cmp -s "$ROOT/oidc/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
     log "installing the test OpenID Provider (npm ci)"

@@ -34,6 +34,11 @@ impl Discovery {
         })
     }
 
+    /// The no-redirect client used for everything the issuer serves.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     pub fn issuer(&self) -> &url::Url {
         &self.issuer
     }

@@ -1,4 +1,208 @@
-//! Agent identity. This module grows the bearer-token verifier and the browser login; for
-//! now it holds the issuer's discovery client used by readiness.
+//! Agent identity (DESIGN.md §2): bearer access tokens from the OIDC issuer, MFA, roles and
+//! teams from configurable claims, the per-request `Actor`, and just-in-time agents.
 
+pub mod agents;
 pub mod discovery;
+pub mod jwks;
+pub mod middleware;
+pub mod token;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::{AppError, Problem};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Agent,
+    Manager,
+    Compliance,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "agent" => Role::Agent,
+            "manager" => Role::Manager,
+            "compliance" => Role::Compliance,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Manager => "manager",
+            Role::Compliance => "compliance",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// Whose resources a caller may read (DESIGN.md §2's matrix). Repositories take this and
+/// put it in their SQL (`where owner = $1`, `where team = $1`), so no route can forget it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadScope {
+    Own(String),
+    Team(String),
+    All,
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub subject: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub roles: Vec<Role>,
+    pub team: Option<String>,
+    /// When the person last authenticated (the token's `auth_time`), for step-up checks.
+    pub auth_time: Option<i64>,
+}
+
+impl Actor {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// The widest read scope the caller's roles give.
+    pub fn read_scope(&self) -> ReadScope {
+        if self.has(Role::Compliance) || self.has(Role::Admin) {
+            ReadScope::All
+        } else if self.has(Role::Manager) {
+            match &self.team {
+                Some(team) => ReadScope::Team(team.clone()),
+                None => ReadScope::Own(self.subject.clone()),
+            }
+        } else {
+            ReadScope::Own(self.subject.clone())
+        }
+    }
+
+    /// Scope for creating and changing borrower files: agents their own, managers their
+    /// team's; compliance and admin none (403).
+    pub fn write_scope(&self) -> Result<ReadScope, AppError> {
+        if self.has(Role::Manager) {
+            return Ok(match &self.team {
+                Some(team) => ReadScope::Team(team.clone()),
+                None => ReadScope::Own(self.subject.clone()),
+            });
+        }
+        if self.has(Role::Agent) {
+            return Ok(ReadScope::Own(self.subject.clone()));
+        }
+        Err(AppError::forbidden())
+    }
+
+    /// Sensitive operations need a recent authentication (RFC 9470 step-up).
+    pub fn require_recent_auth(&self, max_age_secs: u64) -> Result<(), AppError> {
+        if max_age_secs == 0 {
+            return Ok(());
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        match self.auth_time {
+            Some(t) if now - t <= max_age_secs as i64 => Ok(()),
+            _ => Err(AuthError::StepUpRequired { max_age_secs }.into()),
+        }
+    }
+}
+
+/// Why a request was not authenticated; each has its own code (DESIGN.md §4).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials were presented")]
+    MissingCredentials,
+    #[error("the token is not a well-formed JWT")]
+    MalformedToken,
+    #[error("the token's signature does not verify")]
+    InvalidSignature,
+    #[error("the token's signing algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    #[error("the token was signed with a key the issuer does not publish")]
+    UnknownKey,
+    #[error("the token has expired or is not valid yet")]
+    TokenExpired,
+    #[error("the token was issued by another issuer")]
+    InvalidIssuer,
+    #[error("the token is not meant for this API")]
+    InvalidAudience,
+    #[error("the token is not an access token")]
+    WrongTokenType,
+    #[error("the session has expired; sign in again")]
+    SessionExpired,
+    #[error("this operation needs a recent sign-in")]
+    StepUpRequired { max_age_secs: u64 },
+    #[error("multi-factor authentication is required")]
+    MfaRequired,
+    #[error("the issuer's keys cannot be fetched")]
+    IssuerUnavailable(#[source] anyhow::Error),
+}
+
+impl AuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingCredentials => "missing_credentials",
+            AuthError::MalformedToken => "malformed_token",
+            AuthError::InvalidSignature => "invalid_signature",
+            AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::TokenExpired => "token_expired",
+            AuthError::InvalidIssuer => "invalid_issuer",
+            AuthError::InvalidAudience => "invalid_audience",
+            AuthError::WrongTokenType => "wrong_token_type",
+            AuthError::SessionExpired => "session_expired",
+            AuthError::StepUpRequired { .. } => "step_up_required",
+            AuthError::MfaRequired => "mfa_required",
+            AuthError::IssuerUnavailable(_) => "dependency_unavailable",
+        }
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(error: AuthError) -> Self {
+        AppError::Auth(error)
+    }
+}
+
+impl AuthError {
+    pub fn into_response_with_problem(self) -> Response {
+        let (status, challenge) = match &self {
+            AuthError::MfaRequired => (StatusCode::FORBIDDEN, None),
+            AuthError::IssuerUnavailable(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot fetch the issuer's keys");
+                (StatusCode::SERVICE_UNAVAILABLE, None)
+            }
+            AuthError::MissingCredentials => (StatusCode::UNAUTHORIZED, Some("Bearer".to_owned())),
+            AuthError::StepUpRequired { max_age_secs } => (
+                StatusCode::UNAUTHORIZED,
+                Some(format!(
+                    r#"Bearer error="insufficient_user_authentication", error_description="A more recent authentication is required", max_age={max_age_secs}"#
+                )),
+            ),
+            other => (
+                StatusCode::UNAUTHORIZED,
+                Some(format!(
+                    r#"Bearer error="invalid_token", error_description="{other}""#
+                )),
+            ),
+        };
+        let mut response = Problem::new(status, self.code(), self.to_string()).into_response();
+        if let Some(challenge) = challenge
+            && let Ok(value) = HeaderValue::from_str(&challenge)
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

@@ -57,6 +57,7 @@ pub async fn edge(State(state): State<AppState>, mut request: Request, next: Nex
         request_id = %request_id,
         method = %method,
         route = route.as_deref().unwrap_or("unmatched"),
+        principal = tracing::field::Empty,
     );
     let response = next.run(request).instrument(span.clone()).await;
     let mut response = finish_problem(response, &request_id).await;

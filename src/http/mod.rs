@@ -6,6 +6,9 @@
 //! that is not already a problem document into one, so clients see one error format.
 
 pub mod edge;
+pub mod idempotency;
+pub mod limits;
+pub mod me;
 pub mod ops;
 
 use axum::Router;
@@ -28,21 +31,53 @@ use crate::error::AppError;
         description = "Leads, loan applications, borrower document collection, credit reports and LOS tracking for mortgage agents. Errors are application/problem+json (RFC 9457) with a stable `code`.",
         version = "1"
     ),
-    components(schemas(crate::error::Problem, crate::error::FieldError))
+    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    modifiers(&BearerAuth)
 )]
 struct ApiDoc;
 
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An OIDC access token from the lender's identity provider",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
 /// Every route with its OpenAPI description; `router()` and the `/openapi.json` document
 /// come from this one list, so the document cannot miss a route.
-fn api() -> OpenApiRouter<AppState> {
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(ops::routes())
         .merge(ops::api_routes())
+        .merge(authenticated(state, me::routes()))
+}
+
+/// Agent routes: authentication (and the role checks it implies) runs only on matched
+/// routes, so an unknown path is a 404 before any credentials are looked at.
+pub fn authenticated(state: &AppState, routes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    routes.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::auth::middleware::authenticate,
+    ))
 }
 
 /// The `serve` role's router.
 pub fn router(state: AppState) -> Router {
-    let (router, openapi) = api().split_for_parts();
+    let (router, openapi) = api(&state).split_for_parts();
     let router = router.layer(axum::Extension(std::sync::Arc::new(openapi)));
     finish(router, state)
 }
@@ -70,6 +105,10 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
                     edge::edge,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    limits::per_ip,
                 ))
                 .layer(set_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                 .layer(set_header(header::X_FRAME_OPTIONS, "DENY"))

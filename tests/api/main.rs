@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod auth;
 mod config_startup;
 mod errors;
 mod faults;

@@ -2,7 +2,9 @@
 
 pub mod clamd;
 pub mod logs;
+pub mod oidc;
 pub mod proxy;
+pub mod redis;
 pub mod test_routes;
 
 use std::net::SocketAddr;

@@ -1,0 +1,290 @@
+//! Idempotency keys for creating requests (DESIGN.md §3), as a layer: put it on a route
+//! with `route_layer` *inside* authentication, since keys are scoped per principal.
+//!
+//! Same key + same request → the stored response with `Idempotent-Replayed: true`; same key
+//! + different request → 422 `idempotency_key_reused`; while the first is still running →
+//! 409 `idempotency_key_in_flight`; no key → 400 `idempotency_key_required`. Only successes
+//! are stored: a rejected request (validation, conflict, 5xx) frees its key for a retry.
+//!
+//! Stored bodies are kept as the handler wrote them. Routes whose bodies carry borrower PII
+//! must render from ids on replay or encrypt — see `StoredBody` in the leads issue.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::auth::Actor;
+use crate::error::AppError;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The product brief's spelling, accepted too.
+pub const X_IDEMPOTENCY_KEY: &str = "x-idempotency-key";
+pub const REPLAYED: &str = "idempotent-replayed";
+
+/// Headers of a stored response worth replaying.
+const KEPT_HEADERS: [HeaderName; 3] = [header::LOCATION, header::ETAG, header::CONTENT_TYPE];
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, AppError> {
+    let value = headers
+        .get(IDEMPOTENCY_KEY)
+        .or_else(|| headers.get(X_IDEMPOTENCY_KEY))
+        .ok_or_else(|| {
+            AppError::client(
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "this request creates something: send an Idempotency-Key header",
+            )
+        })?;
+    value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            AppError::client(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "the Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match handle(&state, request, next).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+enum Claim {
+    Owned,
+    Replay(Response),
+}
+
+async fn handle(state: &AppState, request: Request, next: Next) -> Result<Response, AppError> {
+    let principal = request
+        .extensions()
+        .get::<Actor>()
+        .map(|a| a.subject.clone())
+        .ok_or_else(|| anyhow::anyhow!("the idempotency layer runs inside authentication"))?;
+    let key = idempotency_key(request.headers())?;
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, state.settings.server.body_limit_bytes)
+        .await
+        .map_err(|_| {
+            AppError::client(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            )
+        })?;
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("")
+            .as_bytes(),
+    );
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let fingerprint = hasher.finalize().to_vec();
+
+    match claim(state, &principal, &key, &fingerprint).await? {
+        Claim::Replay(response) => return Ok(response),
+        Claim::Owned => {}
+    }
+
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if !response.status().is_success() {
+        release(state, &principal, &key).await;
+        return Ok(response);
+    }
+    let (mut response_parts, body) = response.into_parts();
+    let body = match to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(e) => {
+            release(state, &principal, &key).await;
+            return Err(anyhow::anyhow!("reading the response to store: {e}").into());
+        }
+    };
+    let headers: serde_json::Map<String, serde_json::Value> = KEPT_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let value = response_parts.headers.get(name)?.to_str().ok()?;
+            Some((name.as_str().to_owned(), value.into()))
+        })
+        .collect();
+    // language=PostgreSQL
+    let stored = sqlx::query(
+        "update idempotency_keys
+            set state = 'completed', response_status = $3, response_headers = $4, response_body = $5
+          where principal = $1 and idempotency_key = $2",
+    )
+    .bind(&principal)
+    .bind(&key)
+    .bind(i16::try_from(response_parts.status.as_u16()).unwrap_or(200))
+    .bind(serde_json::Value::Object(headers))
+    .bind(body.as_ref())
+    .execute(&state.db)
+    .await;
+    if let Err(e) = stored {
+        // The work is done and committed; only the replay copy is lost. Say so, keep going.
+        tracing::error!(error = %e, "storing an idempotent response failed");
+        release(state, &principal, &key).await;
+    }
+    response_parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(response_parts, Body::from(body)))
+}
+
+/// Take the key for this request, or learn what to answer instead.
+async fn claim(
+    state: &AppState,
+    principal: &str,
+    key: &str,
+    fingerprint: &[u8],
+) -> Result<Claim, AppError> {
+    let settings = &state.settings.idempotency;
+    let ttl_secs = (settings.ttl_hours * 3600) as f64;
+    let in_flight_secs = settings.in_flight_timeout_secs as f64;
+    for _ in 0..5 {
+        // language=PostgreSQL
+        let inserted = sqlx::query(
+            "insert into idempotency_keys
+                 (principal, idempotency_key, fingerprint, state, locked_until, expires_at)
+             values ($1, $2, $3, 'in_flight',
+                     now() + make_interval(secs => $4), now() + make_interval(secs => $5))
+             on conflict (principal, idempotency_key) do nothing",
+        )
+        .bind(principal)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(in_flight_secs)
+        .bind(ttl_secs)
+        .execute(&state.db)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Claim::Owned);
+        }
+        // language=PostgreSQL
+        let row: Option<(
+            Vec<u8>,
+            String,
+            bool,
+            bool,
+            Option<i16>,
+            Option<serde_json::Value>,
+            Option<Vec<u8>>,
+        )> = sqlx::query_as(
+            "select fingerprint, state, expires_at < now(), locked_until > now(),
+                        response_status, response_headers, response_body
+                   from idempotency_keys
+                  where principal = $1 and idempotency_key = $2",
+        )
+        .bind(principal)
+        .bind(key)
+        .fetch_optional(&state.db)
+        .await?;
+        let Some((stored_print, row_state, expired, locked, status, headers, body)) = row else {
+            continue; // released meanwhile: try again
+        };
+        if expired {
+            // language=PostgreSQL
+            sqlx::query(
+                "delete from idempotency_keys
+                  where principal = $1 and idempotency_key = $2 and expires_at < now()",
+            )
+            .bind(principal)
+            .bind(key)
+            .execute(&state.db)
+            .await?;
+            continue;
+        }
+        if stored_print != fingerprint {
+            return Err(AppError::client(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            ));
+        }
+        if row_state == "completed" {
+            return Ok(Claim::Replay(replay(status, headers, body)));
+        }
+        if locked {
+            return Err(AppError::client(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being processed",
+            ));
+        }
+        // The first request died mid-way (its process was killed): take the key over.
+        // language=PostgreSQL
+        let taken = sqlx::query(
+            "update idempotency_keys set locked_until = now() + make_interval(secs => $3)
+              where principal = $1 and idempotency_key = $2
+                and state = 'in_flight' and locked_until <= now()",
+        )
+        .bind(principal)
+        .bind(key)
+        .bind(in_flight_secs)
+        .execute(&state.db)
+        .await?;
+        if taken.rows_affected() == 1 {
+            return Ok(Claim::Owned);
+        }
+    }
+    Err(AppError::client(
+        StatusCode::CONFLICT,
+        "idempotency_key_in_flight",
+        "a request with this Idempotency-Key is still being processed",
+    ))
+}
+
+fn replay(
+    status: Option<i16>,
+    headers: Option<serde_json::Value>,
+    body: Option<Vec<u8>>,
+) -> Response {
+    let status = status
+        .and_then(|s| StatusCode::from_u16(s as u16).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut response = (status, Body::from(body.unwrap_or_default())).into_response();
+    if let Some(serde_json::Value::Object(headers)) = headers {
+        for (name, value) in headers {
+            if let (Ok(name), Some(Ok(value))) = (
+                HeaderName::try_from(name.as_str()),
+                value.as_str().map(HeaderValue::from_str),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    response
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+async fn release(state: &AppState, principal: &str, key: &str) {
+    // language=PostgreSQL
+    let result = sqlx::query(
+        "delete from idempotency_keys
+          where principal = $1 and idempotency_key = $2 and state = 'in_flight'",
+    )
+    .bind(principal)
+    .bind(key)
+    .execute(&state.db)
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "releasing an idempotency key failed; it frees itself when its lock expires");
+    }
+}

@@ -1,0 +1,64 @@
+//! Per-IP rate limits by route group. Operations routes (/healthz, /readyz, /metrics) are
+//! exempt: load balancers and Prometheus must never be throttled into marking us down.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::error::AppError;
+
+/// The rate-limit group of a path, with its per-IP limit; `None` is exempt.
+fn group(state: &AppState, path: &str) -> Option<(&'static str, u32)> {
+    let limits = &state.settings.rate_limit;
+    if path.starts_with("/v1/public/") || path.starts_with("/u/") {
+        Some(("public:ip", limits.public_per_ip))
+    } else if path.starts_with("/auth/") {
+        Some(("auth:ip", limits.auth_per_ip))
+    } else if path.starts_with("/v1/") {
+        Some(("api:ip", limits.api_per_ip))
+    } else {
+        None
+    }
+}
+
+/// The client's address: the peer, or — when the peer is a trusted reverse proxy — the
+/// right-most address in X-Forwarded-For that is not itself a trusted proxy.
+pub fn client_ip(request: &Request, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    forwarded
+        .rsplit(',')
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .or(Some(peer))
+}
+
+pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some((bucket, limit)) = group(&state, request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let Some(ip) = client_ip(&request, &state.settings.rate_limit.trusted_proxies) else {
+        return next.run(request).await;
+    };
+    match state
+        .rate_limiter
+        .check(bucket, &ip.to_string(), limit)
+        .await
+    {
+        Ok(()) => next.run(request).await,
+        Err(retry_after_secs) => AppError::RateLimited { retry_after_secs }.into_response(),
+    }
+}
