@@ -18,9 +18,12 @@ use crate::cache::Cache;
 /// paying a connection timeout on every request.
 const REDIS_BACKOFF: Duration = Duration::from_secs(5);
 
+/// In-process limiters by (bucket, limit).
+type Fallback = HashMap<(String, u32), Arc<DefaultKeyedRateLimiter<String>>>;
+
 pub struct RateLimiter {
     cache: Arc<Cache>,
-    fallback: Mutex<HashMap<(String, u32), Arc<DefaultKeyedRateLimiter<String>>>>,
+    fallback: Mutex<Fallback>,
     degraded: AtomicBool,
     redis_retry_at: Mutex<Option<Instant>>,
 }

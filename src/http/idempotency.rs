@@ -1,10 +1,11 @@
 //! Idempotency keys for creating requests (DESIGN.md §3), as a layer: put it on a route
 //! with `route_layer` *inside* authentication, since keys are scoped per principal.
 //!
-//! Same key + same request → the stored response with `Idempotent-Replayed: true`; same key
-//! + different request → 422 `idempotency_key_reused`; while the first is still running →
-//! 409 `idempotency_key_in_flight`; no key → 400 `idempotency_key_required`. Only successes
-//! are stored: a rejected request (validation, conflict, 5xx) frees its key for a retry.
+//! The same key with the same request replays the stored response with
+//! `Idempotent-Replayed: true`; with a different request it is 422 `idempotency_key_reused`;
+//! while the first is still running, 409 `idempotency_key_in_flight`; no key at all is 400
+//! `idempotency_key_required`. Only successes are stored: a rejected request (validation,
+//! conflict, 5xx) frees its key for a retry.
 //!
 //! Stored bodies are kept as the handler wrote them. Routes whose bodies carry borrower PII
 //! must render from ids on replay or encrypt — see `StoredBody` in the leads issue.
@@ -58,6 +59,17 @@ pub async fn require(State(state): State<AppState>, request: Request, next: Next
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredKey {
+    fingerprint: Vec<u8>,
+    state: String,
+    expired: bool,
+    locked: bool,
+    response_status: Option<i16>,
+    response_headers: Option<serde_json::Value>,
+    response_body: Option<Vec<u8>>,
 }
 
 enum Claim {
@@ -176,25 +188,27 @@ async fn claim(
             return Ok(Claim::Owned);
         }
         // language=PostgreSQL
-        let row: Option<(
-            Vec<u8>,
-            String,
-            bool,
-            bool,
-            Option<i16>,
-            Option<serde_json::Value>,
-            Option<Vec<u8>>,
-        )> = sqlx::query_as(
-            "select fingerprint, state, expires_at < now(), locked_until > now(),
-                        response_status, response_headers, response_body
-                   from idempotency_keys
-                  where principal = $1 and idempotency_key = $2",
+        let row: Option<StoredKey> = sqlx::query_as(
+            "select fingerprint, state, expires_at < now() as expired,
+                    locked_until > now() as locked,
+                    response_status, response_headers, response_body
+               from idempotency_keys
+              where principal = $1 and idempotency_key = $2",
         )
         .bind(principal)
         .bind(key)
         .fetch_optional(&state.db)
         .await?;
-        let Some((stored_print, row_state, expired, locked, status, headers, body)) = row else {
+        let Some(StoredKey {
+            fingerprint: stored_print,
+            state: row_state,
+            expired,
+            locked,
+            response_status: status,
+            response_headers: headers,
+            response_body: body,
+        }) = row
+        else {
             continue; // released meanwhile: try again
         };
         if expired {

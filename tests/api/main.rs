@@ -8,5 +8,7 @@ mod auth;
 mod config_startup;
 mod errors;
 mod faults;
+mod idempotency;
+mod limits;
 mod observability;
 mod readiness;

@@ -1,0 +1,96 @@
+//! Rate limits (per IP, per principal) on Redis, and in-process while Redis is down.
+
+use futures::future::join_all;
+
+use crate::helpers::redis::PrivateRedis;
+use crate::helpers::{TestApp, app, oidc};
+
+/// 100 concurrent requests from one client; the statuses that came back.
+async fn burst(app: &TestApp, token: &str) -> Vec<(u16, Option<String>)> {
+    let requests = (0..100).map(|_| {
+        let request = app.client.get(app.url("/v1/me")).bearer_auth(token);
+        async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (response.status().as_u16(), retry_after)
+        }
+    });
+    join_all(requests).await
+}
+
+fn assert_limited(results: &[(u16, Option<String>)]) {
+    let limited: Vec<_> = results.iter().filter(|(s, _)| *s == 429).collect();
+    let ok = results.iter().filter(|(s, _)| *s == 200).count();
+    assert!(!limited.is_empty(), "no 429 in {results:?}");
+    assert!(ok >= 1, "nothing got through: {results:?}");
+    for (_, retry_after) in limited {
+        let secs: u64 = retry_after
+            .as_ref()
+            .expect("Retry-After on 429")
+            .parse()
+            .unwrap();
+        assert!(secs >= 1);
+    }
+}
+
+#[tokio::test]
+async fn a_burst_from_one_client_is_limited_on_redis_and_without_it() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let app = app().settings(move |s| s.set_redis_url(url)).spawn().await;
+    let token = oidc::access_token("agent-a1").await;
+
+    assert_limited(&burst(&app, &token).await);
+    // The counts really live in this test's Redis (isolated by its key prefix).
+    let mut connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}rl:*", app.state.settings.redis.key_prefix))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "no rate-limit keys in Redis");
+    assert!(
+        keys.iter().all(|k| !k.contains("127.0.0.1")),
+        "raw IP in a key: {keys:?}"
+    );
+
+    redis.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_limited(&burst(&app, &token).await);
+    let degraded = app
+        .logs
+        .text()
+        .matches("rate limiting in-process until it returns")
+        .count();
+    assert_eq!(degraded, 1, "the fallback is logged once, not per request");
+}
+
+#[tokio::test]
+async fn the_per_principal_limit_applies_across_addresses() {
+    let app = app()
+        .settings(|s| {
+            s.rate_limit.api_per_ip = 10_000;
+            s.rate_limit.api_per_principal = 20;
+        })
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a2").await;
+    assert_limited(&burst(&app, &token).await);
+}
+
+#[tokio::test]
+async fn operations_routes_are_never_limited() {
+    let app = app()
+        .settings(|s| s.rate_limit.api_per_ip = 1)
+        .spawn()
+        .await;
+    let results = join_all((0..30).map(|_| app.client.get(app.url("/healthz")).send())).await;
+    assert!(results.into_iter().all(|r| r.unwrap().status() == 200));
+}
