@@ -64,6 +64,8 @@ pub struct AuthSettings {
     pub mfa_amr: Vec<String>,
     pub mfa_acr: Vec<String>,
     pub step_up_max_age_secs: u64,
+    pub session_ttl_secs: u64,
+    pub cookie_secure: bool,
     pub jwks_min_refresh_secs: u64,
     pub jwks_max_age_secs: u64,
 }
@@ -188,6 +190,24 @@ pub struct OidcSettings {
     pub issuer_url: url::Url,
     pub audience: String,
     pub timeout_secs: u64,
+    pub client_id: String,
+    client_secret: Option<SecretString>,
+    client_secret_file: Option<PathBuf>,
+}
+
+impl OidcSettings {
+    /// The browser-login client secret, if browser login is configured.
+    pub fn client_secret(&self) -> Result<Option<SecretString>, ConfigError> {
+        if self.client_secret.is_none() && self.client_secret_file.is_none() {
+            return Ok(None);
+        }
+        resolve_secret(
+            "oidc.client_secret",
+            &self.client_secret,
+            &self.client_secret_file,
+        )
+        .map(Some)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -266,6 +286,7 @@ impl Settings {
         self.rabbitmq.url()?;
         self.redis.url()?;
         self.s3.secret_access_key()?;
+        self.oidc.client_secret()?;
         if self.kms.provider == KmsProvider::Vault {
             self.kms.vault.token()?;
         }

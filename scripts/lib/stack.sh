@@ -260,6 +260,11 @@ address = "127.0.0.1:$CLAMD_PORT"
 
 [oidc]
 issuer_url = "http://127.0.0.1:$OIDC_PORT"
+client_secret = "loanfolio-dev-client-secret"
+
+[auth]
+# Plain HTTP on localhost: a Secure cookie would never come back.
+cookie_secure = false
 
 [kms.local]
 master_key_file = "$LOCAL/master.key"

@@ -6,6 +6,9 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use subtle::ConstantTimeEq;
+
+use super::session::{self, Session};
 use super::token::VerifiedClaims;
 use super::{Actor, AuthError, Role};
 use crate::app::AppState;
@@ -72,27 +75,105 @@ pub fn actor_from_claims(
     })
 }
 
+/// The session behind a cookie-authenticated request.
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    pub id: String,
+    pub session: Session,
+}
+
+fn session_cookie(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == session::COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+enum Credentials {
+    Bearer(String),
+    Cookie {
+        id: String,
+        unsafe_method: bool,
+        csrf_header: Option<String>,
+    },
+    None,
+}
+
+/// Cookie-authenticated changes carry the session's token in this header (the page reads
+/// it from `GET /auth/session`); a cross-site form cannot.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
 pub async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     // Owned, so the future holds no reference to the (non-Sync) request across awaits.
-    let token = bearer_token(&request).map(str::to_owned);
-    match authenticate_request(&state, token).await {
-        Ok(actor) => {
+    let credentials = if let Some(token) = bearer_token(&request) {
+        Credentials::Bearer(token.to_owned())
+    } else if let Some(id) = session_cookie(&request) {
+        Credentials::Cookie {
+            id,
+            unsafe_method: !request.method().is_safe(),
+            csrf_header: request
+                .headers()
+                .get(CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }
+    } else {
+        Credentials::None
+    };
+    match authenticate_request(&state, credentials).await {
+        Ok((actor, session)) => {
             tracing::Span::current().record("principal", actor.subject.as_str());
             request.extensions_mut().insert(actor);
+            if let Some(session) = session {
+                request.extensions_mut().insert(session);
+            }
             next.run(request).await
         }
         Err(e) => e.into_response(),
     }
 }
 
-async fn authenticate_request(state: &AppState, token: Option<String>) -> Result<Actor, AppError> {
-    let token = token.ok_or(AuthError::MissingCredentials)?;
-    let claims = state.verifier.verify(&token).await?;
-    let actor = actor_from_claims(&claims, &state.settings.auth)?;
+async fn authenticate_request(
+    state: &AppState,
+    credentials: Credentials,
+) -> Result<(Actor, Option<SessionContext>), AppError> {
+    let (actor, context) = match credentials {
+        Credentials::None => return Err(AuthError::MissingCredentials.into()),
+        Credentials::Bearer(token) => {
+            let claims = state.verifier.verify(&token).await?;
+            (actor_from_claims(&claims, &state.settings.auth)?, None)
+        }
+        Credentials::Cookie {
+            id,
+            unsafe_method,
+            csrf_header,
+        } => {
+            let session = session::load(&state.db, &state.cache, &id)
+                .await?
+                .ok_or(AuthError::SessionExpired)?;
+            if unsafe_method {
+                let presented = csrf_header.unwrap_or_default();
+                let matches: bool = presented
+                    .as_bytes()
+                    .ct_eq(session.csrf_token.as_bytes())
+                    .into();
+                if !matches {
+                    return Err(AuthError::CsrfFailed.into());
+                }
+            }
+            (session.actor.clone(), Some(SessionContext { id, session }))
+        }
+    };
     state
         .rate_limiter
         .check(
@@ -103,7 +184,7 @@ async fn authenticate_request(state: &AppState, token: Option<String>) -> Result
         .await
         .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
     state.agents.ensure(&state.db, &actor).await?;
-    Ok(actor)
+    Ok((actor, context))
 }
 
 /// Handlers take the caller with `Extension<Actor>`; this alias documents the intent.

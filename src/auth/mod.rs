@@ -4,16 +4,18 @@
 pub mod agents;
 pub mod discovery;
 pub mod jwks;
+pub mod login;
 pub mod middleware;
+pub mod session;
 pub mod token;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{AppError, Problem};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Agent,
@@ -53,7 +55,7 @@ pub enum ReadScope {
 }
 
 /// The authenticated caller of one request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Actor {
     pub subject: String,
     pub display_name: String,
@@ -138,6 +140,8 @@ pub enum AuthError {
     StepUpRequired { max_age_secs: u64 },
     #[error("multi-factor authentication is required")]
     MfaRequired,
+    #[error("cookie-authenticated changes need the session's CSRF token")]
+    CsrfFailed,
     #[error("the issuer's keys cannot be fetched")]
     IssuerUnavailable(#[source] anyhow::Error),
 }
@@ -157,6 +161,7 @@ impl AuthError {
             AuthError::SessionExpired => "session_expired",
             AuthError::StepUpRequired { .. } => "step_up_required",
             AuthError::MfaRequired => "mfa_required",
+            AuthError::CsrfFailed => "csrf_failed",
             AuthError::IssuerUnavailable(_) => "dependency_unavailable",
         }
     }
@@ -171,7 +176,7 @@ impl From<AuthError> for AppError {
 impl AuthError {
     pub fn into_response_with_problem(self) -> Response {
         let (status, challenge) = match &self {
-            AuthError::MfaRequired => (StatusCode::FORBIDDEN, None),
+            AuthError::MfaRequired | AuthError::CsrfFailed => (StatusCode::FORBIDDEN, None),
             AuthError::IssuerUnavailable(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot fetch the issuer's keys");
                 (StatusCode::SERVICE_UNAVAILABLE, None)

@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod me;
 pub mod ops;
+pub mod session_routes;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -63,6 +64,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(ops::routes())
         .merge(ops::api_routes())
+        .merge(session_routes::public_routes())
+        .merge(authenticated(state, session_routes::session_routes()))
         .merge(authenticated(state, me::routes()))
 }
 

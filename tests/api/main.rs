@@ -12,3 +12,4 @@ mod idempotency;
 mod limits;
 mod observability;
 mod readiness;
+mod sessions;
