@@ -174,6 +174,7 @@ impl Application {
             let _ = stop_rx_server.wait_for(|stop| *stop).await;
         });
         let mut server = tokio::spawn(async move { server.await });
+        let housekeeping = tokio::spawn(crate::housekeeping::run(state.clone()));
         tokio::select! {
             result = &mut server => {
                 result.context("server task")?.context("server")?;
@@ -191,6 +192,7 @@ impl Application {
             }
         }
         drop(stop_rx);
+        housekeeping.abort();
         state.broker.close().await;
         state.db.close().await;
         tracing::info!("stopped");

@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod housekeeping;
 pub mod http;
 pub mod metrics;
 pub mod queue;

@@ -187,5 +187,72 @@ async fn authenticate_request(
     Ok((actor, context))
 }
 
-/// Handlers take the caller with `Extension<Actor>`; this alias documents the intent.
-pub type CurrentActor = axum::Extension<Actor>;
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn settings() -> AuthSettings {
+        use figment::providers::{Format, Toml};
+        figment::Figment::from(Toml::string(crate::config::DEFAULT_TOML))
+            .extract_inner("auth")
+            .unwrap()
+    }
+
+    fn claims(value: serde_json::Value) -> VerifiedClaims {
+        VerifiedClaims {
+            subject: "sub-1".into(),
+            claims: value.as_object().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn mfa_by_amr_or_acr() {
+        let s = settings();
+        let base = json!({"realm_access": {"roles": ["agent"]}});
+        let mut by_amr = base.clone();
+        by_amr["amr"] = json!(["pwd", "otp"]);
+        assert!(actor_from_claims(&claims(by_amr), &s).is_ok());
+        let mut by_acr = base.clone();
+        by_acr["amr"] = json!(["pwd"]);
+        by_acr["acr"] = json!("aal2");
+        assert!(actor_from_claims(&claims(by_acr), &s).is_ok());
+        let mut none = base.clone();
+        none["amr"] = json!(["pwd"]);
+        none["acr"] = json!("1");
+        assert!(matches!(
+            actor_from_claims(&claims(none), &s),
+            Err(AppError::Auth(AuthError::MfaRequired))
+        ));
+    }
+
+    #[test]
+    fn roles_filtered_team_from_array_and_unknown_roles_ignored() {
+        let s = settings();
+        let actor = actor_from_claims(
+            &claims(json!({
+                "amr": ["otp"],
+                "realm_access": {"roles": ["offline_access", "manager", "agent", "manager"]},
+                "team": ["team-z"],
+                "preferred_username": "pat"
+            })),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(actor.roles, vec![Role::Agent, Role::Manager]);
+        assert_eq!(actor.team.as_deref(), Some("team-z"));
+        assert_eq!(actor.display_name, "pat");
+        let no_known_role = actor_from_claims(
+            &claims(json!({"amr": ["otp"], "realm_access": {"roles": ["offline_access"]}})),
+            &s,
+        );
+        assert!(matches!(
+            no_known_role,
+            Err(AppError::Client {
+                code: "forbidden",
+                ..
+            })
+        ));
+    }
+}

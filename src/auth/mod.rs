@@ -211,3 +211,58 @@ impl AuthError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor(roles: &[Role], team: Option<&str>) -> Actor {
+        Actor {
+            subject: "s".into(),
+            display_name: "S".into(),
+            email: None,
+            roles: roles.to_vec(),
+            team: team.map(str::to_owned),
+            auth_time: None,
+        }
+    }
+
+    #[test]
+    fn scopes_follow_the_matrix() {
+        assert_eq!(
+            actor(&[Role::Agent], Some("t")).read_scope(),
+            ReadScope::Own("s".into())
+        );
+        assert_eq!(
+            actor(&[Role::Manager], Some("t")).read_scope(),
+            ReadScope::Team("t".into())
+        );
+        assert_eq!(
+            actor(&[Role::Compliance], None).read_scope(),
+            ReadScope::All
+        );
+        assert_eq!(actor(&[Role::Admin], None).read_scope(), ReadScope::All);
+        assert!(actor(&[Role::Compliance], None).write_scope().is_err());
+        assert!(actor(&[Role::Admin], None).write_scope().is_err());
+        assert_eq!(
+            actor(&[Role::Manager], Some("t")).write_scope().unwrap(),
+            ReadScope::Team("t".into())
+        );
+        // A manager without a team claim is confined to their own files.
+        assert_eq!(
+            actor(&[Role::Manager], None).read_scope(),
+            ReadScope::Own("s".into())
+        );
+    }
+
+    #[test]
+    fn step_up_needs_a_recent_auth_time() {
+        let mut a = actor(&[Role::Agent], None);
+        assert!(a.require_recent_auth(0).is_ok(), "0 disables");
+        assert!(a.require_recent_auth(900).is_err(), "unknown auth_time");
+        a.auth_time = Some(time::OffsetDateTime::now_utc().unix_timestamp() - 60);
+        assert!(a.require_recent_auth(900).is_ok());
+        a.auth_time = Some(time::OffsetDateTime::now_utc().unix_timestamp() - 3600);
+        assert!(a.require_recent_auth(900).is_err());
+    }
+}

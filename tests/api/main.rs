@@ -9,6 +9,7 @@ mod config_startup;
 mod errors;
 mod faults;
 mod idempotency;
+mod keycloak_realm;
 mod limits;
 mod observability;
 mod readiness;

@@ -203,3 +203,29 @@ async fn return_to_never_leaves_the_site() {
     }
     assert_eq!(safe_return_to(None), "/");
 }
+
+#[tokio::test]
+async fn housekeeping_removes_only_what_expired() {
+    let app = app().spawn().await;
+    let db = &app.state.db;
+    for (hash, expires) in [
+        (vec![1u8], "now() - interval '1 minute'"),
+        (vec![2u8], "now() + interval '1 hour'"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into sessions (id_hash, subject, actor, csrf_token, expires_at)
+             values ($1, 'agent-a1', '{{}}', 'csrf', {expires})"
+        )))
+        .bind(hash)
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    let removed = loanfolio::housekeeping::sweep(&app.state).await.unwrap();
+    assert_eq!(removed, 1);
+    let left: Vec<Vec<u8>> = sqlx::query_scalar("select id_hash from sessions")
+        .fetch_all(db)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![vec![2u8]]);
+}
