@@ -18,6 +18,7 @@ use crate::auth::token::TokenVerifier;
 use crate::cache::Cache;
 use crate::config::Settings;
 use crate::crypto::Kms;
+use crate::crypto::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::queue::Broker;
 use crate::ratelimit::RateLimiter;
@@ -53,7 +54,7 @@ pub struct AppState {
     pub storage: Storage,
     pub clamd: Clamd,
     pub oidc: Discovery,
-    pub kms: Kms,
+    pub keys: Arc<KeyRing>,
     pub metrics: Arc<Metrics>,
     pub readiness_transitions: Arc<Transitions>,
     pub verifier: Arc<TokenVerifier>,
@@ -80,7 +81,7 @@ impl AppState {
             storage: Storage::new(&settings.s3).context("s3")?,
             clamd: Clamd::new(&settings.clamd),
             oidc,
-            kms: Kms::new(&settings.kms),
+            keys: Arc::new(KeyRing::new(Kms::new(&settings.kms))),
             metrics: Arc::new(Metrics::new()),
             readiness_transitions: Arc::default(),
             verifier: Arc::new(verifier),
@@ -126,7 +127,7 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
-        if state.kms.provider_name() == "local" {
+        if state.keys.kms.provider_name() == "local" {
             tracing::warn!(
                 "running on the `local` key provider: a master key file, not Vault; for development, tests and very small installs only"
             );

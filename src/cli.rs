@@ -69,6 +69,24 @@ pub enum StorageCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
+    /// Create a new master key version (Vault: transit rotate; local: a new line in the
+    /// key file). New data keys are wrapped with it at once; run `rewrap` next.
+    Rotate {
+        /// Vault only: a file holding the operator token (policy: rotate, rewrap, config).
+        /// Never the service's token; never in the service's configuration.
+        #[arg(long, value_name = "PATH", env = "LOANFOLIO_VAULT_OPERATOR_TOKEN_FILE")]
+        operator_token_file: Option<PathBuf>,
+    },
+    /// Rewrap every stored data key under the newest master version. Online and resumable:
+    /// safe to interrupt, re-run, or run while the service serves.
+    Rewrap {
+        #[arg(long, value_name = "PATH", env = "LOANFOLIO_VAULT_OPERATOR_TOKEN_FILE")]
+        operator_token_file: Option<PathBuf>,
+        /// Vault only: the newest key version (from `vault read transit/keys/<key>`); data
+        /// keys wrapped under older versions are rewrapped.
+        #[arg(long)]
+        newest_version: Option<u32>,
+    },
     /// Create a master key file for the `local` key provider (mode 0600; never overwrites).
     GenerateLocal {
         /// Where to write it (default: kms.local.master_key_file).
@@ -122,11 +140,57 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Admin(AdminCommand::Keys(KeysCommand::Rotate {
+            operator_token_file,
+        })) => {
+            let kms = operator_kms(&settings, operator_token_file.as_deref())?;
+            kms.rotate().await?;
+            println!(
+                "rotated the {} master key; now run `loanfolio admin keys rewrap`",
+                kms.provider_name()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::Keys(KeysCommand::Rewrap {
+            operator_token_file,
+            newest_version,
+        })) => {
+            let kms = operator_kms(&settings, operator_token_file.as_deref())?;
+            let newest = match (&kms, newest_version) {
+                (crate::crypto::Kms::Local(file), _) => file.newest_version()?,
+                (_, Some(v)) => v,
+                (_, None) => anyhow::bail!("--newest-version is required with the vault provider"),
+            };
+            let pool = db::lazy_pool(&settings.database)?;
+            let keys = crate::crypto::keyring::KeyRing::new(kms);
+            let count = keys.rewrap_all(&pool, newest).await?;
+            println!("rewrapped {count} key(s) to master version {newest}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Admin(AdminCommand::Keys(KeysCommand::GenerateLocal { file })) => {
             let path = file.unwrap_or_else(|| settings.kms.local.master_key_file.clone());
             crate::crypto::local::LocalKeyFile::new(&path).generate()?;
             println!("wrote a new master key file at {}", path.display());
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The key provider with the operator's rights (Vault: the operator token given here).
+fn operator_kms(
+    settings: &Settings,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<crate::crypto::Kms> {
+    use crate::config::KmsProvider;
+    match settings.kms.provider {
+        KmsProvider::Local => Ok(crate::crypto::Kms::new(&settings.kms)),
+        KmsProvider::Vault => {
+            let path = token_file.context("the vault provider needs --operator-token-file")?;
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Ok(crate::crypto::Kms::Vault(Box::new(
+                crate::crypto::vault::VaultKeys::new(&settings.kms.vault, token.trim())?,
+            )))
         }
     }
 }

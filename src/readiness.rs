@@ -107,7 +107,7 @@ pub async fn check(state: &AppState) -> ReadinessReport {
         probe(timeout, state.storage.check()),
         probe(timeout, state.clamd.ping()),
         probe(timeout, async { state.oidc.fetch().await.map(|_| ()) }),
-        probe(timeout, state.kms.check()),
+        probe(timeout, state.keys.kms.check()),
     );
 
     // The schema query doubles as the PostgreSQL probe.

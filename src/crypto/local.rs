@@ -64,6 +64,77 @@ impl LocalKeyFile {
     }
 }
 
+const WRAP_PREFIX: &str = "local:v";
+
+fn wrap_aad(context: &str) -> Vec<u8> {
+    format!("loanfolio:data-key:{context}").into_bytes()
+}
+
+impl LocalKeyFile {
+    /// Wrap a data key under the newest master key; `context` binds it to its owner (a
+    /// borrower file id), so it cannot be unwrapped for another.
+    pub fn wrap(&self, data_key: &[u8; 32], context: &str) -> anyhow::Result<(String, u32)> {
+        let keys = self.load()?;
+        let (version, master) = keys.last().context("no master key")?;
+        let wrapped = crate::crypto::aead_seal(master, &wrap_aad(context), data_key);
+        Ok((
+            format!("{WRAP_PREFIX}{version}:{}", b64(&wrapped)),
+            *version,
+        ))
+    }
+
+    pub fn unwrap_key(&self, wrapped: &str, context: &str) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+        let rest = wrapped
+            .strip_prefix(WRAP_PREFIX)
+            .context("not a local-provider wrapped key")?;
+        let (version, body) = rest.split_once(':').context("malformed wrapped key")?;
+        let version: u32 = version.parse().context("malformed wrapped key version")?;
+        let keys = self.load()?;
+        let (_, master) = keys
+            .iter()
+            .find(|(v, _)| *v == version)
+            .with_context(|| format!("master key version {version} is not in the key file"))?;
+        let sealed = unb64(body).context("malformed wrapped key")?;
+        let plain = crate::crypto::aead_open(master, &wrap_aad(context), &sealed)
+            .context("the wrapped key does not verify under its master key and context")?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        anyhow::ensure!(plain.len() == 32, "the wrapped key is not 32 bytes");
+        key.copy_from_slice(&plain);
+        Ok(key)
+    }
+
+    /// Append a new master key version; new data keys are wrapped with it from now on.
+    pub fn rotate(&self) -> anyhow::Result<u32> {
+        let keys = self.load()?;
+        let next = keys.last().map(|(v, _)| v + 1).unwrap_or(1);
+        let mut key = Zeroizing::new([0u8; 32]);
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), key.as_mut())
+            .map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        let line = Zeroizing::new(format!("{next} {}\n", hex(key.as_ref())));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("opening master key file {}", self.path.display()))?;
+        file.write_all(line.as_bytes())?;
+        file.sync_all()?;
+        Ok(next)
+    }
+
+    pub fn newest_version(&self) -> anyhow::Result<u32> {
+        Ok(self.load()?.last().map(|(v, _)| *v).unwrap_or(0))
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+fn unb64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD_NO_PAD.decode(text)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -118,6 +189,30 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].0, 1);
         assert!(file.generate().is_err(), "must not overwrite");
+    }
+
+    #[test]
+    fn wrap_rotate_unwrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = LocalKeyFile::new(&dir.path().join("master.key"));
+        file.generate().unwrap();
+        let dek = [9u8; 32];
+        let (wrapped, v1) = file.wrap(&dek, "file-a").unwrap();
+        assert_eq!(v1, 1);
+        assert!(
+            file.unwrap_key(&wrapped, "file-b").is_err(),
+            "bound to its context"
+        );
+        assert_eq!(file.rotate().unwrap(), 2);
+        assert_eq!(
+            *file.unwrap_key(&wrapped, "file-a").unwrap(),
+            dek,
+            "old versions still unwrap"
+        );
+        let (rewrapped, v2) = file.wrap(&dek, "file-a").unwrap();
+        assert_eq!(v2, 2);
+        assert!(rewrapped.starts_with("local:v2:"));
+        assert_eq!(*file.unwrap_key(&rewrapped, "file-a").unwrap(), dek);
     }
 
     #[test]

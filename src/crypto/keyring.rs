@@ -1,0 +1,196 @@
+//! Borrower-file data keys and the blind-index key, backed by PostgreSQL (wrapped forms)
+//! and the key provider (wrapping), with a small TTL cache of plaintext keys.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use super::{DataKey, Kms};
+
+const CACHE_TTL: Duration = Duration::from_secs(300);
+const CACHE_MAX: usize = 10_000;
+const SSN_INDEX_KEY: &str = "ssn-blind-index";
+
+pub struct KeyRing {
+    pub kms: Kms,
+    cache: Mutex<HashMap<Uuid, (Arc<DataKey>, Instant)>>,
+    index_key: OnceCell<Arc<DataKey>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("provider", &self.kms.provider_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    pub fn new(kms: Kms) -> Self {
+        Self {
+            kms,
+            cache: Mutex::default(),
+            index_key: OnceCell::new(),
+        }
+    }
+
+    fn remember(&self, file: Uuid, key: Arc<DataKey>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(file, (key, Instant::now()));
+    }
+
+    /// Create the data key of a new borrower file, in the caller's transaction.
+    pub async fn create_file_key(
+        &self,
+        tx: &mut PgConnection,
+        file: Uuid,
+    ) -> anyhow::Result<Arc<DataKey>> {
+        let (key, wrapped, version) = self
+            .kms
+            .generate(&file.to_string())
+            .await
+            .context("generating a data key")?;
+        // language=PostgreSQL
+        sqlx::query(
+            "insert into borrower_files (id, wrapped_dek, kek_version) values ($1, $2, $3)",
+        )
+        .bind(file)
+        .bind(&wrapped)
+        .bind(version as i32)
+        .execute(&mut *tx)
+        .await?;
+        let key = Arc::new(key);
+        self.remember(file, key.clone());
+        Ok(key)
+    }
+
+    /// The data key of an existing borrower file.
+    pub async fn file_key(&self, db: &PgPool, file: Uuid) -> anyhow::Result<Arc<DataKey>> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((key, at)) = cache.get(&file)
+                && at.elapsed() < CACHE_TTL
+            {
+                return Ok(key.clone());
+            }
+        }
+        // language=PostgreSQL
+        let wrapped: String =
+            sqlx::query_scalar("select wrapped_dek from borrower_files where id = $1")
+                .bind(file)
+                .fetch_one(db)
+                .await
+                .context("reading a wrapped data key")?;
+        let key = Arc::new(self.kms.unwrap(&wrapped, &file.to_string()).await?);
+        self.remember(file, key.clone());
+        Ok(key)
+    }
+
+    /// The SSN blind-index key: created once per installation, stored wrapped.
+    pub async fn ssn_index_key(&self, db: &PgPool) -> anyhow::Result<Arc<DataKey>> {
+        self.index_key
+            .get_or_try_init(|| async {
+                let context = format!("keyring:{SSN_INDEX_KEY}");
+                // language=PostgreSQL
+                let existing: Option<String> =
+                    sqlx::query_scalar("select wrapped_key from keyring where name = $1")
+                        .bind(SSN_INDEX_KEY)
+                        .fetch_optional(db)
+                        .await?;
+                let wrapped = match existing {
+                    Some(wrapped) => wrapped,
+                    None => {
+                        let (_, wrapped, version) = self.kms.generate(&context).await?;
+                        // Two replicas may race here; the first insert wins and both use it.
+                        // language=PostgreSQL
+                        sqlx::query(
+                            "insert into keyring (name, wrapped_key, kek_version) values ($1, $2, $3)
+                             on conflict (name) do nothing",
+                        )
+                        .bind(SSN_INDEX_KEY)
+                        .bind(&wrapped)
+                        .bind(version as i32)
+                        .execute(db)
+                        .await?;
+                        // language=PostgreSQL
+                        sqlx::query_scalar("select wrapped_key from keyring where name = $1")
+                            .bind(SSN_INDEX_KEY)
+                            .fetch_one(db)
+                            .await?
+                    }
+                };
+                anyhow::Ok(Arc::new(self.kms.unwrap(&wrapped, &context).await?))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Operator: rewrap every stored key wrapped under an older master version, in batches;
+    /// safe to interrupt and re-run, and to run while the service serves.
+    pub async fn rewrap_all(&self, db: &PgPool, newest: u32) -> anyhow::Result<u64> {
+        let mut done = 0u64;
+        loop {
+            // language=PostgreSQL
+            let batch: Vec<(Uuid, String, i32)> = sqlx::query_as(
+                "select id, wrapped_dek, kek_version from borrower_files
+                  where kek_version < $1 order by id limit 200",
+            )
+            .bind(newest as i32)
+            .fetch_all(db)
+            .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for (id, wrapped, old) in batch {
+                let (rewrapped, version) = self.kms.rewrap(&wrapped, &id.to_string()).await?;
+                // Only if nobody rewrapped it meanwhile (another operator run).
+                // language=PostgreSQL
+                let updated = sqlx::query(
+                    "update borrower_files set wrapped_dek = $2, kek_version = $3, rewrapped_at = now()
+                      where id = $1 and kek_version = $4",
+                )
+                .bind(id)
+                .bind(&rewrapped)
+                .bind(version as i32)
+                .bind(old)
+                .execute(db)
+                .await?;
+                done += updated.rows_affected();
+            }
+        }
+        // language=PostgreSQL
+        let names: Vec<(String, String, i32)> = sqlx::query_as(
+            "select name, wrapped_key, kek_version from keyring where kek_version < $1",
+        )
+        .bind(newest as i32)
+        .fetch_all(db)
+        .await?;
+        for (name, wrapped, old) in names {
+            let (rewrapped, version) = self
+                .kms
+                .rewrap(&wrapped, &format!("keyring:{name}"))
+                .await?;
+            // language=PostgreSQL
+            sqlx::query("update keyring set wrapped_key = $2, kek_version = $3 where name = $1 and kek_version = $4")
+                .bind(&name)
+                .bind(&rewrapped)
+                .bind(version as i32)
+                .bind(old)
+                .execute(db)
+                .await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+}
