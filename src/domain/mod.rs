@@ -1,0 +1,5 @@
+//! Pure types and rules: validated inputs that can only hold valid values.
+
+pub mod lead;
+pub mod money;
+pub mod ssn;
