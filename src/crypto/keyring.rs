@@ -15,11 +15,13 @@ use super::{DataKey, Kms};
 const CACHE_TTL: Duration = Duration::from_secs(300);
 const CACHE_MAX: usize = 10_000;
 const SSN_INDEX_KEY: &str = "ssn-blind-index";
+const RESPONSE_KEY: &str = "idempotent-responses";
 
 pub struct KeyRing {
     pub kms: Kms,
     cache: Mutex<HashMap<Uuid, (Arc<DataKey>, Instant)>>,
     index_key: OnceCell<Arc<DataKey>>,
+    response_key: OnceCell<Arc<DataKey>>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -36,6 +38,7 @@ impl KeyRing {
             kms,
             cache: Mutex::default(),
             index_key: OnceCell::new(),
+            response_key: OnceCell::new(),
         }
     }
 
@@ -100,40 +103,51 @@ impl KeyRing {
     /// The SSN blind-index key: created once per installation, stored wrapped.
     pub async fn ssn_index_key(&self, db: &PgPool) -> anyhow::Result<Arc<DataKey>> {
         self.index_key
-            .get_or_try_init(|| async {
-                let context = format!("keyring:{SSN_INDEX_KEY}");
-                // language=PostgreSQL
-                let existing: Option<String> =
-                    sqlx::query_scalar("select wrapped_key from keyring where name = $1")
-                        .bind(SSN_INDEX_KEY)
-                        .fetch_optional(db)
-                        .await?;
-                let wrapped = match existing {
-                    Some(wrapped) => wrapped,
-                    None => {
-                        let (_, wrapped, version) = self.kms.generate(&context).await?;
-                        // Two replicas may race here; the first insert wins and both use it.
-                        // language=PostgreSQL
-                        sqlx::query(
-                            "insert into keyring (name, wrapped_key, kek_version) values ($1, $2, $3)
-                             on conflict (name) do nothing",
-                        )
-                        .bind(SSN_INDEX_KEY)
-                        .bind(&wrapped)
-                        .bind(version as i32)
-                        .execute(db)
-                        .await?;
-                        // language=PostgreSQL
-                        sqlx::query_scalar("select wrapped_key from keyring where name = $1")
-                            .bind(SSN_INDEX_KEY)
-                            .fetch_one(db)
-                            .await?
-                    }
-                };
-                anyhow::Ok(Arc::new(self.kms.unwrap(&wrapped, &context).await?))
-            })
+            .get_or_try_init(|| self.named_key(db, SSN_INDEX_KEY))
             .await
             .cloned()
+    }
+
+    /// The key that seals stored idempotent responses (they can hold PII).
+    pub async fn response_key(&self, db: &PgPool) -> anyhow::Result<Arc<DataKey>> {
+        self.response_key
+            .get_or_try_init(|| self.named_key(db, RESPONSE_KEY))
+            .await
+            .cloned()
+    }
+
+    /// An installation-wide key by name: created on first use, stored wrapped.
+    async fn named_key(&self, db: &PgPool, name: &'static str) -> anyhow::Result<Arc<DataKey>> {
+        let context = format!("keyring:{name}");
+        // language=PostgreSQL
+        let existing: Option<String> =
+            sqlx::query_scalar("select wrapped_key from keyring where name = $1")
+                .bind(name)
+                .fetch_optional(db)
+                .await?;
+        let wrapped = match existing {
+            Some(wrapped) => wrapped,
+            None => {
+                let (_, wrapped, version) = self.kms.generate(&context).await?;
+                // Two replicas may race here; the first insert wins and both use it.
+                // language=PostgreSQL
+                sqlx::query(
+                    "insert into keyring (name, wrapped_key, kek_version) values ($1, $2, $3)
+                     on conflict (name) do nothing",
+                )
+                .bind(name)
+                .bind(&wrapped)
+                .bind(version as i32)
+                .execute(db)
+                .await?;
+                // language=PostgreSQL
+                sqlx::query_scalar("select wrapped_key from keyring where name = $1")
+                    .bind(name)
+                    .fetch_one(db)
+                    .await?
+            }
+        };
+        Ok(Arc::new(self.kms.unwrap(&wrapped, &context).await?))
     }
 
     /// Operator: rewrap every stored key wrapped under an older master version, in batches;

@@ -15,6 +15,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::config::DatabaseSettings;
 
+pub mod audit;
+pub mod outbox;
+
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// The newest migration this binary was built with.

@@ -7,8 +7,9 @@
 //! `idempotency_key_required`. Only successes are stored: a rejected request (validation,
 //! conflict, 5xx) frees its key for a retry.
 //!
-//! Stored bodies are kept as the handler wrote them. Routes whose bodies carry borrower PII
-//! must render from ids on replay or encrypt — see `StoredBody` in the leads issue.
+//! Stored bodies can carry borrower PII (a created lead), so they are sealed with AES-GCM
+//! under the installation's response key, bound to the principal and the key (AAD); a
+//! database reader sees ciphertext only (DESIGN.md §3).
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -136,6 +137,16 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Result<Respon
             Some((name.as_str().to_owned(), value.into()))
         })
         .collect();
+    let sealed = match seal(state, &principal, &key, &body).await {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            // The work is done and committed; only the replay copy is lost.
+            tracing::error!(error = %e, "sealing an idempotent response failed");
+            release(state, &principal, &key).await;
+            response_parts.headers.remove(header::CONTENT_LENGTH);
+            return Ok(Response::from_parts(response_parts, Body::from(body)));
+        }
+    };
     // language=PostgreSQL
     let stored = sqlx::query(
         "update idempotency_keys
@@ -146,7 +157,7 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Result<Respon
     .bind(&key)
     .bind(i16::try_from(response_parts.status.as_u16()).unwrap_or(200))
     .bind(serde_json::Value::Object(headers))
-    .bind(body.as_ref())
+    .bind(sealed)
     .execute(&state.db)
     .await;
     if let Err(e) = stored {
@@ -231,6 +242,10 @@ async fn claim(
             ));
         }
         if row_state == "completed" {
+            let body = match body {
+                Some(sealed) => Some(open(state, principal, key, &sealed).await?),
+                None => None,
+            };
             return Ok(Claim::Replay(replay(status, headers, body)));
         }
         if locked {
@@ -261,6 +276,49 @@ async fn claim(
         "idempotency_key_in_flight",
         "a request with this Idempotency-Key is still being processed",
     ))
+}
+
+fn response_aad(principal: &str, key: &str) -> Vec<u8> {
+    format!("idempotent-response\0{principal}\0{key}").into_bytes()
+}
+
+async fn response_key(
+    state: &AppState,
+) -> Result<std::sync::Arc<crate::crypto::DataKey>, AppError> {
+    state
+        .keys
+        .response_key(&state.db)
+        .await
+        .map_err(|e| AppError::DependencyUnavailable {
+            dependency: "kms",
+            source: e,
+        })
+}
+
+async fn seal(
+    state: &AppState,
+    principal: &str,
+    key: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, AppError> {
+    let sealing_key = response_key(state).await?;
+    Ok(crate::crypto::aead_seal(
+        &sealing_key,
+        &response_aad(principal, key),
+        body,
+    ))
+}
+
+async fn open(
+    state: &AppState,
+    principal: &str,
+    key: &str,
+    sealed: &[u8],
+) -> Result<Vec<u8>, AppError> {
+    let sealing_key = response_key(state).await?;
+    crate::crypto::aead_open(&sealing_key, &response_aad(principal, key), sealed)
+        .map(|plain| plain.to_vec())
+        .map_err(|e| AppError::Internal(e.context("a stored idempotent response does not verify")))
 }
 
 fn replay(
