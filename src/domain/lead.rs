@@ -17,6 +17,17 @@ pub enum LoanPurpose {
     HomeEquity,
 }
 
+impl LoanPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoanPurpose::Purchase => "purchase",
+            LoanPurpose::Refinance => "refinance",
+            LoanPurpose::CashOutRefinance => "cash_out_refinance",
+            LoanPurpose::HomeEquity => "home_equity",
+        }
+    }
+}
+
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
 )]

@@ -7,6 +7,7 @@
 
 pub mod edge;
 pub mod idempotency;
+pub mod leads;
 pub mod limits;
 pub mod me;
 pub mod ops;
@@ -67,6 +68,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(session_routes::public_routes())
         .merge(authenticated(state, session_routes::session_routes()))
         .merge(authenticated(state, me::routes()))
+        .merge(authenticated(state, leads::routes(state)))
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

@@ -10,6 +10,7 @@ mod errors;
 mod faults;
 mod idempotency;
 mod keycloak_realm;
+mod leads;
 mod limits;
 mod observability;
 mod readiness;
