@@ -13,5 +13,6 @@ mod keycloak_realm;
 mod leads;
 mod limits;
 mod observability;
+mod pii;
 mod readiness;
 mod sessions;
