@@ -5,6 +5,7 @@
 //! the inner layers (413, 408, axum's 405) are plain; the edge turns every error response
 //! that is not already a problem document into one, so clients see one error format.
 
+pub mod audit;
 pub mod edge;
 pub mod idempotency;
 pub mod leads;
@@ -69,6 +70,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(authenticated(state, session_routes::session_routes()))
         .merge(authenticated(state, me::routes()))
         .merge(authenticated(state, leads::routes(state)))
+        .merge(authenticated(state, audit::routes()))
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

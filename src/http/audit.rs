@@ -1,0 +1,149 @@
+//! `GET /v1/audit`: the audit log for compliance and admin.
+
+use axum::Extension;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{Actor, Role};
+use crate::error::{AppError, AppJson};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AuditParams {
+    entity_type: Option<String>,
+    entity_id: Option<Uuid>,
+    /// The actor's subject.
+    actor: Option<String>,
+    /// RFC 3339, inclusive.
+    from: Option<String>,
+    /// RFC 3339, exclusive.
+    to: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditActor {
+    subject: String,
+    roles: Vec<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    seq: i64,
+    at: String,
+    actor: AuditActor,
+    action: String,
+    entity_type: String,
+    entity_id: Uuid,
+    request_id: Option<String>,
+    details: Value,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    items: Vec<AuditEntry>,
+    next_cursor: Option<String>,
+}
+
+type AuditRow = (
+    i64,
+    OffsetDateTime,
+    String,
+    Vec<String>,
+    String,
+    String,
+    Uuid,
+    Option<String>,
+    Value,
+);
+
+fn bad(detail: &str) -> AppError {
+    AppError::client(
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        detail.to_owned(),
+    )
+}
+
+/// Audit entries, newest first (compliance and admin only).
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses(
+        (status = 200, description = "A page of entries", body = AuditPage),
+        (status = 403, description = "Not compliance or admin", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_audit(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    query: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<AppJson<AuditPage>, AppError> {
+    if !(actor.has(Role::Compliance) || actor.has(Role::Admin)) {
+        return Err(AppError::forbidden());
+    }
+    let Query(params) = query.map_err(|_| bad("a query parameter is not valid"))?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(bad("`limit` must be between 1 and 200"));
+    }
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select seq, at, actor_subject, actor_roles, action, entity_type, entity_id, request_id, details
+           from audit_log where true",
+    );
+    if let Some(t) = &params.entity_type {
+        query.push(" and entity_type = ").push_bind(t.clone());
+    }
+    if let Some(id) = params.entity_id {
+        query.push(" and entity_id = ").push_bind(id);
+    }
+    if let Some(a) = &params.actor {
+        query.push(" and actor_subject = ").push_bind(a.clone());
+    }
+    for (bound, op) in [(&params.from, " and at >= "), (&params.to, " and at < ")] {
+        if let Some(t) = bound {
+            let t =
+                OffsetDateTime::parse(t, &Rfc3339).map_err(|_| bad("times must be RFC 3339"))?;
+            query.push(op).push_bind(t);
+        }
+    }
+    if let Some(cursor) = params.cursor {
+        query.push(" and seq < ").push_bind(cursor);
+    }
+    query.push(" order by seq desc limit ").push_bind(limit + 1);
+    let mut rows: Vec<AuditRow> = query.build_query_as().fetch_all(&state.db).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.0.to_string())
+    } else {
+        None
+    };
+    let items = rows
+        .into_iter()
+        .map(
+            |(seq, at, subject, roles, action, entity_type, entity_id, request_id, details)| {
+                AuditEntry {
+                    seq,
+                    at: at.format(&Rfc3339).unwrap_or_default(),
+                    actor: AuditActor { subject, roles },
+                    action,
+                    entity_type,
+                    entity_id,
+                    request_id,
+                    details,
+                }
+            },
+        )
+        .collect();
+    Ok(AppJson(AuditPage { items, next_cursor }))
+}
