@@ -24,6 +24,7 @@ use crate::domain::lead::{Address, LeadInput, LeadStatus, LoanPurpose, ValidLead
 use crate::domain::ssn::Ssn;
 use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
+use crate::http::support::{etag, if_match, kms_unavailable, malformed, push_scope, rfc3339};
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -130,15 +131,6 @@ fn unseal(
     }
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
-fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
-}
-
 /// Who sees what (DESIGN.md §2): admins read masked PII only.
 fn masked_for(actor: &Actor) -> bool {
     actor.has(Role::Admin)
@@ -241,21 +233,6 @@ fn render(row: &LeadRow, key: &DataKey, actor: &Actor, reveal_ssn: bool) -> Resu
     })
 }
 
-/// Append the caller's read scope to a query over `leads l`.
-fn push_scope(query: &mut QueryBuilder<Postgres>, scope: &ReadScope) {
-    match scope {
-        ReadScope::Own(subject) => {
-            query
-                .push(" and l.owner_subject = ")
-                .push_bind(subject.clone());
-        }
-        ReadScope::Team(team) => {
-            query.push(" and l.team = ").push_bind(team.clone());
-        }
-        ReadScope::All => {}
-    }
-}
-
 async fn fetch_lead(
     db: &mut PgConnection,
     id: Uuid,
@@ -264,7 +241,7 @@ async fn fetch_lead(
 ) -> Result<Option<LeadRow>, sqlx::Error> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT_LEAD);
     query.push(" where l.id = ").push_bind(id);
-    push_scope(&mut query, scope);
+    push_scope(&mut query, "l", scope);
     if for_update {
         query.push(" for update of l");
     }
@@ -341,13 +318,6 @@ fn present_fields(lead: &ValidLead) -> Vec<&'static str> {
     fields
 }
 
-fn kms_unavailable(e: anyhow::Error) -> AppError {
-    AppError::DependencyUnavailable {
-        dependency: "kms",
-        source: e,
-    }
-}
-
 fn today() -> time::Date {
     OffsetDateTime::now_utc().date()
 }
@@ -363,7 +333,7 @@ async fn possible_duplicates(
     let mut query =
         QueryBuilder::<Postgres>::new("select l.id, l.ssn_enc from leads l where l.ssn_index = ");
     query.push_bind(index).push(" and l.id <> ").push_bind(id);
-    push_scope(&mut query, &actor.read_scope());
+    push_scope(&mut query, "l", &actor.read_scope());
     query.push(" limit 200");
     let candidates: Vec<(Uuid, Option<Vec<u8>>)> =
         query.build_query_as().fetch_all(&state.db).await?;
@@ -569,14 +539,6 @@ pub struct LeadList {
     next_cursor: Option<String>,
 }
 
-fn malformed(detail: &str) -> AppError {
-    AppError::client(
-        StatusCode::BAD_REQUEST,
-        "malformed_request",
-        detail.to_owned(),
-    )
-}
-
 /// The leads the caller can see, newest first.
 #[utoipa::path(get, path = "/v1/leads", tag = "leads", params(ListParams),
     responses((status = 200, description = "A page of leads", body = LeadList)))]
@@ -592,7 +554,7 @@ async fn list_leads(
     }
     let mut query = QueryBuilder::<Postgres>::new(SELECT_LEAD);
     query.push(" where true");
-    push_scope(&mut query, &actor.read_scope());
+    push_scope(&mut query, "l", &actor.read_scope());
     if let Some(status) = params.status {
         query.push(" and l.status = ").push_bind(status.as_str());
     }
@@ -645,28 +607,6 @@ async fn list_leads(
         items.push(render(row, &key, &actor, false)?);
     }
     Ok(AppJson(LeadList { items, next_cursor }))
-}
-
-fn if_match(headers: &HeaderMap) -> Result<i64, AppError> {
-    let value = headers.get(header::IF_MATCH).ok_or_else(|| {
-        AppError::client(
-            StatusCode::PRECONDITION_REQUIRED,
-            "precondition_required",
-            "send If-Match with the ETag you last read",
-        )
-    })?;
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| {
-            AppError::client(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "the If-Match value does not match the resource's ETag",
-            )
-        })
 }
 
 /// The full, unmasked JSON of a lead, as the merge patch's target.

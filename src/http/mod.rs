@@ -10,9 +10,11 @@ pub mod edge;
 pub mod idempotency;
 pub mod leads;
 pub mod limits;
+pub mod loans;
 pub mod me;
 pub mod ops;
 pub mod session_routes;
+pub mod support;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -70,6 +72,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(authenticated(state, session_routes::session_routes()))
         .merge(authenticated(state, me::routes()))
         .merge(authenticated(state, leads::routes(state)))
+        .merge(authenticated(state, loans::routes(state)))
         .merge(authenticated(state, audit::routes()))
 }
 

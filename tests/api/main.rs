@@ -13,6 +13,7 @@ mod idempotency;
 mod keycloak_realm;
 mod leads;
 mod limits;
+mod loans;
 mod observability;
 mod pii;
 mod readiness;

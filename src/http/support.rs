@@ -1,0 +1,73 @@
+//! Helpers shared by the resource modules: ETags and If-Match, scoping, problem shortcuts.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use sqlx::{Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::auth::ReadScope;
+use crate::error::AppError;
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+pub fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+pub fn kms_unavailable(e: anyhow::Error) -> AppError {
+    AppError::DependencyUnavailable {
+        dependency: "kms",
+        source: e,
+    }
+}
+
+pub fn malformed(detail: &str) -> AppError {
+    AppError::client(
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        detail.to_owned(),
+    )
+}
+
+pub fn if_match(headers: &HeaderMap) -> Result<i64, AppError> {
+    let value = headers.get(header::IF_MATCH).ok_or_else(|| {
+        AppError::client(
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition_required",
+            "send If-Match with the ETag you last read",
+        )
+    })?;
+    value
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            AppError::client(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "the If-Match value does not match the resource's ETag",
+            )
+        })
+}
+
+/// Append the caller's read scope to a query over a table aliased `alias` with
+/// `owner_subject` and `team` columns.
+pub fn push_scope(query: &mut QueryBuilder<Postgres>, alias: &str, scope: &ReadScope) {
+    match scope {
+        ReadScope::Own(subject) => {
+            query
+                .push(format!(" and {alias}.owner_subject = "))
+                .push_bind(subject.clone());
+        }
+        ReadScope::Team(team) => {
+            query
+                .push(format!(" and {alias}.team = "))
+                .push_bind(team.clone());
+        }
+        ReadScope::All => {}
+    }
+}

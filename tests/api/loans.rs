@@ -1,0 +1,328 @@
+//! Loans: creation for a visible lead, the dashboard's snapshot counts, and the status
+//! machine with the role matrix, If-Match and concurrency.
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, oidc, spawn_app};
+use crate::leads::{Client, full_lead};
+
+fn new_loan(lead_id: &str) -> Value {
+    json!({
+        "lead_id": lead_id, "loan_type": "conventional", "amount": "425000.10",
+        "property": {"line1": "9 Elm St", "city": "Springfield", "state": "IL", "postal_code": "62704"}
+    })
+}
+
+async fn post(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    body: Value,
+    if_match: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&body);
+    if let Some(etag) = if_match {
+        request = request.header("If-Match", etag);
+    }
+    request.send().await.unwrap()
+}
+
+async fn loan_for(app: &TestApp, user: &str) -> (String, String) {
+    let token = oidc::access_token(user).await;
+    let agent = Client::new(app, user).await;
+    let lead: Value = agent.create(full_lead()).await.json().await.unwrap();
+    let response = post(
+        app,
+        &token,
+        "/v1/loans",
+        new_loan(lead["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let loan: Value = response.json().await.unwrap();
+    (loan["id"].as_str().unwrap().to_owned(), token)
+}
+
+async fn move_to(app: &TestApp, token: &str, loan: &str, status: &str) -> reqwest::Response {
+    let current = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let etag = current
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_owned());
+    post(
+        app,
+        token,
+        &format!("/v1/loans/{loan}/status"),
+        json!({"status": status, "reason": "test"}),
+        etag.as_deref(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn create_read_and_dashboard() {
+    let app = spawn_app().await;
+    let (loan, token) = loan_for(&app, "agent-a1").await;
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["etag"], "\"1\"");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "draft");
+    assert_eq!(body["amount"], "425000.10");
+    assert_eq!(body["property"]["city"], "Springfield");
+
+    // Another team's agent cannot attach a loan to this lead, nor see the loan.
+    let b1 = oidc::access_token("agent-b1").await;
+    let lead_id = body["lead_id"].as_str().unwrap();
+    let response = post(&app, &b1, "/v1/loans", new_loan(lead_id), None).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        app.client
+            .get(app.url(&format!("/v1/loans/{loan}")))
+            .bearer_auth(&b1)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let mut bad = new_loan(lead_id);
+    bad["amount"] = json!("-3");
+    assert_eq!(
+        post(&app, &token, "/v1/loans", bad, None).await.status(),
+        422
+    );
+
+    assert_eq!(
+        move_to(&app, &token, &loan, "submitted").await.status(),
+        200
+    );
+    let (_second, _) = loan_for(&app, "agent-a1").await;
+    let dashboard: Value = app
+        .client
+        .get(app.url("/v1/loans"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dashboard["items"].as_array().unwrap().len(), 2);
+    assert_eq!(dashboard["status_counts"]["draft"], 1);
+    assert_eq!(dashboard["status_counts"]["submitted"], 1);
+    assert_eq!(dashboard["status_counts"]["closed"], 0);
+    let other: Value = app
+        .client
+        .get(app.url("/v1/loans"))
+        .bearer_auth(&b1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["items"].as_array().unwrap().len(), 0);
+    assert_eq!(other["status_counts"]["draft"], 0);
+}
+
+#[tokio::test]
+async fn the_status_machine_and_the_role_matrix() {
+    let app = spawn_app().await;
+    let manager = oidc::access_token("manager-a").await;
+    let compliance = oidc::access_token("compliance").await;
+    let a2 = oidc::access_token("agent-a2").await;
+
+    // draft → submitted: the owner may; a teammate (not the owner) may not see it.
+    let (loan, owner) = loan_for(&app, "agent-a1").await;
+    assert_eq!(move_to(&app, &a2, &loan, "submitted").await.status(), 404);
+    assert_eq!(
+        move_to(&app, &compliance, &loan, "submitted")
+            .await
+            .status(),
+        403
+    );
+    // Never-allowed moves are 409 before any role check.
+    let response = move_to(&app, &owner, &loan, "closed").await;
+    assert_eq!(response.status(), 409);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "invalid_transition"
+    );
+    assert_eq!(
+        move_to(&app, &owner, &loan, "submitted").await.status(),
+        200
+    );
+    // submitted → underwriting: not the agent, the manager (manual override).
+    assert_eq!(
+        move_to(&app, &owner, &loan, "underwriting").await.status(),
+        403
+    );
+    assert_eq!(
+        move_to(&app, &manager, &loan, "underwriting")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(move_to(&app, &owner, &loan, "denied").await.status(), 403);
+    assert_eq!(move_to(&app, &manager, &loan, "closed").await.status(), 200);
+    // Terminal.
+    assert_eq!(
+        move_to(&app, &manager, &loan, "withdrawn").await.status(),
+        409
+    );
+
+    // Withdrawal from submitted or underwriting by the owner.
+    let (loan, owner) = loan_for(&app, "agent-a1").await;
+    assert_eq!(
+        move_to(&app, &owner, &loan, "submitted").await.status(),
+        200
+    );
+    assert_eq!(
+        move_to(&app, &manager, &loan, "underwriting")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        move_to(&app, &owner, &loan, "withdrawn").await.status(),
+        200
+    );
+
+    let history: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}/history")))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let moves: Vec<(String, String, String)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["from"].as_str().unwrap().into(),
+                h["to"].as_str().unwrap().into(),
+                h["actor"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            ("draft".into(), "submitted".into(), "agent-a1".into()),
+            (
+                "submitted".into(),
+                "underwriting".into(),
+                "manager-a".into()
+            ),
+            ("underwriting".into(), "withdrawn".into(), "agent-a1".into()),
+        ]
+    );
+    assert_eq!(history[0]["reason"], "test");
+}
+
+#[tokio::test]
+async fn if_match_is_required_and_checked() {
+    let app = spawn_app().await;
+    let (loan, owner) = loan_for(&app, "agent-a1").await;
+    let path = format!("/v1/loans/{loan}/status");
+    let response = post(&app, &owner, &path, json!({"status": "submitted"}), None).await;
+    assert_eq!(response.status(), 428);
+    let response = post(
+        &app,
+        &owner,
+        &path,
+        json!({"status": "submitted"}),
+        Some("\"9\""),
+    )
+    .await;
+    assert_eq!(response.status(), 412);
+    let response = post(
+        &app,
+        &owner,
+        &path,
+        json!({"status": "submitted"}),
+        Some("\"1\""),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["etag"], "\"2\"");
+}
+
+#[tokio::test]
+async fn twenty_concurrent_transitions_one_winner_with_one_history_audit_and_event() {
+    let app = spawn_app().await;
+    let (loan, owner) = loan_for(&app, "agent-a1").await;
+    let path = format!("/v1/loans/{loan}/status");
+    let attempts = (0..20).map(|i| {
+        let status = if i % 2 == 0 { "submitted" } else { "withdrawn" };
+        post(
+            &app,
+            &owner,
+            &path,
+            json!({"status": status}),
+            Some("\"1\""),
+        )
+    });
+    let statuses: Vec<u16> = join_all(attempts)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 409, 412].contains(s)),
+        "{statuses:?}"
+    );
+
+    let id = uuid::Uuid::parse_str(&loan).unwrap();
+    let db = &app.state.db;
+    let history: i64 =
+        sqlx::query_scalar("select count(*) from loan_status_history where loan_id = $1")
+            .bind(id)
+            .fetch_one(db)
+            .await
+            .unwrap();
+    let audits: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where entity_id = $1 and action = 'loan.status_changed'",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let events: Vec<Value> =
+        sqlx::query_scalar("select payload from outbox where topic = 'loan.status.changed'")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert_eq!((history, audits, events.len()), (1, 1, 1));
+    assert_eq!(events[0]["loanId"], loan.as_str());
+    assert_eq!(events[0]["oldStatus"], "draft");
+}
