@@ -564,6 +564,9 @@ pub async fn apply_transition(
     Ok(())
 }
 
+/// from, to, actor, encrypted reason, at.
+type HistoryRow = (String, String, String, Option<Vec<u8>>, OffsetDateTime);
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryItem {
     from: String,
@@ -586,7 +589,7 @@ async fn history(
         .await?
         .ok_or_else(AppError::not_found)?;
     // language=PostgreSQL
-    let rows: Vec<(String, String, String, Option<Vec<u8>>, OffsetDateTime)> = sqlx::query_as(
+    let rows: Vec<HistoryRow> = sqlx::query_as(
         "select from_status, to_status, actor_subject, reason_enc, at
            from loan_status_history where loan_id = $1 order by id",
     )
