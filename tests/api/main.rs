@@ -11,6 +11,7 @@ mod errors;
 mod faults;
 mod idempotency;
 mod keycloak_realm;
+mod keys;
 mod leads;
 mod limits;
 mod loans;

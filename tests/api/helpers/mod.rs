@@ -134,15 +134,22 @@ async fn template_database() -> String {
         .clone()
 }
 
-/// A database of its own for one test; dropped when the returned guard is.
+/// A database of its own for one test; dropped when the returned guard is (unless it is
+/// borrowed from another app of the same test).
 pub struct TestDatabase {
     pub name: String,
+    owned: bool,
 }
 
 impl TestDatabase {
     pub async fn from_template() -> Self {
         let template = template_database().await;
         Self::create(Some(&template)).await
+    }
+
+    /// Another app's database, left for that app to drop.
+    pub fn shared(name: String) -> Self {
+        Self { name, owned: false }
     }
 
     /// An empty database: no migrations at all.
@@ -175,12 +182,15 @@ impl TestDatabase {
                 Err(e) => panic!("creating test database: {e}"),
             }
         }
-        Self { name }
+        Self { name, owned: true }
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let name = self.name.clone();
         // Drop runs inside the test's runtime; a small runtime of its own on another thread
         // lets us finish the async cleanup without blocking that one.
@@ -285,6 +295,12 @@ impl AppBuilder {
 
     pub fn database(mut self, database: TestDatabase) -> Self {
         self.database = Some(database);
+        self
+    }
+
+    /// Use the database of another app of this test.
+    pub fn shared_database(mut self, name: String) -> Self {
+        self.database = Some(TestDatabase::shared(name));
         self
     }
 
