@@ -96,6 +96,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     router: axum::Router,
+    workers: bool,
 }
 
 impl Application {
@@ -136,7 +137,15 @@ impl Application {
             listener,
             state,
             router,
+            workers: false,
         })
+    }
+
+    /// Also run the background workers (the outbox relay; consumers arrive with the
+    /// capabilities that need them).
+    pub fn with_workers(mut self, workers: bool) -> Self {
+        self.workers = workers;
+        self
     }
 
     pub fn port(&self) -> u16 {
@@ -157,6 +166,7 @@ impl Application {
             listener,
             state,
             router,
+            workers,
         } = self;
         let grace = state.settings.server.shutdown_grace();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -176,6 +186,7 @@ impl Application {
         });
         let mut server = tokio::spawn(async move { server.await });
         let housekeeping = tokio::spawn(crate::housekeeping::run(state.clone()));
+        let relay = workers.then(|| tokio::spawn(crate::queue::relay::run(state.clone())));
         tokio::select! {
             result = &mut server => {
                 result.context("server task")?.context("server")?;
@@ -194,6 +205,9 @@ impl Application {
         }
         drop(stop_rx);
         housekeeping.abort();
+        if let Some(relay) = relay {
+            relay.abort();
+        }
         state.broker.close().await;
         state.db.close().await;
         tracing::info!("stopped");

@@ -62,6 +62,17 @@ pub enum AdminCommand {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Dead-letter queues.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// The dead letters of a consumer: message id, topic and the recorded error.
+    List { consumer: String },
+    /// Move a consumer's dead letters back to its queue (attempts reset).
+    Replay { consumer: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,12 +144,8 @@ pub fn run() -> ExitCode {
 
 async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { no_workers } => {
-            // The workers arrive with the queue framework; until then `serve` is the API.
-            let _ = no_workers;
-            serve(settings, Role::Serve).await
-        }
-        Command::Worker => serve(settings, Role::Worker).await,
+        Command::Serve { no_workers } => serve(settings, Role::Serve, !no_workers).await,
+        Command::Worker => serve(settings, Role::Worker, true).await,
         Command::Migrate { check } => migrate(settings, check).await,
         Command::Admin(AdminCommand::Storage(StorageCommand::CreateBuckets)) => {
             let storage = crate::storage::Storage::new(&settings.s3)?;
@@ -147,6 +154,30 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 "buckets ready: {}, {}",
                 settings.s3.quarantine_bucket, settings.s3.documents_bucket
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::Dlq(command)) => {
+            let broker = crate::queue::Broker::new(&settings.rabbitmq)?;
+            let prefix = &settings.rabbitmq.prefix;
+            match command {
+                DlqCommand::List { consumer } => {
+                    let letters = crate::queue::dlq::list(&broker, prefix, &consumer).await?;
+                    println!("{} dead letter(s) for {consumer}", letters.len());
+                    for letter in letters {
+                        println!(
+                            "{}\t{}\t{}",
+                            letter.message_id.unwrap_or_default(),
+                            letter.topic.unwrap_or_default(),
+                            letter.error.unwrap_or_default()
+                        );
+                    }
+                }
+                DlqCommand::Replay { consumer } => {
+                    let moved = crate::queue::dlq::replay(&broker, prefix, &consumer).await?;
+                    println!("replayed {moved} message(s) to {consumer}");
+                }
+            }
+            broker.close().await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(AdminCommand::Audit(AuditCommand::Verify)) => {
@@ -220,8 +251,10 @@ fn operator_kms(
     }
 }
 
-async fn serve(settings: Settings, role: Role) -> anyhow::Result<ExitCode> {
-    let app = Application::build(settings, role).await?;
+async fn serve(settings: Settings, role: Role, workers: bool) -> anyhow::Result<ExitCode> {
+    let app = Application::build(settings, role)
+        .await?
+        .with_workers(workers);
     // Say at once whether we can take traffic, and why not.
     let report = crate::readiness::check(app.state()).await;
     if !report.is_ready() {

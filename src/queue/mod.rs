@@ -1,6 +1,11 @@
 //! RabbitMQ (AMQP 0-9-1) through lapin. One connection per process, opened on first use and
 //! re-opened after it drops; channels are cheap and taken per task.
 
+pub mod consumer;
+pub mod dlq;
+pub mod relay;
+pub mod topology;
+
 use std::time::Duration;
 
 use anyhow::Context;

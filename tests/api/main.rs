@@ -17,5 +17,6 @@ mod limits;
 mod loans;
 mod observability;
 mod pii;
+mod queue;
 mod readiness;
 mod sessions;

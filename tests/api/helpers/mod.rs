@@ -279,6 +279,7 @@ pub struct AppBuilder {
     role: Role,
     database: Option<TestDatabase>,
     database_address: Option<SocketAddr>,
+    workers: bool,
     router: Option<Box<dyn FnOnce(AppState) -> axum::Router>>,
 }
 
@@ -295,6 +296,12 @@ impl AppBuilder {
 
     pub fn database(mut self, database: TestDatabase) -> Self {
         self.database = Some(database);
+        self
+    }
+
+    /// Run the background workers (the outbox relay) too.
+    pub fn workers(mut self) -> Self {
+        self.workers = true;
         self
     }
 
@@ -350,7 +357,8 @@ impl AppBuilder {
             }
             None => Application::with_state(state.clone(), address).await,
         }
-        .expect("build application");
+        .expect("build application")
+        .with_workers(self.workers);
         let address = SocketAddr::from(([127, 0, 0, 1], app.port()));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
@@ -377,6 +385,7 @@ pub fn app() -> AppBuilder {
         role: Role::Serve,
         database: None,
         database_address: None,
+        workers: false,
         router: None,
     }
 }

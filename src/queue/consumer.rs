@@ -1,0 +1,280 @@
+//! The consumer framework: bounded prefetch; a manual ack only after the handler's
+//! transaction committed; idempotent by message id (the `inbox` table, written in the same
+//! transaction); transient failures retried through the fixed-delay retry queues; after the
+//! last tier — or at once for a permanent failure — the message goes to the consumer's DLQ
+//! and the handler records a visible failed state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::topology::{self, Names, RETRY_TIERS};
+use crate::app::AppState;
+
+#[derive(Debug)]
+pub enum HandlerError {
+    /// Worth retrying (a dependency is down, a timeout).
+    Transient(anyhow::Error),
+    /// Retrying cannot help (malformed message, a permanent refusal).
+    Permanent(anyhow::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub id: Uuid,
+    pub topic: String,
+    pub payload: serde_json::Value,
+    /// 0 on first delivery; counts retries through the retry queues.
+    pub attempt: u32,
+    pub request_id: Option<String>,
+}
+
+pub trait Handler: Send + Sync + 'static {
+    /// The consumer's name: its queues are `{prefix}.{name}…`.
+    fn name(&self) -> &str;
+    fn topics(&self) -> Vec<String>;
+    /// Do the work in `tx`; it commits (and the message is acked) only on `Ok`.
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+    /// The message is going to the DLQ: record the entity's visible failed state.
+    fn exhausted<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        _message: &'a Message,
+        _error: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn header_u32(properties: &BasicProperties, name: &str) -> Option<u32> {
+    properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .iter()
+        .find_map(|(k, v)| {
+            (k.as_str() == name).then(|| match v {
+                AMQPValue::LongInt(n) => Some(*n as u32),
+                AMQPValue::LongLongInt(n) => Some(*n as u32),
+                AMQPValue::ShortInt(n) => Some(*n as u32),
+                _ => None,
+            })?
+        })
+}
+
+fn header_string(properties: &BasicProperties, name: &str) -> Option<String> {
+    properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .iter()
+        .find_map(|(k, v)| {
+            (k.as_str() == name).then(|| match v {
+                AMQPValue::LongString(s) => Some(s.to_string()),
+                _ => None,
+            })?
+        })
+}
+
+/// Publish a copy of a delivery (same id, type and body) with new headers.
+async fn republish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    delivery: &lapin::message::Delivery,
+    attempt: u32,
+    error: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert("x-attempt".into(), AMQPValue::LongInt(attempt as i32));
+    if let Some(error) = error {
+        headers.insert("x-error".into(), AMQPValue::LongString(error.into()));
+    }
+    let properties = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            &delivery.data,
+            properties,
+        )
+        .await?
+        .await?;
+    anyhow::ensure!(
+        matches!(confirm, lapin::Confirmation::Ack(_)),
+        "the broker refused the message"
+    );
+    Ok(())
+}
+
+/// Consume until the task is dropped, reconnecting after broker failures.
+pub async fn run(state: AppState, handler: Arc<dyn Handler>, prefetch: u16) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match consume(&state, handler.clone(), prefetch).await {
+            Ok(()) => backoff = Duration::from_millis(250),
+            Err(e) => {
+                tracing::warn!(consumer = handler.name(), error = %format!("{e:#}"), "consumer stopped; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn consume(state: &AppState, handler: Arc<dyn Handler>, prefetch: u16) -> anyhow::Result<()> {
+    let names = Names {
+        prefix: state.settings.rabbitmq.prefix.clone(),
+    };
+    let channel = state.broker.channel().await?;
+    let topics = handler.topics();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    topology::declare_consumer(&channel, &names, handler.name(), &topic_refs).await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut consumer = channel
+        .basic_consume(
+            names.queue(handler.name()).as_str().into(),
+            format!("{}-{}", handler.name(), Uuid::now_v7().simple())
+                .as_str()
+                .into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery.context("receiving")?;
+        process(state, &channel, &names, handler.as_ref(), &delivery).await?;
+    }
+    Ok(())
+}
+
+async fn process(
+    state: &AppState,
+    channel: &Channel,
+    names: &Names,
+    handler: &dyn Handler,
+    delivery: &lapin::message::Delivery,
+) -> anyhow::Result<()> {
+    let properties = &delivery.properties;
+    let parsed = (|| {
+        let id = properties
+            .message_id()
+            .as_ref()
+            .and_then(|m| Uuid::parse_str(m.as_str()).ok())
+            .context("no message id")?;
+        let payload = serde_json::from_slice(&delivery.data).context("the body is not JSON")?;
+        anyhow::Ok(Message {
+            id,
+            topic: properties
+                .kind()
+                .as_ref()
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| delivery.routing_key.to_string()),
+            payload,
+            attempt: header_u32(properties, "x-attempt").unwrap_or(0),
+            request_id: header_string(properties, "x-request-id"),
+        })
+    })();
+    let message = match parsed {
+        Ok(message) => message,
+        Err(e) => {
+            republish(
+                channel,
+                &names.dlx(),
+                handler.name(),
+                delivery,
+                0,
+                Some("malformed message"),
+            )
+            .await?;
+            delivery.ack(BasicAckOptions::default()).await?;
+            tracing::warn!(consumer = handler.name(), error = %e, "malformed message sent to the DLQ");
+            return Ok(());
+        }
+    };
+    let span = tracing::info_span!("message", consumer = handler.name(), message_id = %message.id, topic = %message.topic, request_id = message.request_id.as_deref().unwrap_or(""));
+    let _entered = span.enter();
+
+    let mut tx = state.db.begin().await?;
+    // language=PostgreSQL
+    let fresh = sqlx::query(
+        "insert into inbox (consumer, message_id) values ($1, $2) on conflict do nothing",
+    )
+    .bind(handler.name())
+    .bind(message.id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        tx.rollback().await?;
+        delivery.ack(BasicAckOptions::default()).await?;
+        tracing::info!("duplicate delivery absorbed");
+        return Ok(());
+    }
+    match handler.handle(&mut tx, &message).await {
+        Ok(()) => {
+            tx.commit().await?;
+            delivery.ack(BasicAckOptions::default()).await?;
+        }
+        Err(HandlerError::Transient(e)) if (message.attempt as usize) < RETRY_TIERS.len() => {
+            tx.rollback().await?;
+            let delay = RETRY_TIERS[message.attempt as usize];
+            tracing::info!(attempt = message.attempt + 1, delay_secs = delay, error = %format!("{e:#}"), "retrying later");
+            republish(
+                channel,
+                "",
+                &names.retry(handler.name(), delay),
+                delivery,
+                message.attempt + 1,
+                None,
+            )
+            .await?;
+            delivery.ack(BasicAckOptions::default()).await?;
+        }
+        Err(HandlerError::Transient(e)) | Err(HandlerError::Permanent(e)) => {
+            tx.rollback().await?;
+            let error: String = format!("{e:#}").chars().take(300).collect();
+            let mut tx = state.db.begin().await?;
+            handler.exhausted(&mut tx, &message, &error).await?;
+            tx.commit().await?;
+            republish(
+                channel,
+                &names.dlx(),
+                handler.name(),
+                delivery,
+                message.attempt,
+                Some(&error),
+            )
+            .await?;
+            delivery.ack(BasicAckOptions::default()).await?;
+            tracing::warn!(error = %error, "message sent to the DLQ");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The outbox relay: publishes outbox rows to `{p}.events` with publisher confirms and
+//! `mandatory`, marking a row published only once the broker confirmed it. Woken by
+//! LISTEN/NOTIFY, with a polling fallback; `FOR UPDATE SKIP LOCKED` lets every replica run
+//! it at once without publishing a row twice in the normal case (a crash between confirm and
+//! commit can publish twice; consumers dedupe by message id).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Confirmation};
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use super::topology::{self, Names};
+use crate::app::AppState;
+
+const BATCH: i64 = 200;
+const POLL: Duration = Duration::from_secs(1);
+
+/// Publish everything pending; the number published.
+pub async fn publish_pending(state: &AppState) -> anyhow::Result<u64> {
+    let names = Names {
+        prefix: state.settings.rabbitmq.prefix.clone(),
+    };
+    let channel = state.broker.channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    topology::declare_exchanges(&channel, &names).await?;
+    let mut total = 0;
+    loop {
+        let mut tx = state.db.begin().await?;
+        // language=PostgreSQL
+        let rows: Vec<(Uuid, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+            "select id, topic, payload, headers from outbox
+              where published_at is null
+              order by created_at, id
+              limit $1
+              for update skip locked",
+        )
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut confirms = Vec::with_capacity(rows.len());
+        for (id, topic, payload, headers) in &rows {
+            let mut amqp_headers = FieldTable::default();
+            if let Some(request_id) = headers.get("request_id").and_then(|v| v.as_str()) {
+                amqp_headers.insert(
+                    "x-request-id".into(),
+                    AMQPValue::LongString(request_id.into()),
+                );
+            }
+            let properties = BasicProperties::default()
+                .with_message_id(id.to_string().as_str().into())
+                .with_type(topic.as_str().into())
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_headers(amqp_headers);
+            let confirm = channel
+                .basic_publish(
+                    names.events().as_str().into(),
+                    topic.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &serde_json::to_vec(payload)?,
+                    properties,
+                )
+                .await
+                .context("publishing an event")?;
+            confirms.push((*id, confirm));
+        }
+        let mut published = Vec::with_capacity(confirms.len());
+        for (id, confirm) in confirms {
+            match confirm.await.context("waiting for a publisher confirm")? {
+                Confirmation::Ack(returned) => {
+                    if returned.is_some() {
+                        // No queue is bound for this topic (yet): nothing to deliver to.
+                        tracing::debug!(message_id = %id, "event had no subscriber");
+                    }
+                    published.push(id);
+                }
+                Confirmation::Nack(_) => anyhow::bail!("the broker refused an event"),
+                Confirmation::NotRequested => anyhow::bail!("publisher confirms are off"),
+            }
+        }
+        // language=PostgreSQL
+        sqlx::query("update outbox set published_at = now() where id = any($1)")
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        total += published.len() as u64;
+    }
+    Ok(total)
+}
+
+/// Run the relay until the task is dropped.
+pub async fn run(state: AppState) {
+    let mut listener = match PgListener::connect_with(&state.db).await {
+        Ok(mut l) => match l.listen("loanfolio_outbox").await {
+            Ok(()) => Some(l),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match publish_pending(&state).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::debug!(published = n, "outbox relayed");
+                }
+                backoff = Duration::from_millis(250);
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "outbox relay: will retry");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        }
+        match listener.as_mut() {
+            Some(l) => {
+                // Woken by a commit that wrote outbox rows, or the poll interval.
+                if let Ok(Err(_)) = tokio::time::timeout(POLL, l.recv()).await {
+                    listener = None;
+                }
+            }
+            None => {
+                tokio::time::sleep(POLL).await;
+                if let Ok(mut l) = PgListener::connect_with(&state.db).await
+                    && l.listen("loanfolio_outbox").await.is_ok()
+                {
+                    listener = Some(l);
+                }
+            }
+        }
+    }
+}
