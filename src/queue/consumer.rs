@@ -61,34 +61,30 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-fn header_u32(properties: &BasicProperties, name: &str) -> Option<u32> {
+fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {
     properties
         .headers()
         .as_ref()?
         .inner()
         .iter()
-        .find_map(|(k, v)| {
-            (k.as_str() == name).then(|| match v {
-                AMQPValue::LongInt(n) => Some(*n as u32),
-                AMQPValue::LongLongInt(n) => Some(*n as u32),
-                AMQPValue::ShortInt(n) => Some(*n as u32),
-                _ => None,
-            })?
-        })
+        .find(|(k, _)| k.as_str() == name)
+        .map(|(_, v)| v)
+}
+
+fn header_u32(properties: &BasicProperties, name: &str) -> Option<u32> {
+    match header(properties, name)? {
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        _ => None,
+    }
 }
 
 fn header_string(properties: &BasicProperties, name: &str) -> Option<String> {
-    properties
-        .headers()
-        .as_ref()?
-        .inner()
-        .iter()
-        .find_map(|(k, v)| {
-            (k.as_str() == name).then(|| match v {
-                AMQPValue::LongString(s) => Some(s.to_string()),
-                _ => None,
-            })?
-        })
+    match header(properties, name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        _ => None,
+    }
 }
 
 /// Publish a copy of a delivery (same id, type and body) with new headers.
