@@ -301,10 +301,7 @@ async fn the_broker_dead_letters_a_poison_message_after_the_delivery_limit() {
         }
     }
     let delivery_limit = loanfolio::queue::topology::DELIVERY_LIMIT;
-    assert!(
-        deliveries as i32 <= delivery_limit + 1,
-        "{deliveries} deliveries"
-    );
+    assert!(deliveries <= delivery_limit + 1, "{deliveries} deliveries");
     let in_dlq = eventually(10, || async {
         loanfolio::queue::dlq::list(&app.state.broker, &names.prefix, "crashy")
             .await
