@@ -312,3 +312,73 @@ async fn the_broker_dead_letters_a_poison_message_after_the_delivery_limit() {
     .await;
     assert!(in_dlq, "dead-lettered after {deliveries} deliveries");
 }
+
+#[tokio::test]
+async fn a_loan_transition_arrives_as_one_message_on_a_real_queue() {
+    let app = app().workers().spawn().await;
+    let (recorder, _task) = start_consumer(&app, &["loan.status.changed", "lead.created"]);
+    let prefix = app.state.settings.rabbitmq.prefix.clone();
+    assert!(
+        eventually(10, || async {
+            loanfolio::queue::dlq::list(&app.state.broker, &prefix, "test-consumer")
+                .await
+                .is_ok()
+        })
+        .await
+    );
+
+    let agent = crate::leads::Client::new(&app, "agent-a1").await;
+    let lead: Value = agent
+        .create(crate::leads::full_lead())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = crate::helpers::oidc::access_token("agent-a1").await;
+    let loan: Value = app
+        .client
+        .post(app.url("/v1/loans"))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "loan-1")
+        .json(&json!({"lead_id": lead["id"], "loan_type": "fha", "amount": 300000,
+                      "property": {"line1": "1 A St", "city": "Peoria", "state": "IL", "postal_code": "61602"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .post(app.url(&format!(
+            "/v1/loans/{}/status",
+            loan["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .header("If-Match", "\"1\"")
+        .json(&json!({"status": "submitted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(eventually(10, || async { seen_count(&recorder).await == 2 }).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = recorder.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let changed: Vec<_> = seen
+        .iter()
+        .filter(|m| m.topic == "loan.status.changed")
+        .collect();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(
+        changed[0].payload,
+        json!({"loanId": loan["id"], "oldStatus": "draft", "newStatus": "submitted"})
+    );
+    let created: Vec<_> = seen.iter().filter(|m| m.topic == "lead.created").collect();
+    assert_eq!(created[0].payload, json!({"leadId": lead["id"]}));
+    // Messages carry ids and states only.
+    for m in &seen {
+        let text = m.payload.to_string();
+        assert!(!text.contains("219") && !text.contains("Canary"), "{text}");
+    }
+}
