@@ -65,6 +65,11 @@ pub enum AdminCommand {
     /// Dead-letter queues.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Add demo leads and loans for the test provider's agents (development only).
+    DemoSeed {
+        #[arg(long, default_value_t = 8)]
+        per_agent: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +159,12 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 "buckets ready: {}, {}",
                 settings.s3.quarantine_bucket, settings.s3.documents_bucket
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::DemoSeed { per_agent }) => {
+            let state = crate::app::AppState::new(settings, Role::Serve)?;
+            let created = crate::demo::seed(&state, per_agent).await?;
+            println!("seeded {created} demo leads (and loans for half of them)");
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(AdminCommand::Dlq(command)) => {

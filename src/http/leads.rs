@@ -379,6 +379,18 @@ async fn create_lead(
 ) -> Result<Response, AppError> {
     actor.write_scope()?;
     let lead = input.validate(today()).map_err(AppError::validation)?;
+    Ok(created(create(&state, &actor, &lead, &request_id.0).await?))
+}
+
+/// Create a lead for `actor`: the data key, the encrypted row, the audit row and the
+/// `lead.created` event in one transaction; then the duplicate check.
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    lead: &ValidLead,
+    request_id: &str,
+) -> Result<Lead, AppError> {
+    actor.write_scope()?;
     let id = Uuid::now_v7();
     let index_key = state
         .keys
@@ -391,7 +403,7 @@ async fn create_lead(
         .create_file_key(&mut tx, id)
         .await
         .map_err(kms_unavailable)?;
-    let sealed = seal_lead(&lead, id, &key, &index_key);
+    let sealed = seal_lead(lead, id, &key, &index_key);
     // language=PostgreSQL
     sqlx::query(
         "insert into leads (id, owner_subject, team, first_name, last_name, email_enc, phone_enc,
@@ -421,11 +433,11 @@ async fn create_lead(
         &mut tx,
         audit::Entry {
             chain: id,
-            actor: &actor,
+            actor,
             action: "lead.created",
             entity_type: "lead",
             entity_id: id,
-            request_id: Some(&request_id.0),
+            request_id: Some(request_id),
             details: json!({ "fields": present_fields(&lead) }),
         },
     )
@@ -434,7 +446,7 @@ async fn create_lead(
         &mut tx,
         "lead.created",
         json!({ "leadId": id }),
-        Some(&request_id.0),
+        Some(request_id),
     )
     .await?;
     let row = fetch_lead(&mut tx, id, &ReadScope::All, false)
@@ -442,14 +454,14 @@ async fn create_lead(
         .ok_or_else(|| anyhow::anyhow!("the lead just written is missing"))?;
     tx.commit().await?;
 
-    let mut view = render(&row, &key, &actor, false)?;
+    let mut view = render(&row, &key, actor, false)?;
     if let (Some(ssn), Some(index)) = (&lead.ssn, sealed.ssn_index) {
-        let duplicates = possible_duplicates(&state, &actor, id, ssn, index).await?;
+        let duplicates = possible_duplicates(state, actor, id, ssn, index).await?;
         if !duplicates.is_empty() {
             view.possible_duplicates = Some(duplicates);
         }
     }
-    Ok(created(view))
+    Ok(view)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

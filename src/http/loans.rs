@@ -84,8 +84,8 @@ pub struct Loan {
 }
 
 #[derive(Debug, sqlx::FromRow)]
-struct LoanRow {
-    id: Uuid,
+pub(crate) struct LoanRow {
+    pub(crate) id: Uuid,
     lead_id: Uuid,
     owner_subject: String,
     team: Option<String>,
@@ -217,12 +217,39 @@ async fn create_loan(
         return Err(AppError::validation(errors));
     }
     let amount = amount.ok_or_else(|| anyhow::anyhow!("validated amount missing"))?;
+    let (loan, key) = create(
+        &state,
+        &actor,
+        &write_scope,
+        input.lead_id,
+        input.loan_type,
+        amount,
+        &property,
+        &request_id.0,
+    )
+    .await?;
+    Ok(with_etag(StatusCode::CREATED, render(&loan, &key, &actor)?))
+}
+
+/// Create a validated loan for a lead within `write_scope`; the row and its audit entry in
+/// one transaction.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn create(
+    state: &AppState,
+    actor: &Actor,
+    write_scope: &ReadScope,
+    lead_id: Uuid,
+    loan_type: LoanType,
+    amount: Money,
+    property: &Address,
+    request_id: &str,
+) -> Result<(LoanRow, std::sync::Arc<DataKey>), AppError> {
     let mut tx = state.db.begin().await?;
     // The lead must be one the caller may change; an invisible lead is a field error.
     let mut query =
         QueryBuilder::<Postgres>::new("select l.owner_subject, l.team from leads l where l.id = ");
-    query.push_bind(input.lead_id);
-    push_scope(&mut query, "l", &write_scope);
+    query.push_bind(lead_id);
+    push_scope(&mut query, "l", write_scope);
     query.push(" for share");
     let lead: Option<(String, Option<String>)> =
         query.build_query_as().fetch_optional(&mut *tx).await?;
@@ -235,14 +262,14 @@ async fn create_loan(
     let id = Uuid::now_v7();
     let key = state
         .keys
-        .file_key(&state.db, input.lead_id)
+        .file_key(&state.db, lead_id)
         .await
         .map_err(kms_unavailable)?;
     let property_enc = field::encrypt(
         &key,
         1,
         property_at(id),
-        &serde_json::to_vec(&property).unwrap_or_default(),
+        &serde_json::to_vec(property).unwrap_or_default(),
     );
     // language=PostgreSQL
     sqlx::query(
@@ -250,10 +277,10 @@ async fn create_loan(
          values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id)
-    .bind(input.lead_id)
+    .bind(lead_id)
     .bind(&owner)
     .bind(&team)
-    .bind(input.loan_type.as_str())
+    .bind(loan_type.as_str())
     .bind(amount.value())
     .bind(&property_enc)
     .execute(&mut *tx)
@@ -261,13 +288,13 @@ async fn create_loan(
     audit::record(
         &mut tx,
         audit::Entry {
-            chain: input.lead_id,
-            actor: &actor,
+            chain: lead_id,
+            actor,
             action: "loan.created",
             entity_type: "loan",
             entity_id: id,
-            request_id: Some(&request_id.0),
-            details: json!({ "lead_id": input.lead_id, "status": "draft" }),
+            request_id: Some(request_id),
+            details: json!({ "lead_id": lead_id, "status": "draft" }),
         },
     )
     .await?;
@@ -275,7 +302,7 @@ async fn create_loan(
         .await?
         .ok_or_else(|| anyhow::anyhow!("the loan just written is missing"))?;
     tx.commit().await?;
-    Ok(with_etag(StatusCode::CREATED, render(&row, &key, &actor)?))
+    Ok((row, key))
 }
 
 /// One loan.

@@ -360,3 +360,22 @@ async fn idempotent_create_replays_without_storing_pii_in_the_clear() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&stored).contains(EMAIL));
 }
+
+#[tokio::test]
+async fn demo_seed_gives_each_agent_their_own_files() {
+    let app = spawn_app().await;
+    let created = loanfolio::demo::seed(&app.state, 4).await.unwrap();
+    assert_eq!(created, 12);
+    let agent = Client::new(&app, "agent-a1").await;
+    let leads: Value = agent.get("/v1/leads").await.json().await.unwrap();
+    assert_eq!(leads["items"].as_array().unwrap().len(), 4);
+    let loans: Value = agent.get("/v1/loans").await.json().await.unwrap();
+    assert_eq!(loans["items"].as_array().unwrap().len(), 2);
+    let manager = Client::new(&app, "manager-a").await;
+    let team: Value = manager.get("/v1/loans").await.json().await.unwrap();
+    assert_eq!(
+        team["items"].as_array().unwrap().len(),
+        4,
+        "team-a: two agents' loans"
+    );
+}
