@@ -438,7 +438,7 @@ pub async fn create(
             entity_type: "lead",
             entity_id: id,
             request_id: Some(request_id),
-            details: json!({ "fields": present_fields(&lead) }),
+            details: json!({ "fields": present_fields(lead) }),
         },
     )
     .await?;
