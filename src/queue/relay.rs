@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Channel, Confirmation};
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
@@ -19,8 +19,8 @@ use crate::app::AppState;
 const BATCH: i64 = 200;
 const POLL: Duration = Duration::from_secs(1);
 
-/// Publish everything pending; the number published.
-pub async fn publish_pending(state: &AppState) -> anyhow::Result<u64> {
+/// A channel in confirm mode with the exchanges declared, for the relay to keep.
+pub async fn open_channel(state: &AppState) -> anyhow::Result<Channel> {
     let names = Names {
         prefix: state.settings.rabbitmq.prefix.clone(),
     };
@@ -29,6 +29,14 @@ pub async fn publish_pending(state: &AppState) -> anyhow::Result<u64> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     topology::declare_exchanges(&channel, &names).await?;
+    Ok(channel)
+}
+
+/// Publish everything pending on `channel`; the number published.
+pub async fn publish_pending(state: &AppState, channel: &Channel) -> anyhow::Result<u64> {
+    let names = Names {
+        prefix: state.settings.rabbitmq.prefix.clone(),
+    };
     let mut total = 0;
     loop {
         let mut tx = state.db.begin().await?;
@@ -111,8 +119,20 @@ pub async fn run(state: AppState) {
         Err(_) => None,
     };
     let mut backoff = Duration::from_millis(250);
+    // One channel for as long as it works: a channel per round would exhaust the
+    // connection's channel limit within the hour.
+    let mut channel: Option<Channel> = None;
     loop {
-        match publish_pending(&state).await {
+        let round = async {
+            let current = match channel.take() {
+                Some(c) if c.status().connected() => c,
+                _ => open_channel(&state).await?,
+            };
+            let result = publish_pending(&state, &current).await;
+            channel = Some(current);
+            result
+        };
+        match round.await {
             Ok(n) => {
                 if n > 0 {
                     tracing::debug!(published = n, "outbox relayed");
@@ -120,6 +140,9 @@ pub async fn run(state: AppState) {
                 backoff = Duration::from_millis(250);
             }
             Err(e) => {
+                if let Some(c) = channel.take() {
+                    let _ = c.close(200, "relay error".into()).await;
+                }
                 tracing::warn!(error = %format!("{e:#}"), "outbox relay: will retry");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
