@@ -7,6 +7,7 @@ pub mod blind_index;
 pub mod field;
 pub mod keyring;
 pub mod local;
+pub mod stream;
 pub mod vault;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
