@@ -56,6 +56,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, AppError> {
 }
 
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Reads sharing a path with a creating route (GET and POST /…/upload-links) pass.
+    if request.method().is_safe() {
+        return next.run(request).await;
+    }
     match handle(&state, request, next).await {
         Ok(response) => response,
         Err(e) => e.into_response(),

@@ -15,6 +15,7 @@ pub mod me;
 pub mod ops;
 pub mod session_routes;
 pub mod support;
+pub mod upload_links;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -74,6 +75,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(authenticated(state, leads::routes(state)))
         .merge(authenticated(state, loans::routes(state)))
         .merge(authenticated(state, audit::routes()))
+        .merge(authenticated(state, upload_links::agent_routes(state)))
+        .merge(upload_links::public_routes())
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

@@ -20,3 +20,4 @@ mod pii;
 mod queue;
 mod readiness;
 mod sessions;
+mod upload_links;

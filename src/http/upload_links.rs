@@ -1,0 +1,422 @@
+//! Borrower upload links (DESIGN.md §2, §4): agents create (the token is shown once), list
+//! and revoke them; borrowers read a link's state with the token alone.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::session::random_token;
+use crate::auth::{Actor, ReadScope};
+use crate::crypto::field::{self, Location};
+use crate::db::{audit, outbox};
+use crate::error::{AppError, AppJson, FieldError};
+use crate::http::edge::RequestId;
+use crate::http::support::{kms_unavailable, push_scope, rfc3339};
+
+pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let creating = OpenApiRouter::new()
+        .routes(routes!(create_link, list_links))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::idempotency::require,
+        ));
+    OpenApiRouter::new()
+        .routes(routes!(revoke_link))
+        .merge(creating)
+}
+
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(link_state))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLink {
+    borrower_email: Option<String>,
+    /// 1–720, default 168 (7 days).
+    expires_in_hours: Option<u32>,
+    /// 1–100, default 20. Counts files not rejected.
+    max_files: Option<u32>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadLink {
+    id: Uuid,
+    loan_id: Uuid,
+    url: String,
+    /// Only in the creation response: it is never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    expires_at: String,
+    max_files: i32,
+    files_accepted: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    borrower_email: Option<String>,
+    revoked_at: Option<String>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct LinkRow {
+    id: Uuid,
+    loan_id: Uuid,
+    lead_id: Uuid,
+    borrower_email_enc: Option<Vec<u8>>,
+    expires_at: OffsetDateTime,
+    max_files: i32,
+    revoked_at: Option<OffsetDateTime>,
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn email_at(id: Uuid) -> Location<'static> {
+    Location {
+        table: "upload_links",
+        column: "borrower_email_enc",
+        row: id,
+    }
+}
+
+fn link_url(state: &AppState, token: &str) -> String {
+    format!(
+        "{}/u/{token}",
+        state
+            .settings
+            .server
+            .public_base_url
+            .as_str()
+            .trim_end_matches('/')
+    )
+}
+
+async fn loan_in_scope(
+    conn: &mut PgConnection,
+    loan: Uuid,
+    scope: &ReadScope,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new("select o.lead_id from loans o where o.id = ");
+    query.push_bind(loan);
+    push_scope(&mut query, "o", scope);
+    query.build_query_scalar().fetch_optional(conn).await
+}
+
+async fn render(
+    state: &AppState,
+    row: &LinkRow,
+    token: Option<String>,
+) -> Result<UploadLink, AppError> {
+    let borrower_email = match &row.borrower_email_enc {
+        Some(enc) => {
+            let key = state
+                .keys
+                .file_key(&state.db, row.lead_id)
+                .await
+                .map_err(kms_unavailable)?;
+            let plain = field::decrypt(&key, email_at(row.id), enc)
+                .map_err(|e| anyhow::anyhow!("decrypting a link's borrower email: {e}"))?;
+            Some(String::from_utf8_lossy(&plain).into_owned())
+        }
+        None => None,
+    };
+    Ok(UploadLink {
+        id: row.id,
+        loan_id: row.loan_id,
+        url: token
+            .as_deref()
+            .map(|t| link_url(state, t))
+            .unwrap_or_else(|| "(shown once, at creation)".into()),
+        token,
+        expires_at: rfc3339(row.expires_at),
+        max_files: row.max_files,
+        // Documents arrive with the upload pipeline; until then nothing is accepted.
+        files_accepted: 0,
+        borrower_email,
+        revoked_at: row.revoked_at.map(rfc3339),
+    })
+}
+
+const SELECT_LINK: &str = "select id, loan_id, lead_id, borrower_email_enc, expires_at, max_files, revoked_at from upload_links";
+
+/// Create a borrower upload link; the token (and URL) appear in this response only.
+#[utoipa::path(post, path = "/v1/loans/{id}/upload-links", tag = "upload links", params(("id" = Uuid, Path)),
+    request_body = NewLink,
+    responses((status = 201, description = "Created", body = UploadLink)))]
+async fn create_link(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(loan_id): Path<Uuid>,
+    AppJson(input): AppJson<NewLink>,
+) -> Result<Response, AppError> {
+    let write_scope = actor.write_scope()?;
+    let mut errors = Vec::new();
+    let hours = input.expires_in_hours.unwrap_or(168);
+    if !(1..=720).contains(&hours) {
+        errors.push(FieldError {
+            field: "expires_in_hours".into(),
+            message: "must be between 1 and 720".into(),
+        });
+    }
+    let max_files = input.max_files.unwrap_or(20);
+    if !(1..=100).contains(&max_files) {
+        errors.push(FieldError {
+            field: "max_files".into(),
+            message: "must be between 1 and 100".into(),
+        });
+    }
+    let email = input
+        .borrower_email
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| !e.is_empty());
+    if let Some(e) = &email
+        && (e.len() > 254 || !e.contains('@') || e.contains(char::is_whitespace))
+    {
+        errors.push(FieldError {
+            field: "borrower_email".into(),
+            message: "must be an email address".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+    let mut tx = state.db.begin().await?;
+    let visible = loan_in_scope(&mut tx, loan_id, &actor.read_scope()).await?;
+    let Some(lead_id) = visible else {
+        return Err(AppError::not_found());
+    };
+    if loan_in_scope(&mut tx, loan_id, &write_scope)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::forbidden());
+    }
+    let id = Uuid::now_v7();
+    let token = random_token();
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let email_enc = email
+        .as_ref()
+        .map(|e| field::encrypt(&key, 1, email_at(id), e.as_bytes()));
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by)
+         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8)",
+    )
+    .bind(id)
+    .bind(loan_id)
+    .bind(lead_id)
+    .bind(token_hash(&token))
+    .bind(&email_enc)
+    .bind(hours as i32)
+    .bind(max_files as i32)
+    .bind(&actor.subject)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead_id,
+            actor: &actor,
+            action: "upload_link.created",
+            entity_type: "upload_link",
+            entity_id: id,
+            request_id: Some(&request_id.0),
+            details: json!({ "loan_id": loan_id, "expires_in_hours": hours, "max_files": max_files, "borrower_email_given": email.is_some() }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut tx,
+        "upload_link.created",
+        json!({ "linkId": id, "loanId": loan_id }),
+        Some(&request_id.0),
+    )
+    .await?;
+    let row: LinkRow = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_LINK} where id = $1")))
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let link = render(&state, &row, Some(token)).await?;
+    let mut response = (StatusCode::CREATED, AppJson(link)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/loans/{loan_id}/upload-links")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkList {
+    items: Vec<UploadLink>,
+    next_cursor: Option<String>,
+}
+
+/// The loan's upload links (tokens are never shown again).
+#[utoipa::path(get, path = "/v1/loans/{id}/upload-links", tag = "upload links", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "Links", body = LinkList)))]
+async fn list_links(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(loan_id): Path<Uuid>,
+) -> Result<AppJson<LinkList>, AppError> {
+    let mut conn = state.db.acquire().await?;
+    if loan_in_scope(&mut conn, loan_id, &actor.read_scope())
+        .await?
+        .is_none()
+    {
+        return Err(AppError::not_found());
+    }
+    let rows: Vec<LinkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_LINK} where loan_id = $1 order by id desc limit 200"
+    )))
+    .bind(loan_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    drop(conn);
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        items.push(render(&state, row, None).await?);
+    }
+    Ok(AppJson(LinkList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Revoke a link at once.
+#[utoipa::path(delete, path = "/v1/upload-links/{id}", tag = "upload links", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Revoked")))]
+async fn revoke_link(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select l.lead_id from upload_links l join loans o on o.id = l.loan_id where l.id = ",
+    );
+    query.push_bind(id);
+    push_scope(&mut query, "o", &actor.read_scope());
+    query.push(" for update of l");
+    let lead: Option<Uuid> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
+    let Some(lead_id) = lead else {
+        return Err(AppError::not_found());
+    };
+    let write_scope = actor.write_scope()?;
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select 1 from upload_links l join loans o on o.id = l.loan_id where l.id = ",
+    );
+    query.push_bind(id);
+    push_scope(&mut query, "o", &write_scope);
+    let writable: Option<i32> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
+    if writable.is_none() {
+        return Err(AppError::forbidden());
+    }
+    // language=PostgreSQL
+    sqlx::query("update upload_links set revoked_at = coalesce(revoked_at, now()) where id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead_id,
+            actor: &actor,
+            action: "upload_link.revoked",
+            entity_type: "upload_link",
+            entity_id: id,
+            request_id: Some(&request_id.0),
+            details: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkState {
+    state: &'static str,
+    expires_at: String,
+    agent: String,
+    max_files: i32,
+    files_accepted: i64,
+}
+
+/// expires_at, revoked_at, max_files, agent display name, agent subject.
+type PublicLinkRow = (
+    OffsetDateTime,
+    Option<OffsetDateTime>,
+    i32,
+    Option<String>,
+    String,
+);
+
+fn link_error(status: StatusCode, code: &'static str, detail: &str) -> AppError {
+    AppError::client(status, code, detail.to_owned())
+}
+
+/// A borrower's view of their link. Any token that matches no link is 404 `link_not_found`.
+#[utoipa::path(get, path = "/v1/public/upload-links/{token}", tag = "borrowers", params(("token" = String, Path)),
+    responses(
+        (status = 200, description = "The link", body = LinkState),
+        (status = 404, description = "No such link", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired, revoked or full", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn link_state(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<AppJson<LinkState>, AppError> {
+    // language=PostgreSQL
+    let row: Option<PublicLinkRow> = sqlx::query_as(
+        "select l.expires_at, l.revoked_at, l.max_files, a.display_name, l.created_by
+           from upload_links l left join agents a on a.subject = l.created_by
+          where l.token_hash = $1",
+    )
+    .bind(token_hash(&token))
+    .fetch_optional(&state.db)
+    .await?;
+    let Some((expires_at, revoked_at, max_files, agent_name, agent)) = row else {
+        return Err(link_error(
+            StatusCode::NOT_FOUND,
+            "link_not_found",
+            "this upload link does not exist",
+        ));
+    };
+    if revoked_at.is_some() {
+        return Err(link_error(
+            StatusCode::GONE,
+            "link_revoked",
+            "this upload link was revoked; ask your loan officer for a new one",
+        ));
+    }
+    if expires_at <= OffsetDateTime::now_utc() {
+        return Err(link_error(
+            StatusCode::GONE,
+            "link_expired",
+            "this upload link has expired; ask your loan officer for a new one",
+        ));
+    }
+    Ok(AppJson(LinkState {
+        state: "active",
+        expires_at: rfc3339(expires_at),
+        agent: agent_name.unwrap_or(agent),
+        max_files,
+        files_accepted: 0,
+    }))
+}

@@ -1,0 +1,187 @@
+//! Borrower upload links: created with a one-time token (only its hash stored), listed,
+//! revoked; the public state route answers 404/410 per the contract; the token never
+//! reaches the logs.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, oidc, spawn_app};
+use crate::leads::{Client, full_lead};
+
+async fn loan(app: &TestApp, token: &str) -> String {
+    let agent = Client::new(app, "agent-a1").await;
+    let lead: Value = agent.create(full_lead()).await.json().await.unwrap();
+    let loan: Value = app
+        .client
+        .post(app.url("/v1/loans"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({"lead_id": lead["id"], "loan_type": "va", "amount": "250000",
+                      "property": {"line1": "3 Oak Rd", "city": "Dayton", "state": "OH", "postal_code": "45402"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    loan["id"].as_str().unwrap().to_owned()
+}
+
+async fn create_link(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/v1/loans/{loan}/upload-links")))
+        .bearer_auth(token)
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn links_are_capabilities_shown_once() {
+    let app = spawn_app().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = loan(&app, &token).await;
+    let response = create_link(
+        &app,
+        &token,
+        &loan,
+        json!({"borrower_email": "Borrower@Example.org", "max_files": 5}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let link: Value = response.json().await.unwrap();
+    let secret = link["token"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 43, "256-bit token");
+    assert_eq!(
+        link["url"],
+        format!(
+            "{}/u/{secret}",
+            app.state
+                .settings
+                .server
+                .public_base_url
+                .as_str()
+                .trim_end_matches('/')
+        )
+    );
+    assert_eq!(link["max_files"], 5);
+    assert_eq!(link["borrower_email"], "borrower@example.org");
+
+    let list: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}/upload-links")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert!(
+        !list.to_string().contains(&secret),
+        "the token is shown once"
+    );
+
+    let state: Value = app
+        .get(&format!("/v1/public/upload-links/{secret}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["state"], "active");
+    assert_eq!(state["agent"], "Avery Agent");
+
+    // Only the hash is stored, the email is encrypted, and the token is in no log line.
+    let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        sqlx::query_as("select token_hash, borrower_email_enc from upload_links")
+            .fetch_all(&app.state.db)
+            .await
+            .unwrap();
+    assert!(!String::from_utf8_lossy(&rows[0].0).contains(&secret));
+    assert!(!String::from_utf8_lossy(rows[0].1.as_ref().unwrap()).contains("example.org"));
+    assert!(!app.logs.text().contains(&secret), "token in the logs");
+}
+
+#[tokio::test]
+async fn expired_revoked_and_unknown_links() {
+    let app = spawn_app().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = loan(&app, &token).await;
+    let link: Value = create_link(&app, &token, &loan, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = link["token"].as_str().unwrap();
+    let id = link["id"].as_str().unwrap();
+
+    for unknown in [
+        "nope",
+        "x",
+        &"a".repeat(1000),
+        "..%2F..%2Fetc",
+        &secret[..secret.len() - 1],
+    ] {
+        let response = app.get(&format!("/v1/public/upload-links/{unknown}")).await;
+        assert_eq!(response.status(), 404, "{unknown}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "link_not_found");
+    }
+
+    // Others cannot revoke it; compliance sees it but may not.
+    let b1 = oidc::access_token("agent-b1").await;
+    let compliance = oidc::access_token("compliance").await;
+    let revoke = |t: String| {
+        let request = app
+            .client
+            .delete(app.url(&format!("/v1/upload-links/{id}")))
+            .bearer_auth(t);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(revoke(b1).await, 404);
+    assert_eq!(revoke(compliance).await, 403);
+    assert_eq!(revoke(token.clone()).await, 204);
+    let response = app.get(&format!("/v1/public/upload-links/{secret}")).await;
+    assert_eq!(response.status(), 410);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "link_revoked"
+    );
+
+    let link: Value = create_link(&app, &token, &loan, json!({"expires_in_hours": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    sqlx::query("update upload_links set expires_at = now() - interval '1 minute' where id = $1")
+        .bind(uuid::Uuid::parse_str(link["id"].as_str().unwrap()).unwrap())
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let response = app
+        .get(&format!(
+            "/v1/public/upload-links/{}",
+            link["token"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(response.status(), 410);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "link_expired"
+    );
+
+    assert_eq!(
+        create_link(&app, &token, &loan, json!({"expires_in_hours": 0}))
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        create_link(&app, &token, &loan, json!({"max_files": 1000}))
+            .await
+            .status(),
+        422
+    );
+}
