@@ -52,6 +52,14 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
     pub idempotency: IdempotencySettings,
+    pub documents: DocumentSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentSettings {
+    pub max_upload_bytes: u64,
+    pub upload_url_ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -321,6 +329,12 @@ impl Settings {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be at least 1"));
             }
+        }
+        if !(60..=900).contains(&self.documents.upload_url_ttl_secs) {
+            return Err(ConfigError::key(
+                "documents.upload_url_ttl_secs",
+                "must be between 60 and 900 (15 minutes)",
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::key(

@@ -6,6 +6,7 @@
 //! that is not already a problem document into one, so clients see one error format.
 
 pub mod audit;
+pub mod documents;
 pub mod edge;
 pub mod idempotency;
 pub mod leads;
@@ -77,6 +78,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(authenticated(state, audit::routes()))
         .merge(authenticated(state, upload_links::agent_routes(state)))
         .merge(upload_links::public_routes())
+        .merge(authenticated(state, documents::routes(state)))
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

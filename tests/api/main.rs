@@ -7,6 +7,7 @@ mod helpers;
 mod audit;
 mod auth;
 mod config_startup;
+mod documents;
 mod errors;
 mod faults;
 mod idempotency;

@@ -1,0 +1,442 @@
+//! Documents, first part (DESIGN.md §2, §4): an agent announces an upload and gets a
+//! pre-signed PUT into the quarantine bucket (the service never buffers uploads); the
+//! client says `complete`; the document is `uploaded` and `doc.uploaded` is emitted in the
+//! same transaction. The scanning/encrypting pipeline consumes that event (next step).
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{Actor, ReadScope};
+use crate::crypto::field::{self, Location};
+use crate::db::{audit, outbox};
+use crate::domain::document::{ALLOWED_CONTENT_TYPES, DocType, sanitize_filename};
+use crate::error::{AppError, AppJson, FieldError};
+use crate::http::edge::RequestId;
+use crate::http::support::{kms_unavailable, push_scope, rfc3339};
+
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let creating = OpenApiRouter::new()
+        .routes(routes!(create_upload, list_documents))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::idempotency::require,
+        ));
+    OpenApiRouter::new()
+        .routes(routes!(get_document))
+        .routes(routes!(complete))
+        .merge(creating)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUpload {
+    filename: String,
+    content_type: String,
+    size_bytes: u64,
+    doc_type: DocType,
+    document_request_id: Option<Uuid>,
+    /// Hex SHA-256 the client computed, if any (checked by the pipeline).
+    sha256: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Document {
+    id: Uuid,
+    loan_id: Uuid,
+    filename: String,
+    content_type: String,
+    size_bytes: i64,
+    doc_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document_request_id: Option<Uuid>,
+    state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detected_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate_of: Option<Uuid>,
+    uploaded_by: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadTarget {
+    url: String,
+    method: &'static str,
+    headers: serde_json::Map<String, serde_json::Value>,
+    expires_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Upload {
+    document: Document,
+    upload: UploadTarget,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct DocumentRow {
+    id: Uuid,
+    loan_id: Uuid,
+    lead_id: Uuid,
+    document_request_id: Option<Uuid>,
+    filename_enc: Vec<u8>,
+    content_type: String,
+    size_bytes: i64,
+    doc_type: String,
+    state: String,
+    reason: Option<String>,
+    sha256: Option<String>,
+    detected_type: Option<String>,
+    duplicate_of: Option<Uuid>,
+    uploaded_by: String,
+    created_at: OffsetDateTime,
+    updated_at: OffsetDateTime,
+}
+
+const SELECT_DOCUMENT: &str =
+    "select d.id, d.loan_id, d.lead_id, d.document_request_id, d.filename_enc,
+        d.content_type, d.size_bytes, d.doc_type, d.state, d.reason, d.sha256, d.detected_type,
+        d.duplicate_of, d.uploaded_by, d.created_at, d.updated_at
+   from documents d join loans o on o.id = d.loan_id";
+
+fn filename_at(id: Uuid) -> Location<'static> {
+    Location {
+        table: "documents",
+        column: "filename_enc",
+        row: id,
+    }
+}
+
+async fn render(state: &AppState, row: &DocumentRow) -> Result<Document, AppError> {
+    let key = state
+        .keys
+        .file_key(&state.db, row.lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let filename = field::decrypt(&key, filename_at(row.id), &row.filename_enc)
+        .map_err(|e| anyhow::anyhow!("decrypting a filename: {e}"))?;
+    Ok(Document {
+        id: row.id,
+        loan_id: row.loan_id,
+        filename: String::from_utf8_lossy(&filename).into_owned(),
+        content_type: row.content_type.clone(),
+        size_bytes: row.size_bytes,
+        doc_type: row.doc_type.clone(),
+        document_request_id: row.document_request_id,
+        state: row.state.clone(),
+        reason: row.reason.clone(),
+        sha256: row.sha256.clone(),
+        detected_type: row.detected_type.clone(),
+        duplicate_of: row.duplicate_of,
+        uploaded_by: row.uploaded_by.clone(),
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+    })
+}
+
+async fn fetch(
+    conn: &mut PgConnection,
+    id: Uuid,
+    scope: &ReadScope,
+    for_update: bool,
+) -> Result<Option<DocumentRow>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_DOCUMENT);
+    query.push(" where d.id = ").push_bind(id);
+    push_scope(&mut query, "o", scope);
+    if for_update {
+        query.push(" for update of d");
+    }
+    query.build_query_as().fetch_optional(conn).await
+}
+
+/// The opaque quarantine object key of a document: ids only, never a name.
+pub fn quarantine_key(document: Uuid) -> String {
+    format!("uploads/{document}")
+}
+
+/// Announce an agent-side upload; answers the Upload shape with a pre-signed PUT URL.
+#[utoipa::path(post, path = "/v1/loans/{id}/documents", tag = "documents", params(("id" = Uuid, Path)),
+    request_body = NewUpload,
+    responses(
+        (status = 201, description = "Upload target", body = Upload),
+        (status = 422, description = "Too large, unsupported type or invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_upload(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(loan_id): Path<Uuid>,
+    AppJson(input): AppJson<NewUpload>,
+) -> Result<Response, AppError> {
+    let write_scope = actor.write_scope()?;
+    let limit = state.settings.documents.max_upload_bytes;
+    if input.size_bytes > limit {
+        return Err(AppError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "file_too_large",
+            format!("files may be at most {} MB", limit / 1_000_000),
+        ));
+    }
+    let content_type = input.content_type.trim().to_ascii_lowercase();
+    if !ALLOWED_CONTENT_TYPES.contains(&content_type.as_str()) {
+        return Err(AppError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_file_type",
+            "accepted types are PDF, JPEG, PNG, TIFF and HEIC",
+        ));
+    }
+    let mut errors = Vec::new();
+    if input.size_bytes == 0 {
+        errors.push(FieldError {
+            field: "size_bytes".into(),
+            message: "must be more than zero".into(),
+        });
+    }
+    if input.filename.chars().count() > 1000 {
+        errors.push(FieldError {
+            field: "filename".into(),
+            message: "must be at most 1000 characters".into(),
+        });
+    }
+    if let Some(sha) = &input.sha256
+        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        errors.push(FieldError {
+            field: "sha256".into(),
+            message: "must be 64 hex digits".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+    let mut tx = state.db.begin().await?;
+    let mut query = QueryBuilder::<Postgres>::new("select o.lead_id from loans o where o.id = ");
+    query.push_bind(loan_id);
+    push_scope(&mut query, "o", &actor.read_scope());
+    let lead_id: Option<Uuid> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
+    let Some(lead_id) = lead_id else {
+        return Err(AppError::not_found());
+    };
+    let mut query = QueryBuilder::<Postgres>::new("select 1 from loans o where o.id = ");
+    query.push_bind(loan_id);
+    push_scope(&mut query, "o", &write_scope);
+    if query
+        .build_query_scalar::<i32>()
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::forbidden());
+    }
+    let id = Uuid::now_v7();
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let filename = sanitize_filename(&input.filename);
+    let filename_enc = field::encrypt(&key, 1, filename_at(id), filename.as_bytes());
+    let ttl = Duration::from_secs(state.settings.documents.upload_url_ttl_secs);
+    let object = quarantine_key(id);
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into documents (id, loan_id, lead_id, document_request_id, filename_enc, content_type,
+                                size_bytes, doc_type, uploaded_by, created_by, quarantine_key, upload_expires_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, 'agent', $9, $10, now() + make_interval(secs => $11))",
+    )
+    .bind(id)
+    .bind(loan_id)
+    .bind(lead_id)
+    .bind(input.document_request_id)
+    .bind(&filename_enc)
+    .bind(&content_type)
+    .bind(input.size_bytes as i64)
+    .bind(input.doc_type.as_str())
+    .bind(&actor.subject)
+    .bind(&object)
+    .bind(ttl.as_secs() as f64)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead_id,
+            actor: &actor,
+            action: "document.upload_started",
+            entity_type: "document",
+            entity_id: id,
+            request_id: Some(&request_id.0),
+            details: json!({ "loan_id": loan_id, "doc_type": input.doc_type.as_str(), "size_bytes": input.size_bytes }),
+        },
+    )
+    .await?;
+    let url = state
+        .storage
+        .quarantine
+        .signed_url(http::Method::PUT, &ObjectPath::from(object.as_str()), ttl)
+        .await
+        .map_err(|e| AppError::DependencyUnavailable {
+            dependency: "s3",
+            source: e.into(),
+        })?;
+    let row = fetch(&mut tx, id, &ReadScope::All, false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the document just written is missing"))?;
+    tx.commit().await?;
+    let document = render(&state, &row).await?;
+    let upload = Upload {
+        document,
+        upload: UploadTarget {
+            url: url.to_string(),
+            method: "PUT",
+            headers: serde_json::Map::from_iter([("Content-Type".to_owned(), json!(content_type))]),
+            expires_at: rfc3339(OffsetDateTime::now_utc() + ttl),
+        },
+    };
+    let mut response = (StatusCode::CREATED, AppJson(upload)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/documents/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DocumentList {
+    items: Vec<Document>,
+    next_cursor: Option<String>,
+}
+
+/// The loan's documents, newest first.
+#[utoipa::path(get, path = "/v1/loans/{id}/documents", tag = "documents", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "Documents", body = DocumentList)))]
+async fn list_documents(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(loan_id): Path<Uuid>,
+) -> Result<AppJson<DocumentList>, AppError> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_DOCUMENT);
+    query.push(" where d.loan_id = ").push_bind(loan_id);
+    push_scope(&mut query, "o", &actor.read_scope());
+    query.push(" order by d.id desc limit 200");
+    let rows: Vec<DocumentRow> = query.build_query_as().fetch_all(&state.db).await?;
+    if rows.is_empty() {
+        let mut conn = state.db.acquire().await?;
+        let mut exists = QueryBuilder::<Postgres>::new("select 1 from loans o where o.id = ");
+        exists.push_bind(loan_id);
+        push_scope(&mut exists, "o", &actor.read_scope());
+        if exists
+            .build_query_scalar::<i32>()
+            .fetch_optional(&mut *conn)
+            .await?
+            .is_none()
+        {
+            return Err(AppError::not_found());
+        }
+    }
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        items.push(render(&state, row).await?);
+    }
+    Ok(AppJson(DocumentList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// A document's metadata and state.
+#[utoipa::path(get, path = "/v1/documents/{id}", tag = "documents", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The document", body = Document)))]
+async fn get_document(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<Uuid>,
+) -> Result<AppJson<Document>, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let row = fetch(&mut conn, id, &actor.read_scope(), false)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    drop(conn);
+    Ok(AppJson(render(&state, &row).await?))
+}
+
+/// The client finished its PUT: the document becomes `uploaded` and the pipeline starts.
+/// Idempotent: completing again answers the current state.
+#[utoipa::path(post, path = "/v1/documents/{id}/complete", tag = "documents", params(("id" = Uuid, Path)),
+    responses(
+        (status = 202, description = "Processing", body = Document),
+        (status = 409, description = "Expired or deleted", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn complete(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let row = fetch(&mut tx, id, &actor.read_scope(), true)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    actor.write_scope()?;
+    match row.state.as_str() {
+        "awaiting_upload" => {
+            // language=PostgreSQL
+            sqlx::query(
+                "update documents set state = 'uploaded', updated_at = now() where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            audit::record(
+                &mut tx,
+                audit::Entry {
+                    chain: row.lead_id,
+                    actor: &actor,
+                    action: "document.uploaded",
+                    entity_type: "document",
+                    entity_id: id,
+                    request_id: Some(&request_id.0),
+                    details: json!({ "loan_id": row.loan_id }),
+                },
+            )
+            .await?;
+            outbox::enqueue(
+                &mut tx,
+                "doc.uploaded",
+                json!({ "documentId": id, "loanId": row.loan_id }),
+                Some(&request_id.0),
+            )
+            .await?;
+        }
+        "expired" | "deleted" => {
+            return Err(AppError::client(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("the document is {}; start a new upload", row.state),
+            ));
+        }
+        _ => {}
+    }
+    let row = fetch(&mut tx, id, &ReadScope::All, false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("document vanished"))?;
+    tx.commit().await?;
+    Ok((StatusCode::ACCEPTED, AppJson(render(&state, &row).await?)).into_response())
+}
