@@ -187,6 +187,15 @@ impl Application {
         let mut server = tokio::spawn(async move { server.await });
         let housekeeping = tokio::spawn(crate::housekeeping::run(state.clone()));
         let relay = workers.then(|| tokio::spawn(crate::queue::relay::run(state.clone())));
+        let pipeline = workers.then(|| {
+            tokio::spawn(crate::queue::consumer::run(
+                state.clone(),
+                Arc::new(crate::workers::pipeline::DocumentPipeline::new(
+                    state.clone(),
+                )),
+                4,
+            ))
+        });
         tokio::select! {
             result = &mut server => {
                 result.context("server task")?.context("server")?;
@@ -205,8 +214,8 @@ impl Application {
         }
         drop(stop_rx);
         housekeeping.abort();
-        if let Some(relay) = relay {
-            relay.abort();
+        for task in [relay, pipeline].into_iter().flatten() {
+            task.abort();
         }
         state.broker.close().await;
         state.db.close().await;

@@ -3,6 +3,7 @@
 
 use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::helpers::{TestApp, oidc, spawn_app};
 use crate::leads::{Client, full_lead};
@@ -155,4 +156,164 @@ async fn declared_size_and_type_are_checked_up_front() {
         response.json::<Value>().await.unwrap()["code"],
         "validation_failed"
     );
+}
+
+/// Upload `bytes` as the agent, declared as `content_type` and `size`, then complete.
+async fn upload(
+    app: &TestApp,
+    token: &str,
+    loan: &str,
+    bytes: &[u8],
+    content_type: &str,
+    size: usize,
+) -> String {
+    let upload: Value = announce(app, token, loan, json!({
+        "filename": "file.bin", "content_type": content_type, "size_bytes": size, "doc_type": "other"
+    }))
+    .await
+    .json()
+    .await
+    .unwrap();
+    let put = reqwest::Client::new()
+        .put(upload["upload"]["url"].as_str().unwrap())
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let id = upload["document"]["id"].as_str().unwrap().to_owned();
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/documents/{id}/complete")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    id
+}
+
+async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = app
+            .client
+            .get(app.url(&format!("/v1/documents/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !matches!(last["state"].as_str(), Some("uploaded") | Some("scanning")) {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("document {id} never settled: {last}");
+}
+
+fn eicar() -> Vec<u8> {
+    // Assembled at run time so no file in the repository is itself flagged.
+    [
+        r"X5O!P%@AP[4\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+    ]
+    .concat()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn the_pipeline_scans_checks_types_and_encrypts() {
+    let app = crate::helpers::app().workers().spawn().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = loan(&app, &token).await;
+
+    // A clean PDF of several chunks becomes available, encrypted at rest.
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    pdf.extend((0..200_000u32).map(|i| (i % 251) as u8));
+    let id = upload(&app, &token, &loan, &pdf, "application/pdf", pdf.len()).await;
+    let doc = settled(&app, &token, &id).await;
+    assert_eq!(doc["state"], "available", "{doc}");
+    assert_eq!(doc["detected_type"], "application/pdf");
+    let expected_sha: String = sha2::Sha256::digest(&pdf)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(doc["sha256"], expected_sha);
+    let stored = app
+        .state
+        .storage
+        .documents
+        .get(&object_store::path::Path::from(format!("documents/{id}")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        pdf.windows(64)
+            .step_by(997)
+            .all(|w| !stored.windows(64).any(|s| s == w)),
+        "plaintext in the documents bucket"
+    );
+    let lead_id: uuid::Uuid = sqlx::query_scalar("select lead_id from documents where id = $1")
+        .bind(uuid::Uuid::parse_str(&id).unwrap())
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    let key = app
+        .state
+        .keys
+        .file_key(&app.state.db, lead_id)
+        .await
+        .unwrap();
+    let plain =
+        loanfolio::crypto::stream::decrypt_all(&key, uuid::Uuid::parse_str(&id).unwrap(), &stored)
+            .unwrap();
+    assert_eq!(plain, pdf);
+    let quarantine = app
+        .state
+        .storage
+        .quarantine
+        .head(&object_store::path::Path::from(format!("uploads/{id}")))
+        .await;
+    assert!(quarantine.is_err(), "the quarantine copy is removed");
+
+    // EICAR, declared as a PDF: infected, never stored.
+    let bad = eicar();
+    let id = upload(&app, &token, &loan, &bad, "application/pdf", bad.len()).await;
+    let doc = settled(&app, &token, &id).await;
+    assert_eq!(
+        (doc["state"].as_str(), doc["reason"].as_str()),
+        (Some("rejected"), Some("infected")),
+        "{doc}"
+    );
+
+    // An executable renamed and declared as a PDF: type mismatch.
+    let exe =
+        b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00 not really a program".to_vec();
+    let id = upload(&app, &token, &loan, &exe, "application/pdf", exe.len()).await;
+    let doc = settled(&app, &token, &id).await;
+    assert_eq!(doc["reason"], "type_mismatch", "{doc}");
+
+    // More bytes than declared.
+    let id = upload(&app, &token, &loan, &pdf, "application/pdf", pdf.len() - 10).await;
+    let doc = settled(&app, &token, &id).await;
+    assert_eq!(doc["reason"], "size_mismatch", "{doc}");
+    for reason in ["infected", "type_mismatch", "size_mismatch"] {
+        let id: uuid::Uuid = sqlx::query_scalar("select id from documents where reason = $1")
+            .bind(reason)
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+        let encrypted = app
+            .state
+            .storage
+            .documents
+            .head(&object_store::path::Path::from(format!("documents/{id}")))
+            .await;
+        assert!(encrypted.is_err(), "{reason}: no encrypted copy kept");
+    }
 }

@@ -1,0 +1,3 @@
+//! Background workers run by `worker` (and `serve` unless `--no-workers`).
+
+pub mod pipeline;

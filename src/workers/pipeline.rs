@@ -1,0 +1,354 @@
+//! The document pipeline (DESIGN.md §2): the first production consumer. For each
+//! `doc.uploaded`: HEAD the quarantine object (size within the limit and equal to the
+//! declared size), then ONE streaming pass that feeds clamd INSTREAM while hashing
+//! (SHA-256), sniffing the real type and encrypting chunk by chunk into a multipart upload
+//! to the documents bucket — never the whole file in memory. Clean and of the declared type
+//! → `available`; otherwise `rejected` with a reason and the encrypted copy removed. The
+//! quarantine object is deleted once the outcome is recorded. clamd or storage unreachable
+//! → retry (never `available` unscanned); retries exhausted → `failed` and the DLQ.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, WriteMultipart};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{Actor, Role};
+use crate::crypto::stream::Encryptor;
+use crate::db::{audit, outbox};
+use crate::queue::consumer::{Handler, HandlerError, Message};
+use crate::scan::ScanOutcome;
+use crate::scan::sniff::{self, Detected};
+
+pub const CONSUMER: &str = "document-pipeline";
+
+pub struct DocumentPipeline {
+    state: AppState,
+}
+
+impl DocumentPipeline {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+/// The pipeline acts as a system actor in the audit log.
+fn pipeline_actor() -> Actor {
+    Actor {
+        subject: "system:document-pipeline".into(),
+        display_name: "Document pipeline".into(),
+        email: None,
+        roles: vec![Role::Admin],
+        team: None,
+        auth_time: None,
+    }
+}
+
+fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
+    HandlerError::Transient(e.into())
+}
+
+struct Pass {
+    hasher: Sha256,
+    head: Vec<u8>,
+    bytes: u64,
+    encryptor: Option<Encryptor>,
+    writer: Option<WriteMultipart>,
+}
+
+enum Outcome {
+    Available { sha256: String, detected: Detected },
+    Rejected(&'static str),
+}
+
+impl DocumentPipeline {
+    async fn process(&self, tx: &mut PgConnection, document: Uuid) -> Result<(), HandlerError> {
+        let state = &self.state;
+        // language=PostgreSQL
+        let row: Option<(Uuid, Uuid, String, i64, String, String)> = sqlx::query_as(
+            "select loan_id, lead_id, state, size_bytes, content_type, quarantine_key
+               from documents where id = $1 for update",
+        )
+        .bind(document)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(transient)?;
+        let Some((loan_id, lead_id, doc_state, declared_size, declared_type, quarantine_key)) = row
+        else {
+            return Err(HandlerError::Permanent(anyhow::anyhow!("no such document")));
+        };
+        if doc_state != "uploaded" && doc_state != "scanning" {
+            return Ok(()); // already decided: a redelivery
+        }
+        let source = ObjectPath::from(quarantine_key.as_str());
+        let meta = state
+            .storage
+            .quarantine
+            .head(&source)
+            .await
+            .map_err(transient)?;
+        let limit = state.settings.documents.max_upload_bytes;
+        let precheck = if meta.size == 0 {
+            Some("empty")
+        } else if meta.size > limit {
+            Some("too_large")
+        } else if meta.size != declared_size as u64 {
+            Some("size_mismatch")
+        } else {
+            None
+        };
+        let target = ObjectPath::from(format!("documents/{document}"));
+        let outcome = match precheck {
+            Some(reason) => Outcome::Rejected(reason),
+            None => {
+                self.stream_pass(document, lead_id, &source, &target, &declared_type)
+                    .await?
+            }
+        };
+        let (new_state, reason, sha, detected) = match &outcome {
+            Outcome::Available { sha256, detected } => (
+                "available",
+                None,
+                Some(sha256.clone()),
+                Some(detected.as_str()),
+            ),
+            Outcome::Rejected(reason) => {
+                let _ = state.storage.documents.delete(&target).await;
+                ("rejected", Some(*reason), None, None)
+            }
+        };
+        let duplicate_of: Option<Uuid> = match &sha {
+            // language=PostgreSQL
+            Some(sha) => sqlx::query_scalar(
+                "select id from documents where loan_id = $1 and sha256 = $2 and state = 'available' and id <> $3
+                  order by id limit 1",
+            )
+            .bind(loan_id)
+            .bind(sha)
+            .bind(document)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(transient)?,
+            None => None,
+        };
+        // The generation of the file's data key the document was encrypted with.
+        let key_version = 1i32;
+        // language=PostgreSQL
+        sqlx::query(
+            "update documents set state = $2, reason = $3, sha256 = $4, detected_type = $5,
+                    duplicate_of = $6, object_key = $7, key_version = $8, updated_at = now()
+              where id = $1",
+        )
+        .bind(document)
+        .bind(new_state)
+        .bind(reason)
+        .bind(&sha)
+        .bind(detected)
+        .bind(duplicate_of)
+        .bind(matches!(outcome, Outcome::Available { .. }).then(|| target.to_string()))
+        .bind(key_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(transient)?;
+        let actor = pipeline_actor();
+        audit::record(
+            tx,
+            audit::Entry {
+                chain: lead_id,
+                actor: &actor,
+                action: if new_state == "available" { "document.available" } else { "document.rejected" },
+                entity_type: "document",
+                entity_id: document,
+                request_id: None,
+                details: json!({ "state": new_state, "reason": reason, "duplicate": duplicate_of.is_some() }),
+            },
+        )
+        .await
+        .map_err(transient)?;
+        let topic = if new_state == "available" {
+            "doc.available"
+        } else {
+            "doc.rejected"
+        };
+        outbox::enqueue(tx, topic, json!({ "documentId": document, "loanId": loan_id, "state": new_state, "reason": reason }), None)
+            .await
+            .map_err(transient)?;
+        // The outcome is recorded with this transaction; the quarantine copy can go. If the
+        // delete fails the reconciler removes it later — it is never served from there.
+        let _ = state.storage.quarantine.delete(&source).await;
+        Ok(())
+    }
+
+    async fn stream_pass(
+        &self,
+        document: Uuid,
+        lead_id: Uuid,
+        source: &ObjectPath,
+        target: &ObjectPath,
+        declared_type: &str,
+    ) -> Result<Outcome, HandlerError> {
+        let state = &self.state;
+        let key = state
+            .keys
+            .file_key(&state.db, lead_id)
+            .await
+            .map_err(transient)?;
+        let upload = state
+            .storage
+            .documents
+            .put_multipart(target)
+            .await
+            .map_err(transient)?;
+        let pass = Arc::new(Mutex::new(Pass {
+            hasher: Sha256::new(),
+            head: Vec::with_capacity(16),
+            bytes: 0,
+            encryptor: Some(Encryptor::new(&key, 1, document)),
+            writer: Some(WriteMultipart::new(upload)),
+        }));
+        let body = state
+            .storage
+            .quarantine
+            .get(source)
+            .await
+            .map_err(transient)?
+            .into_stream();
+        let tee = {
+            let pass = pass.clone();
+            body.then(move |chunk| {
+                let pass = pass.clone();
+                async move {
+                    let chunk = chunk.map_err(std::io::Error::other)?;
+                    let mut p = pass.lock().await;
+                    p.hasher.update(&chunk);
+                    if p.head.len() < 16 {
+                        let take = (16 - p.head.len()).min(chunk.len());
+                        p.head.extend_from_slice(&chunk[..take]);
+                    }
+                    p.bytes += chunk.len() as u64;
+                    let sealed = p
+                        .encryptor
+                        .as_mut()
+                        .map(|e| e.push(&chunk))
+                        .unwrap_or_default();
+                    if let Some(writer) = p.writer.as_mut() {
+                        writer.write(&sealed);
+                        // Bounded memory: wait while too many parts are in flight.
+                        writer
+                            .wait_for_capacity(4)
+                            .await
+                            .map_err(std::io::Error::other)?;
+                    }
+                    Ok::<_, std::io::Error>(chunk)
+                }
+            })
+        };
+        let scan = state.clamd.scan(tee).await;
+        let mut p = pass.lock().await;
+        let writer = p.writer.take();
+        let abort = |writer: Option<WriteMultipart>| async move {
+            if let Some(w) = writer {
+                let _ = w.abort().await;
+            }
+        };
+        match scan {
+            ScanOutcome::NotScanned(why) => {
+                abort(writer).await;
+                return Err(HandlerError::Transient(anyhow::anyhow!(
+                    "not scanned: {why}"
+                )));
+            }
+            ScanOutcome::Infected(_) => {
+                abort(writer).await;
+                return Ok(Outcome::Rejected("infected"));
+            }
+            ScanOutcome::Clean => {}
+        }
+        let detected = sniff::sniff(&p.head);
+        let Some(detected) = detected.filter(|d| d.matches_declared(declared_type)) else {
+            abort(writer).await;
+            return Ok(Outcome::Rejected("type_mismatch"));
+        };
+        let last = p
+            .encryptor
+            .take()
+            .map(Encryptor::finish)
+            .unwrap_or_default();
+        let Some(mut writer) = writer else {
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "the upload writer is gone"
+            )));
+        };
+        writer.write(&last);
+        writer.finish().await.map_err(transient)?;
+        let sha256 = p
+            .hasher
+            .clone()
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Outcome::Available { sha256, detected })
+    }
+}
+
+impl Handler for DocumentPipeline {
+    fn name(&self) -> &str {
+        CONSUMER
+    }
+
+    fn topics(&self) -> Vec<String> {
+        vec!["doc.uploaded".into()]
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let document = message
+                .payload
+                .get("documentId")
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| {
+                    HandlerError::Permanent(anyhow::anyhow!("doc.uploaded without a documentId"))
+                })?;
+            self.process(tx, document).await
+        })
+    }
+
+    fn exhausted<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+        _error: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(document) = message
+                .payload
+                .get("documentId")
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok())
+            {
+                // language=PostgreSQL
+                sqlx::query(
+                    "update documents set state = 'failed', reason = 'processing_failed', updated_at = now()
+                      where id = $1 and state in ('uploaded', 'scanning')",
+                )
+                .bind(document)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}
