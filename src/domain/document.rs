@@ -76,3 +76,60 @@ mod tests {
         assert_eq!(sanitize_filename("résumé 2024.pdf"), "résumé 2024.pdf");
     }
 }
+
+/// RFC 6266 / RFC 8187: `attachment; filename="<ASCII fallback>"; filename*=UTF-8''<pct>`.
+/// The name is sanitized first, so separators, controls and bidi overrides never appear.
+pub fn content_disposition(filename: &str) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    // attr-char (RFC 8187): ALPHA / DIGIT / "!" / "#" / "$" / "&" / "+" / "-" / "." / "^" /
+    // "_" / "`" / "|" / "~"; everything else is percent-encoded.
+    const ATTR: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'!')
+        .remove(b'#')
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'^')
+        .remove(b'_')
+        .remove(b'`')
+        .remove(b'|')
+        .remove(b'~');
+    let name = sanitize_filename(filename);
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() && c != '"' && c != '\\' && c != '%' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{}",
+        utf8_percent_encode(&name, ATTR)
+    )
+}
+
+#[cfg(test)]
+mod disposition_tests {
+    use super::*;
+
+    #[test]
+    fn exact_disposition_for_hostile_names() {
+        assert_eq!(
+            content_disposition("résumé \"final\".pdf"),
+            "attachment; filename=\"r_sum_ _final_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9%20%22final%22.pdf"
+        );
+        assert_eq!(
+            content_disposition("../x.pdf"),
+            "attachment; filename=\"x.pdf\"; filename*=UTF-8''x.pdf"
+        );
+        assert_eq!(
+            content_disposition("a\r\nb\u{202E}fdp.exe"),
+            "attachment; filename=\"abfdp.exe\"; filename*=UTF-8''abfdp.exe"
+        );
+    }
+}

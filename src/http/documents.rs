@@ -38,6 +38,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_document))
         .routes(routes!(complete))
+        .routes(routes!(download))
         .merge(creating)
 }
 
@@ -439,4 +440,110 @@ async fn complete(
         .ok_or_else(|| anyhow::anyhow!("document vanished"))?;
     tx.commit().await?;
     Ok((StatusCode::ACCEPTED, AppJson(render(&state, &row).await?)).into_response())
+}
+
+/// The decrypted bytes of an `available` document (GET and HEAD); audited. An integrity
+/// failure mid-stream aborts the connection rather than delivering a silently short file.
+#[utoipa::path(get, path = "/v1/documents/{id}/content", tag = "documents", params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The document's bytes", content_type = "application/octet-stream"),
+        (status = 404, description = "No such document, or not available", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn download(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    use crate::auth::Role;
+    use crate::crypto::stream::Decryptor;
+    use futures::StreamExt;
+    use object_store::ObjectStoreExt;
+
+    let mut tx = state.db.begin().await?;
+    let row = fetch(&mut tx, id, &actor.read_scope(), false)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let may_read_content =
+        actor.has(Role::Agent) || actor.has(Role::Manager) || actor.has(Role::Compliance);
+    if !may_read_content {
+        return Err(AppError::forbidden());
+    }
+    if row.state != "available" {
+        return Err(AppError::client(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the document is not available",
+        ));
+    }
+    actor.require_recent_auth(state.settings.auth.step_up_max_age_secs)?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: row.lead_id,
+            actor: &actor,
+            action: "document.downloaded",
+            entity_type: "document",
+            entity_id: id,
+            request_id: Some(&request_id.0),
+            details: json!({ "loan_id": row.loan_id }),
+        },
+    )
+    .await?;
+    // language=PostgreSQL
+    let (object_key, detected): (Option<String>, Option<String>) =
+        sqlx::query_as("select object_key, detected_type from documents where id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let object_key =
+        object_key.ok_or_else(|| anyhow::anyhow!("an available document has no object"))?;
+    let key = state
+        .keys
+        .file_key(&state.db, row.lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let filename = render(&state, &row).await?.filename;
+    let source = state
+        .storage
+        .documents
+        .get(&ObjectPath::from(object_key.as_str()))
+        .await
+        .map_err(|e| AppError::DependencyUnavailable {
+            dependency: "s3",
+            source: e.into(),
+        })?
+        .into_stream();
+    let decryptor = Decryptor::new(&key, id);
+    let plain = futures::stream::unfold(Some((source, decryptor)), |state| async move {
+        let (mut source, mut decryptor) = state?;
+        match source.next().await {
+            Some(Ok(chunk)) => match decryptor.push(&chunk) {
+                Ok(plain) => Some((Ok(bytes::Bytes::from(plain)), Some((source, decryptor)))),
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            },
+            Some(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
+            None => match decryptor.finish() {
+                Ok(last) => Some((Ok(bytes::Bytes::from(last)), None)),
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            },
+        }
+    });
+    let mut response = axum::body::Body::from_stream(plain).into_response();
+    let headers = response.headers_mut();
+    let content_type = detected.unwrap_or_else(|| "application/octet-stream".into());
+    if let Ok(value) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&row.size_bytes.to_string()) {
+        headers.insert(header::CONTENT_LENGTH, value);
+    }
+    if let Ok(value) =
+        HeaderValue::from_str(&crate::domain::document::content_disposition(&filename))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

@@ -317,3 +317,125 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
         assert!(encrypted.is_err(), "{reason}: no encrypted copy kept");
     }
 }
+
+#[tokio::test]
+async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
+    let app = crate::helpers::app().workers().spawn().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = loan(&app, &token).await;
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    png.extend((0..150_000u32).map(|i| (i % 241) as u8));
+    let upload: Value = announce(
+        &app,
+        &token,
+        &loan,
+        json!({
+            "filename": "../scan\u{202E}gnp.exe\r\n\u{0}.png", "content_type": "image/png",
+            "size_bytes": png.len(), "doc_type": "photo_id"
+        }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let put = reqwest::Client::new()
+        .put(upload["upload"]["url"].as_str().unwrap())
+        .body(png.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let id = upload["document"]["id"].as_str().unwrap().to_owned();
+    app.client
+        .post(app.url(&format!("/v1/documents/{id}/complete")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settled(&app, &token, &id).await["state"], "available");
+
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/documents/{id}/content")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    assert_eq!(
+        response.headers()["content-length"],
+        png.len().to_string().as_str()
+    );
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=\"scangnp.exe.png\"; filename*=UTF-8''scangnp.exe.png"
+    );
+    assert_eq!(response.bytes().await.unwrap().as_ref(), png.as_slice());
+    let head = app
+        .client
+        .head(app.url(&format!("/v1/documents/{id}/content")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let downloads: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where action = 'document.downloaded'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(downloads, 2, "GET and HEAD are both audited");
+
+    let get_as = |user: &'static str| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            let token = oidc::access_token(user).await;
+            app.client
+                .get(app.url(&format!("/v1/documents/{id}/content")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get_as("agent-b1").await, 404);
+    assert_eq!(get_as("admin").await, 403);
+    assert_eq!(get_as("compliance").await, 200);
+
+    // A flipped byte in the stored object: the download aborts instead of ending short.
+    let path = object_store::path::Path::from(format!("documents/{id}"));
+    let mut stored = app
+        .state
+        .storage
+        .documents
+        .get(&path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let middle = stored.len() / 2;
+    stored[middle] ^= 1;
+    app.state
+        .storage
+        .documents
+        .put(&path, stored.into())
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/documents/{id}/content")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.bytes().await.is_err(),
+        "the body must fail, not end quietly"
+    );
+}
