@@ -79,7 +79,7 @@ pub struct Document {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UploadTarget {
+pub struct PutTarget {
     url: String,
     method: &'static str,
     headers: serde_json::Map<String, serde_json::Value>,
@@ -89,7 +89,7 @@ pub struct UploadTarget {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Upload {
     document: Document,
-    upload: UploadTarget,
+    upload: PutTarget,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -188,6 +188,42 @@ async fn create_upload(
     AppJson(input): AppJson<NewUpload>,
 ) -> Result<Response, AppError> {
     let write_scope = actor.write_scope()?;
+    let content_type = validate_upload(&state, &input)?;
+    let mut tx = state.db.begin().await?;
+    let mut query = QueryBuilder::<Postgres>::new("select o.lead_id from loans o where o.id = ");
+    query.push_bind(loan_id);
+    push_scope(&mut query, "o", &actor.read_scope());
+    let lead_id: Option<Uuid> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
+    let Some(lead_id) = lead_id else {
+        return Err(AppError::not_found());
+    };
+    let mut query = QueryBuilder::<Postgres>::new("select 1 from loans o where o.id = ");
+    query.push_bind(loan_id);
+    push_scope(&mut query, "o", &write_scope);
+    if query
+        .build_query_scalar::<i32>()
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::forbidden());
+    }
+    let target = UploadTarget::Loan { loan_id, lead_id };
+    let upload = start_upload(
+        &state,
+        tx,
+        target,
+        &input,
+        &content_type,
+        &actor,
+        &request_id.0,
+    )
+    .await?;
+    Ok(upload_created(upload))
+}
+
+/// Declared size, type and fields, checked before anything is written.
+fn validate_upload(state: &AppState, input: &NewUpload) -> Result<String, AppError> {
     let limit = state.settings.documents.max_upload_bytes;
     if input.size_bytes > limit {
         return Err(AppError::client(
@@ -228,25 +264,49 @@ async fn create_upload(
     if !errors.is_empty() {
         return Err(AppError::validation(errors));
     }
-    let mut tx = state.db.begin().await?;
-    let mut query = QueryBuilder::<Postgres>::new("select o.lead_id from loans o where o.id = ");
-    query.push_bind(loan_id);
-    push_scope(&mut query, "o", &actor.read_scope());
-    let lead_id: Option<Uuid> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
-    let Some(lead_id) = lead_id else {
-        return Err(AppError::not_found());
-    };
-    let mut query = QueryBuilder::<Postgres>::new("select 1 from loans o where o.id = ");
-    query.push_bind(loan_id);
-    push_scope(&mut query, "o", &write_scope);
-    if query
-        .build_query_scalar::<i32>()
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::forbidden());
+    Ok(content_type)
+}
+
+/// Where an upload goes, and who sent it.
+pub enum UploadTarget {
+    Loan {
+        loan_id: Uuid,
+        lead_id: Uuid,
+    },
+    Link {
+        loan_id: Uuid,
+        lead_id: Uuid,
+        link_id: Uuid,
+    },
+}
+
+fn upload_created(upload: Upload) -> Response {
+    let id = upload.document.id;
+    let mut response = (StatusCode::CREATED, AppJson(upload)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/documents/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
     }
+    response
+}
+
+/// Write the `awaiting_upload` document and its audit row, commit, and pre-sign the PUT.
+async fn start_upload(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'static, Postgres>,
+    target: UploadTarget,
+    input: &NewUpload,
+    content_type: &str,
+    actor: &Actor,
+    request_id: &str,
+) -> Result<Upload, AppError> {
+    let (loan_id, lead_id, link_id, uploaded_by) = match target {
+        UploadTarget::Loan { loan_id, lead_id } => (loan_id, lead_id, None, "agent"),
+        UploadTarget::Link {
+            loan_id,
+            lead_id,
+            link_id,
+        } => (loan_id, lead_id, Some(link_id), "borrower"),
+    };
     let id = Uuid::now_v7();
     let key = state
         .keys
@@ -260,32 +320,35 @@ async fn create_upload(
     // language=PostgreSQL
     sqlx::query(
         "insert into documents (id, loan_id, lead_id, document_request_id, filename_enc, content_type,
-                                size_bytes, doc_type, uploaded_by, created_by, quarantine_key, upload_expires_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, 'agent', $9, $10, now() + make_interval(secs => $11))",
+                                size_bytes, doc_type, uploaded_by, created_by, quarantine_key, upload_expires_at,
+                                upload_link_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $12, $9, $10, now() + make_interval(secs => $11), $13)",
     )
     .bind(id)
     .bind(loan_id)
     .bind(lead_id)
     .bind(input.document_request_id)
     .bind(&filename_enc)
-    .bind(&content_type)
+    .bind(content_type)
     .bind(input.size_bytes as i64)
     .bind(input.doc_type.as_str())
     .bind(&actor.subject)
     .bind(&object)
     .bind(ttl.as_secs() as f64)
+    .bind(uploaded_by)
+    .bind(link_id)
     .execute(&mut *tx)
     .await?;
     audit::record(
         &mut tx,
         audit::Entry {
             chain: lead_id,
-            actor: &actor,
+            actor,
             action: "document.upload_started",
             entity_type: "document",
             entity_id: id,
-            request_id: Some(&request_id.0),
-            details: json!({ "loan_id": loan_id, "doc_type": input.doc_type.as_str(), "size_bytes": input.size_bytes }),
+            request_id: Some(request_id),
+            details: json!({ "loan_id": loan_id, "doc_type": input.doc_type.as_str(), "size_bytes": input.size_bytes, "uploaded_by": uploaded_by }),
         },
     )
     .await?;
@@ -302,21 +365,16 @@ async fn create_upload(
         .await?
         .ok_or_else(|| anyhow::anyhow!("the document just written is missing"))?;
     tx.commit().await?;
-    let document = render(&state, &row).await?;
-    let upload = Upload {
+    let document = render(state, &row).await?;
+    Ok(Upload {
         document,
-        upload: UploadTarget {
+        upload: PutTarget {
             url: url.to_string(),
             method: "PUT",
             headers: serde_json::Map::from_iter([("Content-Type".to_owned(), json!(content_type))]),
             expires_at: rfc3339(OffsetDateTime::now_utc() + ttl),
         },
-    };
-    let mut response = (StatusCode::CREATED, AppJson(upload)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/documents/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    })
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -391,11 +449,40 @@ async fn complete(
     Extension(request_id): Extension<RequestId>,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    let row = fetch(&mut tx, id, &actor.read_scope(), true)
+    let mut conn = state.db.acquire().await?;
+    fetch(&mut conn, id, &actor.read_scope(), false)
         .await?
         .ok_or_else(AppError::not_found)?;
+    drop(conn);
     actor.write_scope()?;
+    finish_upload(&state, id, None, &actor, &request_id.0).await
+}
+
+/// `awaiting_upload` → `uploaded` with its audit row and `doc.uploaded` event, in one
+/// transaction; any later state is answered as it is. `link` confines a borrower to the
+/// documents of their link.
+async fn finish_upload(
+    state: &AppState,
+    id: Uuid,
+    link: Option<Uuid>,
+    actor: &Actor,
+    request_id: &str,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let row = fetch(&mut tx, id, &ReadScope::All, true)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    if let Some(link) = link {
+        // language=PostgreSQL
+        let owner: Option<Uuid> =
+            sqlx::query_scalar("select upload_link_id from documents where id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if owner != Some(link) {
+            return Err(AppError::not_found());
+        }
+    }
     match row.state.as_str() {
         "awaiting_upload" => {
             // language=PostgreSQL
@@ -409,11 +496,11 @@ async fn complete(
                 &mut tx,
                 audit::Entry {
                     chain: row.lead_id,
-                    actor: &actor,
+                    actor,
                     action: "document.uploaded",
                     entity_type: "document",
                     entity_id: id,
-                    request_id: Some(&request_id.0),
+                    request_id: Some(request_id),
                     details: json!({ "loan_id": row.loan_id }),
                 },
             )
@@ -422,7 +509,7 @@ async fn complete(
                 &mut tx,
                 "doc.uploaded",
                 json!({ "documentId": id, "loanId": row.loan_id }),
-                Some(&request_id.0),
+                Some(request_id),
             )
             .await?;
         }
@@ -439,7 +526,7 @@ async fn complete(
         .await?
         .ok_or_else(|| anyhow::anyhow!("document vanished"))?;
     tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, AppJson(render(&state, &row).await?)).into_response())
+    Ok((StatusCode::ACCEPTED, AppJson(render(state, &row).await?)).into_response())
 }
 
 /// The decrypted bytes of an `available` document (GET and HEAD); audited. An integrity
@@ -546,4 +633,76 @@ async fn download(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Borrower routes: the upload-link token is the only credential.
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(borrower_upload))
+        .routes(routes!(borrower_complete))
+}
+
+/// The audit actor of a borrower acting through a link (no account, no PII).
+fn borrower_actor(link: Uuid) -> Actor {
+    Actor {
+        subject: format!("borrower:link:{link}"),
+        display_name: "Borrower".into(),
+        email: None,
+        roles: Vec::new(),
+        team: None,
+        auth_time: None,
+    }
+}
+
+/// A borrower announces a file; answers the Upload shape with a pre-signed PUT URL.
+#[utoipa::path(post, path = "/v1/public/upload-links/{token}/files", tag = "borrowers",
+    params(("token" = String, Path)), request_body = NewUpload,
+    responses(
+        (status = 201, description = "Upload target", body = Upload),
+        (status = 404, description = "No such link", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired, revoked or full", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn borrower_upload(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(token): Path<String>,
+    AppJson(input): AppJson<NewUpload>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let link = crate::http::upload_links::active_link(&mut tx, &token, true).await?;
+    let content_type = validate_upload(&state, &input)?;
+    let actor = borrower_actor(link.id);
+    let target = UploadTarget::Link {
+        loan_id: link.loan_id,
+        lead_id: link.lead_id,
+        link_id: link.id,
+    };
+    let upload = start_upload(
+        &state,
+        tx,
+        target,
+        &input,
+        &content_type,
+        &actor,
+        &request_id.0,
+    )
+    .await?;
+    Ok(upload_created(upload))
+}
+
+/// A borrower's PUT finished: start processing (idempotent).
+#[utoipa::path(post, path = "/v1/public/upload-links/{token}/files/{document_id}/complete", tag = "borrowers",
+    params(("token" = String, Path), ("document_id" = Uuid, Path)),
+    responses((status = 202, description = "Processing", body = Document)))]
+async fn borrower_complete(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((token, document)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let link = crate::http::upload_links::active_link(&mut conn, &token, false).await?;
+    drop(conn);
+    let actor = borrower_actor(link.id);
+    // A link reaches only its own documents: another loan's id is simply not found.
+    finish_upload(&state, document, Some(link.id), &actor, &request_id.0).await
 }

@@ -79,6 +79,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(authenticated(state, upload_links::agent_routes(state)))
         .merge(upload_links::public_routes())
         .merge(authenticated(state, documents::routes(state)))
+        .merge(documents::public_routes())
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

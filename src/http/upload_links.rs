@@ -76,7 +76,7 @@ struct LinkRow {
     revoked_at: Option<OffsetDateTime>,
 }
 
-fn token_hash(token: &str) -> Vec<u8> {
+pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
@@ -358,40 +358,39 @@ pub struct LinkState {
     files_accepted: i64,
 }
 
-/// expires_at, revoked_at, max_files, agent display name, agent subject.
-type PublicLinkRow = (
-    OffsetDateTime,
-    Option<OffsetDateTime>,
-    i32,
-    Option<String>,
-    String,
-);
-
-fn link_error(status: StatusCode, code: &'static str, detail: &str) -> AppError {
-    AppError::client(status, code, detail.to_owned())
+/// A link that may take uploads now.
+pub struct ActiveLink {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub lead_id: Uuid,
+    pub max_files: i32,
+    pub files_accepted: i64,
+    pub expires_at: OffsetDateTime,
+    pub agent: String,
 }
 
-/// A borrower's view of their link. Any token that matches no link is 404 `link_not_found`.
-#[utoipa::path(get, path = "/v1/public/upload-links/{token}", tag = "borrowers", params(("token" = String, Path)),
-    responses(
-        (status = 200, description = "The link", body = LinkState),
-        (status = 404, description = "No such link", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "Expired, revoked or full", body = crate::error::Problem, content_type = "application/problem+json"),
-    ))]
-async fn link_state(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-) -> Result<AppJson<LinkState>, AppError> {
+/// The link behind `token`, or the contract's answer: 404 `link_not_found`, 410
+/// `link_revoked` / `link_expired`, and — when `for_upload` — 410 `link_exhausted`.
+pub async fn active_link(
+    conn: &mut PgConnection,
+    token: &str,
+    for_upload: bool,
+) -> Result<ActiveLink, AppError> {
     // language=PostgreSQL
-    let row: Option<PublicLinkRow> = sqlx::query_as(
-        "select l.expires_at, l.revoked_at, l.max_files, a.display_name, l.created_by
+    let row: Option<LinkLookup> = sqlx::query_as(
+        "select l.id, l.loan_id, l.lead_id, l.max_files, l.expires_at, l.revoked_at,
+                (select count(*) from documents d
+                  where d.upload_link_id = l.id and d.state not in ('rejected', 'expired', 'deleted')),
+                coalesce(a.display_name, l.created_by)
            from upload_links l left join agents a on a.subject = l.created_by
           where l.token_hash = $1",
     )
-    .bind(token_hash(&token))
-    .fetch_optional(&state.db)
+    .bind(token_hash(token))
+    .fetch_optional(&mut *conn)
     .await?;
-    let Some((expires_at, revoked_at, max_files, agent_name, agent)) = row else {
+    let Some((id, loan_id, lead_id, max_files, expires_at, revoked_at, files_accepted, agent)) =
+        row
+    else {
         return Err(link_error(
             StatusCode::NOT_FOUND,
             "link_not_found",
@@ -412,11 +411,62 @@ async fn link_state(
             "this upload link has expired; ask your loan officer for a new one",
         ));
     }
-    Ok(AppJson(LinkState {
-        state: "active",
-        expires_at: rfc3339(expires_at),
-        agent: agent_name.unwrap_or(agent),
+    if for_upload && files_accepted >= i64::from(max_files) {
+        return Err(link_error(
+            StatusCode::GONE,
+            "link_exhausted",
+            "this upload link has taken all the files it accepts",
+        ));
+    }
+    Ok(ActiveLink {
+        id,
+        loan_id,
+        lead_id,
         max_files,
-        files_accepted: 0,
+        files_accepted,
+        expires_at,
+        agent,
+    })
+}
+
+/// id, loan, lead, max_files, expires_at, revoked_at, files accepted, agent's name.
+type LinkLookup = (
+    Uuid,
+    Uuid,
+    Uuid,
+    i32,
+    OffsetDateTime,
+    Option<OffsetDateTime>,
+    i64,
+    String,
+);
+
+fn link_error(status: StatusCode, code: &'static str, detail: &str) -> AppError {
+    AppError::client(status, code, detail.to_owned())
+}
+
+/// A borrower's view of their link. Any token that matches no link is 404 `link_not_found`.
+#[utoipa::path(get, path = "/v1/public/upload-links/{token}", tag = "borrowers", params(("token" = String, Path)),
+    responses(
+        (status = 200, description = "The link", body = LinkState),
+        (status = 404, description = "No such link", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired, revoked or full", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn link_state(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<AppJson<LinkState>, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let link = active_link(&mut conn, &token, false).await?;
+    Ok(AppJson(LinkState {
+        state: if link.files_accepted >= i64::from(link.max_files) {
+            "full"
+        } else {
+            "active"
+        },
+        expires_at: rfc3339(link.expires_at),
+        agent: link.agent,
+        max_files: link.max_files,
+        files_accepted: link.files_accepted,
     }))
 }

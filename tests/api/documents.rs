@@ -439,3 +439,103 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
         "the body must fail, not end quietly"
     );
 }
+
+#[tokio::test]
+async fn borrowers_upload_through_their_link_only() {
+    let app = crate::helpers::app().workers().spawn().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan_a = loan(&app, &token).await;
+    let loan_b = loan(&app, &token).await;
+    let link: Value = app
+        .client
+        .post(app.url(&format!("/v1/loans/{loan_a}/upload-links")))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "link-1")
+        .json(&json!({"max_files": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = link["token"].as_str().unwrap().to_owned();
+    let borrower = reqwest::Client::new();
+    let send = |bytes: Vec<u8>| {
+        let (app, borrower, secret) = (&app, borrower.clone(), secret.clone());
+        async move {
+            let response = borrower
+                .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
+                .json(&json!({"filename": "statement.pdf", "content_type": "application/pdf", "size_bytes": bytes.len(), "doc_type": "bank_statement"}))
+                .send()
+                .await
+                .unwrap();
+            if response.status() != 201 {
+                return (
+                    response.status().as_u16(),
+                    response.json::<Value>().await.unwrap(),
+                );
+            }
+            let upload: Value = response.json().await.unwrap();
+            assert!(
+                borrower
+                    .put(upload["upload"]["url"].as_str().unwrap())
+                    .body(bytes)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .is_success()
+            );
+            let id = upload["document"]["id"].as_str().unwrap().to_owned();
+            let done = borrower
+                .post(app.url(&format!(
+                    "/v1/public/upload-links/{secret}/files/{id}/complete"
+                )))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(done.status(), 202);
+            (201, upload["document"].clone())
+        }
+    };
+
+    // A rejected file does not use up the link's one file…
+    let (status, doc) = send(eicar()).await;
+    assert_eq!(status, 201);
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let settled_doc = settled(&app, &token, &id).await;
+    assert_eq!(settled_doc["reason"], "infected");
+    assert_eq!(settled_doc["uploaded_by"], "borrower");
+    // …so the replacement is accepted, and then the link is full.
+    let pdf = b"%PDF-1.4\n% a statement\n".to_vec();
+    let (status, doc) = send(pdf.clone()).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        settled(&app, &token, doc["id"].as_str().unwrap()).await["state"],
+        "available"
+    );
+    let (status, body) = send(pdf.clone()).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (410, Some("link_exhausted"))
+    );
+
+    // The link can never reach another loan's documents.
+    let other: Value = announce(&app, &token, &loan_b, json!({
+        "filename": "x.pdf", "content_type": "application/pdf", "size_bytes": 10, "doc_type": "other"
+    }))
+    .await
+    .json()
+    .await
+    .unwrap();
+    let other_id = other["document"]["id"].as_str().unwrap();
+    let response = borrower
+        .post(app.url(&format!(
+            "/v1/public/upload-links/{secret}/files/{other_id}/complete"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(!app.logs.text().contains(&secret), "token in the logs");
+}
