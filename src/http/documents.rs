@@ -36,9 +36,10 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
             crate::http::idempotency::require,
         ));
     OpenApiRouter::new()
-        .routes(routes!(get_document))
         .routes(routes!(complete))
         .routes(routes!(download))
+        .routes(routes!(get_document, delete_document))
+        .routes(routes!(upload_url))
         .merge(creating)
 }
 
@@ -705,4 +706,88 @@ async fn borrower_complete(
     let actor = borrower_actor(link.id);
     // A link reaches only its own documents: another loan's id is simply not found.
     finish_upload(&state, document, Some(link.id), &actor, &request_id.0).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct UploadUrlParams {
+    filename: String,
+    content_type: String,
+    size_bytes: u64,
+    doc_type: Option<DocType>,
+}
+
+/// The brief's shortcut: an upload target from query parameters. Creates an
+/// `awaiting_upload` document that expires if no file arrives.
+#[utoipa::path(get, path = "/v1/loans/{id}/docs/upload-url", tag = "documents",
+    params(("id" = Uuid, Path), UploadUrlParams),
+    responses((status = 201, description = "Upload target", body = Upload)))]
+async fn upload_url(
+    state: State<AppState>,
+    actor: Extension<Actor>,
+    request_id: Extension<RequestId>,
+    loan: Path<Uuid>,
+    query: Result<axum::extract::Query<UploadUrlParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let axum::extract::Query(params) = query.map_err(|_| {
+        crate::http::support::malformed("filename, content_type and size_bytes are required")
+    })?;
+    let input = NewUpload {
+        filename: params.filename,
+        content_type: params.content_type,
+        size_bytes: params.size_bytes,
+        doc_type: params.doc_type.unwrap_or(DocType::Other),
+        document_request_id: None,
+        sha256: None,
+    };
+    create_upload(state, actor, request_id, loan, AppJson(input)).await
+}
+
+/// Soft delete: the document is no longer served; the encrypted object stays until
+/// retention purges it.
+#[utoipa::path(delete, path = "/v1/documents/{id}", tag = "documents", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted")))]
+async fn delete_document(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let row = fetch(&mut tx, id, &actor.read_scope(), true)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    let write_scope = actor.write_scope()?;
+    let mut query = QueryBuilder::<Postgres>::new("select 1 from loans o where o.id = ");
+    query.push_bind(row.loan_id);
+    push_scope(&mut query, "o", &write_scope);
+    if query
+        .build_query_scalar::<i32>()
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::forbidden());
+    }
+    if row.state != "deleted" {
+        // language=PostgreSQL
+        sqlx::query("update documents set state = 'deleted', updated_at = now() where id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        audit::record(
+            &mut tx,
+            audit::Entry {
+                chain: row.lead_id,
+                actor: &actor,
+                action: "document.deleted",
+                entity_type: "document",
+                entity_id: id,
+                request_id: Some(&request_id.0),
+                details: json!({ "previous_state": row.state }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -539,3 +539,88 @@ async fn borrowers_upload_through_their_link_only() {
     assert_eq!(response.status(), 404);
     assert!(!app.logs.text().contains(&secret), "token in the logs");
 }
+
+#[tokio::test]
+async fn the_shortcut_and_soft_delete() {
+    let app = crate::helpers::app().workers().spawn().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = loan(&app, &token).await;
+    let response = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}/docs/upload-url?filename=pay.pdf&content_type=application/pdf&size_bytes=24&doc_type=pay_stub")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let upload: Value = response.json().await.unwrap();
+    assert_eq!(upload["document"]["doc_type"], "pay_stub");
+    assert_eq!(upload["document"]["state"], "awaiting_upload");
+    let response = app
+        .client
+        .get(app.url(&format!(
+            "/v1/loans/{loan}/docs/upload-url?filename=pay.pdf"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+
+    let pdf = b"%PDF-1.4\n% pay stub 123\n".to_vec();
+    assert!(
+        reqwest::Client::new()
+            .put(upload["upload"]["url"].as_str().unwrap())
+            .body(pdf)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let id = upload["document"]["id"].as_str().unwrap().to_owned();
+    app.client
+        .post(app.url(&format!("/v1/documents/{id}/complete")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settled(&app, &token, &id).await["state"], "available");
+
+    let compliance = oidc::access_token("compliance").await;
+    let delete = |t: &str| {
+        app.client
+            .delete(app.url(&format!("/v1/documents/{id}")))
+            .bearer_auth(t.to_owned())
+            .send()
+    };
+    assert_eq!(delete(&compliance).await.unwrap().status(), 403);
+    assert_eq!(delete(&token).await.unwrap().status(), 204);
+    let doc: Value = app
+        .client
+        .get(app.url(&format!("/v1/documents/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["state"], "deleted");
+    let content = app
+        .client
+        .get(app.url(&format!("/v1/documents/{id}/content")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(content.status(), 404, "no longer served");
+    // The encrypted object stays for retention to purge.
+    let kept = app
+        .state
+        .storage
+        .documents
+        .head(&object_store::path::Path::from(format!("documents/{id}")))
+        .await;
+    assert!(kept.is_ok());
+}
