@@ -187,6 +187,8 @@ impl Application {
         let mut server = tokio::spawn(async move { server.await });
         let housekeeping = tokio::spawn(crate::housekeeping::run(state.clone()));
         let relay = workers.then(|| tokio::spawn(crate::queue::relay::run(state.clone())));
+        let reconciler =
+            workers.then(|| tokio::spawn(crate::workers::reconciler::run(state.clone())));
         let pipeline = workers.then(|| {
             tokio::spawn(crate::queue::consumer::run(
                 state.clone(),
@@ -214,7 +216,7 @@ impl Application {
         }
         drop(stop_rx);
         housekeeping.abort();
-        for task in [relay, pipeline].into_iter().flatten() {
+        for task in [relay, pipeline, reconciler].into_iter().flatten() {
             task.abort();
         }
         state.broker.close().await;

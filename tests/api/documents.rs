@@ -624,3 +624,58 @@ async fn the_shortcut_and_soft_delete() {
         .await;
     assert!(kept.is_ok());
 }
+
+#[tokio::test]
+async fn the_reconciler_completes_abandoned_uploads_and_expires_empty_ones() {
+    let app = crate::helpers::app().workers().spawn().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = loan(&app, &token).await;
+    let pdf = b"%PDF-1.4\n% the browser died\n".to_vec();
+    let announce_pdf = |size: usize| {
+        announce(
+            &app,
+            &token,
+            &loan,
+            json!({
+                "filename": "late.pdf", "content_type": "application/pdf", "size_bytes": size, "doc_type": "other"
+            }),
+        )
+    };
+    let put_but_never_completed: Value = announce_pdf(pdf.len()).await.json().await.unwrap();
+    assert!(
+        reqwest::Client::new()
+            .put(put_but_never_completed["upload"]["url"].as_str().unwrap())
+            .body(pdf.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let never_uploaded: Value = announce_pdf(10).await.json().await.unwrap();
+    sqlx::query("update documents set upload_expires_at = now() - interval '1 second'")
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+
+    let swept = loanfolio::workers::reconciler::sweep(&app.state)
+        .await
+        .unwrap();
+    assert_eq!((swept.completed, swept.expired), (1, 1));
+    let completed = put_but_never_completed["document"]["id"].as_str().unwrap();
+    assert_eq!(
+        settled(&app, &token, completed).await["state"],
+        "available",
+        "completed, never deleted"
+    );
+    let expired = never_uploaded["document"]["id"].as_str().unwrap();
+    assert_eq!(settled(&app, &token, expired).await["state"], "expired");
+    assert_eq!(
+        loanfolio::workers::reconciler::sweep(&app.state)
+            .await
+            .unwrap()
+            .completed,
+        0,
+        "idempotent"
+    );
+}
