@@ -679,3 +679,64 @@ async fn the_reconciler_completes_abandoned_uploads_and_expires_empty_ones() {
         "idempotent"
     );
 }
+
+#[tokio::test]
+async fn with_clamd_down_documents_wait_and_are_never_available_unscanned() {
+    let mut clamd = crate::helpers::clamd::PrivateClamd::start().await;
+    let address = clamd.address();
+    let app = crate::helpers::app()
+        .workers()
+        .settings(move |s| s.clamd.address = address)
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = loan(&app, &token).await;
+    clamd.stop().await;
+    let pdf = b"%PDF-1.4\n% waiting for the scanner\n".to_vec();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(upload(&app, &token, &loan, &pdf, "application/pdf", pdf.len()).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    for id in &ids {
+        let doc: Value = app
+            .client
+            .get(app.url(&format!("/v1/documents/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            doc["state"], "uploaded",
+            "nothing becomes available unscanned: {doc}"
+        );
+    }
+    clamd.restart().await;
+    for id in &ids {
+        let doc = settled_within(&app, &token, id, 60).await;
+        assert_eq!(doc["state"], "available", "{doc}");
+    }
+}
+
+async fn settled_within(app: &TestApp, token: &str, id: &str, seconds: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        let doc: Value = app
+            .client
+            .get(app.url(&format!("/v1/documents/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if doc["state"] != "uploaded" || std::time::Instant::now() > deadline {
+            return doc;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
