@@ -26,7 +26,7 @@ use crate::db::{audit, outbox};
 use crate::domain::document::{ALLOWED_CONTENT_TYPES, DocType, sanitize_filename};
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339};
+use crate::http::support::{kms_unavailable, push_scope, rfc3339, visible_loan, writable_loan};
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -188,27 +188,9 @@ async fn create_upload(
     Path(loan_id): Path<Uuid>,
     AppJson(input): AppJson<NewUpload>,
 ) -> Result<Response, AppError> {
-    let write_scope = actor.write_scope()?;
     let content_type = validate_upload(&state, &input)?;
     let mut tx = state.db.begin().await?;
-    let mut query = QueryBuilder::<Postgres>::new("select o.lead_id from loans o where o.id = ");
-    query.push_bind(loan_id);
-    push_scope(&mut query, "o", &actor.read_scope());
-    let lead_id: Option<Uuid> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
-    let Some(lead_id) = lead_id else {
-        return Err(AppError::not_found());
-    };
-    let mut query = QueryBuilder::<Postgres>::new("select 1 from loans o where o.id = ");
-    query.push_bind(loan_id);
-    push_scope(&mut query, "o", &write_scope);
-    if query
-        .build_query_scalar::<i32>()
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::forbidden());
-    }
+    let lead_id = writable_loan(&mut tx, loan_id, &actor).await?;
     let target = UploadTarget::Loan { loan_id, lead_id };
     let upload = start_upload(
         &state,
@@ -399,17 +381,7 @@ async fn list_documents(
     let rows: Vec<DocumentRow> = query.build_query_as().fetch_all(&state.db).await?;
     if rows.is_empty() {
         let mut conn = state.db.acquire().await?;
-        let mut exists = QueryBuilder::<Postgres>::new("select 1 from loans o where o.id = ");
-        exists.push_bind(loan_id);
-        push_scope(&mut exists, "o", &actor.read_scope());
-        if exists
-            .build_query_scalar::<i32>()
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_none()
-        {
-            return Err(AppError::not_found());
-        }
+        visible_loan(&mut conn, loan_id, &actor).await?;
     }
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -756,18 +728,7 @@ async fn delete_document(
     let row = fetch(&mut tx, id, &actor.read_scope(), true)
         .await?
         .ok_or_else(AppError::not_found)?;
-    let write_scope = actor.write_scope()?;
-    let mut query = QueryBuilder::<Postgres>::new("select 1 from loans o where o.id = ");
-    query.push_bind(row.loan_id);
-    push_scope(&mut query, "o", &write_scope);
-    if query
-        .build_query_scalar::<i32>()
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::forbidden());
-    }
+    writable_loan(&mut tx, row.loan_id, &actor).await?;
     if row.state != "deleted" {
         // language=PostgreSQL
         sqlx::query("update documents set state = 'deleted', updated_at = now() where id = $1")

@@ -71,3 +71,39 @@ pub fn push_scope(query: &mut QueryBuilder<Postgres>, alias: &str, scope: &ReadS
         ReadScope::All => {}
     }
 }
+
+/// The lead (borrower file) of a loan the caller can see; someone else's loan is 404.
+pub async fn visible_loan(
+    conn: &mut sqlx::PgConnection,
+    loan: uuid::Uuid,
+    actor: &crate::auth::Actor,
+) -> Result<uuid::Uuid, AppError> {
+    loan_lead(conn, loan, &actor.read_scope())
+        .await?
+        .ok_or_else(AppError::not_found)
+}
+
+/// As [`visible_loan`], and the caller may change it: visible but not writable is 403.
+pub async fn writable_loan(
+    conn: &mut sqlx::PgConnection,
+    loan: uuid::Uuid,
+    actor: &crate::auth::Actor,
+) -> Result<uuid::Uuid, AppError> {
+    let lead = visible_loan(conn, loan, actor).await?;
+    let write_scope = actor.write_scope()?;
+    loan_lead(conn, loan, &write_scope)
+        .await?
+        .ok_or_else(AppError::forbidden)?;
+    Ok(lead)
+}
+
+async fn loan_lead(
+    conn: &mut sqlx::PgConnection,
+    loan: uuid::Uuid,
+    scope: &ReadScope,
+) -> Result<Option<uuid::Uuid>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new("select o.lead_id from loans o where o.id = ");
+    query.push_bind(loan);
+    push_scope(&mut query, "o", scope);
+    query.build_query_scalar().fetch_optional(conn).await
+}

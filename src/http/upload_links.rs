@@ -15,13 +15,13 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::Actor;
 use crate::auth::session::random_token;
-use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self, Location};
 use crate::db::{audit, outbox};
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339};
+use crate::http::support::{kms_unavailable, push_scope, rfc3339, visible_loan, writable_loan};
 
 pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -100,17 +100,6 @@ fn link_url(state: &AppState, token: &str) -> String {
     )
 }
 
-async fn loan_in_scope(
-    conn: &mut PgConnection,
-    loan: Uuid,
-    scope: &ReadScope,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new("select o.lead_id from loans o where o.id = ");
-    query.push_bind(loan);
-    push_scope(&mut query, "o", scope);
-    query.build_query_scalar().fetch_optional(conn).await
-}
-
 async fn render(
     state: &AppState,
     row: &LinkRow,
@@ -159,7 +148,7 @@ async fn create_link(
     Path(loan_id): Path<Uuid>,
     AppJson(input): AppJson<NewLink>,
 ) -> Result<Response, AppError> {
-    let write_scope = actor.write_scope()?;
+    actor.write_scope()?;
     let mut errors = Vec::new();
     let hours = input.expires_in_hours.unwrap_or(168);
     if !(1..=720).contains(&hours) {
@@ -191,16 +180,7 @@ async fn create_link(
         return Err(AppError::validation(errors));
     }
     let mut tx = state.db.begin().await?;
-    let visible = loan_in_scope(&mut tx, loan_id, &actor.read_scope()).await?;
-    let Some(lead_id) = visible else {
-        return Err(AppError::not_found());
-    };
-    if loan_in_scope(&mut tx, loan_id, &write_scope)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::forbidden());
-    }
+    let lead_id = writable_loan(&mut tx, loan_id, &actor).await?;
     let id = Uuid::now_v7();
     let token = random_token();
     let key = state
@@ -274,12 +254,7 @@ async fn list_links(
     Path(loan_id): Path<Uuid>,
 ) -> Result<AppJson<LinkList>, AppError> {
     let mut conn = state.db.acquire().await?;
-    if loan_in_scope(&mut conn, loan_id, &actor.read_scope())
-        .await?
-        .is_none()
-    {
-        return Err(AppError::not_found());
-    }
+    visible_loan(&mut conn, loan_id, &actor).await?;
     let rows: Vec<LinkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{SELECT_LINK} where loan_id = $1 order by id desc limit 200"
     )))

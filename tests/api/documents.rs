@@ -6,26 +6,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::helpers::{TestApp, oidc, spawn_app};
-use crate::leads::{Client, full_lead};
-
-async fn loan(app: &TestApp, token: &str) -> String {
-    let agent = Client::new(app, "agent-a1").await;
-    let lead: Value = agent.create(full_lead()).await.json().await.unwrap();
-    let loan: Value = app
-        .client
-        .post(app.url("/v1/loans"))
-        .bearer_auth(token)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({"lead_id": lead["id"], "loan_type": "usda", "amount": "150000",
-                      "property": {"line1": "5 Pine Ct", "city": "Akron", "state": "OH", "postal_code": "44308"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    loan["id"].as_str().unwrap().to_owned()
-}
+use crate::loans::agent_a1_loan;
 
 async fn announce(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwest::Response {
     app.client
@@ -42,7 +23,7 @@ async fn announce(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwes
 async fn a_presigned_put_then_complete() {
     let app = spawn_app().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
     let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n".to_vec();
     let response = announce(
         &app,
@@ -128,7 +109,7 @@ async fn a_presigned_put_then_complete() {
 async fn declared_size_and_type_are_checked_up_front() {
     let app = spawn_app().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
     let response = announce(&app, &token, &loan, json!({
         "filename": "big.pdf", "content_type": "application/pdf", "size_bytes": 60_000_000u64, "doc_type": "other"
     }))
@@ -228,7 +209,7 @@ fn eicar() -> Vec<u8> {
 async fn the_pipeline_scans_checks_types_and_encrypts() {
     let app = crate::helpers::app().workers().spawn().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
 
     // A clean PDF of several chunks becomes available, encrypted at rest.
     let mut pdf = b"%PDF-1.7\n".to_vec();
@@ -322,7 +303,7 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
 async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
     let app = crate::helpers::app().workers().spawn().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
     let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
     png.extend((0..150_000u32).map(|i| (i % 241) as u8));
     let upload: Value = announce(
@@ -444,8 +425,8 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
 async fn borrowers_upload_through_their_link_only() {
     let app = crate::helpers::app().workers().spawn().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan_a = loan(&app, &token).await;
-    let loan_b = loan(&app, &token).await;
+    let loan_a = agent_a1_loan(&app, &token).await;
+    let loan_b = agent_a1_loan(&app, &token).await;
     let link: Value = app
         .client
         .post(app.url(&format!("/v1/loans/{loan_a}/upload-links")))
@@ -544,7 +525,7 @@ async fn borrowers_upload_through_their_link_only() {
 async fn the_shortcut_and_soft_delete() {
     let app = crate::helpers::app().workers().spawn().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
     let response = app
         .client
         .get(app.url(&format!("/v1/loans/{loan}/docs/upload-url?filename=pay.pdf&content_type=application/pdf&size_bytes=24&doc_type=pay_stub")))
@@ -629,7 +610,7 @@ async fn the_shortcut_and_soft_delete() {
 async fn the_reconciler_completes_abandoned_uploads_and_expires_empty_ones() {
     let app = crate::helpers::app().workers().spawn().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
     let pdf = b"%PDF-1.4\n% the browser died\n".to_vec();
     let announce_pdf = |size: usize| {
         announce(
@@ -690,7 +671,7 @@ async fn with_clamd_down_documents_wait_and_are_never_available_unscanned() {
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
     clamd.stop().await;
     let pdf = b"%PDF-1.4\n% waiting for the scanner\n".to_vec();
     let mut ids = Vec::new();

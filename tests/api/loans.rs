@@ -7,6 +7,23 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, oidc, spawn_app};
 use crate::leads::{Client, full_lead};
 
+/// A loan (on a new lead of agent-a1) for tests of what hangs off loans.
+pub async fn agent_a1_loan(app: &TestApp, token: &str) -> String {
+    let agent = Client::new(app, "agent-a1").await;
+    let lead: Value = agent.create(full_lead()).await.json().await.unwrap();
+    let response = post(
+        app,
+        token,
+        "/v1/loans",
+        new_loan(lead["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let loan: Value = response.json().await.unwrap();
+    loan["id"].as_str().unwrap().to_owned()
+}
+
 fn new_loan(lead_id: &str) -> Value {
     json!({
         "lead_id": lead_id, "loan_type": "conventional", "amount": "425000.10",

@@ -5,26 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, oidc, spawn_app};
-use crate::leads::{Client, full_lead};
-
-async fn loan(app: &TestApp, token: &str) -> String {
-    let agent = Client::new(app, "agent-a1").await;
-    let lead: Value = agent.create(full_lead()).await.json().await.unwrap();
-    let loan: Value = app
-        .client
-        .post(app.url("/v1/loans"))
-        .bearer_auth(token)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({"lead_id": lead["id"], "loan_type": "va", "amount": "250000",
-                      "property": {"line1": "3 Oak Rd", "city": "Dayton", "state": "OH", "postal_code": "45402"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    loan["id"].as_str().unwrap().to_owned()
-}
+use crate::loans::agent_a1_loan;
 
 async fn create_link(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwest::Response {
     app.client
@@ -41,7 +22,7 @@ async fn create_link(app: &TestApp, token: &str, loan: &str, body: Value) -> req
 async fn links_are_capabilities_shown_once() {
     let app = spawn_app().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
     let response = create_link(
         &app,
         &token,
@@ -108,7 +89,7 @@ async fn links_are_capabilities_shown_once() {
 async fn expired_revoked_and_unknown_links() {
     let app = spawn_app().await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = loan(&app, &token).await;
+    let loan = agent_a1_loan(&app, &token).await;
     let link: Value = create_link(&app, &token, &loan, json!({}))
         .await
         .json()
