@@ -37,7 +37,8 @@ pub struct Swept {
 }
 
 pub async fn run(state: AppState) {
-    let mut interval = tokio::time::interval(EVERY);
+    // The first round after one period: start-up has enough to do.
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
