@@ -281,7 +281,7 @@ async fn the_broker_dead_letters_a_poison_message_after_the_delivery_limit() {
         .unwrap();
     // A consumer that dies on it every time: each delivery is returned unacknowledged.
     let mut deliveries = 0;
-    for _ in 0..20 {
+    for _ in 0..100 {
         match channel
             .basic_get(
                 names.queue("crashy").as_str().into(),
@@ -303,7 +303,16 @@ async fn the_broker_dead_letters_a_poison_message_after_the_delivery_limit() {
                     .await
                     .unwrap();
             }
-            None => break,
+            // A requeued message can take a moment to be back; once dead-lettered it never is.
+            None => {
+                let dead = loanfolio::queue::dlq::list(&app.state.broker, &names.prefix, "crashy")
+                    .await
+                    .unwrap();
+                if !dead.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
     let delivery_limit = loanfolio::queue::topology::DELIVERY_LIMIT;
