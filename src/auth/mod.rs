@@ -71,6 +71,15 @@ impl Actor {
         self.roles.contains(&role)
     }
 
+    /// Admins read masked PII only and no document or report content (DESIGN.md §2): true
+    /// when no other role of the caller lifts that.
+    pub fn sees_masked_pii_only(&self) -> bool {
+        self.has(Role::Admin)
+            && !self.has(Role::Agent)
+            && !self.has(Role::Manager)
+            && !self.has(Role::Compliance)
+    }
+
     /// The widest read scope the caller's roles give.
     pub fn read_scope(&self) -> ReadScope {
         if self.has(Role::Compliance) || self.has(Role::Admin) {

@@ -122,12 +122,7 @@ async fn list_audit(
     }
     query.push(" order by seq desc limit ").push_bind(limit + 1);
     let mut rows: Vec<AuditRow> = query.build_query_as().fetch_all(&state.db).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.0.to_string())
-    } else {
-        None
-    };
+    let next_cursor = crate::http::support::next_page(&mut rows, limit, |r| r.0.to_string());
     let items = rows
         .into_iter()
         .map(

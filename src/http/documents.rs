@@ -515,7 +515,6 @@ async fn download(
     Extension(request_id): Extension<RequestId>,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
-    use crate::auth::Role;
     use crate::crypto::stream::Decryptor;
     use futures::StreamExt;
     use object_store::ObjectStoreExt;
@@ -524,9 +523,7 @@ async fn download(
     let row = fetch(&mut tx, id, &actor.read_scope(), false)
         .await?
         .ok_or_else(AppError::not_found)?;
-    let may_read_content =
-        actor.has(Role::Agent) || actor.has(Role::Manager) || actor.has(Role::Compliance);
-    if !may_read_content {
+    if actor.sees_masked_pii_only() {
         return Err(AppError::forbidden());
     }
     if row.state != "available" {

@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::{Actor, ReadScope, Role};
+use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self, Location};
 use crate::crypto::{DataKey, blind_index};
 use crate::db::{audit, outbox};
@@ -24,7 +24,9 @@ use crate::domain::lead::{Address, LeadInput, LeadStatus, LoanPurpose, ValidLead
 use crate::domain::ssn::Ssn;
 use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
-use crate::http::support::{etag, if_match, kms_unavailable, malformed, push_scope, rfc3339};
+use crate::http::support::{
+    etag, if_match, kms_unavailable, malformed, next_page, push_scope, rfc3339,
+};
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -131,14 +133,6 @@ fn unseal(
     }
 }
 
-/// Who sees what (DESIGN.md §2): admins read masked PII only.
-fn masked_for(actor: &Actor) -> bool {
-    actor.has(Role::Admin)
-        && !actor.has(Role::Agent)
-        && !actor.has(Role::Manager)
-        && !actor.has(Role::Compliance)
-}
-
 fn mask_email(email: &str) -> String {
     match email.split_once('@') {
         Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
@@ -155,7 +149,7 @@ fn mask_tail(value: &str, keep: usize) -> String {
 /// Decrypt a row into the API shape. `reveal_ssn` shows the full SSN (audited by the caller).
 fn render(row: &LeadRow, key: &DataKey, actor: &Actor, reveal_ssn: bool) -> Result<Lead, AppError> {
     let id = row.id;
-    let masked = masked_for(actor);
+    let masked = actor.sees_masked_pii_only();
     let ssn = unseal(key, id, "ssn_enc", &row.ssn_enc)?
         .and_then(|s| Ssn::parse(&s).ok())
         .map(|s| {
@@ -500,7 +494,7 @@ async fn get_lead(
         .ok_or_else(AppError::not_found)?;
     drop(conn);
     if reveal {
-        if masked_for(&actor) {
+        if actor.sees_masked_pii_only() {
             return Err(AppError::forbidden());
         }
         actor.require_recent_auth(state.settings.auth.step_up_max_age_secs)?;
@@ -603,12 +597,7 @@ async fn list_leads(
         .build_query_as::<LeadRow>()
         .fetch_all(&state.db)
         .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut rows, limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         let key = state

@@ -27,7 +27,9 @@ use crate::domain::loan::{LoanStatus, LoanType, Mover, may_move};
 use crate::domain::money::{Money, MoneyInput};
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{etag, if_match, kms_unavailable, malformed, push_scope, rfc3339};
+use crate::http::support::{
+    etag, if_match, kms_unavailable, malformed, next_page, push_scope, rfc3339,
+};
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -120,11 +122,7 @@ fn render(row: &LoanRow, key: &DataKey, actor: &Actor) -> Result<Loan, AppError>
         .map_err(|e| anyhow::anyhow!("decrypting loans.property_enc: {e}"))?;
     let mut property: Address =
         serde_json::from_slice(&plain).map_err(|e| anyhow::anyhow!("loans.property_enc: {e}"))?;
-    let admin_only = actor.has(Role::Admin)
-        && !actor.has(Role::Agent)
-        && !actor.has(Role::Manager)
-        && !actor.has(Role::Compliance);
-    if admin_only {
+    if actor.sees_masked_pii_only() {
         property.line1 = "***".into();
         property.line2 = None;
     }
@@ -400,12 +398,7 @@ async fn dashboard(
     for (status, count) in counts {
         status_counts.insert(status, count);
     }
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut rows, limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         let key = state

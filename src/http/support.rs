@@ -107,3 +107,18 @@ async fn loan_lead(
     push_scope(&mut query, "o", scope);
     query.build_query_scalar().fetch_optional(conn).await
 }
+
+/// Keyset pagination: the query fetched `limit + 1` rows; keep `limit` and say where the
+/// next page starts (`None` on the last page).
+pub fn next_page<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+) -> Option<String> {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor_of)
+    } else {
+        None
+    }
+}

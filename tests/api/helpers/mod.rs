@@ -266,10 +266,73 @@ impl TestApp {
     }
 }
 
+/// Consumers the suite declares queues for (see tests/api/queue.rs and the workers).
+const TEST_CONSUMERS: [&str; 3] = ["test-consumer", "document-pipeline", "crashy"];
+
+/// Delete everything this test declared on the shared broker: quorum queues are durable and
+/// heavy, and a broker that keeps every test's queues slows to a crawl within a few runs.
+async fn delete_broker_objects(url: String, prefix: String) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(connection) =
+        lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let names = loanfolio::queue::topology::Names { prefix };
+    let mut queues = Vec::new();
+    for consumer in TEST_CONSUMERS {
+        queues.push(names.queue(consumer));
+        queues.push(names.dlq(consumer));
+        for delay in loanfolio::queue::topology::RETRY_TIERS {
+            queues.push(names.retry(consumer, delay));
+        }
+    }
+    for queue in queues {
+        // Deleting a queue that does not exist is fine in RabbitMQ; a fresh channel each
+        // time keeps one odd answer from stopping the rest.
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for exchange in [names.events(), names.dlx()] {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = connection.close(200, "test cleanup".into()).await;
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+        // The stack's broker directly: this app may have reached it through a fault proxy.
+        let url = base_settings()
+            .rabbitmq
+            .url()
+            .map(|u| u.expose_secret().to_owned());
+        let prefix = self.state.settings.rabbitmq.prefix.clone();
+        if let Ok(url) = url {
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(async {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            delete_broker_objects(url, prefix),
+                        )
+                        .await;
+                    });
+                }
+            })
+            .join();
         }
     }
 }
