@@ -9,14 +9,8 @@ use crate::helpers::{TestApp, oidc, spawn_app};
 use crate::loans::agent_a1_loan;
 
 async fn announce(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("/v1/loans/{loan}/documents")))
-        .bearer_auth(token)
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&body)
-        .send()
+    app.create(token, &format!("/v1/loans/{loan}/documents"), &body)
         .await
-        .unwrap()
 }
 
 #[tokio::test]

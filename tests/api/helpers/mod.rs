@@ -248,6 +248,23 @@ impl TestApp {
             .expect("request")
     }
 
+    /// POST a creating request as `token`, with a fresh Idempotency-Key.
+    pub async fn create(
+        &self,
+        token: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn readyz(&self) -> (u16, serde_json::Value) {
         let response = self.get("/readyz").await;
         let status = response.status().as_u16();
