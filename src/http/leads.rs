@@ -291,6 +291,29 @@ fn seal_lead(lead: &ValidLead, id: Uuid, key: &DataKey, index_key: &DataKey) -> 
     }
 }
 
+/// Bind a lead's stored fields as the next 13 parameters, in the order the insert and the
+/// update both list them (first_name … status).
+fn bind_fields<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    lead: &'q ValidLead,
+    sealed: &'q SealedLead,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(&lead.first_name)
+        .bind(&lead.last_name)
+        .bind(&sealed.email)
+        .bind(&sealed.phone)
+        .bind(&sealed.ssn)
+        .bind(sealed.ssn_index)
+        .bind(&sealed.dob)
+        .bind(&sealed.income)
+        .bind(&sealed.address)
+        .bind(&sealed.notes)
+        .bind(lead.loan_purpose.map(LoanPurpose::as_str))
+        .bind(&lead.source)
+        .bind(lead.status.as_str())
+}
+
 /// Which fields a lead carries (audit details: names, never values).
 fn present_fields(lead: &ValidLead) -> Vec<&'static str> {
     let mut fields = vec!["first_name", "last_name"];
@@ -399,30 +422,18 @@ pub async fn create(
         .map_err(kms_unavailable)?;
     let sealed = seal_lead(lead, id, &key, &index_key);
     // language=PostgreSQL
-    sqlx::query(
-        "insert into leads (id, owner_subject, team, first_name, last_name, email_enc, phone_enc,
-                            ssn_enc, ssn_index, date_of_birth_enc, annual_income_enc, address_enc,
-                            notes_enc, loan_purpose, source, status)
+    let insert = sqlx::query(
+        "insert into leads (id, first_name, last_name, email_enc, phone_enc, ssn_enc, ssn_index,
+                            date_of_birth_enc, annual_income_enc, address_enc, notes_enc,
+                            loan_purpose, source, status, owner_subject, team)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
-    .bind(id)
-    .bind(&actor.subject)
-    .bind(&actor.team)
-    .bind(&lead.first_name)
-    .bind(&lead.last_name)
-    .bind(&sealed.email)
-    .bind(&sealed.phone)
-    .bind(&sealed.ssn)
-    .bind(sealed.ssn_index)
-    .bind(&sealed.dob)
-    .bind(&sealed.income)
-    .bind(&sealed.address)
-    .bind(&sealed.notes)
-    .bind(lead.loan_purpose.map(LoanPurpose::as_str))
-    .bind(&lead.source)
-    .bind(lead.status.as_str())
-    .execute(&mut *tx)
-    .await?;
+    .bind(id);
+    bind_fields(insert, lead, &sealed)
+        .bind(&actor.subject)
+        .bind(&actor.team)
+        .execute(&mut *tx)
+        .await?;
     audit::record(
         &mut tx,
         audit::Entry {
@@ -736,29 +747,17 @@ async fn patch_lead(
         .map_err(kms_unavailable)?;
     let sealed = seal_lead(&lead, id, &key, &index_key);
     // language=PostgreSQL
-    sqlx::query(
+    let update = sqlx::query(
         "update leads set first_name = $2, last_name = $3, email_enc = $4, phone_enc = $5,
                 ssn_enc = $6, ssn_index = $7, date_of_birth_enc = $8, annual_income_enc = $9,
                 address_enc = $10, notes_enc = $11, loan_purpose = $12, source = $13, status = $14,
                 version = version + 1, updated_at = now()
           where id = $1",
     )
-    .bind(id)
-    .bind(&lead.first_name)
-    .bind(&lead.last_name)
-    .bind(&sealed.email)
-    .bind(&sealed.phone)
-    .bind(&sealed.ssn)
-    .bind(sealed.ssn_index)
-    .bind(&sealed.dob)
-    .bind(&sealed.income)
-    .bind(&sealed.address)
-    .bind(&sealed.notes)
-    .bind(lead.loan_purpose.map(LoanPurpose::as_str))
-    .bind(&lead.source)
-    .bind(lead.status.as_str())
-    .execute(&mut *tx)
-    .await?;
+    .bind(id);
+    bind_fields(update, &lead, &sealed)
+        .execute(&mut *tx)
+        .await?;
     audit::record(
         &mut tx,
         audit::Entry {
