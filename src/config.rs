@@ -84,6 +84,7 @@ pub struct RateLimitSettings {
     pub api_per_ip: u32,
     pub api_per_principal: u32,
     pub public_per_ip: u32,
+    pub public_per_token: u32,
     pub auth_per_ip: u32,
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
@@ -172,6 +173,8 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
     pub endpoint: url::Url,
+    /// Where browsers send pre-signed uploads, when not `endpoint`.
+    pub public_endpoint: Option<url::Url>,
     pub region: String,
     pub access_key_id: String,
     secret_access_key: Option<SecretString>,

@@ -21,4 +21,5 @@ pub mod redact;
 pub mod scan;
 pub mod storage;
 pub mod telemetry;
+pub mod web;
 pub mod workers;

@@ -7,9 +7,15 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::config::{LogFormat, LogSettings};
 
 pub fn filter(settings: &LogSettings) -> EnvFilter {
-    EnvFilter::try_from_default_env()
+    let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs every unroutable (mandatory) message with its whole body at WARN; the relay
+    // already handles those (an event nobody subscribes to), and bodies stay out of logs.
+    match "lapin::returned_messages=error".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
 }
 
 /// A subscriber writing to `writer`; the binary installs it globally, tests per thread.

@@ -12,6 +12,7 @@ TOOLS="${LOANFOLIO_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/loanfolio-tools}"
 mkdir -p "$LOCAL"/{logs,pids,s3} "$TOOLS"
 
 S3_PORT="${LOANFOLIO_DEV_S3_PORT:-9000}"
+S3_CORS_PORT="${LOANFOLIO_DEV_S3_CORS_PORT:-9002}"
 CLAMD_PORT="${LOANFOLIO_DEV_CLAMD_PORT:-3310}"
 OIDC_PORT="${LOANFOLIO_DEV_OIDC_PORT:-8090}"
 HTTP_PORT="${LOANFOLIO_DEV_HTTP_PORT:-8080}"
@@ -132,6 +133,13 @@ ensure_s3() {
       --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$LOCAL/s3"
     wait_port "$S3_PORT" s3s-fs
   fi
+  # Browsers reach storage through a CORS front (s3s-fs answers no preflights; MinIO does).
+  command -v node >/dev/null || apt_install nodejs npm
+  if ! port_open "$S3_CORS_PORT"; then
+    rm -f "$LOCAL/pids/s3-cors.pid"
+    S3_PORT=$S3_PORT S3_CORS_PORT=$S3_CORS_PORT start_bg s3-cors node "$ROOT/scripts/lib/s3-cors.mjs"
+    wait_port "$S3_CORS_PORT" "the S3 CORS front"
+  fi
 }
 
 # clamd with a signature database generated here: freshclam cannot reach the internet.
@@ -251,6 +259,8 @@ key_prefix = "loanfolio-dev:"
 
 [s3]
 endpoint = "http://127.0.0.1:$S3_PORT"
+# What browsers PUT to: the CORS front of s3s-fs.
+public_endpoint = "http://127.0.0.1:$S3_CORS_PORT"
 access_key_id = "$S3_ACCESS_KEY"
 secret_access_key = "$S3_SECRET_KEY"
 allow_http = true

@@ -49,7 +49,9 @@ pub struct NewUpload {
     filename: String,
     content_type: String,
     size_bytes: u64,
-    doc_type: DocType,
+    /// Required for agents; a borrower's upload takes its request's type, else `other`.
+    doc_type: Option<DocType>,
+    /// The needs-list request this file answers.
     document_request_id: Option<Uuid>,
     /// Hex SHA-256 the client computed, if any (checked by the pipeline).
     sha256: Option<String>,
@@ -74,9 +76,19 @@ pub struct Document {
     detected_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     duplicate_of: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review: Option<ReviewView>,
     uploaded_by: String,
     created_at: String,
     updated_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewView {
+    decision: String,
+    reason: Option<String>,
+    by: String,
+    at: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -109,6 +121,10 @@ struct DocumentRow {
     detected_type: Option<String>,
     duplicate_of: Option<Uuid>,
     uploaded_by: String,
+    review_decision: Option<String>,
+    review_reason_enc: Option<Vec<u8>>,
+    reviewed_by: Option<String>,
+    reviewed_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
@@ -116,7 +132,8 @@ struct DocumentRow {
 const SELECT_DOCUMENT: &str =
     "select d.id, d.loan_id, d.lead_id, d.document_request_id, d.filename_enc,
         d.content_type, d.size_bytes, d.doc_type, d.state, d.reason, d.sha256, d.detected_type,
-        d.duplicate_of, d.uploaded_by, d.created_at, d.updated_at
+        d.duplicate_of, d.uploaded_by, d.review_decision, d.review_reason_enc, d.reviewed_by,
+        d.reviewed_at, d.created_at, d.updated_at
    from documents d join loans o on o.id = d.loan_id";
 
 fn filename_at(id: Uuid) -> Location<'static> {
@@ -135,6 +152,15 @@ async fn render(state: &AppState, row: &DocumentRow) -> Result<Document, AppErro
         .map_err(kms_unavailable)?;
     let filename = field::decrypt(&key, filename_at(row.id), &row.filename_enc)
         .map_err(|e| anyhow::anyhow!("decrypting a filename: {e}"))?;
+    let review = match (&row.review_decision, row.reviewed_at) {
+        (Some(decision), Some(at)) => Some(ReviewView {
+            decision: decision.clone(),
+            reason: review_reason(&key, row.id, row.review_reason_enc.as_deref())?,
+            by: row.reviewed_by.clone().unwrap_or_default(),
+            at: rfc3339(at),
+        }),
+        _ => None,
+    };
     Ok(Document {
         id: row.id,
         loan_id: row.loan_id,
@@ -148,10 +174,40 @@ async fn render(state: &AppState, row: &DocumentRow) -> Result<Document, AppErro
         sha256: row.sha256.clone(),
         detected_type: row.detected_type.clone(),
         duplicate_of: row.duplicate_of,
+        review,
         uploaded_by: row.uploaded_by.clone(),
         created_at: rfc3339(row.created_at),
         updated_at: rfc3339(row.updated_at),
     })
+}
+
+/// An agent's review reason in the clear.
+pub fn review_reason(
+    key: &[u8; 32],
+    document: Uuid,
+    sealed: Option<&[u8]>,
+) -> Result<Option<String>, AppError> {
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let at = Location {
+        table: "documents",
+        column: "review_reason_enc",
+        row: document,
+    };
+    let plain = field::decrypt(key, at, sealed)
+        .map_err(|e| anyhow::anyhow!("decrypting a review reason: {e}"))?;
+    Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
+}
+
+/// A document as it is now (200), for answers after a change.
+pub async fn current(state: &AppState, id: Uuid) -> Result<Response, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let row = fetch(&mut conn, id, &ReadScope::All, false)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    drop(conn);
+    Ok(AppJson(render(state, &row).await?).into_response())
 }
 
 async fn fetch(
@@ -189,6 +245,12 @@ async fn create_upload(
     AppJson(input): AppJson<NewUpload>,
 ) -> Result<Response, AppError> {
     let content_type = validate_upload(&state, &input)?;
+    if input.doc_type.is_none() {
+        return Err(AppError::validation(vec![FieldError {
+            field: "doc_type".into(),
+            message: "is required".into(),
+        }]));
+    }
     let mut tx = state.db.begin().await?;
     let lead_id = writable_loan(&mut tx, loan_id, &actor).await?;
     let target = UploadTarget::Loan { loan_id, lead_id };
@@ -290,6 +352,29 @@ async fn start_upload(
             link_id,
         } => (loan_id, lead_id, Some(link_id), "borrower"),
     };
+    let doc_type = match input.document_request_id {
+        Some(request) => {
+            // language=PostgreSQL
+            let requested: Option<String> = sqlx::query_scalar(
+                "select doc_type from document_requests where id = $1 and loan_id = $2",
+            )
+            .bind(request)
+            .bind(loan_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(requested) = requested else {
+                return Err(AppError::validation(vec![FieldError {
+                    field: "document_request_id".into(),
+                    message: "is not a request of this loan".into(),
+                }]));
+            };
+            input
+                .doc_type
+                .map(|d| d.as_str().to_owned())
+                .unwrap_or(requested)
+        }
+        None => input.doc_type.unwrap_or(DocType::Other).as_str().to_owned(),
+    };
     let id = Uuid::now_v7();
     let key = state
         .keys
@@ -314,7 +399,7 @@ async fn start_upload(
     .bind(&filename_enc)
     .bind(content_type)
     .bind(input.size_bytes as i64)
-    .bind(input.doc_type.as_str())
+    .bind(&doc_type)
     .bind(&actor.subject)
     .bind(&object)
     .bind(ttl.as_secs() as f64)
@@ -331,13 +416,13 @@ async fn start_upload(
             entity_type: "document",
             entity_id: id,
             request_id: Some(request_id),
-            details: json!({ "loan_id": loan_id, "doc_type": input.doc_type.as_str(), "size_bytes": input.size_bytes, "uploaded_by": uploaded_by }),
+            details: json!({ "loan_id": loan_id, "doc_type": doc_type, "size_bytes": input.size_bytes, "uploaded_by": uploaded_by }),
         },
     )
     .await?;
     let url = state
         .storage
-        .quarantine
+        .upload_signer
         .signed_url(http::Method::PUT, &ObjectPath::from(object.as_str()), ttl)
         .await
         .map_err(|e| AppError::DependencyUnavailable {
@@ -613,7 +698,7 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
 }
 
 /// The audit actor of a borrower acting through a link (no account, no PII).
-fn borrower_actor(link: Uuid) -> Actor {
+pub fn borrower_actor(link: Uuid) -> Actor {
     Actor {
         subject: format!("borrower:link:{link}"),
         display_name: "Borrower".into(),
@@ -704,7 +789,7 @@ async fn upload_url(
         filename: params.filename,
         content_type: params.content_type,
         size_bytes: params.size_bytes,
-        doc_type: params.doc_type.unwrap_or(DocType::Other),
+        doc_type: Some(params.doc_type.unwrap_or(DocType::Other)),
         document_request_id: None,
         sha256: None,
     };

@@ -46,10 +46,37 @@ pub fn client_ip(request: &Request, trusted: &[IpAddr]) -> Option<IpAddr> {
         .or(Some(peer))
 }
 
+/// The upload-link token of a borrower route, if the path carries one.
+fn link_token(path: &str) -> Option<&str> {
+    let rest = path
+        .strip_prefix("/v1/public/upload-links/")
+        .or_else(|| path.strip_prefix("/u/"))?;
+    rest.split('/').next().filter(|t| !t.is_empty())
+}
+
 pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some((bucket, limit)) = group(&state, request.uri().path()) else {
         return next.run(request).await;
     };
+    // A link is limited on its own too, whichever addresses use it (a token shared or
+    // leaked across many clients). Counted by the token's hash: tokens never reach Redis.
+    if let Some(token) = link_token(request.uri().path()) {
+        let id: String = crate::http::upload_links::token_hash(token)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if let Err(retry_after_secs) = state
+            .rate_limiter
+            .check(
+                "public:token",
+                &id,
+                state.settings.rate_limit.public_per_token,
+            )
+            .await
+        {
+            return AppError::RateLimited { retry_after_secs }.into_response();
+        }
+    }
     let Some(ip) = client_ip(&request, &state.settings.rate_limit.trusted_proxies) else {
         return next.run(request).await;
     };
@@ -60,5 +87,18 @@ pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next)
     {
         Ok(()) => next.run(request).await,
         Err(retry_after_secs) => AppError::RateLimited { retry_after_secs }.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn link_tokens_are_found_in_borrower_paths_only() {
+        use super::link_token;
+        assert_eq!(link_token("/u/abc"), Some("abc"));
+        assert_eq!(link_token("/v1/public/upload-links/abc/files"), Some("abc"));
+        assert_eq!(link_token("/v1/public/upload-links/"), None);
+        assert_eq!(link_token("/v1/loans/abc"), None);
+        assert_eq!(link_token("/assets/upload.js"), None);
     }
 }

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod loans;
 pub mod me;
 pub mod ops;
+pub mod requests;
 pub mod session_routes;
 pub mod support;
 pub mod upload_links;
@@ -80,6 +81,9 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(upload_links::public_routes())
         .merge(authenticated(state, documents::routes(state)))
         .merge(documents::public_routes())
+        .merge(authenticated(state, requests::routes(state)))
+        .merge(requests::public_routes())
+        .merge(crate::web::routes())
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

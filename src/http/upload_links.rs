@@ -74,6 +74,7 @@ struct LinkRow {
     expires_at: OffsetDateTime,
     max_files: i32,
     revoked_at: Option<OffsetDateTime>,
+    files_accepted: i64,
 }
 
 pub fn token_hash(token: &str) -> Vec<u8> {
@@ -128,14 +129,23 @@ async fn render(
         token,
         expires_at: rfc3339(row.expires_at),
         max_files: row.max_files,
-        // Documents arrive with the upload pipeline; until then nothing is accepted.
-        files_accepted: 0,
+        files_accepted: row.files_accepted,
         borrower_email,
         revoked_at: row.revoked_at.map(rfc3339),
     })
 }
 
-const SELECT_LINK: &str = "select id, loan_id, lead_id, borrower_email_enc, expires_at, max_files, revoked_at from upload_links";
+/// The files that use up a link's `max_files`: not rejected by the pipeline or the agent,
+/// not expired, not deleted — so a borrower can replace a rejected file.
+const COUNTS_AGAINST_LINK: &str = "d.state not in ('rejected', 'expired', 'deleted') and d.review_decision is distinct from 'reject'";
+
+fn select_link() -> String {
+    format!(
+        "select id, loan_id, lead_id, borrower_email_enc, expires_at, max_files, revoked_at,
+                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}) as files_accepted
+           from upload_links l"
+    )
+}
 
 /// Create a borrower upload link; the token (and URL) appear in this response only.
 #[utoipa::path(post, path = "/v1/loans/{id}/upload-links", tag = "upload links", params(("id" = Uuid, Path)),
@@ -226,10 +236,13 @@ async fn create_link(
         Some(&request_id.0),
     )
     .await?;
-    let row: LinkRow = sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_LINK} where id = $1")))
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row: LinkRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} where id = $1",
+        select_link()
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     let link = render(&state, &row, Some(token)).await?;
     let mut response = (StatusCode::CREATED, AppJson(link)).into_response();
@@ -256,7 +269,8 @@ async fn list_links(
     let mut conn = state.db.acquire().await?;
     visible_loan(&mut conn, loan_id, &actor).await?;
     let rows: Vec<LinkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_LINK} where loan_id = $1 order by id desc limit 200"
+        "{} where loan_id = $1 order by id desc limit 200",
+        select_link()
     )))
     .bind(loan_id)
     .fetch_all(&mut *conn)
@@ -331,6 +345,26 @@ pub struct LinkState {
     agent: String,
     max_files: i32,
     files_accepted: i64,
+    /// The largest file accepted, in bytes.
+    max_file_bytes: u64,
+    accepted_types: Vec<&'static str>,
+    requests: Vec<crate::http::requests::PublicRequest>,
+    files: Vec<ReceivedFile>,
+}
+
+/// A file the borrower sent through this link, as the borrower may see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReceivedFile {
+    id: Uuid,
+    filename: String,
+    doc_type: String,
+    document_request_id: Option<Uuid>,
+    /// The pipeline's state; an agent's rejection shows as `rejected` with reason
+    /// `rejected_by_agent` and the agent's `review_reason`.
+    state: String,
+    reason: Option<String>,
+    review_reason: Option<String>,
+    created_at: String,
 }
 
 /// A link that may take uploads now.
@@ -352,14 +386,13 @@ pub async fn active_link(
     for_upload: bool,
 ) -> Result<ActiveLink, AppError> {
     // language=PostgreSQL
-    let row: Option<LinkLookup> = sqlx::query_as(
+    let row: Option<LinkLookup> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select l.id, l.loan_id, l.lead_id, l.max_files, l.expires_at, l.revoked_at,
-                (select count(*) from documents d
-                  where d.upload_link_id = l.id and d.state not in ('rejected', 'expired', 'deleted')),
+                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}),
                 coalesce(a.display_name, l.created_by)
            from upload_links l left join agents a on a.subject = l.created_by
-          where l.token_hash = $1",
-    )
+          where l.token_hash = $1"
+    )))
     .bind(token_hash(token))
     .fetch_optional(&mut *conn)
     .await?;
@@ -433,6 +466,65 @@ async fn link_state(
 ) -> Result<AppJson<LinkState>, AppError> {
     let mut conn = state.db.acquire().await?;
     let link = active_link(&mut conn, &token, false).await?;
+    let key = state
+        .keys
+        .file_key(&state.db, link.lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let requests = crate::http::requests::loan_requests(&mut conn, link.loan_id)
+        .await?
+        .iter()
+        .map(|row| crate::http::requests::PublicRequest::from_row(&key, row))
+        .collect::<Result<Vec<_>, _>>()?;
+    // language=PostgreSQL
+    let rows: Vec<FileRow> = sqlx::query_as(
+        "select id, filename_enc, doc_type, document_request_id, state, reason, review_decision,
+                review_reason_enc, created_at
+           from documents where upload_link_id = $1 and state <> 'deleted' order by id",
+    )
+    .bind(link.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut files = Vec::with_capacity(rows.len());
+    for row in rows {
+        let filename = field::decrypt(
+            &key,
+            Location {
+                table: "documents",
+                column: "filename_enc",
+                row: row.id,
+            },
+            &row.filename_enc,
+        )
+        .map_err(|e| anyhow::anyhow!("decrypting a filename: {e}"))?;
+        let rejected_by_agent = row.review_decision.as_deref() == Some("reject");
+        files.push(ReceivedFile {
+            id: row.id,
+            filename: String::from_utf8_lossy(&filename).into_owned(),
+            doc_type: row.doc_type,
+            document_request_id: row.document_request_id,
+            state: if rejected_by_agent {
+                "rejected".into()
+            } else {
+                row.state
+            },
+            reason: if rejected_by_agent {
+                Some("rejected_by_agent".into())
+            } else {
+                row.reason
+            },
+            review_reason: if rejected_by_agent {
+                crate::http::documents::review_reason(
+                    &key,
+                    row.id,
+                    row.review_reason_enc.as_deref(),
+                )?
+            } else {
+                None
+            },
+            created_at: rfc3339(row.created_at),
+        });
+    }
     Ok(AppJson(LinkState {
         state: if link.files_accepted >= i64::from(link.max_files) {
             "full"
@@ -443,5 +535,22 @@ async fn link_state(
         agent: link.agent,
         max_files: link.max_files,
         files_accepted: link.files_accepted,
+        max_file_bytes: state.settings.documents.max_upload_bytes,
+        accepted_types: crate::domain::document::ALLOWED_CONTENT_TYPES.to_vec(),
+        requests,
+        files,
     }))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct FileRow {
+    id: Uuid,
+    filename_enc: Vec<u8>,
+    doc_type: String,
+    document_request_id: Option<Uuid>,
+    state: String,
+    reason: Option<String>,
+    review_decision: Option<String>,
+    review_reason_enc: Option<Vec<u8>>,
+    created_at: OffsetDateTime,
 }

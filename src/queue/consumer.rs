@@ -17,6 +17,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use sqlx::PgConnection;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::topology::{self, Names, RETRY_TIERS};
@@ -50,6 +51,12 @@ pub trait Handler: Send + Sync + 'static {
         tx: &'a mut PgConnection,
         message: &'a Message,
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
+    /// After the work committed (before the ack): clean-up that must not run unless the
+    /// outcome is recorded, such as deleting an input. Best effort: a crash skips it, so the
+    /// same clean-up needs a sweeper too.
+    fn committed<'a>(&'a self, _message: &'a Message) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
     /// The message is going to the DLQ: record the entity's visible failed state.
     fn exhausted<'a>(
         &'a self,
@@ -127,7 +134,13 @@ async fn republish(
 pub async fn run(state: AppState, handler: Arc<dyn Handler>, prefetch: u16) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match consume(&state, handler.clone(), prefetch).await {
+        // A panic in a handler must not silently end consumption for the life of the
+        // process: the channel closes, its unacked messages return, and we start over.
+        let attempt = std::panic::AssertUnwindSafe(consume(&state, handler.clone(), prefetch));
+        match futures::FutureExt::catch_unwind(attempt)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("a handler panicked")))
+        {
             Ok(()) => backoff = Duration::from_millis(250),
             Err(e) => {
                 tracing::warn!(consumer = handler.name(), error = %format!("{e:#}"), "consumer stopped; reconnecting");
@@ -214,8 +227,21 @@ async fn process(
         }
     };
     let span = tracing::info_span!("message", consumer = handler.name(), message_id = %message.id, topic = %message.topic, request_id = message.request_id.as_deref().unwrap_or(""));
-    let _entered = span.enter();
+    // Instrumented, never `span.enter()` across awaits: on the multi-threaded runtime an
+    // entered guard that migrates between threads corrupts the span registry (a panic).
+    handle(state, channel, names, handler, delivery, message)
+        .instrument(span)
+        .await
+}
 
+async fn handle(
+    state: &AppState,
+    channel: &Channel,
+    names: &Names,
+    handler: &dyn Handler,
+    delivery: &lapin::message::Delivery,
+    message: Message,
+) -> anyhow::Result<()> {
     let mut tx = state.db.begin().await?;
     // language=PostgreSQL
     let fresh = sqlx::query(
@@ -236,6 +262,7 @@ async fn process(
     match handler.handle(&mut tx, &message).await {
         Ok(()) => {
             tx.commit().await?;
+            handler.committed(&message).await;
             delivery.ack(BasicAckOptions::default()).await?;
         }
         Err(HandlerError::Transient(e)) if (message.attempt as usize) < RETRY_TIERS.len() => {

@@ -29,6 +29,9 @@ pub async fn open_channel(state: &AppState) -> anyhow::Result<Channel> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     topology::declare_exchanges(&channel, &names).await?;
+    for (consumer, topics) in crate::workers::SUBSCRIPTIONS {
+        topology::declare_consumer(&channel, &names, consumer, topics).await?;
+    }
     Ok(channel)
 }
 

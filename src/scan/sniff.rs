@@ -53,9 +53,77 @@ pub fn sniff(head: &[u8]) -> Option<Detected> {
     }
 }
 
+/// Finds the `/Encrypt` entry of a PDF's trailer (or cross-reference stream dictionary),
+/// which marks a password-protected file nobody at the lender could read. Fed chunk by chunk
+/// during the one streaming pass; a name split across two chunks is still found.
+#[derive(Debug, Default)]
+pub struct PdfEncryption {
+    carry: Vec<u8>,
+    found: bool,
+}
+
+const ENCRYPT: &[u8] = b"/Encrypt";
+
+impl PdfEncryption {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if self.found {
+            return;
+        }
+        // The carry holds the previous chunk's tail: enough for the name and the byte after it.
+        let mut window = std::mem::take(&mut self.carry);
+        window.extend_from_slice(chunk);
+        let mut at = 0;
+        while let Some(pos) = find(&window[at..], ENCRYPT) {
+            let end = at + pos + ENCRYPT.len();
+            match window.get(end) {
+                // `/EncryptMetadata` and the like are other names, not the entry.
+                Some(next) if next.is_ascii_alphanumeric() => at = end,
+                Some(_) => {
+                    self.found = true;
+                    return;
+                }
+                // The name ends the window: decide with the next chunk.
+                None => break,
+            }
+        }
+        let keep = window.len().min(ENCRYPT.len());
+        self.carry = window[window.len() - keep..].to_vec();
+    }
+
+    pub fn found(&self) -> bool {
+        self.found
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encrypted(chunks: &[&[u8]]) -> bool {
+        let mut scanner = PdfEncryption::default();
+        for chunk in chunks {
+            scanner.feed(chunk);
+        }
+        scanner.found()
+    }
+
+    #[test]
+    fn encrypted_pdfs_are_recognised_across_chunk_boundaries() {
+        let trailer: &[u8] = b"trailer\n<< /Size 9 /Root 1 0 R /Encrypt 7 0 R >>\n%%EOF";
+        assert!(encrypted(&[b"%PDF-1.7\n", trailer]));
+        for split in 1..trailer.len() {
+            let (a, b) = trailer.split_at(split);
+            assert!(encrypted(&[b"%PDF-1.4 ", a, b]), "split at {split}");
+        }
+        assert!(encrypted(&[b"<</Type/XRef/Encrypt<</Filter/Standard>>"]));
+        assert!(!encrypted(&[b"%PDF-1.7\n<< /Size 9 /Root 1 0 R >>\n%%EOF"]));
+        assert!(!encrypted(&[b"<< /EncryptMetadata false >>"]));
+        assert!(!encrypted(&[b"<< /Encry", b"ptMetadata false >>"]));
+    }
 
     #[test]
     fn magic_bytes() {

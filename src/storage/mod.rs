@@ -17,6 +17,8 @@ use crate::config::S3Settings;
 pub struct Storage {
     pub quarantine: Arc<AmazonS3>,
     pub documents: Arc<AmazonS3>,
+    /// Signs upload URLs for browsers: the quarantine bucket at the public endpoint.
+    pub upload_signer: Arc<AmazonS3>,
     settings: S3Settings,
     secret_key: SecretString,
     http: reqwest::Client,
@@ -26,9 +28,9 @@ impl Storage {
     /// Builds the clients; nothing connects until first use.
     pub fn new(settings: &S3Settings) -> anyhow::Result<Self> {
         let secret_key = settings.secret_access_key()?;
-        let build = |bucket: &str| -> anyhow::Result<Arc<AmazonS3>> {
+        let build_at = |endpoint: &url::Url, bucket: &str| -> anyhow::Result<Arc<AmazonS3>> {
             let store = AmazonS3Builder::new()
-                .with_endpoint(settings.endpoint.as_str().trim_end_matches('/'))
+                .with_endpoint(endpoint.as_str().trim_end_matches('/'))
                 .with_region(&settings.region)
                 .with_bucket_name(bucket)
                 .with_access_key_id(&settings.access_key_id)
@@ -51,6 +53,7 @@ impl Storage {
                 .with_context(|| format!("configuring the S3 client for bucket {bucket}"))?;
             Ok(Arc::new(store))
         };
+        let build = |bucket: &str| build_at(&settings.endpoint, bucket);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
@@ -59,6 +62,13 @@ impl Storage {
         Ok(Self {
             quarantine: build(&settings.quarantine_bucket)?,
             documents: build(&settings.documents_bucket)?,
+            upload_signer: build_at(
+                settings
+                    .public_endpoint
+                    .as_ref()
+                    .unwrap_or(&settings.endpoint),
+                &settings.quarantine_bucket,
+            )?,
             settings: settings.clone(),
             secret_key,
             http,

@@ -28,6 +28,7 @@ use crate::scan::ScanOutcome;
 use crate::scan::sniff::{self, Detected};
 
 pub const CONSUMER: &str = "document-pipeline";
+pub const TOPICS: &[&str] = &["doc.uploaded"];
 
 pub struct DocumentPipeline {
     state: AppState,
@@ -58,10 +59,14 @@ fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
 struct Pass {
     hasher: Sha256,
     head: Vec<u8>,
+    pdf: sniff::PdfEncryption,
     bytes: u64,
     encryptor: Option<Encryptor>,
     writer: Option<WriteMultipart>,
 }
+
+/// loan, lead, state, declared size, declared type, quarantine key, request.
+type PendingDocument = (Uuid, Uuid, String, i64, String, String, Option<Uuid>);
 
 enum Outcome {
     Available { sha256: String, detected: Detected },
@@ -72,20 +77,30 @@ impl DocumentPipeline {
     async fn process(&self, tx: &mut PgConnection, document: Uuid) -> Result<(), HandlerError> {
         let state = &self.state;
         // language=PostgreSQL
-        let row: Option<(Uuid, Uuid, String, i64, String, String)> = sqlx::query_as(
-            "select loan_id, lead_id, state, size_bytes, content_type, quarantine_key
+        let row: Option<PendingDocument> = sqlx::query_as(
+            "select loan_id, lead_id, state, size_bytes, content_type, quarantine_key, document_request_id
                from documents where id = $1 for update",
         )
         .bind(document)
         .fetch_optional(&mut *tx)
         .await
         .map_err(transient)?;
-        let Some((loan_id, lead_id, doc_state, declared_size, declared_type, quarantine_key)) = row
+        let Some((
+            loan_id,
+            lead_id,
+            doc_state,
+            declared_size,
+            declared_type,
+            quarantine_key,
+            request,
+        )) = row
         else {
             return Err(HandlerError::Permanent(anyhow::anyhow!("no such document")));
         };
-        if doc_state != "uploaded" && doc_state != "scanning" {
-            return Ok(()); // already decided: a redelivery
+        // `failed` is processed again when its message is replayed from the DLQ; other
+        // states are decided already (a redelivery).
+        if !matches!(doc_state.as_str(), "uploaded" | "scanning" | "failed") {
+            return Ok(());
         }
         let source = ObjectPath::from(quarantine_key.as_str());
         let meta = state
@@ -158,6 +173,16 @@ impl DocumentPipeline {
         .await
         .map_err(transient)?;
         let actor = pipeline_actor();
+        if let (Some(request), "available") = (request, new_state) {
+            let key = state
+                .keys
+                .file_key(&state.db, lead_id)
+                .await
+                .map_err(transient)?;
+            crate::http::requests::file_received(tx, &key, request, document, "Document pipeline")
+                .await
+                .map_err(transient)?;
+        }
         audit::record(
             tx,
             audit::Entry {
@@ -180,9 +205,7 @@ impl DocumentPipeline {
         outbox::enqueue(tx, topic, json!({ "documentId": document, "loanId": loan_id, "state": new_state, "reason": reason }), None)
             .await
             .map_err(transient)?;
-        // The outcome is recorded with this transaction; the quarantine copy can go. If the
-        // delete fails the reconciler removes it later — it is never served from there.
-        let _ = state.storage.quarantine.delete(&source).await;
+        // The quarantine copy goes once this transaction commits (`committed`).
         Ok(())
     }
 
@@ -209,6 +232,7 @@ impl DocumentPipeline {
         let pass = Arc::new(Mutex::new(Pass {
             hasher: Sha256::new(),
             head: Vec::with_capacity(16),
+            pdf: sniff::PdfEncryption::default(),
             bytes: 0,
             encryptor: Some(Encryptor::new(&key, 1, document)),
             writer: Some(WriteMultipart::new(upload)),
@@ -232,6 +256,7 @@ impl DocumentPipeline {
                         let take = (16 - p.head.len()).min(chunk.len());
                         p.head.extend_from_slice(&chunk[..take]);
                     }
+                    p.pdf.feed(&chunk);
                     p.bytes += chunk.len() as u64;
                     let sealed = p
                         .encryptor
@@ -276,6 +301,10 @@ impl DocumentPipeline {
             abort(writer).await;
             return Ok(Outcome::Rejected("type_mismatch"));
         };
+        if detected == Detected::Pdf && p.pdf.found() {
+            abort(writer).await;
+            return Ok(Outcome::Rejected("encrypted_pdf"));
+        }
         let last = p
             .encryptor
             .take()
@@ -299,13 +328,53 @@ impl DocumentPipeline {
     }
 }
 
+fn document_of(message: &Message) -> Option<Uuid> {
+    message
+        .payload
+        .get("documentId")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// Delete the quarantine copy of a decided document and note it. Failed documents keep
+/// theirs: a DLQ replay processes them again. Errors leave the work to the reconciler.
+pub async fn purge_quarantine(state: &AppState, document: Uuid) {
+    // language=PostgreSQL
+    let key: Option<String> = sqlx::query_scalar(
+        "select quarantine_key from documents
+          where id = $1 and not quarantine_purged
+            and state in ('available', 'rejected', 'expired', 'deleted')",
+    )
+    .bind(document)
+    .fetch_optional(&state.db)
+    .await
+    .ok()
+    .flatten();
+    let Some(key) = key else { return };
+    match state
+        .storage
+        .quarantine
+        .delete(&ObjectPath::from(key.as_str()))
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+            // language=PostgreSQL
+            let _ = sqlx::query("update documents set quarantine_purged = true where id = $1")
+                .bind(document)
+                .execute(&state.db)
+                .await;
+        }
+        Err(e) => tracing::info!(error = %e, "quarantine clean-up deferred to the reconciler"),
+    }
+}
+
 impl Handler for DocumentPipeline {
     fn name(&self) -> &str {
         CONSUMER
     }
 
     fn topics(&self) -> Vec<String> {
-        vec!["doc.uploaded".into()]
+        TOPICS.iter().map(|t| (*t).to_owned()).collect()
     }
 
     fn handle<'a>(
@@ -314,15 +383,18 @@ impl Handler for DocumentPipeline {
         message: &'a Message,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            let document = message
-                .payload
-                .get("documentId")
-                .and_then(|v| v.as_str())
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| {
-                    HandlerError::Permanent(anyhow::anyhow!("doc.uploaded without a documentId"))
-                })?;
+            let document = document_of(message).ok_or_else(|| {
+                HandlerError::Permanent(anyhow::anyhow!("doc.uploaded without a documentId"))
+            })?;
             self.process(tx, document).await
+        })
+    }
+
+    fn committed<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(document) = document_of(message) {
+                purge_quarantine(&self.state, document).await;
+            }
         })
     }
 
@@ -333,12 +405,7 @@ impl Handler for DocumentPipeline {
         _error: &'a str,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            if let Some(document) = message
-                .payload
-                .get("documentId")
-                .and_then(|v| v.as_str())
-                .and_then(|s| Uuid::parse_str(s).ok())
-            {
+            if let Some(document) = document_of(message) {
                 // language=PostgreSQL
                 sqlx::query(
                     "update documents set state = 'failed', reason = 'processing_failed', updated_at = now()

@@ -2,7 +2,8 @@
 //! - an `awaiting_upload` document past its URL expiry whose object exists in quarantine is
 //!   completed — the borrower's browser died before saying so; a financial document a
 //!   borrower uploaded is never deleted by housekeeping — and one with no object `expired`;
-//! - an `uploaded` document that made no progress for `STUCK_AFTER` is published again.
+//! - an `uploaded` document that made no progress for `STUCK_AFTER` is published again;
+//! - a decided document's quarantine copy that a crash left behind is deleted.
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ pub struct Swept {
     pub completed: u64,
     pub expired: u64,
     pub republished: u64,
+    pub purged: u64,
 }
 
 pub async fn run(state: AppState) {
@@ -145,5 +147,19 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
         swept.republished += 1;
     }
     tx.commit().await?;
+    // Quarantine copies left by a crash between a decision's commit and its clean-up. A
+    // decided document never needs its quarantine copy again, so there is no grace period.
+    // language=PostgreSQL
+    let leftovers: Vec<Uuid> = sqlx::query_scalar(
+        "select id from documents
+          where not quarantine_purged and state in ('available', 'rejected', 'expired', 'deleted')
+          limit 500",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    for id in leftovers {
+        crate::workers::pipeline::purge_quarantine(state, id).await;
+        swept.purged += 1;
+    }
     Ok(swept)
 }
