@@ -163,8 +163,15 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         }
         Command::Admin(AdminCommand::DemoSeed { per_agent }) => {
             let state = crate::app::AppState::new(settings, Role::Serve)?;
-            let created = crate::demo::seed(&state, per_agent).await?;
-            println!("seeded {created} demo leads (and loans for half of them)");
+            let seeded = crate::demo::seed(&state, per_agent).await?;
+            println!(
+                "seeded {} demo leads (and loans for half of them)",
+                seeded.leads
+            );
+            if let Some(url) = seeded.link_url {
+                // Development data: the demo link is shown like any new link, once.
+                println!("demo borrower upload link (agent-a1's first loan): {url}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(AdminCommand::Dlq(command)) => {

@@ -34,8 +34,15 @@ const CITIES: [(&str, &str, &str); 4] = [
     ("Madison", "WI", "53703"),
 ];
 
-/// Seed `per_agent` leads for each demo agent, half of them with a loan at various stages.
-pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<usize> {
+pub struct Seeded {
+    pub leads: usize,
+    /// A live borrower upload link for the first demo loan (shown once, like any link).
+    pub link_url: Option<String>,
+}
+
+/// Seed `per_agent` leads for each demo agent, half of them with a loan at various stages;
+/// the first loan gets a needs list, two documents and a live upload link.
+pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<Seeded> {
     let agents = [
         agent("agent-a1", "Avery Agent", "team-a", Role::Agent),
         agent("agent-a2", "Blake Broker", "team-a", Role::Agent),
@@ -45,6 +52,7 @@ pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<usize> {
     state.agents.ensure(&state.db, &manager).await?;
     let today = time::OffsetDateTime::now_utc().date();
     let mut created = 0;
+    let mut first_loan = None;
     for (a, actor) in agents.iter().enumerate() {
         state.agents.ensure(&state.db, actor).await?;
         for i in 0..per_agent {
@@ -130,6 +138,9 @@ pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<usize> {
             )
             .await
             .map_err(|e| anyhow::anyhow!("creating a demo loan: {e}"))?;
+            if first_loan.is_none() {
+                first_loan = Some((loan.id, view.id));
+            }
             // Walk some loans along the status machine, as their agent and manager would.
             let path: &[(LoanStatus, &Actor)] = match (n / 2) % 4 {
                 0 => &[],
@@ -160,5 +171,128 @@ pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<usize> {
             }
         }
     }
-    Ok(created)
+    let link_url = match first_loan {
+        Some(loan) => Some(
+            seed_documents(state, &agents[0], loan)
+                .await
+                .map_err(|e| anyhow::anyhow!("seeding demo documents: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Seeded {
+        leads: created,
+        link_url,
+    })
 }
+
+/// A needs list, an agent's PDF and PNG (processed by the pipeline once the service runs)
+/// and a live upload link; the link's URL.
+async fn seed_documents(
+    state: &AppState,
+    agent: &Actor,
+    loan: (uuid::Uuid, uuid::Uuid),
+) -> Result<String, crate::error::AppError> {
+    use crate::domain::document::DocType;
+    use crate::http::{documents, requests, upload_links};
+    let due = time::OffsetDateTime::now_utc().date() + time::Duration::days(10);
+    let mut tx = state.db.begin().await?;
+    let mut asked = Vec::new();
+    for (doc_type, note) in [
+        (DocType::BankStatement, "The last two months, every page"),
+        (DocType::W2, "W-2 forms for the last two years"),
+        (DocType::PhotoId, "A driver's license or passport"),
+        (
+            DocType::GiftLetter,
+            "Only if part of the down payment is a gift",
+        ),
+    ] {
+        let id = requests::insert_request(
+            state,
+            &mut tx,
+            agent,
+            loan,
+            doc_type,
+            note,
+            Some(due),
+            "demo-seed",
+        )
+        .await?;
+        asked.push(id);
+    }
+    let (_, token) =
+        upload_links::insert_link(state, &mut tx, agent, loan, None, 168, 20, "demo-seed").await?;
+    tx.commit().await?;
+    documents::seed_file(
+        state,
+        agent,
+        loan,
+        "pay-stub-october.pdf",
+        "application/pdf",
+        DocType::PayStub,
+        None,
+        sample_pdf("Pay stub (demo)"),
+    )
+    .await?;
+    documents::seed_file(
+        state,
+        agent,
+        loan,
+        "bank-statement-page-1.png",
+        "image/png",
+        DocType::BankStatement,
+        asked.first().copied(),
+        SAMPLE_PNG.to_vec(),
+    )
+    .await?;
+    Ok(format!(
+        "{}/u/{token}",
+        state
+            .settings
+            .server
+            .public_base_url
+            .as_str()
+            .trim_end_matches('/')
+    ))
+}
+
+/// A one-page PDF with a line of text and a correct cross-reference table.
+fn sample_pdf(text: &str) -> Vec<u8> {
+    let stream = format!("BT /F1 18 Tf 72 720 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_owned(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+/// A valid 1×1 PNG.
+const SAMPLE_PNG: [u8; 67] = [
+    0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1F, 0x15, 0xC4,
+    0x89, 0x00, 0x00, 0x00, 0x0A, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9C, 0x63, 0x00, 0x01, 0x00, 0x00,
+    0x05, 0x00, 0x01, 0x0D, 0x0A, 0x2D, 0xB4, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4E, 0x44, 0xAE,
+    0x42, 0x60, 0x82,
+];

@@ -834,3 +834,43 @@ async fn delete_document(
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// A file added as an agent would (announce, PUT into quarantine, complete), for
+/// `admin demo-seed`: the pipeline then scans and encrypts it like any other.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn seed_file(
+    state: &AppState,
+    actor: &Actor,
+    (loan_id, lead_id): (Uuid, Uuid),
+    filename: &str,
+    content_type: &str,
+    doc_type: DocType,
+    document_request_id: Option<Uuid>,
+    bytes: Vec<u8>,
+) -> Result<Uuid, AppError> {
+    use object_store::ObjectStoreExt;
+    let input = NewUpload {
+        filename: filename.to_owned(),
+        content_type: content_type.to_owned(),
+        size_bytes: bytes.len() as u64,
+        doc_type: Some(doc_type),
+        document_request_id,
+        sha256: None,
+    };
+    let content_type = validate_upload(state, &input)?;
+    let tx = state.db.begin().await?;
+    let target = UploadTarget::Loan { loan_id, lead_id };
+    let upload = start_upload(state, tx, target, &input, &content_type, actor, "demo-seed").await?;
+    let id = upload.document.id;
+    state
+        .storage
+        .quarantine
+        .put(&ObjectPath::from(quarantine_key(id)), bytes.into())
+        .await
+        .map_err(|e| AppError::DependencyUnavailable {
+            dependency: "s3",
+            source: e.into(),
+        })?;
+    finish_upload(state, id, None, actor, "demo-seed").await?;
+    Ok(id)
+}

@@ -358,6 +358,77 @@ fn check_text(field: &str, text: &str, required: bool, errors: &mut Vec<FieldErr
     }
 }
 
+/// Write a request with its first timeline entry, audit row and event, in `tx`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_request(
+    state: &AppState,
+    tx: &mut PgConnection,
+    actor: &Actor,
+    (loan_id, lead_id): (Uuid, Uuid),
+    doc_type: DocType,
+    note: &str,
+    due_date: Option<Date>,
+    request_id: &str,
+) -> Result<Uuid, AppError> {
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let id = Uuid::now_v7();
+    let note_enc = field::encrypt(
+        &key,
+        1,
+        at("document_requests", "note_enc", id),
+        note.as_bytes(),
+    );
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into document_requests (id, loan_id, lead_id, doc_type, note_enc, due_date, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(loan_id)
+    .bind(lead_id)
+    .bind(doc_type.as_str())
+    .bind(&note_enc)
+    .bind(due_date)
+    .bind(&actor.subject)
+    .execute(&mut *tx)
+    .await?;
+    record_event(
+        &mut *tx,
+        &key,
+        id,
+        "requested",
+        &actor.display_name,
+        None,
+        None,
+    )
+    .await?;
+    audit::record(
+        &mut *tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "document_request.created",
+            entity_type: "document_request",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "loan_id": loan_id, "doc_type": doc_type.as_str(), "due_date": due_date.map(|d| d.to_string()) }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut *tx,
+        "document_request.created",
+        json!({ "requestId": id, "loanId": loan_id, "docType": doc_type.as_str() }),
+        Some(request_id),
+    )
+    .await?;
+    Ok(id)
+}
+
 /// Ask the borrower for a document type.
 #[utoipa::path(post, path = "/v1/loans/{id}/document-requests", tag = "documents",
     params(("id" = Uuid, Path)), request_body = NewRequest,
@@ -380,60 +451,15 @@ async fn create_request(
     }
     let mut tx = state.db.begin().await?;
     let lead_id = writable_loan(&mut tx, loan_id, &actor).await?;
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(kms_unavailable)?;
-    let id = Uuid::now_v7();
-    let note_enc = field::encrypt(
-        &key,
-        1,
-        at("document_requests", "note_enc", id),
-        input.note.trim().as_bytes(),
-    );
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into document_requests (id, loan_id, lead_id, doc_type, note_enc, due_date, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id)
-    .bind(loan_id)
-    .bind(lead_id)
-    .bind(input.doc_type.as_str())
-    .bind(&note_enc)
-    .bind(due_date)
-    .bind(&actor.subject)
-    .execute(&mut *tx)
-    .await?;
-    record_event(
+    let id = insert_request(
+        &state,
         &mut tx,
-        &key,
-        id,
-        "requested",
-        &actor.display_name,
-        None,
-        None,
-    )
-    .await?;
-    audit::record(
-        &mut tx,
-        audit::Entry {
-            chain: lead_id,
-            actor: &actor,
-            action: "document_request.created",
-            entity_type: "document_request",
-            entity_id: id,
-            request_id: Some(&request_id.0),
-            details: json!({ "loan_id": loan_id, "doc_type": input.doc_type.as_str(), "due_date": due_date.map(|d| d.to_string()) }),
-        },
-    )
-    .await?;
-    outbox::enqueue(
-        &mut tx,
-        "document_request.created",
-        json!({ "requestId": id, "loanId": loan_id, "docType": input.doc_type.as_str() }),
-        Some(&request_id.0),
+        &actor,
+        (loan_id, lead_id),
+        input.doc_type,
+        input.note.trim(),
+        due_date,
+        &request_id.0,
     )
     .await?;
     let rows: Vec<RequestRow> = loan_requests(&mut tx, loan_id)

@@ -147,6 +147,65 @@ fn select_link() -> String {
     )
 }
 
+/// Write a link with its audit row and `upload_link.created` event, in `tx`; its id and
+/// the token, which is never stored.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_link(
+    state: &AppState,
+    tx: &mut PgConnection,
+    actor: &Actor,
+    (loan_id, lead_id): (Uuid, Uuid),
+    email: Option<&str>,
+    hours: u32,
+    max_files: u32,
+    request_id: &str,
+) -> Result<(Uuid, String), AppError> {
+    let id = Uuid::now_v7();
+    let token = random_token();
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let email_enc = email.map(|e| field::encrypt(&key, 1, email_at(id), e.as_bytes()));
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by)
+         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8)",
+    )
+    .bind(id)
+    .bind(loan_id)
+    .bind(lead_id)
+    .bind(token_hash(&token))
+    .bind(&email_enc)
+    .bind(hours as i32)
+    .bind(max_files as i32)
+    .bind(&actor.subject)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut *tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "upload_link.created",
+            entity_type: "upload_link",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "loan_id": loan_id, "expires_in_hours": hours, "max_files": max_files, "borrower_email_given": email.is_some() }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut *tx,
+        "upload_link.created",
+        json!({ "linkId": id, "loanId": loan_id }),
+        Some(request_id),
+    )
+    .await?;
+    Ok((id, token))
+}
+
 /// Create a borrower upload link; the token (and URL) appear in this response only.
 #[utoipa::path(post, path = "/v1/loans/{id}/upload-links", tag = "upload links", params(("id" = Uuid, Path)),
     request_body = NewLink,
@@ -191,49 +250,15 @@ async fn create_link(
     }
     let mut tx = state.db.begin().await?;
     let lead_id = writable_loan(&mut tx, loan_id, &actor).await?;
-    let id = Uuid::now_v7();
-    let token = random_token();
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(kms_unavailable)?;
-    let email_enc = email
-        .as_ref()
-        .map(|e| field::encrypt(&key, 1, email_at(id), e.as_bytes()));
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by)
-         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8)",
-    )
-    .bind(id)
-    .bind(loan_id)
-    .bind(lead_id)
-    .bind(token_hash(&token))
-    .bind(&email_enc)
-    .bind(hours as i32)
-    .bind(max_files as i32)
-    .bind(&actor.subject)
-    .execute(&mut *tx)
-    .await?;
-    audit::record(
+    let (id, token) = insert_link(
+        &state,
         &mut tx,
-        audit::Entry {
-            chain: lead_id,
-            actor: &actor,
-            action: "upload_link.created",
-            entity_type: "upload_link",
-            entity_id: id,
-            request_id: Some(&request_id.0),
-            details: json!({ "loan_id": loan_id, "expires_in_hours": hours, "max_files": max_files, "borrower_email_given": email.is_some() }),
-        },
-    )
-    .await?;
-    outbox::enqueue(
-        &mut tx,
-        "upload_link.created",
-        json!({ "linkId": id, "loanId": loan_id }),
-        Some(&request_id.0),
+        &actor,
+        (loan_id, lead_id),
+        email.as_deref(),
+        hours,
+        max_files,
+        &request_id.0,
     )
     .await?;
     let row: LinkRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(

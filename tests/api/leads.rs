@@ -363,9 +363,9 @@ async fn idempotent_create_replays_without_storing_pii_in_the_clear() {
 
 #[tokio::test]
 async fn demo_seed_gives_each_agent_their_own_files() {
-    let app = spawn_app().await;
-    let created = loanfolio::demo::seed(&app.state, 4).await.unwrap();
-    assert_eq!(created, 12);
+    let app = crate::helpers::app().workers().spawn().await;
+    let seeded = loanfolio::demo::seed(&app.state, 4).await.unwrap();
+    assert_eq!(seeded.leads, 12);
     let agent = Client::new(&app, "agent-a1").await;
     let leads: Value = agent.get("/v1/leads").await.json().await.unwrap();
     assert_eq!(leads["items"].as_array().unwrap().len(), 4);
@@ -378,4 +378,36 @@ async fn demo_seed_gives_each_agent_their_own_files() {
         4,
         "team-a: two agents' loans"
     );
+
+    // The first loan has a needs list, two documents the pipeline accepts and a live link
+    // whose page state shows the requests.
+    let first = loans["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .min()
+        .unwrap();
+    let ok = crate::helpers::eventually(30, || async {
+        let docs: Value = agent
+            .get(&format!("/v1/loans/{first}/documents"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = docs["items"].as_array().unwrap().clone();
+        items.len() == 2 && items.iter().all(|d| d["state"] == "available")
+    })
+    .await;
+    assert!(ok, "the demo documents become available");
+    let url = seeded.link_url.expect("a demo link");
+    let token = url.rsplit('/').next().unwrap();
+    let state: Value = app
+        .get(&format!("/v1/public/upload-links/{token}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["requests"].as_array().unwrap().len(), 4);
+    assert_eq!(state["requests"][0]["state"], "received", "{state}");
 }
