@@ -27,6 +27,15 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<HttpLabels, Histogram>,
     pub dependency_up: Family<DependencyLabels, Gauge>,
+    pub documents_processed: Family<OutcomeLabels, Counter>,
+    /// The pipeline's work per document: HEAD, the streaming pass, the recorded outcome.
+    pub document_processing: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `available`, or `rejected` with its reason (`rejected_infected`, …).
+    pub outcome: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -67,11 +76,27 @@ impl Metrics {
             "1 when the dependency answered the last readiness check, else 0",
             dependency_up.clone(),
         );
+        let documents_processed = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "documents_processed",
+            "Documents the pipeline decided, by outcome",
+            documents_processed.clone(),
+        );
+        let document_processing = Histogram::new([
+            0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]);
+        registry.register(
+            "document_processing_seconds",
+            "Pipeline time per decided document (HEAD, scan + hash + type + encryption pass, outcome)",
+            document_processing.clone(),
+        );
         Self {
             registry,
             http_requests,
             http_duration,
             dependency_up,
+            documents_processed,
+            document_processing,
         }
     }
 

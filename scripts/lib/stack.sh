@@ -292,6 +292,11 @@ ensure_openapi_validator() {
   export LOANFOLIO_TEST_OPENAPI_VALIDATOR="$venv/bin/openapi-spec-validator"
 }
 
+# The browser test drives Debian's Chromium through ChromeDriver (WebDriver).
+ensure_browser() {
+  apt_install chromium chromium-driver
+}
+
 ensure_stack() {
   ensure_build_tools
   ensure_postgres

@@ -101,6 +101,14 @@ fn nonce(prefix: &[u8; PREFIX], index: u32, last: bool) -> [u8; 12] {
     n
 }
 
+/// The encrypted size of a document of `plain` bytes: known before encrypting, so the
+/// ciphertext can be streamed in a single PUT with its Content-Length.
+pub fn sealed_len(plain: u64) -> u64 {
+    let chunk = CHUNK_SIZE as u64;
+    let chunks = plain.div_ceil(chunk).max(1);
+    HEADER_LEN as u64 + plain + chunks * TAG as u64
+}
+
 pub struct Encryptor {
     keys: Keys,
     header: Vec<u8>,
@@ -345,6 +353,29 @@ pub fn decrypt_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_len_is_exact() {
+        let key = [7u8; 32];
+        for n in [
+            0usize,
+            1,
+            CHUNK_SIZE - 1,
+            CHUNK_SIZE,
+            CHUNK_SIZE + 1,
+            3 * CHUNK_SIZE,
+            200_001,
+        ] {
+            let mut e = Encryptor::new(&key, 1, Uuid::nil());
+            let data = vec![1u8; n];
+            let mut total = 0;
+            for piece in data.chunks(10_000) {
+                total += e.push(piece).len();
+            }
+            total += e.finish().len();
+            assert_eq!(total as u64, sealed_len(n as u64), "{n} bytes");
+        }
+    }
 
     const KEY: [u8; 32] = [0x42; 32];
 

@@ -75,6 +75,40 @@ impl Storage {
         })
     }
 
+    /// Stream exactly `length` bytes into the documents bucket with one PUT (no buffering,
+    /// no multipart round trips). An error item in `body` aborts the request, so a partial
+    /// object is never stored.
+    pub async fn put_document_stream<S>(
+        &self,
+        path: &Path,
+        length: u64,
+        body: S,
+    ) -> anyhow::Result<()>
+    where
+        S: futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync + 'static,
+    {
+        use object_store::signer::Signer;
+        let url = self
+            .documents
+            .signed_url(http::Method::PUT, path, Duration::from_secs(900))
+            .await
+            .context("signing the document PUT")?;
+        let response = self
+            .http
+            .put(url)
+            .header(reqwest::header::CONTENT_LENGTH, length)
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await
+            .context("storing the encrypted document")?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "storing the encrypted document: {}",
+            response.status()
+        );
+        Ok(())
+    }
+
     /// Reachable, authenticated, and both buckets exist: one list request per bucket.
     pub async fn check(&self) -> anyhow::Result<()> {
         let probe = Path::from("readyz-probe");

@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, WriteMultipart};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
@@ -62,7 +62,8 @@ struct Pass {
     pdf: sniff::PdfEncryption,
     bytes: u64,
     encryptor: Option<Encryptor>,
-    writer: Option<WriteMultipart>,
+    /// Feeds the ciphertext to the single streaming PUT into the documents bucket.
+    sink: Option<futures::channel::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
 }
 
 /// loan, lead, state, declared size, declared type, quarantine key, request.
@@ -102,6 +103,7 @@ impl DocumentPipeline {
         if !matches!(doc_state.as_str(), "uploaded" | "scanning" | "failed") {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let source = ObjectPath::from(quarantine_key.as_str());
         let meta = state
             .storage
@@ -123,8 +125,14 @@ impl DocumentPipeline {
         let outcome = match precheck {
             Some(reason) => Outcome::Rejected(reason),
             None => {
-                self.stream_pass(document, lead_id, &source, &target, &declared_type)
-                    .await?
+                self.stream_pass(
+                    document,
+                    lead_id,
+                    &source,
+                    &target,
+                    (&declared_type, declared_size as u64),
+                )
+                .await?
             }
         };
         let (new_state, reason, sha, detected) = match &outcome {
@@ -205,6 +213,19 @@ impl DocumentPipeline {
         outbox::enqueue(tx, topic, json!({ "documentId": document, "loanId": loan_id, "state": new_state, "reason": reason }), None)
             .await
             .map_err(transient)?;
+        let outcome = match reason {
+            Some(reason) => format!("rejected_{reason}"),
+            None => new_state.to_owned(),
+        };
+        state
+            .metrics
+            .documents_processed
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+            .inc();
+        state
+            .metrics
+            .document_processing
+            .observe(started.elapsed().as_secs_f64());
         // The quarantine copy goes once this transaction commits (`committed`).
         Ok(())
     }
@@ -215,7 +236,7 @@ impl DocumentPipeline {
         lead_id: Uuid,
         source: &ObjectPath,
         target: &ObjectPath,
-        declared_type: &str,
+        (declared_type, declared_size): (&str, u64),
     ) -> Result<Outcome, HandlerError> {
         let state = &self.state;
         let key = state
@@ -223,27 +244,47 @@ impl DocumentPipeline {
             .file_key(&state.db, lead_id)
             .await
             .map_err(transient)?;
-        let upload = state
-            .storage
-            .documents
-            .put_multipart(target)
-            .await
-            .map_err(transient)?;
+        // The ciphertext's length is known up front, so it streams out in one PUT while
+        // the quarantine copy streams in: no multipart round trips, no buffering.
+        let (sink, ciphertext) = futures::channel::mpsc::channel(16);
+        let sealed_len = crate::crypto::stream::sealed_len(declared_size);
+        let put = {
+            let storage = state.storage.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                storage
+                    .put_document_stream(&target, sealed_len, ciphertext)
+                    .await
+            })
+        };
         let pass = Arc::new(Mutex::new(Pass {
             hasher: Sha256::new(),
             head: Vec::with_capacity(16),
             pdf: sniff::PdfEncryption::default(),
             bytes: 0,
             encryptor: Some(Encryptor::new(&key, 1, document)),
-            writer: Some(WriteMultipart::new(upload)),
+            sink: Some(sink),
         }));
-        let body = state
-            .storage
-            .quarantine
-            .get(source)
-            .await
-            .map_err(transient)?
-            .into_stream();
+        let body = match state.storage.quarantine.get(source).await {
+            Ok(got) => got.into_stream(),
+            Err(e) => {
+                put.abort();
+                return Err(transient(e));
+            }
+        };
+        // Read ahead while the previous chunks are scanned and encrypted (a bounded queue),
+        // and hand clamd what has arrived in one piece rather than many small writes.
+        let (ahead, arrived) = futures::channel::mpsc::channel(8);
+        let reader = tokio::spawn(body.map(Ok).forward(ahead));
+        let body = arrived
+            .ready_chunks(8)
+            .map(|batch: Vec<object_store::Result<bytes::Bytes>>| {
+                let mut joined = bytes::BytesMut::new();
+                for chunk in batch {
+                    joined.extend_from_slice(&chunk?);
+                }
+                Ok::<_, object_store::Error>(joined.freeze())
+            });
         let tee = {
             let pass = pass.clone();
             body.then(move |chunk| {
@@ -263,46 +304,54 @@ impl DocumentPipeline {
                         .as_mut()
                         .map(|e| e.push(&chunk))
                         .unwrap_or_default();
-                    if let Some(writer) = p.writer.as_mut() {
-                        writer.write(&sealed);
-                        // Bounded memory: wait while too many parts are in flight.
-                        writer
-                            .wait_for_capacity(4)
+                    if let Some(sink) = p.sink.as_mut()
+                        && !sealed.is_empty()
+                    {
+                        // Waits while the PUT is behind: memory stays bounded.
+                        sink.send(Ok(sealed.into()))
                             .await
-                            .map_err(std::io::Error::other)?;
+                            .map_err(|_| std::io::Error::other("the document PUT stopped"))?;
                     }
                     Ok::<_, std::io::Error>(chunk)
                 }
             })
         };
         let scan = state.clamd.scan(tee).await;
+        reader.abort();
         let mut p = pass.lock().await;
-        let writer = p.writer.take();
-        let abort = |writer: Option<WriteMultipart>| async move {
-            if let Some(w) = writer {
-                let _ = w.abort().await;
+        let sink = p.sink.take();
+        // Refuse the PUT: an error in its body aborts the request, so nothing is stored.
+        let abort = |sink: Option<futures::channel::mpsc::Sender<_>>,
+                     put: tokio::task::JoinHandle<anyhow::Result<()>>| async move {
+            if let Some(mut sink) = sink {
+                let _ = sink
+                    .send(Err(std::io::Error::other(
+                        "not stored: rejected or unscanned",
+                    )))
+                    .await;
             }
+            let _ = put.await;
         };
         match scan {
             ScanOutcome::NotScanned(why) => {
-                abort(writer).await;
+                abort(sink, put).await;
                 return Err(HandlerError::Transient(anyhow::anyhow!(
                     "not scanned: {why}"
                 )));
             }
             ScanOutcome::Infected(_) => {
-                abort(writer).await;
+                abort(sink, put).await;
                 return Ok(Outcome::Rejected("infected"));
             }
             ScanOutcome::Clean => {}
         }
         let detected = sniff::sniff(&p.head);
         let Some(detected) = detected.filter(|d| d.matches_declared(declared_type)) else {
-            abort(writer).await;
+            abort(sink, put).await;
             return Ok(Outcome::Rejected("type_mismatch"));
         };
         if detected == Detected::Pdf && p.pdf.found() {
-            abort(writer).await;
+            abort(sink, put).await;
             return Ok(Outcome::Rejected("encrypted_pdf"));
         }
         let last = p
@@ -310,13 +359,20 @@ impl DocumentPipeline {
             .take()
             .map(Encryptor::finish)
             .unwrap_or_default();
-        let Some(mut writer) = writer else {
+        let Some(mut sink) = sink else {
             return Err(HandlerError::Transient(anyhow::anyhow!(
-                "the upload writer is gone"
+                "the document PUT is gone"
             )));
         };
-        writer.write(&last);
-        writer.finish().await.map_err(transient)?;
+        let sent = sink.send(Ok(last.into())).await;
+        drop(sink);
+        let stored = put.await;
+        match (sent, stored) {
+            (Ok(()), Ok(Ok(()))) => {}
+            (_, Ok(Err(e))) => return Err(transient(e)),
+            (_, Err(e)) => return Err(transient(e)),
+            (Err(e), _) => return Err(transient(e)),
+        }
         let sha256 = p
             .hasher
             .clone()

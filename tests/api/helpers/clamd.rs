@@ -8,15 +8,23 @@ use super::{eventually, free_port, repo_root};
 
 pub struct PrivateClamd {
     pub port: u16,
+    /// StreamMaxLength and MaxFileSize, in MB.
+    limit_mb: u32,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl PrivateClamd {
     pub async fn start() -> Self {
+        Self::start_with_limit(64).await
+    }
+
+    /// With clamd's stream and file limits at `limit_mb` (the benchmark's 200 MB file).
+    pub async fn start_with_limit(limit_mb: u32) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut clamd = Self {
             port: free_port(),
+            limit_mb,
             dir,
             child: None,
         };
@@ -45,7 +53,9 @@ impl PrivateClamd {
             &conf,
             format!(
                 "TCPSocket {port}\nTCPAddr 127.0.0.1\nDatabaseDirectory {db}\nLogFile {log}\nForeground yes\n\
-                 StreamMaxLength 64M\nMaxFileSize 64M\nMaxScanSize 256M\nAlertExceedsMax yes\nMaxThreads 2\n",
+                 StreamMaxLength {limit}M\nMaxFileSize {limit}M\nMaxScanSize {scan}M\nAlertExceedsMax yes\nMaxThreads 2\n",
+                limit = self.limit_mb,
+                scan = (self.limit_mb * 2).max(256),
                 port = self.port,
                 db = Self::database().display(),
                 log = self.dir.path().join("clamd.log").display(),
