@@ -60,6 +60,7 @@ pub struct AppState {
     pub verifier: Arc<TokenVerifier>,
     pub rate_limiter: Arc<RateLimiter>,
     pub agents: Arc<Provisioned>,
+    pub bureau: Arc<crate::integrations::bureau::BureauClient>,
 }
 
 impl AppState {
@@ -86,6 +87,10 @@ impl AppState {
             readiness_transitions: Arc::default(),
             verifier: Arc::new(verifier),
             agents: Arc::default(),
+            bureau: Arc::new(
+                crate::integrations::bureau::BureauClient::new(&settings.bureau)
+                    .context("bureau")?,
+            ),
             settings: Arc::new(settings),
             role,
         })
@@ -189,6 +194,13 @@ impl Application {
         let relay = workers.then(|| tokio::spawn(crate::queue::relay::run(state.clone())));
         let reconciler =
             workers.then(|| tokio::spawn(crate::workers::reconciler::run(state.clone())));
+        let credit = workers.then(|| {
+            tokio::spawn(crate::queue::consumer::run(
+                state.clone(),
+                Arc::new(crate::workers::credit::CreditWorker::new(state.clone())),
+                8,
+            ))
+        });
         let pipeline = workers.then(|| {
             tokio::spawn(crate::queue::consumer::run(
                 state.clone(),
@@ -216,7 +228,7 @@ impl Application {
         }
         drop(stop_rx);
         housekeeping.abort();
-        for task in [relay, pipeline, reconciler].into_iter().flatten() {
+        for task in [relay, pipeline, credit, reconciler].into_iter().flatten() {
             task.abort();
         }
         state.broker.close().await;

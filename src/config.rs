@@ -53,6 +53,48 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub idempotency: IdempotencySettings,
     pub documents: DocumentSettings,
+    pub bureau: BureauSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BureauSettings {
+    /// The bureau's base URL (docs/integrations/bureau.md).
+    pub base_url: url::Url,
+    api_key: Option<SecretString>,
+    api_key_file: Option<PathBuf>,
+    /// PEM bundle the bureau's TLS certificate must chain to (else the system roots).
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    pub breaker: BreakerSettings,
+}
+
+impl BureauSettings {
+    /// For tests and tools that build settings in code.
+    pub fn set_api_key(&mut self, key: impl Into<String>) {
+        self.api_key = Some(SecretString::from(key.into()));
+        self.api_key_file = None;
+    }
+
+    /// The API key, if one is configured: without it every pull fails `bureau_not_configured`.
+    pub fn api_key(&self) -> Result<Option<SecretString>, ConfigError> {
+        if self.api_key.is_none() && self.api_key_file.is_none() {
+            return Ok(None);
+        }
+        resolve_secret("bureau.api_key", &self.api_key, &self.api_key_file).map(Some)
+    }
+}
+
+/// A circuit breaker: open when at least `min_requests` calls in the last `window_secs`
+/// failed at `failure_rate` or more; half-open after `open_secs` (one probe at a time).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerSettings {
+    pub window_secs: u64,
+    pub min_requests: u32,
+    pub failure_rate: f64,
+    pub open_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod housekeeping;
 pub mod http;
+pub mod integrations;
 pub mod metrics;
 pub mod queue;
 pub mod ratelimit;

@@ -28,8 +28,15 @@ pub struct Metrics {
     pub http_duration: Family<HttpLabels, Histogram>,
     pub dependency_up: Family<DependencyLabels, Gauge>,
     pub documents_processed: Family<OutcomeLabels, Counter>,
+    /// 0 closed, 1 half-open, 2 open; set when /metrics is scraped.
+    pub circuit_state: Family<IntegrationLabels, Gauge>,
     /// The pipeline's work per document: HEAD, the streaming pass, the recorded outcome.
     pub document_processing: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntegrationLabels {
+    pub integration: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,7 +97,14 @@ impl Metrics {
             "Pipeline time per decided document (HEAD, scan + hash + type + encryption pass, outcome)",
             document_processing.clone(),
         );
+        let circuit_state = Family::<IntegrationLabels, Gauge>::default();
+        registry.register(
+            "circuit_state",
+            "Circuit breaker per integration: 0 closed, 1 half-open, 2 open",
+            circuit_state.clone(),
+        );
         Self {
+            circuit_state,
             registry,
             http_requests,
             http_duration,

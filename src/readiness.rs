@@ -45,6 +45,9 @@ pub struct ReadinessReport {
     pub schema: SchemaReport,
     /// Keyed by `postgres`, `rabbitmq`, `redis`, `s3`, `clamd`, `oidc`, `kms`.
     pub dependencies: BTreeMap<String, DependencyReport>,
+    /// Circuit breakers of the external integrations (`closed`, `open`, `half_open`):
+    /// reported, never a reason to be not ready.
+    pub integrations: BTreeMap<String, String>,
 }
 
 impl ReadinessReport {
@@ -189,5 +192,9 @@ pub async fn check(state: &AppState) -> ReadinessReport {
         role: state.role.as_str().into(),
         schema: schema_report,
         dependencies,
+        integrations: BTreeMap::from([(
+            "bureau".to_owned(),
+            state.bureau.breaker.state().as_str().to_owned(),
+        )]),
     }
 }

@@ -16,6 +16,7 @@ S3_CORS_PORT="${LOANFOLIO_DEV_S3_CORS_PORT:-9002}"
 CLAMD_PORT="${LOANFOLIO_DEV_CLAMD_PORT:-3310}"
 OIDC_PORT="${LOANFOLIO_DEV_OIDC_PORT:-8090}"
 HTTP_PORT="${LOANFOLIO_DEV_HTTP_PORT:-8080}"
+BUREAU_PORT="${LOANFOLIO_DEV_BUREAU_PORT:-8091}"
 # Development-only credentials; production secrets come from files or Vault.
 PG_USER=loanfolio
 PG_PASSWORD=loanfolio
@@ -271,6 +272,10 @@ address = "127.0.0.1:$CLAMD_PORT"
 [oidc]
 issuer_url = "http://127.0.0.1:$OIDC_PORT"
 client_secret = "loanfolio-dev-client-secret"
+
+[bureau]
+base_url = "http://127.0.0.1:$BUREAU_PORT"
+api_key = "bureau-dev-key"
 
 [auth]
 # Plain HTTP on localhost: a Secure cookie would never come back.

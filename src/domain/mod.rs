@@ -1,5 +1,6 @@
 //! Pure types and rules: validated inputs that can only hold valid values.
 
+pub mod credit;
 pub mod document;
 pub mod lead;
 pub mod loan;

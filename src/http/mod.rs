@@ -6,6 +6,7 @@
 //! that is not already a problem document into one, so clients see one error format.
 
 pub mod audit;
+pub mod credit;
 pub mod documents;
 pub mod edge;
 pub mod idempotency;
@@ -84,6 +85,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(authenticated(state, requests::routes(state)))
         .merge(requests::public_routes())
         .merge(crate::web::routes())
+        .merge(authenticated(state, credit::routes(state)))
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

@@ -60,6 +60,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
+    state
+        .metrics
+        .circuit_state
+        .get_or_create(&crate::metrics::IntegrationLabels {
+            integration: "bureau".into(),
+        })
+        .set(state.bureau.breaker.state().level());
     let mut response = state.metrics.encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

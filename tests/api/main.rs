@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod browser;
 mod config_startup;
+mod credit;
 mod documents;
 mod errors;
 mod faults;

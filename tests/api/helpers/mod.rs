@@ -1,5 +1,6 @@
 //! Test harness: `spawn_app()` and friends.
 
+pub mod bureau;
 pub mod clamd;
 pub mod logs;
 pub mod oidc;
@@ -284,7 +285,12 @@ impl TestApp {
 }
 
 /// Consumers the suite declares queues for (see tests/api/queue.rs and the workers).
-const TEST_CONSUMERS: [&str; 3] = ["test-consumer", "document-pipeline", "crashy"];
+const TEST_CONSUMERS: [&str; 4] = [
+    "test-consumer",
+    "document-pipeline",
+    "credit-worker",
+    "crashy",
+];
 
 /// Delete everything this test declared on the shared broker: quorum queues are durable and
 /// heavy, and a broker that keeps every test's queues slows to a crawl within a few runs.

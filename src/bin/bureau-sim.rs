@@ -1,0 +1,323 @@
+//! The credit bureau simulator (docs/integrations/bureau.md): deterministic reports for
+//! every valid SSN, reserved SSNs for fault answers, and fault controls for tests, the
+//! benchmark and compose. `bureau-sim --listen 127.0.0.1:8091 --api-key KEY`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+#[derive(Default)]
+struct Faults {
+    latency_ms: u64,
+    error_rate: f64,
+    error_status: u16,
+    down_until: Option<Instant>,
+    frozen: bool,
+}
+
+struct Sim {
+    api_key: String,
+    faults: Mutex<Faults>,
+    requests: Mutex<u64>,
+    reports: Mutex<u64>,
+    rate_limited: Mutex<HashSet<String>>,
+    rng: Mutex<u64>,
+}
+
+impl Sim {
+    /// A uniform draw in [0, 1) (xorshift: the simulator needs no cryptographic randomness).
+    fn coin(&self) -> f64 {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        (*x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Deserialize)]
+struct Subject {
+    first_name: String,
+    last_name: String,
+    ssn: String,
+    date_of_birth: String,
+    address: Value,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    reference_id: String,
+    pull_type: String,
+    subject: Subject,
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+fn digest(parts: &[&str]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().into()
+}
+
+fn valid_ssn(ssn: &str) -> bool {
+    let digits: String = ssn.chars().filter(|c| c.is_ascii_digit()).collect();
+    ssn.len() == 11
+        && digits.len() == 9
+        && &digits[..3] != "000"
+        && &digits[..3] != "666"
+        && !digits.starts_with('9')
+        && &digits[3..5] != "00"
+        && &digits[5..] != "0000"
+}
+
+/// The report every request for this subject gets: a pure function of the SSN.
+fn report(ssn: &str, pull_type: &str, reference: &str) -> Value {
+    let d = digest(&[ssn]);
+    let score = 300 + (u16::from_be_bytes([d[0], d[1]]) % 551);
+    let kinds = ["revolving", "installment", "mortgage"];
+    let statuses = [
+        "current",
+        "current",
+        "current",
+        "late_30",
+        "late_60",
+        "charge_off",
+    ];
+    let tradelines: Vec<Value> = (0..(2 + d[2] % 5) as usize)
+        .map(|i| {
+            let b = d[3 + i];
+            json!({
+                "creditor": format!("Creditor {}", (b % 26 + b'A') as char),
+                "kind": kinds[b as usize % kinds.len()],
+                "balance": format!("{}.00", u32::from(b) * 137),
+                "limit": format!("{}.00", u32::from(b) * 250 + 1000),
+                "status": statuses[d[10 + i] as usize % statuses.len()],
+            })
+        })
+        .collect();
+    let report_id = format!("SIM-{}", &hex(&digest(&[ssn, reference]))[..16]);
+    json!({
+        "bureau": "simbureau",
+        "report_id": report_id,
+        "score": score,
+        "pull_type": pull_type,
+        "tradelines": tradelines,
+        "inquiries": [{"date": "2026-01-15", "kind": "soft"}],
+        "alerts": [],
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn pull(
+    sim: &Sim,
+    headers: &HeaderMap,
+    body: &str,
+    reference_override: Option<&str>,
+) -> Response {
+    *sim.requests.lock().unwrap() += 1;
+    let authorised = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        == Some(sim.api_key.as_str());
+    if !authorised {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "bad api key");
+    }
+    let (latency, fail, down) = {
+        let f = sim.faults.lock().unwrap();
+        let fail = f.error_rate > 0.0 && sim.coin() < f.error_rate;
+        let down = f.down_until.is_some_and(|t| Instant::now() < t);
+        (f.latency_ms, fail.then_some(f.error_status.max(500)), down)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if down {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the bureau is down",
+        );
+    }
+    if let Some(status) = fail {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return error(status, "transient", "simulated transient error");
+    }
+    let Ok(request) = serde_json::from_str::<PullRequest>(body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "the body is not a pull request",
+        );
+    };
+    let s = &request.subject;
+    if !valid_ssn(&s.ssn)
+        || s.first_name.is_empty()
+        || s.last_name.is_empty()
+        || s.date_of_birth.len() != 10
+        || !s.address.is_object()
+        || !matches!(request.pull_type.as_str(), "soft" | "hard")
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_subject",
+            "the subject is incomplete or invalid",
+        );
+    }
+    let reference = reference_override.unwrap_or(&request.reference_id);
+    match s.ssn.as_str() {
+        "219-09-9001" => {
+            return error(
+                StatusCode::LOCKED,
+                "credit_freeze",
+                "the consumer's file is frozen",
+            );
+        }
+        "219-09-9002"
+            if sim
+                .rate_limited
+                .lock()
+                .unwrap()
+                .insert(reference.to_owned()) =>
+        {
+            let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down");
+            r.headers_mut().insert("retry-after", "1".parse().unwrap());
+            return r;
+        }
+        "219-09-9003" => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+        "219-09-9004" => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "always down for this subject",
+            );
+        }
+        _ => {}
+    }
+    if sim.faults.lock().unwrap().frozen {
+        return error(
+            StatusCode::LOCKED,
+            "credit_freeze",
+            "the consumer's file is frozen",
+        );
+    }
+    *sim.reports.lock().unwrap() += 1;
+    Json(report(&s.ssn, &request.pull_type, reference)).into_response()
+}
+
+async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+    pull(&sim, &headers, &body, None).await
+}
+
+async fn again(
+    State(sim): State<Arc<Sim>>,
+    Path((report_id, _action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    // A reissue or upgrade answers the report of the original reference.
+    pull(&sim, &headers, &body, Some(&report_id)).await
+}
+
+#[derive(Deserialize)]
+struct Control {
+    latency_ms: Option<u64>,
+    error_rate: Option<f64>,
+    error_status: Option<u16>,
+    down_for_secs: Option<u64>,
+    frozen: Option<bool>,
+    reset: Option<bool>,
+}
+
+async fn control(State(sim): State<Arc<Sim>>, Json(c): Json<Control>) -> StatusCode {
+    let mut f = sim.faults.lock().unwrap();
+    if c.reset == Some(true) {
+        *f = Faults::default();
+    }
+    if let Some(v) = c.latency_ms {
+        f.latency_ms = v;
+    }
+    if let Some(v) = c.error_rate {
+        f.error_rate = v;
+    }
+    if let Some(v) = c.error_status {
+        f.error_status = v;
+    }
+    if let Some(v) = c.down_for_secs {
+        f.down_until = Some(Instant::now() + Duration::from_secs(v));
+    }
+    if let Some(v) = c.frozen {
+        f.frozen = v;
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    Json(json!({
+        "requests": *sim.requests.lock().unwrap(),
+        "reports": *sim.reports.lock().unwrap(),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut listen: SocketAddr = "127.0.0.1:8091".parse()?;
+    let mut api_key = "bureau-dev-key".to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => listen = args.next().unwrap_or_default().parse()?,
+            "--api-key" => api_key = args.next().unwrap_or_default(),
+            other => anyhow::bail!(
+                "unknown argument {other}; usage: bureau-sim [--listen ADDR] [--api-key KEY]"
+            ),
+        }
+    }
+    let sim = Arc::new(Sim {
+        api_key,
+        faults: Mutex::new(Faults {
+            error_status: 503,
+            ..Faults::default()
+        }),
+        requests: Mutex::new(0),
+        reports: Mutex::new(0),
+        rate_limited: Mutex::new(HashSet::new()),
+        rng: Mutex::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(0x9E37_79B9),
+        ),
+    });
+    let app = Router::new()
+        .route("/v1/credit-reports", post(create))
+        .route("/v1/credit-reports/{report_id}/{action}", post(again))
+        .route("/__control", post(control))
+        .route("/__control/stats", get(stats))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(sim);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("bureau simulator listening on {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,552 @@
+//! Credit pulls (DESIGN.md §3, §4): requested with a consent of the pull's type (FCRA
+//! permissible purpose) and complete subject data, performed asynchronously by the credit
+//! worker against the bureau, summarised in columns, the full report encrypted and shown
+//! only on an audited read.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{Actor, ReadScope};
+use crate::crypto::field::{self, Location};
+use crate::db::{audit, outbox};
+use crate::domain::credit::{Consent, ConsentInput, PullType};
+use crate::error::{AppError, AppJson};
+use crate::http::edge::RequestId;
+use crate::http::support::{kms_unavailable, push_scope, rfc3339};
+
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let creating = OpenApiRouter::new()
+        .routes(routes!(request_pull, list_pulls))
+        .routes(routes!(reissue))
+        .routes(routes!(upgrade))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::http::idempotency::require,
+        ));
+    OpenApiRouter::new()
+        .routes(routes!(get_pull))
+        .routes(routes!(get_report))
+        .routes(routes!(latest_pull))
+        .merge(creating)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    pull_type: PullType,
+    /// Without a consent of this pull's type the request is 422 `consent_required`.
+    consent: Option<ConsentInput>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreditPull {
+    id: Uuid,
+    lead_id: Uuid,
+    pull_type: String,
+    /// `new`, `reissue` or `upgrade`.
+    request_kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    based_on: Option<Uuid>,
+    status: String,
+    score: Option<i32>,
+    bureau: Option<String>,
+    bureau_report_id: Option<String>,
+    pulled_at: Option<String>,
+    failure_reason: Option<String>,
+    created_at: String,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct PullRow {
+    id: Uuid,
+    lead_id: Uuid,
+    pull_type: String,
+    request_kind: String,
+    based_on: Option<Uuid>,
+    status: String,
+    score: Option<i32>,
+    bureau: Option<String>,
+    bureau_report_id: Option<String>,
+    pulled_at: Option<OffsetDateTime>,
+    failure_reason: Option<String>,
+    created_at: OffsetDateTime,
+}
+
+impl From<PullRow> for CreditPull {
+    fn from(r: PullRow) -> Self {
+        CreditPull {
+            id: r.id,
+            lead_id: r.lead_id,
+            pull_type: r.pull_type,
+            request_kind: r.request_kind,
+            based_on: r.based_on,
+            status: r.status,
+            score: r.score,
+            bureau: r.bureau,
+            bureau_report_id: r.bureau_report_id,
+            pulled_at: r.pulled_at.map(rfc3339),
+            failure_reason: r.failure_reason,
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}
+
+const SELECT_PULL: &str =
+    "select c.id, c.lead_id, c.pull_type, c.request_kind, c.based_on, c.status,
+        c.score, c.bureau, c.bureau_report_id, c.pulled_at, c.failure_reason, c.created_at
+   from credit_reports c join leads l on l.id = c.lead_id";
+
+pub fn report_at(id: Uuid) -> Location<'static> {
+    Location {
+        table: "credit_reports",
+        column: "report_enc",
+        row: id,
+    }
+}
+
+fn ip_at(id: Uuid) -> Location<'static> {
+    Location {
+        table: "credit_reports",
+        column: "consent_ip_enc",
+        row: id,
+    }
+}
+
+async fn lead_in_scope(
+    conn: &mut PgConnection,
+    lead: Uuid,
+    scope: &ReadScope,
+) -> Result<bool, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new("select 1 from leads l where l.id = ");
+    query.push_bind(lead);
+    push_scope(&mut query, "l", scope);
+    let found: Option<i32> = query.build_query_scalar().fetch_optional(conn).await?;
+    Ok(found.is_some())
+}
+
+/// The lead is visible (else 404) and the caller may act on it (else 403).
+async fn writable_lead(conn: &mut PgConnection, lead: Uuid, actor: &Actor) -> Result<(), AppError> {
+    if !lead_in_scope(conn, lead, &actor.read_scope()).await? {
+        return Err(AppError::not_found());
+    }
+    let scope = actor.write_scope()?;
+    if !lead_in_scope(conn, lead, &scope).await? {
+        return Err(AppError::forbidden());
+    }
+    Ok(())
+}
+
+async fn fetch(
+    conn: &mut PgConnection,
+    id: Uuid,
+    scope: &ReadScope,
+) -> Result<Option<PullRow>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_PULL);
+    query.push(" where c.id = ").push_bind(id);
+    push_scope(&mut query, "l", scope);
+    query.build_query_as().fetch_optional(conn).await
+}
+
+fn consent_required(pull_type: PullType) -> AppError {
+    AppError::client(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "consent_required",
+        format!(
+            "a {} pull needs the borrower's consent for a {} pull (FCRA permissible purpose)",
+            pull_type.as_str(),
+            pull_type.as_str()
+        ),
+    )
+}
+
+/// Record a queued pull with its consent, audit row and `credit.requested` event (in `tx`).
+/// The subject must be complete: SSN, date of birth and address.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn queue_pull(
+    state: &AppState,
+    tx: &mut PgConnection,
+    actor: &Actor,
+    lead_id: Uuid,
+    pull_type: PullType,
+    consent: &Consent,
+    (kind, based_on): (&str, Option<Uuid>),
+    request_id: &str,
+) -> Result<Uuid, AppError> {
+    // language=PostgreSQL
+    let complete: Option<bool> = sqlx::query_scalar(
+        "select ssn_enc is not null and date_of_birth_enc is not null and address_enc is not null
+           from leads where id = $1",
+    )
+    .bind(lead_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if complete != Some(true) {
+        return Err(AppError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "subject_incomplete",
+            "a credit pull needs the borrower's SSN, date of birth and address",
+        ));
+    }
+    let id = Uuid::now_v7();
+    let ip_enc = match consent.ip {
+        Some(ip) => {
+            let key = state
+                .keys
+                .file_key(&state.db, lead_id)
+                .await
+                .map_err(kms_unavailable)?;
+            Some(field::encrypt(
+                &key,
+                1,
+                ip_at(id),
+                ip.to_string().as_bytes(),
+            ))
+        }
+        None => None,
+    };
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into credit_reports (id, lead_id, pull_type, consent_obtained_at, consent_method,
+                consent_text_version, consent_ip_enc, consent_obtained_by, request_kind, based_on, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $8)",
+    )
+    .bind(id)
+    .bind(lead_id)
+    .bind(pull_type.as_str())
+    .bind(consent.obtained_at)
+    .bind(consent.method.as_str())
+    .bind(&consent.text_version)
+    .bind(ip_enc)
+    .bind(&actor.subject)
+    .bind(kind)
+    .bind(based_on)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut *tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "credit_report.requested",
+            entity_type: "credit_report",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "pull_type": pull_type.as_str(), "kind": kind, "consent_method": consent.method.as_str(), "consent_text_version": consent.text_version }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut *tx,
+        "credit.requested",
+        json!({ "creditReportId": id, "leadId": lead_id }),
+        Some(request_id),
+    )
+    .await?;
+    Ok(id)
+}
+
+async fn accepted(state: &AppState, id: Uuid) -> Result<Response, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let row = fetch(&mut conn, id, &ReadScope::All)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the pull just written is missing"))?;
+    let mut response = (StatusCode::ACCEPTED, AppJson(CreditPull::from(row))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/credit-reports/{id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Request a credit pull for a lead; it runs asynchronously.
+#[utoipa::path(post, path = "/v1/leads/{id}/credit-reports", tag = "credit", params(("id" = Uuid, Path)),
+    request_body = PullRequest,
+    responses(
+        (status = 202, description = "Queued", body = CreditPull),
+        (status = 422, description = "`consent_required`, `subject_incomplete` or invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn request_pull(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(lead_id): Path<Uuid>,
+    AppJson(input): AppJson<PullRequest>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    writable_lead(&mut tx, lead_id, &actor).await?;
+    let consent = input
+        .consent
+        .ok_or_else(|| consent_required(input.pull_type))?
+        .validate("consent", OffsetDateTime::now_utc())
+        .map_err(AppError::validation)?;
+    let id = queue_pull(
+        &state,
+        &mut tx,
+        &actor,
+        lead_id,
+        input.pull_type,
+        &consent,
+        ("new", None),
+        &request_id.0,
+    )
+    .await?;
+    tx.commit().await?;
+    accepted(&state, id).await
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreditPullList {
+    items: Vec<CreditPull>,
+    next_cursor: Option<String>,
+}
+
+/// The lead's pulls, newest first.
+#[utoipa::path(get, path = "/v1/leads/{id}/credit-reports", tag = "credit", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "Pulls", body = CreditPullList)))]
+async fn list_pulls(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(lead_id): Path<Uuid>,
+) -> Result<AppJson<CreditPullList>, AppError> {
+    let mut conn = state.db.acquire().await?;
+    if !lead_in_scope(&mut conn, lead_id, &actor.read_scope()).await? {
+        return Err(AppError::not_found());
+    }
+    let rows: Vec<PullRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_PULL} where c.lead_id = $1 order by c.id desc limit 200"
+    )))
+    .bind(lead_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(AppJson(CreditPullList {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// The brief's route: the lead's latest pull. It never starts one.
+#[utoipa::path(get, path = "/v1/credit-report/{leadId}", tag = "credit", params(("leadId" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The latest pull", body = CreditPull),
+        (status = 404, description = "No such lead, or no pull yet", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn latest_pull(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(lead_id): Path<Uuid>,
+) -> Result<AppJson<CreditPull>, AppError> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_PULL);
+    query.push(" where c.lead_id = ").push_bind(lead_id);
+    push_scope(&mut query, "l", &actor.read_scope());
+    query.push(" order by c.id desc limit 1");
+    let row: Option<PullRow> = query.build_query_as().fetch_optional(&state.db).await?;
+    Ok(AppJson(row.ok_or_else(AppError::not_found)?.into()))
+}
+
+/// A pull's state and summary.
+#[utoipa::path(get, path = "/v1/credit-reports/{id}", tag = "credit", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "The pull", body = CreditPull)))]
+async fn get_pull(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<Uuid>,
+) -> Result<AppJson<CreditPull>, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let row = fetch(&mut conn, id, &actor.read_scope())
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    Ok(AppJson(row.into()))
+}
+
+/// The full bureau report of a completed pull (audited; a recent authentication is required).
+#[utoipa::path(get, path = "/v1/credit-reports/{id}/report", tag = "credit", params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The bureau's report", body = serde_json::Value),
+        (status = 409, description = "Not completed", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_report(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let row = fetch(&mut tx, id, &actor.read_scope())
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    if actor.sees_masked_pii_only() {
+        return Err(AppError::forbidden());
+    }
+    actor.require_recent_auth(state.settings.auth.step_up_max_age_secs)?;
+    // language=PostgreSQL
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("select report_enc from credit_reports where id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let Some(sealed) = sealed else {
+        return Err(AppError::client(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            format!(
+                "the pull is {}; the report exists once it is completed",
+                row.status
+            ),
+        ));
+    };
+    let key = state
+        .keys
+        .file_key(&state.db, row.lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let plain = field::decrypt(&key, report_at(id), &sealed)
+        .map_err(|e| anyhow::anyhow!("decrypting a credit report: {e}"))?;
+    let report: serde_json::Value = serde_json::from_slice(&plain)
+        .map_err(|e| anyhow::anyhow!("a stored credit report is not JSON: {e}"))?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: row.lead_id,
+            actor: &actor,
+            action: "credit_report.viewed",
+            entity_type: "credit_report",
+            entity_id: id,
+            request_id: Some(&request_id.0),
+            details: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(AppJson(report).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUp {
+    /// Required for an upgrade: a hard-pull consent.
+    consent: Option<ConsentInput>,
+}
+
+/// Ask the bureau for the same report again (no new inquiry).
+#[utoipa::path(post, path = "/v1/credit-reports/{id}/reissue", tag = "credit", params(("id" = Uuid, Path)),
+    request_body = FollowUp, responses((status = 202, description = "Queued", body = CreditPull)))]
+async fn reissue(
+    state: State<AppState>,
+    actor: Extension<Actor>,
+    request_id: Extension<RequestId>,
+    Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    follow_up(state, actor, request_id, id, optional_body(&body)?, false).await
+}
+
+/// Turn a soft pull into a hard one; needs a hard-pull consent.
+#[utoipa::path(post, path = "/v1/credit-reports/{id}/upgrade", tag = "credit", params(("id" = Uuid, Path)),
+    request_body = FollowUp, responses((status = 202, description = "Queued", body = CreditPull)))]
+async fn upgrade(
+    state: State<AppState>,
+    actor: Extension<Actor>,
+    request_id: Extension<RequestId>,
+    Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    follow_up(state, actor, request_id, id, optional_body(&body)?, true).await
+}
+
+/// An optional JSON body: none at all, or a valid `FollowUp`.
+fn optional_body(body: &[u8]) -> Result<Option<FollowUp>, AppError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|_| crate::http::support::malformed("the body must be JSON: {\"consent\": {…}}"))
+}
+
+async fn follow_up(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    id: Uuid,
+    body: Option<FollowUp>,
+    upgrade: bool,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let row = fetch(&mut tx, id, &actor.read_scope())
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    writable_lead(&mut tx, row.lead_id, &actor).await?;
+    if row.status != "completed" || row.bureau_report_id.is_none() {
+        return Err(AppError::client(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            "only a completed pull can be reissued or upgraded",
+        ));
+    }
+    let (pull_type, consent, kind) = if upgrade {
+        if row.pull_type != "soft" {
+            return Err(AppError::client(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                "only a soft pull can be upgraded",
+            ));
+        }
+        let consent = body
+            .and_then(|b| b.consent)
+            .ok_or_else(|| consent_required(PullType::Hard))?
+            .validate("consent", OffsetDateTime::now_utc())
+            .map_err(AppError::validation)?;
+        (PullType::Hard, consent, "upgrade")
+    } else {
+        // A reissue rests on the original pull's consent.
+        // language=PostgreSQL
+        let (obtained_at, method, text_version): (OffsetDateTime, String, String) = sqlx::query_as(
+            "select consent_obtained_at, consent_method, consent_text_version from credit_reports where id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let method = match method.as_str() {
+            "written" => crate::domain::credit::ConsentMethod::Written,
+            "electronic" => crate::domain::credit::ConsentMethod::Electronic,
+            _ => crate::domain::credit::ConsentMethod::Verbal,
+        };
+        let pull_type = if row.pull_type == "hard" {
+            PullType::Hard
+        } else {
+            PullType::Soft
+        };
+        (
+            pull_type,
+            Consent {
+                obtained_at,
+                method,
+                text_version,
+                ip: None,
+            },
+            "reissue",
+        )
+    };
+    let new = queue_pull(
+        &state,
+        &mut tx,
+        &actor,
+        row.lead_id,
+        pull_type,
+        &consent,
+        (kind, Some(id)),
+        &request_id.0,
+    )
+    .await?;
+    tx.commit().await?;
+    accepted(&state, new).await
+}

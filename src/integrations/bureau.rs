@@ -1,0 +1,212 @@
+//! The credit bureau client (docs/integrations/bureau.md): one JSON call per pull, connect and
+//! total timeouts, the circuit breaker, and answers sorted into transient (retry, counts
+//! against the breaker), permanent (fail the pull with a reason) and refused (breaker open).
+//! Error texts never carry the subject: only statuses and codes.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::breaker::{Breaker, Open};
+use crate::config::BureauSettings;
+
+#[derive(Debug, Serialize)]
+pub struct Address {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub state: String,
+    pub postal_code: String,
+}
+
+/// Who is pulled: decrypted only in memory, for the length of the call.
+#[derive(Serialize)]
+pub struct Subject {
+    pub first_name: String,
+    pub last_name: String,
+    pub ssn: String,
+    pub date_of_birth: String,
+    pub address: Value,
+}
+
+impl std::fmt::Debug for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Subject { .. }")
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PullBody<'a> {
+    reference_id: String,
+    pull_type: &'a str,
+    subject: &'a Subject,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Kind<'a> {
+    New,
+    Reissue(&'a str),
+    Upgrade(&'a str),
+}
+
+#[derive(Debug)]
+pub struct Report {
+    /// The bureau's whole answer, stored encrypted.
+    pub raw: Value,
+    pub bureau: String,
+    pub report_id: String,
+    pub score: Option<i32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BureauError {
+    #[error("transient bureau failure: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("the bureau refused the pull: {0}")]
+    Permanent(&'static str),
+    #[error("the bureau's circuit breaker is open")]
+    CircuitOpen(Duration),
+}
+
+pub struct BureauClient {
+    http: reqwest::Client,
+    base_url: url::Url,
+    api_key: Option<SecretString>,
+    pub breaker: Breaker,
+}
+
+impl std::fmt::Debug for BureauClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BureauClient")
+            .field("base_url", &self.base_url.as_str())
+            .field("breaker", &self.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BureauClient {
+    pub fn new(settings: &BureauSettings) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .timeout(Duration::from_millis(settings.timeout_ms));
+        if let Some(ca) = &settings.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| anyhow::anyhow!("bureau.ca_file {}: {e}", ca.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Self {
+            http: builder.build()?,
+            base_url: settings.base_url.clone(),
+            api_key: settings.api_key()?,
+            breaker: Breaker::new(settings.breaker.clone()),
+        })
+    }
+
+    pub async fn pull(
+        &self,
+        kind: Kind<'_>,
+        reference_id: uuid::Uuid,
+        pull_type: &str,
+        subject: &Subject,
+    ) -> Result<Report, BureauError> {
+        let Some(api_key) = &self.api_key else {
+            return Err(BureauError::Permanent("bureau_not_configured"));
+        };
+        self.breaker
+            .permit()
+            .map_err(|Open { retry_in }| BureauError::CircuitOpen(retry_in))?;
+        let base = self.base_url.as_str().trim_end_matches('/');
+        let url = match kind {
+            Kind::New => format!("{base}/v1/credit-reports"),
+            Kind::Reissue(id) => format!("{base}/v1/credit-reports/{}/reissue", urlencode(id)),
+            Kind::Upgrade(id) => format!("{base}/v1/credit-reports/{}/upgrade", urlencode(id)),
+        };
+        let body = PullBody {
+            reference_id: reference_id.to_string(),
+            pull_type,
+            subject,
+        };
+        let answer = self
+            .http
+            .post(url)
+            .bearer_auth(api_key.expose_secret())
+            .json(&body)
+            .send()
+            .await;
+        let response = match answer {
+            Ok(r) => r,
+            Err(e) => {
+                self.breaker.record(false);
+                let reason = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "request failed"
+                };
+                return Err(BureauError::Transient {
+                    reason: reason.into(),
+                    retry_after: None,
+                });
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        if status.is_server_error() {
+            self.breaker.record(false);
+            return Err(BureauError::Transient {
+                reason: format!("HTTP {}", status.as_u16()),
+                retry_after,
+            });
+        }
+        // Anything else means the bureau itself is working.
+        self.breaker.record(true);
+        match status.as_u16() {
+            200..=299 => {}
+            429 => {
+                return Err(BureauError::Transient {
+                    reason: "HTTP 429".into(),
+                    retry_after,
+                });
+            }
+            401 | 403 => return Err(BureauError::Permanent("bureau_unauthorized")),
+            423 => return Err(BureauError::Permanent("credit_freeze")),
+            _ => return Err(BureauError::Permanent("bureau_rejected")),
+        }
+        let raw: Value = response.json().await.map_err(|_| BureauError::Transient {
+            reason: "an unreadable answer".into(),
+            retry_after: None,
+        })?;
+        let text = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_owned);
+        let (Some(bureau), Some(report_id)) = (text("bureau"), text("report_id")) else {
+            return Err(BureauError::Permanent("bureau_malformed_report"));
+        };
+        let score = raw
+            .get("score")
+            .and_then(Value::as_i64)
+            .and_then(|s| i32::try_from(s).ok());
+        Ok(Report {
+            raw,
+            bureau,
+            report_id,
+            score,
+        })
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

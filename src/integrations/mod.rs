@@ -1,0 +1,5 @@
+//! Clients of external systems (DESIGN.md §3 "Integrations"): timeouts on every call, a
+//! circuit breaker per system, and errors sorted into transient (retry) and permanent.
+
+pub mod breaker;
+pub mod bureau;
