@@ -98,6 +98,7 @@ pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<Seeded> 
                 ),
                 source: Some(["referral", "web", "open house"][n % 3].into()),
                 notes: None,
+                credit_consent: None,
                 status: Some(
                     [
                         LeadStatus::New,

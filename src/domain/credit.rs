@@ -53,6 +53,32 @@ pub struct ConsentInput {
     pub ip: Option<String>,
 }
 
+/// A lead's `credit_consent`: the pull it permits and the consent itself. A lead created
+/// with one gets that pull without anyone asking (the saga's first step).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeadConsentInput {
+    pub pull_type: PullType,
+    pub obtained_at: String,
+    pub method: ConsentMethod,
+    pub text_version: String,
+    pub ip: Option<String>,
+}
+
+impl LeadConsentInput {
+    pub fn validate(self, now: OffsetDateTime) -> Result<(PullType, Consent), Vec<FieldError>> {
+        let pull_type = self.pull_type;
+        ConsentInput {
+            obtained_at: self.obtained_at,
+            method: self.method,
+            text_version: self.text_version,
+            ip: self.ip,
+        }
+        .validate("credit_consent", now)
+        .map(|c| (pull_type, c))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Consent {
     pub obtained_at: OffsetDateTime,

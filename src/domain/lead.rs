@@ -87,6 +87,9 @@ pub struct LeadInput {
     pub source: Option<String>,
     pub notes: Option<String>,
     pub status: Option<LeadStatus>,
+    /// Starts a credit pull of this type with this consent once the lead exists.
+    #[serde(default)]
+    pub credit_consent: Option<super::credit::LeadConsentInput>,
 }
 
 #[derive(Debug, Clone)]

@@ -392,11 +392,25 @@ async fn create_lead(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Extension(request_id): Extension<RequestId>,
-    AppJson(input): AppJson<LeadInput>,
+    AppJson(mut input): AppJson<LeadInput>,
 ) -> Result<Response, AppError> {
     actor.write_scope()?;
-    let lead = input.validate(today()).map_err(AppError::validation)?;
-    Ok(created(create(&state, &actor, &lead, &request_id.0).await?))
+    let consent = input
+        .credit_consent
+        .take()
+        .map(|c| c.validate(time::OffsetDateTime::now_utc()));
+    let lead = input.validate(today());
+    let (lead, credit) = match (lead, consent.transpose()) {
+        (Ok(lead), Ok(credit)) => (lead, credit),
+        (lead, credit) => {
+            let mut errors = lead.err().unwrap_or_default();
+            errors.extend(credit.err().unwrap_or_default());
+            return Err(AppError::validation(errors));
+        }
+    };
+    Ok(created(
+        create_with_pull(&state, &actor, &lead, credit, &request_id.0).await?,
+    ))
 }
 
 /// Create a lead for `actor`: the data key, the encrypted row, the audit row and the
@@ -405,6 +419,21 @@ pub async fn create(
     state: &AppState,
     actor: &Actor,
     lead: &ValidLead,
+    request_id: &str,
+) -> Result<Lead, AppError> {
+    create_with_pull(state, actor, lead, None, request_id).await
+}
+
+/// As [`create`]; with a credit consent, the pull it permits is queued in the same
+/// transaction (the saga's first step: no lead with a consent is left without its pull).
+pub async fn create_with_pull(
+    state: &AppState,
+    actor: &Actor,
+    lead: &ValidLead,
+    credit: Option<(
+        crate::domain::credit::PullType,
+        crate::domain::credit::Consent,
+    )>,
     request_id: &str,
 ) -> Result<Lead, AppError> {
     actor.write_scope()?;
@@ -454,6 +483,19 @@ pub async fn create(
         Some(request_id),
     )
     .await?;
+    if let Some((pull_type, consent)) = &credit {
+        crate::http::credit::queue_pull(
+            state,
+            &mut tx,
+            actor,
+            id,
+            *pull_type,
+            consent,
+            ("new", None),
+            request_id,
+        )
+        .await?;
+    }
     let row = fetch_lead(&mut tx, id, &ReadScope::All, false)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the lead just written is missing"))?;

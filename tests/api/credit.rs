@@ -404,3 +404,46 @@ async fn a_bureau_that_never_recovers_fails_the_pull_into_the_dlq() {
             .contains("bureau_unavailable")
     );
 }
+
+#[tokio::test]
+async fn a_lead_created_with_consent_gets_its_pull_without_anyone_asking() {
+    let bureau = PrivateBureau::start().await;
+    let app = crate::helpers::app()
+        .workers()
+        .settings(|s| bureau.configure(s))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let mut with_consent = consent();
+    with_consent["pull_type"] = json!("soft");
+    let id = lead(&app, json!({"credit_consent": with_consent})).await;
+    let ok = eventually(20, || async {
+        let latest = app
+            .client
+            .get(app.url(&format!("/v1/credit-report/{id}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        latest.status() == 200 && latest.json::<Value>().await.unwrap()["status"] == "completed"
+    })
+    .await;
+    assert!(ok, "the saga's first step ran by itself");
+
+    // A consent for a subject the bureau cannot be asked about refuses the whole lead.
+    let agent = Client::new(&app, "agent-a1").await;
+    let mut body = full_lead();
+    body["date_of_birth"] = Value::Null;
+    body["credit_consent"] = with_consent.clone();
+    let refused = agent.create(body).await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["code"],
+        "subject_incomplete"
+    );
+    let leads: i64 = sqlx::query_scalar("select count(*) from leads")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(leads, 1, "nothing half-written");
+}

@@ -160,3 +160,65 @@ async fn a_ciphertext_moved_to_another_row_does_not_decrypt() {
     let body = response.text().await.unwrap();
     assert!(!body.contains("9999"), "{body}");
 }
+
+#[tokio::test]
+async fn credit_pulls_leave_no_canary_at_rest_in_events_or_in_logs() {
+    use crate::helpers::bureau::PrivateBureau;
+    let bureau = PrivateBureau::start().await;
+    let app = crate::helpers::app()
+        .workers()
+        .settings(|s| bureau.configure(s))
+        .spawn()
+        .await;
+    let agent = Client::new(&app, "agent-a1").await;
+    const IP: &str = "198.51.100.77";
+    let mut body = full_lead();
+    body["credit_consent"] = json!({"pull_type": "soft", "obtained_at": "2026-11-01T10:00:00Z",
+        "method": "electronic", "text_version": "fcra-2026-01", "ip": IP});
+    let lead: Value = agent.create(body).await.json().await.unwrap();
+    let id = lead["id"].as_str().unwrap().to_owned();
+    let done = crate::helpers::eventually(20, || async {
+        let latest = agent.get(&format!("/v1/credit-report/{id}")).await;
+        latest.status() == 200 && latest.json::<Value>().await.unwrap()["status"] == "completed"
+    })
+    .await;
+    assert!(done, "the pull completed");
+    let report: i64 =
+        sqlx::query_scalar("select count(*) from credit_reports where report_enc is not null")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(report, 1, "the full report is stored (encrypted)");
+
+    // Columns (credit_reports and consents included), the outbox (every queue message's
+    // body) and the logs.
+    let found = scan(&app.state.db).await;
+    assert!(
+        found.is_empty(),
+        "plaintext borrower data at rest: {found:#?}"
+    );
+    let events: Vec<String> = sqlx::query_scalar("select payload::text from outbox")
+        .fetch_all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.contains("creditReportId")),
+        "{events:?}"
+    );
+    let logs = app.logs.text();
+    for form in canary_forms().iter().map(String::as_str).chain([IP]) {
+        assert!(
+            !events.iter().any(|e| e.contains(form)),
+            "{form} in an event"
+        );
+        assert!(!logs.contains(form), "{form} in the logs");
+    }
+    let ip_at_rest: i64 = sqlx::query_scalar(
+        "select count(*) from credit_reports where position($1::bytea in coalesce(consent_ip_enc, ''::bytea)) > 0",
+    )
+    .bind(IP.as_bytes())
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(ip_at_rest, 0, "the consent IP is encrypted");
+}
