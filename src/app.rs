@@ -61,6 +61,7 @@ pub struct AppState {
     pub rate_limiter: Arc<RateLimiter>,
     pub agents: Arc<Provisioned>,
     pub bureau: Arc<crate::integrations::bureau::BureauClient>,
+    pub los: Arc<crate::integrations::los::LosClient>,
 }
 
 impl AppState {
@@ -91,6 +92,7 @@ impl AppState {
                 crate::integrations::bureau::BureauClient::new(&settings.bureau)
                     .context("bureau")?,
             ),
+            los: Arc::new(crate::integrations::los::LosClient::new(&settings.los).context("los")?),
             settings: Arc::new(settings),
             role,
         })
@@ -201,6 +203,15 @@ impl Application {
                 8,
             ))
         });
+        let los = workers.then(|| {
+            tokio::spawn(crate::queue::consumer::run(
+                state.clone(),
+                Arc::new(crate::workers::los::LosSubmitter::new(state.clone())),
+                8,
+            ))
+        });
+        let los_reconciliation =
+            workers.then(|| tokio::spawn(crate::workers::los::run_reconciliation(state.clone())));
         let pipeline = workers.then(|| {
             tokio::spawn(crate::queue::consumer::run(
                 state.clone(),
@@ -228,7 +239,10 @@ impl Application {
         }
         drop(stop_rx);
         housekeeping.abort();
-        for task in [relay, pipeline, credit, reconciler].into_iter().flatten() {
+        for task in [relay, pipeline, credit, los, los_reconciliation, reconciler]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         state.broker.close().await;

@@ -54,6 +54,69 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub documents: DocumentSettings,
     pub bureau: BureauSettings,
+    pub los: LosSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LosSettings {
+    /// The LOS's base URL (docs/integrations/los.md).
+    pub base_url: url::Url,
+    api_key: Option<SecretString>,
+    api_key_file: Option<PathBuf>,
+    /// Secrets accepted on webhook signatures; several during a rotation.
+    #[serde(default)]
+    webhook_secrets: Vec<SecretString>,
+    /// A file with one accepted webhook secret per line (instead of `webhook_secrets`).
+    webhook_secrets_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout_ms: u64,
+    pub timeout_ms: u64,
+    /// How often loans in `submitted`/`underwriting` are compared with the LOS.
+    pub reconcile_every_secs: u64,
+    pub breaker: BreakerSettings,
+}
+
+impl LosSettings {
+    pub fn api_key(&self) -> Result<Option<SecretString>, ConfigError> {
+        if self.api_key.is_none() && self.api_key_file.is_none() {
+            return Ok(None);
+        }
+        resolve_secret("los.api_key", &self.api_key, &self.api_key_file).map(Some)
+    }
+
+    pub fn webhook_secrets(&self) -> Result<Vec<SecretString>, ConfigError> {
+        let mut secrets = self.webhook_secrets.clone();
+        if let Some(path) = &self.webhook_secrets_file {
+            let raw = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::key(
+                    "los.webhook_secrets_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            secrets.extend(
+                raw.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(|l| SecretString::from(l.to_owned())),
+            );
+        }
+        Ok(secrets)
+    }
+
+    /// For tests and tools that build settings in code.
+    pub fn set_api_key(&mut self, key: impl Into<String>) {
+        self.api_key = Some(SecretString::from(key.into()));
+        self.api_key_file = None;
+    }
+
+    pub fn set_webhook_secrets(&mut self, secrets: &[&str]) {
+        self.webhook_secrets = secrets
+            .iter()
+            .map(|s| SecretString::from((*s).to_owned()))
+            .collect();
+        self.webhook_secrets_file = None;
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

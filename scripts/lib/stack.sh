@@ -17,6 +17,7 @@ CLAMD_PORT="${LOANFOLIO_DEV_CLAMD_PORT:-3310}"
 OIDC_PORT="${LOANFOLIO_DEV_OIDC_PORT:-8090}"
 HTTP_PORT="${LOANFOLIO_DEV_HTTP_PORT:-8080}"
 BUREAU_PORT="${LOANFOLIO_DEV_BUREAU_PORT:-8091}"
+LOS_PORT="${LOANFOLIO_DEV_LOS_PORT:-8092}"
 # Development-only credentials; production secrets come from files or Vault.
 PG_USER=loanfolio
 PG_PASSWORD=loanfolio
@@ -276,6 +277,11 @@ client_secret = "loanfolio-dev-client-secret"
 [bureau]
 base_url = "http://127.0.0.1:$BUREAU_PORT"
 api_key = "bureau-dev-key"
+
+[los]
+base_url = "http://127.0.0.1:$LOS_PORT"
+api_key = "los-dev-key"
+webhook_secrets = ["los-dev-webhook-secret"]
 
 [auth]
 # Plain HTTP on localhost: a Secure cookie would never come back.

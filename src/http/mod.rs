@@ -13,6 +13,7 @@ pub mod idempotency;
 pub mod leads;
 pub mod limits;
 pub mod loans;
+pub mod los;
 pub mod me;
 pub mod ops;
 pub mod requests;
@@ -86,6 +87,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(requests::public_routes())
         .merge(crate::web::routes())
         .merge(authenticated(state, credit::routes(state)))
+        .merge(authenticated(state, los::agent_routes(state)))
+        .merge(los::public_routes())
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

@@ -1,6 +1,7 @@
 //! Background workers run by `worker` (and `serve` unless `--no-workers`).
 
 pub mod credit;
+pub mod los;
 pub mod pipeline;
 pub mod reconciler;
 
@@ -10,4 +11,5 @@ pub mod reconciler;
 pub const SUBSCRIPTIONS: &[(&str, &[&str])] = &[
     (pipeline::CONSUMER, pipeline::TOPICS),
     (credit::CONSUMER, credit::TOPICS),
+    (los::CONSUMER, los::TOPICS),
 ];

@@ -18,6 +18,7 @@ mod keys;
 mod leads;
 mod limits;
 mod loans;
+mod los;
 mod needs_list;
 mod observability;
 mod pii;

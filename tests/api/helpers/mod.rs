@@ -3,6 +3,7 @@
 pub mod bureau;
 pub mod clamd;
 pub mod logs;
+pub mod los;
 pub mod oidc;
 pub mod proxy;
 pub mod redis;

@@ -1,0 +1,253 @@
+//! The LOS: automatic submission when a loan is submitted, milestones through the signed
+//! webhook (every documented answer), and the reconciliation that repairs a lost webhook.
+
+use serde_json::{Value, json};
+
+use crate::helpers::los::{PrivateLos, WEBHOOK_SECRET};
+use crate::helpers::{TestApp, eventually, oidc};
+use crate::loans::agent_a1_loan;
+
+async fn loan(app: &TestApp, token: &str, id: &str) -> Value {
+    app.client
+        .get(app.url(&format!("/v1/loans/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn submit(app: &TestApp, token: &str, id: &str) {
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/loans/{id}/status")))
+        .bearer_auth(token)
+        .header("If-Match", "\"1\"")
+        .json(&json!({"status": "submitted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn history(app: &TestApp, token: &str, id: &str) -> Vec<Value> {
+    let body: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{id}/history")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body.as_array().cloned().expect("the history is a list")
+}
+
+#[tokio::test]
+async fn submitted_loans_reach_the_los_and_follow_its_milestones() {
+    let mut los = PrivateLos::reserve();
+    let app = crate::helpers::app()
+        .workers()
+        .settings(|s| los.configure(s))
+        .spawn()
+        .await;
+    los.start(&app.url("/v1/webhooks/los")).await;
+    let token = oidc::access_token("agent-a1").await;
+    let id = agent_a1_loan(&app, &token).await;
+    submit(&app, &token, &id).await;
+
+    let stored = eventually(20, || async {
+        loan(&app, &token, &id).await["los_loan_id"].is_string()
+    })
+    .await;
+    assert!(stored, "the LOS id is stored");
+    let los_id = loan(&app, &token, &id).await["los_loan_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Webhook: underwriting.
+    let sent = los.milestone(&los_id, "underwriting", true).await;
+    assert_eq!(sent["delivered"], 204, "{sent}");
+    let current = loan(&app, &token, &id).await;
+    assert_eq!(current["status"], "underwriting");
+    let steps = history(&app, &token, &id).await;
+    assert_eq!(steps.last().unwrap()["to"], "underwriting");
+    assert_eq!(steps.last().unwrap()["actor"], "system:los");
+
+    // `approved` is recorded without a status change.
+    assert_eq!(
+        los.milestone(&los_id, "approved", true).await["delivered"],
+        204
+    );
+    let current = loan(&app, &token, &id).await;
+    assert_eq!(current["status"], "underwriting");
+
+    // A lost webhook: the LOS says closed, nobody tells us; the reconciliation repairs it.
+    let lost = los.milestone(&los_id, "closed", false).await;
+    assert!(lost["delivered"].is_null());
+    assert_eq!(loan(&app, &token, &id).await["status"], "underwriting");
+    let applied = loanfolio::workers::los::reconcile_once(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    assert_eq!(loan(&app, &token, &id).await["status"], "closed");
+
+    let events: Vec<String> = sqlx::query_scalar(
+        "select payload->>'newStatus' from outbox where topic = 'loan.status.changed' order by id",
+    )
+    .fetch_all(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(events, ["submitted", "underwriting", "closed"]);
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = 'loan.status_changed' and actor_subject = 'system:los'",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(audited, 2);
+}
+
+fn sign(secret: &str, t: i64, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut message = format!("{t}.").into_bytes();
+    message.extend_from_slice(body);
+    let hex: String = ring::hmac::sign(&key, &message)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("t={t},v1={hex}")
+}
+
+async fn deliver(app: &TestApp, body: &[u8], signature: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url("/v1/webhooks/los"))
+        .header("content-type", "application/json")
+        .header("Loanfolio-Signature", signature)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn event(event_id: &str, los_loan_id: &str, milestone: &str) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"event_id": event_id, "type": "loan.milestone", "los_loan_id": los_loan_id,
+        "milestone": milestone, "occurred_at": "2026-11-26T12:00:00Z"}),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_webhook_answers_as_documented_and_applies_each_event_once() {
+    let app = crate::helpers::app()
+        .settings(|s| s.los.set_webhook_secrets(&["old-secret", WEBHOOK_SECRET]))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let id = agent_a1_loan(&app, &token).await;
+    submit(&app, &token, &id).await;
+    sqlx::query("update loans set los_loan_id = 'LOS-77' where id = $1::uuid")
+        .bind(&id)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let statuses = || async { history(&app, &token, &id).await.len() };
+    let before = statuses().await;
+
+    let body = event("e-1", "LOS-77", "underwriting");
+    // Bad signature, stale timestamp: 401 with their codes, nothing applied.
+    let (status, problem) = deliver(&app, &body, &sign("wrong", now(), &body)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    let (status, _) = deliver(&app, &body, "garbage").await;
+    assert_eq!(status, 401);
+    let (status, problem) = deliver(&app, &body, &sign(WEBHOOK_SECRET, now() - 301, &body)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("stale_timestamp"))
+    );
+    // Malformed and invalid bodies.
+    let junk = b"{not json";
+    let (status, problem) = deliver(&app, junk, &sign(WEBHOOK_SECRET, now(), junk)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
+    let odd = event("e-x", "LOS-77", "teleported");
+    let (status, problem) = deliver(&app, &odd, &sign(WEBHOOK_SECRET, now(), &odd)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("validation_failed"))
+    );
+    // Unknown loan and an impossible milestone: recorded, not applied.
+    let unknown = event("e-2", "LOS-404", "underwriting");
+    assert_eq!(
+        deliver(&app, &unknown, &sign(WEBHOOK_SECRET, now(), &unknown))
+            .await
+            .0,
+        202
+    );
+    let impossible = event("e-3", "LOS-77", "closed");
+    assert_eq!(
+        deliver(&app, &impossible, &sign(WEBHOOK_SECRET, now(), &impossible))
+            .await
+            .0,
+        202
+    );
+    assert_eq!(statuses().await, before, "no state change so far");
+
+    // Valid (signed with the old secret during a rotation): applied; replayed: 204, once.
+    assert_eq!(
+        deliver(&app, &body, &sign("old-secret", now(), &body))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        deliver(&app, &body, &sign(WEBHOOK_SECRET, now(), &body))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(statuses().await, before + 1);
+    assert_eq!(loan(&app, &token, &id).await["status"], "underwriting");
+
+    // Ten concurrent deliveries of one event: one transition.
+    let denied = event("e-4", "LOS-77", "denied");
+    let signature = sign(WEBHOOK_SECRET, now(), &denied);
+    let answers =
+        futures::future::join_all((0..10).map(|_| deliver(&app, &denied, &signature))).await;
+    assert!(answers.iter().all(|(s, _)| *s == 204), "{answers:?}");
+    assert_eq!(statuses().await, before + 2);
+    assert_eq!(loan(&app, &token, &id).await["status"], "denied");
+    let outcomes: Vec<(String, String)> =
+        sqlx::query_as("select event_id, outcome from los_webhook_events order by event_id")
+            .fetch_all(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            ("e-1", "applied"),
+            ("e-2", "unknown_loan"),
+            ("e-3", "not_allowed"),
+            ("e-4", "applied")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+}
