@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
@@ -165,7 +165,7 @@ async fn consume(state: &AppState, handler: Arc<dyn Handler>, prefetch: u16) -> 
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let mut consumer = channel
+    let consumer = channel
         .basic_consume(
             names.queue(handler.name()).as_str().into(),
             format!("{}-{}", handler.name(), Uuid::now_v7().simple())
@@ -175,11 +175,15 @@ async fn consume(state: &AppState, handler: Arc<dyn Handler>, prefetch: u16) -> 
             FieldTable::default(),
         )
         .await?;
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery.context("receiving")?;
-        process(state, &channel, &names, handler.as_ref(), &delivery).await?;
-    }
-    Ok(())
+    // Up to `prefetch` messages in flight at once, each in its own transaction; the broker
+    // never hands out more than that unacknowledged.
+    let (channel, names, handler) = (&channel, &names, handler.as_ref());
+    consumer
+        .map(|delivery| delivery.context("receiving"))
+        .try_for_each_concurrent(Some(usize::from(prefetch.max(1))), |delivery| async move {
+            process(state, channel, names, handler, &delivery).await
+        })
+        .await
 }
 
 async fn process(
