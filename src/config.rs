@@ -128,9 +128,44 @@ pub struct BureauSettings {
     api_key_file: Option<PathBuf>,
     /// PEM bundle the bureau's TLS certificate must chain to (else the system roots).
     pub ca_file: Option<PathBuf>,
+    /// mTLS: a PEM client certificate chain and its private key (both, or neither).
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
     pub connect_timeout_ms: u64,
     pub timeout_ms: u64,
     pub breaker: BreakerSettings,
+    /// OAuth2 client credentials instead of the API key, when the bureau wants them.
+    pub oauth2: Option<OAuth2Settings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Settings {
+    pub token_url: url::Url,
+    pub client_id: String,
+    client_secret: Option<SecretString>,
+    client_secret_file: Option<PathBuf>,
+    pub scope: Option<String>,
+}
+
+impl OAuth2Settings {
+    pub fn new(token_url: url::Url, client_id: &str, client_secret: &str) -> Self {
+        Self {
+            token_url,
+            client_id: client_id.to_owned(),
+            client_secret: Some(SecretString::from(client_secret.to_owned())),
+            client_secret_file: None,
+            scope: None,
+        }
+    }
+
+    pub fn client_secret(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret(
+            "bureau.oauth2.client_secret",
+            &self.client_secret,
+            &self.client_secret_file,
+        )
+    }
 }
 
 impl BureauSettings {

@@ -27,6 +27,9 @@ struct Faults {
 
 struct Sim {
     api_key: String,
+    /// OAuth2 client credentials the token endpoint accepts, if enabled.
+    client: Option<(String, String)>,
+    tokens: Mutex<HashSet<String>>,
     faults: Mutex<Faults>,
     requests: Mutex<u64>,
     reports: Mutex<u64>,
@@ -133,11 +136,14 @@ async fn pull(
     reference_override: Option<&str>,
 ) -> Response {
     *sim.requests.lock().unwrap() += 1;
-    let authorised = headers
+    let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        == Some(sim.api_key.as_str());
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let authorised = match bearer {
+        Some(b) => b == sim.api_key || sim.tokens.lock().unwrap().contains(b),
+        None => false,
+    };
     if !authorised {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "bad api key");
     }
@@ -239,6 +245,43 @@ async fn again(
     pull(&sim, &headers, &body, Some(&report_id)).await
 }
 
+/// OAuth2 client credentials (RFC 6749 §4.4) with HTTP Basic client authentication.
+async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {
+    use base64::Engine;
+    let Some((id, secret)) = &sim.client else {
+        return error(StatusCode::NOT_FOUND, "not_found", "OAuth2 is not enabled");
+    };
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok());
+    if presented.as_deref() != Some(&format!("{id}:{secret}")) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "bad client credentials",
+        );
+    }
+    if !body
+        .split('&')
+        .any(|p| p == "grant_type=client_credentials")
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "client_credentials only",
+        );
+    }
+    let token = format!(
+        "sim-token-{}",
+        hex(&digest(&[&format!("{:?}", Instant::now())]))[..24].to_owned()
+    );
+    sim.tokens.lock().unwrap().insert(token.clone());
+    Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 300})).into_response()
+}
+
 #[derive(Deserialize)]
 struct Control {
     latency_ms: Option<u64>,
@@ -283,18 +326,28 @@ async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
 async fn main() -> anyhow::Result<()> {
     let mut listen: SocketAddr = "127.0.0.1:8091".parse()?;
     let mut api_key = "bureau-dev-key".to_owned();
+    let mut client = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => listen = args.next().unwrap_or_default().parse()?,
             "--api-key" => api_key = args.next().unwrap_or_default(),
+            "--oauth2-client" => {
+                let pair = args.next().unwrap_or_default();
+                let (id, secret) = pair
+                    .split_once(':')
+                    .ok_or_else(|| anyhow::anyhow!("--oauth2-client takes ID:SECRET"))?;
+                client = Some((id.to_owned(), secret.to_owned()));
+            }
             other => anyhow::bail!(
-                "unknown argument {other}; usage: bureau-sim [--listen ADDR] [--api-key KEY]"
+                "unknown argument {other}; usage: bureau-sim [--listen ADDR] [--api-key KEY] [--oauth2-client ID:SECRET]"
             ),
         }
     }
     let sim = Arc::new(Sim {
         api_key,
+        client,
+        tokens: Mutex::new(HashSet::new()),
         faults: Mutex::new(Faults {
             error_status: 503,
             ..Faults::default()
@@ -312,6 +365,7 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/v1/credit-reports", post(create))
         .route("/v1/credit-reports/{report_id}/{action}", post(again))
+        .route("/oauth/token", post(token))
         .route("/__control", post(control))
         .route("/__control/stats", get(stats))
         .route("/healthz", get(|| async { "ok" }))

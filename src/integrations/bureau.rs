@@ -73,10 +73,22 @@ pub enum BureauError {
     CircuitOpen(Duration),
 }
 
+/// How the client proves who it is to the bureau.
+enum Auth {
+    None,
+    ApiKey(SecretString),
+    /// Client credentials; the access token is cached until shortly before it expires.
+    OAuth2 {
+        settings: crate::config::OAuth2Settings,
+        secret: SecretString,
+        token: tokio::sync::Mutex<Option<(SecretString, std::time::Instant)>>,
+    },
+}
+
 pub struct BureauClient {
     http: reqwest::Client,
     base_url: url::Url,
-    api_key: Option<SecretString>,
+    auth: Auth,
     pub breaker: Breaker,
 }
 
@@ -102,12 +114,92 @@ impl BureauClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        match (&settings.client_cert_file, &settings.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let mut pem = std::fs::read(cert).map_err(|e| {
+                    anyhow::anyhow!("bureau.client_cert_file {}: {e}", cert.display())
+                })?;
+                pem.extend(std::fs::read(key).map_err(|e| {
+                    anyhow::anyhow!("bureau.client_key_file {}: {e}", key.display())
+                })?);
+                builder = builder.identity(reqwest::Identity::from_pem(&pem)?);
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("bureau.client_cert_file and bureau.client_key_file go together"),
+        }
+        let auth = match (&settings.oauth2, settings.api_key()?) {
+            (Some(oauth2), _) => Auth::OAuth2 {
+                secret: oauth2.client_secret()?,
+                settings: oauth2.clone(),
+                token: tokio::sync::Mutex::new(None),
+            },
+            (None, Some(key)) => Auth::ApiKey(key),
+            (None, None) => Auth::None,
+        };
         Ok(Self {
             http: builder.build()?,
             base_url: settings.base_url.clone(),
-            api_key: settings.api_key()?,
+            auth,
             breaker: Breaker::new(settings.breaker.clone()),
         })
+    }
+
+    /// The bearer credential for the next call.
+    async fn bearer(&self) -> Result<SecretString, BureauError> {
+        match &self.auth {
+            Auth::None => Err(BureauError::Permanent("bureau_not_configured")),
+            Auth::ApiKey(key) => Ok(key.clone()),
+            Auth::OAuth2 {
+                settings,
+                secret,
+                token,
+            } => {
+                let mut cached = token.lock().await;
+                if let Some((token, until)) = cached.as_ref()
+                    && std::time::Instant::now() < *until
+                {
+                    return Ok(token.clone());
+                }
+                let mut form = String::from("grant_type=client_credentials");
+                if let Some(scope) = &settings.scope {
+                    form.push_str("&scope=");
+                    form.push_str(&urlencode(scope));
+                }
+                let transient = |reason: &str| BureauError::Transient {
+                    reason: format!("token endpoint: {reason}"),
+                    retry_after: None,
+                };
+                let response = self
+                    .http
+                    .post(settings.token_url.clone())
+                    .basic_auth(&settings.client_id, Some(secret.expose_secret()))
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form)
+                    .send()
+                    .await
+                    .map_err(|_| transient("unreachable"))?;
+                match response.status().as_u16() {
+                    200..=299 => {}
+                    400 | 401 | 403 => return Err(BureauError::Permanent("bureau_unauthorized")),
+                    status => return Err(transient(&format!("HTTP {status}"))),
+                }
+                let body: Value = response.json().await.map_err(|_| transient("unreadable"))?;
+                let access = body
+                    .get("access_token")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| transient("no access_token"))?;
+                let lifetime = body.get("expires_in").and_then(Value::as_u64).unwrap_or(60);
+                // Renew a little early so a token never expires in flight.
+                let until = std::time::Instant::now()
+                    + Duration::from_secs(lifetime.saturating_sub(30).max(1));
+                let access = SecretString::from(access.to_owned());
+                *cached = Some((access.clone(), until));
+                Ok(access)
+            }
+        }
     }
 
     pub async fn pull(
@@ -117,9 +209,7 @@ impl BureauClient {
         pull_type: &str,
         subject: &Subject,
     ) -> Result<Report, BureauError> {
-        let Some(api_key) = &self.api_key else {
-            return Err(BureauError::Permanent("bureau_not_configured"));
-        };
+        let credential = self.bearer().await?;
         self.breaker
             .permit()
             .map_err(|Open { retry_in }| BureauError::CircuitOpen(retry_in))?;
@@ -137,7 +227,7 @@ impl BureauClient {
         let answer = self
             .http
             .post(url)
-            .bearer_auth(api_key.expose_secret())
+            .bearer_auth(credential.expose_secret())
             .json(&body)
             .send()
             .await;
@@ -182,7 +272,12 @@ impl BureauClient {
                     retry_after,
                 });
             }
-            401 | 403 => return Err(BureauError::Permanent("bureau_unauthorized")),
+            401 | 403 => {
+                if let Auth::OAuth2 { token, .. } = &self.auth {
+                    *token.lock().await = None;
+                }
+                return Err(BureauError::Permanent("bureau_unauthorized"));
+            }
             423 => return Err(BureauError::Permanent("credit_freeze")),
             _ => return Err(BureauError::Permanent("bureau_rejected")),
         }

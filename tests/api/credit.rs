@@ -447,3 +447,68 @@ async fn a_lead_created_with_consent_gets_its_pull_without_anyone_asking() {
         .unwrap();
     assert_eq!(leads, 1, "nothing half-written");
 }
+
+#[tokio::test]
+async fn oauth2_client_credentials_instead_of_an_api_key() {
+    let bureau = PrivateBureau::start_with(&["--oauth2-client", "loanfolio:s3cret-client"]).await;
+    let token_url: url::Url = format!("{}oauth/token", bureau.url()).parse().unwrap();
+    let app = crate::helpers::app()
+        .workers()
+        .settings(|s| {
+            // No API key at all: only the OAuth2 token can authorise the pull.
+            s.bureau.base_url = bureau.url();
+            s.bureau.oauth2 = Some(loanfolio::config::OAuth2Settings::new(
+                token_url,
+                "loanfolio",
+                "s3cret-client",
+            ));
+        })
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let id = lead(&app, json!({})).await;
+    let queued: Value = pull(
+        &app,
+        &token,
+        &id,
+        json!({"pull_type": "soft", "consent": consent()}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 20).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // A wrong client secret is a permanent failure, not a retry loop.
+    let wrong = PrivateBureau::start_with(&["--oauth2-client", "loanfolio:other"]).await;
+    let token_url: url::Url = format!("{}oauth/token", wrong.url()).parse().unwrap();
+    let app = crate::helpers::app()
+        .workers()
+        .settings(|s| {
+            s.bureau.base_url = wrong.url();
+            s.bureau.oauth2 = Some(loanfolio::config::OAuth2Settings::new(
+                token_url,
+                "loanfolio",
+                "s3cret-client",
+            ));
+        })
+        .spawn()
+        .await;
+    let id = lead(&app, json!({})).await;
+    let queued: Value = pull(
+        &app,
+        &token,
+        &id,
+        json!({"pull_type": "soft", "consent": consent()}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 20).await;
+    assert_eq!(
+        (done["status"].as_str(), done["failure_reason"].as_str()),
+        (Some("failed"), Some("bureau_unauthorized"))
+    );
+}

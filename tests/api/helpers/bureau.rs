@@ -16,6 +16,11 @@ pub struct PrivateBureau {
 
 impl PrivateBureau {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra arguments, e.g. `["--oauth2-client", "id:secret"]`.
+    pub async fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_bureau-sim"))
             .args([
@@ -24,6 +29,7 @@ impl PrivateBureau {
                 "--api-key",
                 API_KEY,
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
