@@ -772,7 +772,19 @@ async fn patch_lead(
             },
         }])
     })?;
-    let lead = input.validate(today()).map_err(AppError::validation)?;
+    let mut input = input;
+    let consent = input
+        .credit_consent
+        .take()
+        .map(|c| c.validate(time::OffsetDateTime::now_utc()));
+    let (lead, credit) = match (input.validate(today()), consent.transpose()) {
+        (Ok(lead), Ok(credit)) => (lead, credit),
+        (lead, credit) => {
+            let mut errors = lead.err().unwrap_or_default();
+            errors.extend(credit.err().unwrap_or_default());
+            return Err(AppError::validation(errors));
+        }
+    };
     let changed: Vec<String> = patch
         .as_object()
         .map(|o| {
@@ -813,6 +825,20 @@ async fn patch_lead(
         },
     )
     .await?;
+    // An update carrying a credit consent requests that pull, in the same transaction.
+    if let Some((pull_type, consent)) = &credit {
+        crate::http::credit::queue_pull(
+            &state,
+            &mut tx,
+            &actor,
+            id,
+            *pull_type,
+            consent,
+            ("new", None),
+            &request_id.0,
+        )
+        .await?;
+    }
     let row = fetch_lead(&mut tx, id, &ReadScope::All, false)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the lead just updated is missing"))?;

@@ -430,8 +430,38 @@ async fn a_lead_created_with_consent_gets_its_pull_without_anyone_asking() {
     .await;
     assert!(ok, "the saga's first step ran by itself");
 
-    // A consent for a subject the bureau cannot be asked about refuses the whole lead.
+    // An update carrying a consent requests that pull too.
     let agent = Client::new(&app, "agent-a1").await;
+    let mut hard = with_consent.clone();
+    hard["pull_type"] = json!("hard");
+    let patched = agent
+        .patch(
+            &format!("/v1/leads/{id}"),
+            Some("\"1\""),
+            json!({"credit_consent": hard}),
+        )
+        .await;
+    assert_eq!(patched.status(), 200);
+    let ok = eventually(20, || async {
+        let list: Value = app
+            .client
+            .get(app.url(&format!("/v1/leads/{id}/credit-reports")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = list["items"].as_array().unwrap();
+        items.len() == 2
+            && items.iter().all(|p| p["status"] == "completed")
+            && items.iter().any(|p| p["pull_type"] == "hard")
+    })
+    .await;
+    assert!(ok, "the update's pull completed");
+
+    // A consent for a subject the bureau cannot be asked about refuses the whole lead.
     let mut body = full_lead();
     body["date_of_birth"] = Value::Null;
     body["credit_consent"] = with_consent.clone();
