@@ -78,11 +78,13 @@ enum Auth {
     None,
     ApiKey(SecretString),
     /// Client credentials; the access token is cached until shortly before it expires.
-    OAuth2 {
-        settings: crate::config::OAuth2Settings,
-        secret: SecretString,
-        token: tokio::sync::Mutex<Option<(SecretString, std::time::Instant)>>,
-    },
+    OAuth2(Box<OAuth2Client>),
+}
+
+struct OAuth2Client {
+    settings: crate::config::OAuth2Settings,
+    secret: SecretString,
+    token: tokio::sync::Mutex<Option<(SecretString, std::time::Instant)>>,
 }
 
 pub struct BureauClient {
@@ -128,11 +130,11 @@ impl BureauClient {
             _ => anyhow::bail!("bureau.client_cert_file and bureau.client_key_file go together"),
         }
         let auth = match (&settings.oauth2, settings.api_key()?) {
-            (Some(oauth2), _) => Auth::OAuth2 {
+            (Some(oauth2), _) => Auth::OAuth2(Box::new(OAuth2Client {
                 secret: oauth2.client_secret()?,
                 settings: oauth2.clone(),
                 token: tokio::sync::Mutex::new(None),
-            },
+            })),
             (None, Some(key)) => Auth::ApiKey(key),
             (None, None) => Auth::None,
         };
@@ -149,11 +151,12 @@ impl BureauClient {
         match &self.auth {
             Auth::None => Err(BureauError::Permanent("bureau_not_configured")),
             Auth::ApiKey(key) => Ok(key.clone()),
-            Auth::OAuth2 {
-                settings,
-                secret,
-                token,
-            } => {
+            Auth::OAuth2(client) => {
+                let OAuth2Client {
+                    settings,
+                    secret,
+                    token,
+                } = client.as_ref();
                 let mut cached = token.lock().await;
                 if let Some((token, until)) = cached.as_ref()
                     && std::time::Instant::now() < *until
@@ -273,8 +276,8 @@ impl BureauClient {
                 });
             }
             401 | 403 => {
-                if let Auth::OAuth2 { token, .. } = &self.auth {
-                    *token.lock().await = None;
+                if let Auth::OAuth2(client) = &self.auth {
+                    *client.token.lock().await = None;
                 }
                 return Err(BureauError::Permanent("bureau_unauthorized"));
             }
