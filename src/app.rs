@@ -62,6 +62,7 @@ pub struct AppState {
     pub agents: Arc<Provisioned>,
     pub bureau: Arc<crate::integrations::bureau::BureauClient>,
     pub los: Arc<crate::integrations::los::LosClient>,
+    pub mailer: Arc<crate::notify::Mailer>,
 }
 
 impl AppState {
@@ -93,6 +94,9 @@ impl AppState {
                     .context("bureau")?,
             ),
             los: Arc::new(crate::integrations::los::LosClient::new(&settings.los).context("los")?),
+            mailer: Arc::new(
+                crate::notify::Mailer::new(&settings.notifications).context("notifications")?,
+            ),
             settings: Arc::new(settings),
             role,
         })
@@ -210,6 +214,13 @@ impl Application {
                 8,
             ))
         });
+        let notifier = workers.then(|| {
+            tokio::spawn(crate::queue::consumer::run(
+                state.clone(),
+                Arc::new(crate::workers::notifier::Notifier::new(state.clone())),
+                8,
+            ))
+        });
         let los_reconciliation =
             workers.then(|| tokio::spawn(crate::workers::los::run_reconciliation(state.clone())));
         let pipeline = workers.then(|| {
@@ -239,9 +250,17 @@ impl Application {
         }
         drop(stop_rx);
         housekeeping.abort();
-        for task in [relay, pipeline, credit, los, los_reconciliation, reconciler]
-            .into_iter()
-            .flatten()
+        for task in [
+            relay,
+            pipeline,
+            credit,
+            los,
+            notifier,
+            los_reconciliation,
+            reconciler,
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }

@@ -55,6 +55,57 @@ pub struct Settings {
     pub documents: DocumentSettings,
     pub bureau: BureauSettings,
     pub los: LosSettings,
+    pub notifications: NotificationSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// The From header, e.g. `Lender Loans <no-reply@lender.example>`.
+    pub from: String,
+    pub reply_to: Option<String>,
+    /// Branding in every message.
+    pub lender_name: String,
+    pub support_phone: String,
+    /// A folder whose `<template>.txt` / `<template>.html` files replace the built-in ones.
+    pub templates_dir: Option<PathBuf>,
+    pub smtp: SmtpSettings,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain SMTP: local development only.
+    None,
+    Starttls,
+    /// SMTPS (TLS from the first byte, usually port 465).
+    Implicit,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    password: Option<SecretString>,
+    password_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+impl SmtpSettings {
+    pub fn password(&self) -> Result<Option<SecretString>, ConfigError> {
+        if self.password.is_none() && self.password_file.is_none() {
+            return Ok(None);
+        }
+        resolve_secret(
+            "notifications.smtp.password",
+            &self.password,
+            &self.password_file,
+        )
+        .map(Some)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod integrations;
 pub mod metrics;
+pub mod notify;
 pub mod queue;
 pub mod ratelimit;
 pub mod readiness;

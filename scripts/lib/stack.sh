@@ -18,6 +18,7 @@ OIDC_PORT="${LOANFOLIO_DEV_OIDC_PORT:-8090}"
 HTTP_PORT="${LOANFOLIO_DEV_HTTP_PORT:-8080}"
 BUREAU_PORT="${LOANFOLIO_DEV_BUREAU_PORT:-8091}"
 LOS_PORT="${LOANFOLIO_DEV_LOS_PORT:-8092}"
+SMTP_PORT="${LOANFOLIO_DEV_SMTP_PORT:-2525}"
 # Development-only credentials; production secrets come from files or Vault.
 PG_USER=loanfolio
 PG_PASSWORD=loanfolio
@@ -283,6 +284,11 @@ base_url = "http://127.0.0.1:$LOS_PORT"
 api_key = "los-dev-key"
 webhook_secrets = ["los-dev-webhook-secret"]
 
+[notifications.smtp]
+host = "127.0.0.1"
+port = $SMTP_PORT
+tls = "none"
+
 [auth]
 # Plain HTTP on localhost: a Secure cookie would never come back.
 cookie_secure = false
@@ -303,6 +309,17 @@ ensure_openapi_validator() {
   export LOANFOLIO_TEST_OPENAPI_VALIDATOR="$venv/bin/openapi-spec-validator"
 }
 
+# A local SMTP server (Debian python3-aiosmtpd) delivering into a Maildir: .local/mail.
+ensure_smtp() {
+  apt_install python3-aiosmtpd
+  mkdir -p "$LOCAL"/mail/{cur,new,tmp}
+  if ! port_open "$SMTP_PORT"; then
+    rm -f "$LOCAL/pids/smtp.pid"
+    start_bg smtp /usr/bin/python3 -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" -c aiosmtpd.handlers.Mailbox "$LOCAL/mail"
+    wait_port "$SMTP_PORT" "the SMTP server"
+  fi
+}
+
 # The browser test drives Debian's Chromium through ChromeDriver (WebDriver).
 ensure_browser() {
   apt_install chromium chromium-driver
@@ -316,6 +333,7 @@ ensure_stack() {
   ensure_s3
   ensure_clamd
   ensure_oidc
+  ensure_smtp
   ensure_master_key
   write_dev_config
 }

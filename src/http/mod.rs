@@ -15,6 +15,7 @@ pub mod limits;
 pub mod loans;
 pub mod los;
 pub mod me;
+pub mod notifications;
 pub mod ops;
 pub mod requests;
 pub mod session_routes;
@@ -89,6 +90,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(authenticated(state, credit::routes(state)))
         .merge(authenticated(state, los::agent_routes(state)))
         .merge(los::public_routes())
+        .merge(authenticated(state, notifications::routes()))
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

@@ -81,7 +81,15 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-fn email_at(id: Uuid) -> Location<'static> {
+pub fn token_at(id: Uuid) -> Location<'static> {
+    Location {
+        table: "upload_links",
+        column: "token_enc",
+        row: id,
+    }
+}
+
+pub fn email_at(id: Uuid) -> Location<'static> {
     Location {
         table: "upload_links",
         column: "borrower_email_enc",
@@ -168,10 +176,13 @@ pub(crate) async fn insert_link(
         .await
         .map_err(kms_unavailable)?;
     let email_enc = email.map(|e| field::encrypt(&key, 1, email_at(id), e.as_bytes()));
+    // Kept encrypted while the link lives, so emails (the invitation, a rejection's way
+    // back) can carry it; only links with a borrower email are ever emailed.
+    let token_enc = email.map(|_| field::encrypt(&key, 1, token_at(id), token.as_bytes()));
     // language=PostgreSQL
     sqlx::query(
-        "insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by)
-         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8)",
+        "insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by, token_enc)
+         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8, $9)",
     )
     .bind(id)
     .bind(loan_id)
@@ -181,6 +192,7 @@ pub(crate) async fn insert_link(
     .bind(hours as i32)
     .bind(max_files as i32)
     .bind(&actor.subject)
+    .bind(&token_enc)
     .execute(&mut *tx)
     .await?;
     audit::record(

@@ -2,6 +2,7 @@
 
 pub mod credit;
 pub mod los;
+pub mod notifier;
 pub mod pipeline;
 pub mod reconciler;
 
@@ -12,4 +13,5 @@ pub const SUBSCRIPTIONS: &[(&str, &[&str])] = &[
     (pipeline::CONSUMER, pipeline::TOPICS),
     (credit::CONSUMER, credit::TOPICS),
     (los::CONSUMER, los::TOPICS),
+    (notifier::CONSUMER, notifier::TOPICS),
 ];

@@ -20,6 +20,7 @@ mod limits;
 mod loans;
 mod los;
 mod needs_list;
+mod notifications;
 mod observability;
 mod pii;
 mod queue;

@@ -7,6 +7,7 @@ pub mod los;
 pub mod oidc;
 pub mod proxy;
 pub mod redis;
+pub mod smtp;
 pub mod test_routes;
 
 use std::net::SocketAddr;

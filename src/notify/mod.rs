@@ -1,0 +1,225 @@
+//! Email to borrowers and agents (issue 7): templates embedded in the binary (overridable
+//! from `notifications.templates_dir`, HTML auto-escaped) and an SMTP client (lettre) with
+//! STARTTLS, implicit TLS or — for local development — plain SMTP.
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use minijinja::{AutoEscape, Environment};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use crate::config::{NotificationSettings, SmtpTls};
+
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "link_invitation.txt",
+        include_str!("templates/link_invitation.txt"),
+    ),
+    (
+        "link_invitation.html",
+        include_str!("templates/link_invitation.html"),
+    ),
+    (
+        "document_rejected.txt",
+        include_str!("templates/document_rejected.txt"),
+    ),
+    (
+        "document_rejected.html",
+        include_str!("templates/document_rejected.html"),
+    ),
+    (
+        "status_borrower.txt",
+        include_str!("templates/status_borrower.txt"),
+    ),
+    (
+        "status_borrower.html",
+        include_str!("templates/status_borrower.html"),
+    ),
+    (
+        "agent_update.txt",
+        include_str!("templates/agent_update.txt"),
+    ),
+    (
+        "agent_update.html",
+        include_str!("templates/agent_update.html"),
+    ),
+];
+
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Templates {
+    /// The built-in templates, each replaced by `<dir>/<name>` when that file exists.
+    pub fn load(dir: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html") {
+                AutoEscape::Html
+            } else {
+                AutoEscape::None
+            }
+        });
+        for (name, source) in BUILT_IN {
+            let source = match dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("template {}: {e}", path.display()))?,
+                None => (*source).to_owned(),
+            };
+            env.add_template_owned(*name, source)
+                .map_err(|e| anyhow::anyhow!("template {name}: {e}"))?;
+        }
+        Ok(Self { env })
+    }
+
+    /// (plain text, HTML) of `template` with `context`.
+    pub fn render(&self, template: &str, context: &Value) -> anyhow::Result<(String, String)> {
+        let ctx = minijinja::Value::from(minijinja::value::Serde(context));
+        let text = self
+            .env
+            .get_template(&format!("{template}.txt"))?
+            .render(ctx.clone())?;
+        let html = self
+            .env
+            .get_template(&format!("{template}.html"))?
+            .render(ctx)?;
+        Ok((text, html))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// 4xx, connection or timeout: try again later.
+    #[error("transient SMTP failure: {0}")]
+    Transient(String),
+    /// 5xx: this message will never be accepted.
+    #[error("permanent SMTP failure: {0}")]
+    Permanent(String),
+}
+
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    pub templates: Templates,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer").finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    pub fn new(settings: &NotificationSettings) -> anyhow::Result<Self> {
+        let smtp = &settings.smtp;
+        let builder = match smtp.tls {
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
+            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)?,
+            SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)?,
+        }
+        .port(smtp.port)
+        .timeout(Some(Duration::from_secs(smtp.timeout_secs)));
+        let builder = match (&smtp.username, smtp.password()?) {
+            (Some(user), Some(password)) => builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose_secret().to_owned(),
+            )),
+            _ => builder,
+        };
+        Ok(Self {
+            transport: builder.build(),
+            from: settings
+                .from
+                .parse()
+                .map_err(|e| anyhow::anyhow!("notifications.from: {e}"))?,
+            reply_to: settings
+                .reply_to
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("notifications.reply_to: {e}"))?,
+            templates: Templates::load(settings.templates_dir.as_deref())?,
+        })
+    }
+
+    /// Send one message; `id` makes its Message-ID, so a resend is recognisable.
+    pub async fn send(
+        &self,
+        id: uuid::Uuid,
+        to: &str,
+        subject: &str,
+        (text, html): (String, String),
+    ) -> Result<String, SendError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|_| SendError::Permanent("the recipient address is invalid".into()))?;
+        let message_id = format!("<{id}@loanfolio>");
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(message_id.clone()));
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|e| SendError::Permanent(format!("building the message: {e}")))?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(message_id),
+            Err(e) if e.is_permanent() => Err(SendError::Permanent(smtp_reason(&e))),
+            Err(e) => Err(SendError::Transient(smtp_reason(&e))),
+        }
+    }
+}
+
+/// The SMTP status of an error, without the addresses a server may quote.
+fn smtp_reason(e: &lettre::transport::smtp::Error) -> String {
+    match e.status() {
+        Some(code) => format!("SMTP {code}"),
+        None if e.is_timeout() => "SMTP timeout".into(),
+        None => "SMTP connection failed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_escaped_and_text_is_not() {
+        let t = Templates::load(None).unwrap();
+        let (text, html) = t
+            .render(
+                "document_rejected",
+                &serde_json::json!({"first_name": "Ana", "agent": "Avery", "doc_type": "W-2",
+                    "reason": "<b>page 2</b> & 3 missing", "link": null, "support_phone": "1", "lender": "L"}),
+            )
+            .unwrap();
+        assert!(text.contains("<b>page 2</b> & 3 missing"));
+        assert!(
+            html.contains("&lt;b&gt;page 2&lt;&#x2f;b&gt; &amp; 3 missing"),
+            "{html}"
+        );
+    }
+
+    #[test]
+    fn a_folder_overrides_a_built_in_template() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("status_borrower.txt"),
+            "Custom {{ status }}",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        let (text, html) = t
+            .render("status_borrower", &serde_json::json!({"status": "submitted", "first_name": "A", "support_phone": "1", "lender": "L"}))
+            .unwrap();
+        assert_eq!(text, "Custom submitted");
+        assert!(html.contains("submitted"), "the HTML part stays built in");
+    }
+}

@@ -1,0 +1,415 @@
+//! The notification worker (issue 7): reacts to events from the outbox and emails borrowers
+//! and agents. One notification row per event, recipient and channel (unique), written and
+//! updated outside the message's transaction, so a redelivered event or a retry after a
+//! transient SMTP failure never sends a message twice. Messages carry names and links only.
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::crypto::field::{self, Location};
+use crate::notify::SendError;
+use crate::queue::consumer::{Handler, HandlerError, Message};
+
+pub const CONSUMER: &str = "notifier";
+pub const TOPICS: &[&str] = &[
+    "upload_link.created",
+    "doc.available",
+    "doc.rejected",
+    "doc.reviewed",
+    "loan.status.changed",
+    "credit.completed",
+    "credit.failed",
+    "loan.needs_attention",
+];
+
+pub struct Notifier {
+    state: AppState,
+}
+
+impl Notifier {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
+    HandlerError::Transient(e.into())
+}
+
+fn id_of(message: &Message, key: &str) -> Option<Uuid> {
+    message
+        .payload
+        .get(key)
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
+fn decrypt(
+    key: &[u8; 32],
+    table: &'static str,
+    column: &'static str,
+    row: Uuid,
+    sealed: &[u8],
+) -> Result<String, HandlerError> {
+    let plain = field::decrypt(key, Location { table, column, row }, sealed).map_err(|e| {
+        HandlerError::Permanent(anyhow::anyhow!("decrypting {table}.{column}: {e}"))
+    })?;
+    Ok(String::from_utf8_lossy(&plain).into_owned())
+}
+
+/// One message to send.
+struct Outgoing {
+    kind: &'static str,
+    to: String,
+    template: &'static str,
+    subject: String,
+    context: Value,
+}
+
+/// A link's sealed borrower email, sealed token and expiry.
+type LinkRow = (Option<Vec<u8>>, Option<Vec<u8>>, time::OffsetDateTime);
+
+/// Who a loan belongs to: (lead, borrower first name, borrower email, agent name, agent email).
+type LoanPeople = (Uuid, String, Option<Vec<u8>>, String, Option<String>);
+
+impl Notifier {
+    fn branding(&self) -> (String, String) {
+        let n = &self.state.settings.notifications;
+        (n.lender_name.clone(), n.support_phone.clone())
+    }
+
+    async fn people(&self, loan: Uuid) -> Result<Option<LoanPeople>, HandlerError> {
+        // language=PostgreSQL
+        sqlx::query_as(
+            "select l.id, l.first_name, l.email_enc, coalesce(a.display_name, o.owner_subject), a.email
+               from loans o join leads l on l.id = o.lead_id left join agents a on a.subject = o.owner_subject
+              where o.id = $1",
+        )
+        .bind(loan)
+        .fetch_optional(&self.state.db)
+        .await
+        .map_err(transient)
+    }
+
+    /// The newest live link of the loan whose token is kept (a link with a borrower email).
+    async fn link_url(&self, key: &[u8; 32], loan: Uuid) -> Result<Option<String>, HandlerError> {
+        // language=PostgreSQL
+        let row: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "select id, token_enc from upload_links
+              where loan_id = $1 and token_enc is not null and revoked_at is null and expires_at > now()
+              order by id desc limit 1",
+        )
+        .bind(loan)
+        .fetch_optional(&self.state.db)
+        .await
+        .map_err(transient)?;
+        Ok(match row {
+            Some((id, sealed)) => {
+                Some(self.url(&decrypt(key, "upload_links", "token_enc", id, &sealed)?))
+            }
+            None => None,
+        })
+    }
+
+    fn url(&self, token: &str) -> String {
+        format!(
+            "{}/u/{token}",
+            self.state
+                .settings
+                .server
+                .public_base_url
+                .as_str()
+                .trim_end_matches('/')
+        )
+    }
+
+    /// The messages an event asks for, with the loan and lead they are about.
+    async fn plan(
+        &self,
+        message: &Message,
+    ) -> Result<Option<(Uuid, Uuid, Vec<Outgoing>)>, HandlerError> {
+        let state = &self.state;
+        let (lender, phone) = self.branding();
+        let loan = match message.topic.as_str() {
+            "upload_link.created" => id_of(message, "loanId"),
+            "doc.available"
+            | "doc.rejected"
+            | "doc.reviewed"
+            | "loan.status.changed"
+            | "loan.needs_attention" => id_of(message, "loanId"),
+            "credit.completed" | "credit.failed" => {
+                // A pull belongs to a lead; tell the agent about the lead's newest loan, if any.
+                let Some(lead) = id_of(message, "leadId") else {
+                    return Ok(None);
+                };
+                // language=PostgreSQL
+                sqlx::query_scalar(
+                    "select id from loans where lead_id = $1 order by id desc limit 1",
+                )
+                .bind(lead)
+                .fetch_optional(&state.db)
+                .await
+                .map_err(transient)?
+            }
+            _ => None,
+        };
+        let Some(loan) = loan else { return Ok(None) };
+        let Some((lead, first_name, email_enc, agent, agent_email)) = self.people(loan).await?
+        else {
+            return Ok(None);
+        };
+        let key = state
+            .keys
+            .file_key(&state.db, lead)
+            .await
+            .map_err(transient)?;
+        let borrower_email = match &email_enc {
+            Some(sealed) => Some(decrypt(&key, "leads", "email_enc", lead, sealed)?),
+            None => None,
+        };
+        let agent_update = |headline: String| {
+            agent_email.clone().map(|to| Outgoing {
+                kind: "agent",
+                to,
+                template: "agent_update",
+                subject: headline.clone(),
+                context: json!({"headline": headline, "borrower": first_name, "loan_id": loan, "lender": lender}),
+            })
+        };
+        let mut out = Vec::new();
+        match message.topic.as_str() {
+            "upload_link.created" => {
+                let Some(link) = id_of(message, "linkId") else {
+                    return Ok(None);
+                };
+                // language=PostgreSQL
+                let row: Option<LinkRow> = sqlx::query_as(
+                    "select borrower_email_enc, token_enc, expires_at from upload_links where id = $1",
+                )
+                .bind(link)
+                .fetch_optional(&state.db)
+                .await
+                .map_err(transient)?;
+                if let Some((Some(email), Some(token), expires)) = row {
+                    let to = decrypt(&key, "upload_links", "borrower_email_enc", link, &email)?;
+                    let token = decrypt(&key, "upload_links", "token_enc", link, &token)?;
+                    out.push(Outgoing {
+                        kind: "borrower",
+                        to,
+                        template: "link_invitation",
+                        subject: format!("{lender}: please upload your documents"),
+                        context: json!({"first_name": first_name, "agent": agent, "lender": lender,
+                            "support_phone": phone, "link": self.url(&token),
+                            "expires": expires.date().to_string()}),
+                    });
+                }
+            }
+            "doc.reviewed"
+                if message.payload.get("decision").and_then(Value::as_str) == Some("reject") =>
+            {
+                let Some(document) = id_of(message, "documentId") else {
+                    return Ok(None);
+                };
+                // language=PostgreSQL
+                let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(
+                    "select doc_type, review_reason_enc from documents where id = $1",
+                )
+                .bind(document)
+                .fetch_optional(&state.db)
+                .await
+                .map_err(transient)?;
+                if let (Some((doc_type, Some(sealed))), Some(to)) = (row, borrower_email.clone()) {
+                    let reason =
+                        decrypt(&key, "documents", "review_reason_enc", document, &sealed)?;
+                    out.push(Outgoing {
+                        kind: "borrower",
+                        to,
+                        template: "document_rejected",
+                        subject: format!("{lender}: a document needs to be replaced"),
+                        context: json!({"first_name": first_name, "agent": agent, "lender": lender,
+                            "support_phone": phone, "doc_type": doc_type.replace('_', " "), "reason": reason,
+                            "link": self.link_url(&key, loan).await?}),
+                    });
+                }
+            }
+            "loan.status.changed" => {
+                let status = message
+                    .payload
+                    .get("newStatus")
+                    .and_then(Value::as_str)
+                    .unwrap_or("updated")
+                    .to_owned();
+                if let Some(to) = borrower_email.clone() {
+                    out.push(Outgoing {
+                        kind: "borrower",
+                        to,
+                        template: "status_borrower",
+                        subject: format!("{lender}: your application is {status}"),
+                        context: json!({"first_name": first_name, "status": status, "lender": lender, "support_phone": phone}),
+                    });
+                }
+                out.extend(agent_update(format!("Loan status: {status}")));
+            }
+            "doc.available" => out.extend(agent_update("A document was received".into())),
+            "doc.rejected" => {
+                out.extend(agent_update("A document was rejected by the checks".into()))
+            }
+            "credit.completed" => out.extend(agent_update("A credit report is ready".into())),
+            "credit.failed" => out.extend(agent_update("A credit pull failed".into())),
+            "loan.needs_attention" => {
+                out.extend(agent_update("A loan needs your attention".into()))
+            }
+            _ => {}
+        }
+        Ok(Some((loan, lead, out)))
+    }
+
+    async fn deliver(
+        &self,
+        message: &Message,
+        loan: Uuid,
+        lead: Uuid,
+        o: Outgoing,
+    ) -> Result<(), HandlerError> {
+        let state = &self.state;
+        let key = state
+            .keys
+            .file_key(&state.db, lead)
+            .await
+            .map_err(transient)?;
+        let id = Uuid::now_v7();
+        let sealed = field::encrypt(
+            &key,
+            1,
+            Location {
+                table: "notifications",
+                column: "recipient_enc",
+                row: id,
+            },
+            o.to.as_bytes(),
+        );
+        // language=PostgreSQL
+        sqlx::query(
+            "insert into notifications (id, source_message_id, recipient_kind, channel, template, loan_id, lead_id, recipient_enc)
+             values ($1, $2, $3, 'email', $4, $5, $6, $7)
+             on conflict (source_message_id, recipient_kind, channel) do nothing",
+        )
+        .bind(id)
+        .bind(message.id)
+        .bind(o.kind)
+        .bind(o.template)
+        .bind(loan)
+        .bind(lead)
+        .bind(&sealed)
+        .execute(&state.db)
+        .await
+        .map_err(transient)?;
+        // language=PostgreSQL
+        let (id, current): (Uuid, String) = sqlx::query_as(
+            "select id, state from notifications where source_message_id = $1 and recipient_kind = $2 and channel = 'email'",
+        )
+        .bind(message.id)
+        .bind(o.kind)
+        .fetch_one(&state.db)
+        .await
+        .map_err(transient)?;
+        if current != "queued" {
+            return Ok(()); // sent (or failed for good) on an earlier delivery
+        }
+        let body = state
+            .mailer
+            .templates
+            .render(o.template, &o.context)
+            .map_err(HandlerError::Permanent)?;
+        match state.mailer.send(id, &o.to, &o.subject, body).await {
+            Ok(provider_id) => {
+                // language=PostgreSQL
+                sqlx::query(
+                    "update notifications set state = 'sent', attempts = attempts + 1, provider_message_id = $2,
+                            sent_at = now(), last_error = null where id = $1",
+                )
+                .bind(id)
+                .bind(provider_id)
+                .execute(&state.db)
+                .await
+                .map_err(transient)?;
+                Ok(())
+            }
+            Err(SendError::Permanent(reason)) => {
+                // language=PostgreSQL
+                sqlx::query("update notifications set state = 'failed', attempts = attempts + 1, last_error = $2 where id = $1")
+                    .bind(id)
+                    .bind(&reason)
+                    .execute(&state.db)
+                    .await
+                    .map_err(transient)?;
+                Ok(())
+            }
+            Err(SendError::Transient(reason)) => {
+                // language=PostgreSQL
+                sqlx::query("update notifications set attempts = attempts + 1, last_error = $2 where id = $1")
+                    .bind(id)
+                    .bind(&reason)
+                    .execute(&state.db)
+                    .await
+                    .map_err(transient)?;
+                Err(HandlerError::Transient(anyhow::anyhow!("{reason}")))
+            }
+        }
+    }
+}
+
+impl Handler for Notifier {
+    fn name(&self) -> &str {
+        CONSUMER
+    }
+
+    fn topics(&self) -> Vec<String> {
+        TOPICS.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let Some((loan, lead, messages)) = self.plan(message).await? else {
+                return Ok(());
+            };
+            let mut retry = None;
+            for outgoing in messages {
+                // Every recipient gets its chance before a transient failure retries the event.
+                if let Err(e) = self.deliver(message, loan, lead, outgoing).await {
+                    match e {
+                        HandlerError::Transient(_) => retry = Some(e),
+                        permanent => return Err(permanent),
+                    }
+                }
+            }
+            retry.map_or(Ok(()), Err)
+        })
+    }
+
+    fn exhausted<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+        error: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            // language=PostgreSQL
+            sqlx::query(
+                "update notifications set state = 'failed', last_error = $2 where source_message_id = $1 and state = 'queued'",
+            )
+            .bind(message.id)
+            .bind(format!("retries exhausted: {}", error.chars().take(100).collect::<String>()))
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+    }
+}

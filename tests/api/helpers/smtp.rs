@@ -1,0 +1,94 @@
+//! A private SMTP server for one test: Debian's aiosmtpd delivering into a Maildir the test
+//! reads, stoppable without touching the shared one.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use super::{eventually, free_port};
+
+pub struct PrivateSmtp {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateSmtp {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["cur", "new", "tmp"] {
+            std::fs::create_dir_all(dir.path().join("mail").join(sub)).unwrap();
+        }
+        let mut smtp = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        smtp.restart().await;
+        smtp
+    }
+
+    fn maildir(&self) -> PathBuf {
+        self.dir.path().join("mail")
+    }
+
+    pub async fn restart(&mut self) {
+        let child = Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{}", self.port),
+            ])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(self.maildir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd (Debian python3-aiosmtpd)");
+        self.child = Some(child);
+        let port = self.port;
+        let up = eventually(20, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        assert!(up, "aiosmtpd did not start");
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn configure(&self, settings: &mut loanfolio::config::Settings) {
+        settings.notifications.smtp.host = "127.0.0.1".into();
+        settings.notifications.smtp.port = self.port;
+        settings.notifications.smtp.tls = loanfolio::config::SmtpTls::None;
+    }
+
+    /// Every message received so far, raw.
+    pub fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(entries) = std::fs::read_dir(self.maildir().join(sub)) {
+                for entry in entries.flatten() {
+                    out.push(std::fs::read_to_string(entry.path()).unwrap_or_default());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for PrivateSmtp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

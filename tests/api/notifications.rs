@@ -1,0 +1,250 @@
+//! Notifications through a real SMTP server (a private aiosmtpd per test): the borrower's
+//! link invitation works, a rejection reaches the borrower with its reason, a status change
+//! reaches borrower and agent once each, an SMTP outage delays but loses nothing, and no
+//! message carries borrower PII.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::smtp::PrivateSmtp;
+use crate::helpers::{TestApp, eventually, oidc};
+use crate::leads::{DOB, INCOME, SSN, SSN_DIGITS};
+use crate::loans::agent_a1_loan;
+
+/// The decoded text of a raw message (quoted-printable soft breaks and `=3D` undone).
+fn decoded(raw: &str) -> String {
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
+
+fn to(messages: &[String], address: &str) -> Vec<String> {
+    messages
+        .iter()
+        .filter(|m| {
+            m.lines()
+                .any(|l| l.starts_with("To:") && l.contains(address))
+        })
+        .map(|m| decoded(m))
+        .collect()
+}
+
+async fn wait_for(smtp: &PrivateSmtp, address: &str, count: usize, seconds: u64) -> Vec<String> {
+    for _ in 0..seconds * 10 {
+        let found = to(&smtp.messages(), address);
+        if found.len() >= count {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{count} message(s) to {address} never arrived; have {:?}",
+        smtp.messages().len()
+    );
+}
+
+async fn link_with_email(app: &TestApp, token: &str, loan: &str, email: &str) -> Value {
+    let response = app
+        .create(
+            token,
+            &format!("/v1/loans/{loan}/upload-links"),
+            &json!({"borrower_email": email}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_once() {
+    let smtp = PrivateSmtp::start().await;
+    let app = crate::helpers::app()
+        .workers()
+        .settings(|s| smtp.configure(s))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+
+    // The invitation: its link opens the borrower's link state.
+    link_with_email(&app, &token, &loan, "invitee@example.net").await;
+    let invitation = wait_for(&smtp, "invitee@example.net", 1, 20)
+        .await
+        .remove(0);
+    let start = invitation.find("/u/").expect("a link in the invitation");
+    let secret: String = invitation[start + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    let state = app.get(&format!("/v1/public/upload-links/{secret}")).await;
+    assert_eq!(state.status(), 200, "the emailed link works");
+    assert!(invitation.contains("Message-ID: <"), "{invitation}");
+
+    // A file through the link, rejected by the agent: the borrower gets the reason.
+    let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n";
+    let upload: Value = reqwest::Client::new()
+        .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
+        .json(&json!({"filename": "w2.pdf", "content_type": "application/pdf", "size_bytes": pdf.len(), "doc_type": "w2"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reqwest::Client::new()
+        .put(upload["upload"]["url"].as_str().unwrap())
+        .body(pdf.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let doc = upload["document"]["id"].as_str().unwrap().to_owned();
+    reqwest::Client::new()
+        .post(app.url(&format!(
+            "/v1/public/upload-links/{secret}/files/{doc}/complete"
+        )))
+        .send()
+        .await
+        .unwrap();
+    let available = eventually(30, || async {
+        let d: Value = app
+            .client
+            .get(app.url(&format!("/v1/documents/{doc}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        d["state"] == "available"
+    })
+    .await;
+    assert!(available);
+    let reviewed = app
+        .client
+        .post(app.url(&format!("/v1/documents/{doc}/review")))
+        .bearer_auth(&token)
+        .json(&json!({"decision": "reject", "reason": "Page 2 is missing"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reviewed.status(), 200);
+    let borrower = crate::leads::EMAIL;
+    let rejection = wait_for(&smtp, borrower, 1, 20).await;
+    assert!(
+        rejection
+            .iter()
+            .any(|m| m.contains("Page 2 is missing") && m.contains(&format!("/u/{secret}"))),
+        "{rejection:?}"
+    );
+
+    // A status change: one message to the borrower and one to the agent, whatever the redeliveries.
+    let moved = app
+        .client
+        .post(app.url(&format!("/v1/loans/{loan}/status")))
+        .bearer_auth(&token)
+        .header("If-Match", "\"1\"")
+        .json(&json!({"status": "submitted"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let to_borrower = wait_for(&smtp, borrower, 2, 20).await;
+    assert!(to_borrower.iter().any(|m| m.contains("submitted")));
+    let agent: Option<String> =
+        sqlx::query_scalar("select email from agents where subject = 'agent-a1'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    let agent = agent.expect("the agent has an email address");
+    let agent_status = eventually(20, || async {
+        to(&smtp.messages(), &agent)
+            .iter()
+            .any(|m| m.contains("Loan status: submitted"))
+    })
+    .await;
+    assert!(agent_status, "the agent hears about the status change");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status_mails = to(&smtp.messages(), borrower)
+        .iter()
+        .filter(|m| m.contains("is now: submitted"))
+        .count();
+    assert_eq!(status_mails, 1, "exactly once");
+
+    // What was sent about the loan, recipients masked.
+    let list: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}/notifications")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = list["items"].as_array().unwrap();
+    assert!(
+        items.iter().any(|n| n["template"] == "link_invitation"
+            && n["recipient"] == "i***@example.net"
+            && n["state"] == "sent"),
+        "{list}"
+    );
+    assert!(
+        !list.to_string().contains(borrower),
+        "recipients are masked"
+    );
+
+    // No message carries an SSN, date of birth or income, in any form (positive control below).
+    let all = smtp
+        .messages()
+        .iter()
+        .map(|m| decoded(m))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for canary in [SSN, SSN_DIGITS, DOB, "03/14/1971", INCOME, "87654"] {
+        assert!(!all.contains(canary), "{canary} in a message");
+    }
+    assert!(
+        all.contains("Page 2 is missing"),
+        "the scan reads the message bodies"
+    );
+}
+
+#[tokio::test]
+async fn an_smtp_outage_delays_messages_but_loses_and_duplicates_none() {
+    let mut smtp = PrivateSmtp::start().await;
+    let app = crate::helpers::app()
+        .workers()
+        .settings(|s| smtp.configure(s))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    smtp.stop().await;
+    for i in 0..3 {
+        link_with_email(&app, &token, &loan, &format!("burst{i}@example.net")).await;
+    }
+    let waiting = eventually(20, || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from notifications where state = 'queued' and last_error is not null",
+        )
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+        n == 3
+    })
+    .await;
+    assert!(waiting, "the messages wait, with the reason");
+    smtp.restart().await;
+    for i in 0..3 {
+        wait_for(&smtp, &format!("burst{i}@example.net"), 1, 60).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages().len(), 3, "nothing sent twice");
+    let sent: i64 = sqlx::query_scalar("select count(*) from notifications where state = 'sent'")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(sent, 3);
+}
