@@ -30,7 +30,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
 async fn main() {
     let bureau = helpers::bureau::PrivateBureau::start().await;
     let app = helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| {
             bureau.configure(s);
             s.rate_limit.api_per_ip = 100_000;

@@ -171,7 +171,7 @@ async fn setup() -> (Bench, helpers::clamd::PrivateClamd) {
     let clamd = helpers::clamd::PrivateClamd::start_with_limit(256).await;
     let address = clamd.address();
     let app = helpers::app()
-        .workers()
+        .workers_only(&["document-pipeline"])
         .settings(move |s| {
             s.clamd.address = address;
             s.clamd.timeout_secs = 600;

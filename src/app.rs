@@ -200,30 +200,43 @@ impl Application {
         let relay = workers.then(|| tokio::spawn(crate::queue::relay::run(state.clone())));
         let reconciler =
             workers.then(|| tokio::spawn(crate::workers::reconciler::run(state.clone())));
-        let credit = workers.then(|| {
-            tokio::spawn(crate::queue::consumer::run(
-                state.clone(),
-                Arc::new(crate::workers::credit::CreditWorker::new(state.clone())),
-                8,
-            ))
-        });
-        let los = workers.then(|| {
-            tokio::spawn(crate::queue::consumer::run(
-                state.clone(),
-                Arc::new(crate::workers::los::LosSubmitter::new(state.clone())),
-                8,
-            ))
-        });
-        let notifier = workers.then(|| {
+        let credit = (workers && state.settings.worker.runs(crate::workers::credit::CONSUMER))
+            .then(|| {
+                tokio::spawn(crate::queue::consumer::run(
+                    state.clone(),
+                    Arc::new(crate::workers::credit::CreditWorker::new(state.clone())),
+                    8,
+                ))
+            });
+        let los =
+            (workers && state.settings.worker.runs(crate::workers::los::CONSUMER)).then(|| {
+                tokio::spawn(crate::queue::consumer::run(
+                    state.clone(),
+                    Arc::new(crate::workers::los::LosSubmitter::new(state.clone())),
+                    8,
+                ))
+            });
+        let notifier = (workers
+            && state
+                .settings
+                .worker
+                .runs(crate::workers::notifier::CONSUMER))
+        .then(|| {
             tokio::spawn(crate::queue::consumer::run(
                 state.clone(),
                 Arc::new(crate::workers::notifier::Notifier::new(state.clone())),
                 8,
             ))
         });
-        let los_reconciliation =
-            workers.then(|| tokio::spawn(crate::workers::los::run_reconciliation(state.clone())));
-        let pipeline = workers.then(|| {
+        let los_reconciliation = (workers
+            && state.settings.worker.runs(crate::workers::los::CONSUMER))
+        .then(|| tokio::spawn(crate::workers::los::run_reconciliation(state.clone())));
+        let pipeline = (workers
+            && state
+                .settings
+                .worker
+                .runs(crate::workers::pipeline::CONSUMER))
+        .then(|| {
             tokio::spawn(crate::queue::consumer::run(
                 state.clone(),
                 Arc::new(crate::workers::pipeline::DocumentPipeline::new(

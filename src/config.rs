@@ -311,6 +311,17 @@ impl ServerSettings {
 pub struct WorkerSettings {
     /// `/healthz`, `/readyz` and `/metrics` of `loanfolio worker`.
     pub admin_listen: SocketAddr,
+    /// The queue consumers this process runs (`document-pipeline`, `credit-worker`,
+    /// `los-submitter`, `notifier`); absent: all of them.
+    pub consumers: Option<Vec<String>>,
+}
+
+impl WorkerSettings {
+    pub fn runs(&self, consumer: &str) -> bool {
+        self.consumers
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|c| c == consumer))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -30,7 +30,9 @@ pub async fn open_channel(state: &AppState) -> anyhow::Result<Channel> {
         .await?;
     topology::declare_exchanges(&channel, &names).await?;
     for (consumer, topics) in crate::workers::SUBSCRIPTIONS {
-        topology::declare_consumer(&channel, &names, consumer, topics).await?;
+        if state.settings.worker.runs(consumer) {
+            topology::declare_consumer(&channel, &names, consumer, topics).await?;
+        }
     }
     Ok(channel)
 }

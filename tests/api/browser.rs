@@ -110,7 +110,10 @@ async fn wait_for_count(client: &Client, css: &str, count: usize, seconds: u64) 
 
 #[tokio::test]
 async fn a_borrower_uploads_two_files_through_the_page() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let request = app

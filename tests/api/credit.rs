@@ -58,7 +58,7 @@ async fn settled(app: &TestApp, token: &str, id: &str, seconds: u64) -> Value {
 async fn a_consented_pull_completes_and_its_report_is_audited() {
     let bureau = PrivateBureau::start().await;
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| bureau.configure(s))
         .spawn()
         .await;
@@ -227,7 +227,7 @@ async fn a_consented_pull_completes_and_its_report_is_audited() {
 async fn a_frozen_file_fails_at_once_and_flags_the_loan() {
     let bureau = PrivateBureau::start().await;
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| bureau.configure(s))
         .spawn()
         .await;
@@ -287,7 +287,7 @@ async fn a_frozen_file_fails_at_once_and_flags_the_loan() {
 async fn the_breaker_opens_on_a_dead_bureau_and_closes_when_it_recovers() {
     let bureau = PrivateBureau::start().await;
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| {
             bureau.configure(s);
             s.bureau.breaker.min_requests = 3;
@@ -352,7 +352,7 @@ async fn the_breaker_opens_on_a_dead_bureau_and_closes_when_it_recovers() {
 async fn a_bureau_that_never_recovers_fails_the_pull_into_the_dlq() {
     let bureau = PrivateBureau::start().await;
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| bureau.configure(s))
         .spawn()
         .await;
@@ -409,7 +409,7 @@ async fn a_bureau_that_never_recovers_fails_the_pull_into_the_dlq() {
 async fn a_lead_created_with_consent_gets_its_pull_without_anyone_asking() {
     let bureau = PrivateBureau::start().await;
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| bureau.configure(s))
         .spawn()
         .await;
@@ -483,7 +483,7 @@ async fn oauth2_client_credentials_instead_of_an_api_key() {
     let bureau = PrivateBureau::start_with(&["--oauth2-client", "loanfolio:s3cret-client"]).await;
     let token_url: url::Url = format!("{}oauth/token", bureau.url()).parse().unwrap();
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| {
             // No API key at all: only the OAuth2 token can authorise the pull.
             s.bureau.base_url = bureau.url();
@@ -514,7 +514,7 @@ async fn oauth2_client_credentials_instead_of_an_api_key() {
     let wrong = PrivateBureau::start_with(&["--oauth2-client", "loanfolio:other"]).await;
     let token_url: url::Url = format!("{}oauth/token", wrong.url()).parse().unwrap();
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| {
             s.bureau.base_url = wrong.url();
             s.bureau.oauth2 = Some(loanfolio::config::OAuth2Settings::new(

@@ -201,7 +201,10 @@ fn eicar() -> Vec<u8> {
 
 #[tokio::test]
 async fn the_pipeline_scans_checks_types_and_encrypts() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
 
@@ -295,7 +298,10 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
 
 #[tokio::test]
 async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
@@ -417,7 +423,10 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
 
 #[tokio::test]
 async fn borrowers_upload_through_their_link_only() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan_a = agent_a1_loan(&app, &token).await;
     let loan_b = agent_a1_loan(&app, &token).await;
@@ -517,7 +526,10 @@ async fn borrowers_upload_through_their_link_only() {
 
 #[tokio::test]
 async fn the_shortcut_and_soft_delete() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let response = app
@@ -602,7 +614,10 @@ async fn the_shortcut_and_soft_delete() {
 
 #[tokio::test]
 async fn the_reconciler_completes_abandoned_uploads_and_expires_empty_ones() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let pdf = b"%PDF-1.4\n% the browser died\n".to_vec();
@@ -660,7 +675,7 @@ async fn with_clamd_down_documents_wait_and_are_never_available_unscanned() {
     let mut clamd = crate::helpers::clamd::PrivateClamd::start().await;
     let address = clamd.address();
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["document-pipeline"])
         .settings(move |s| s.clamd.address = address)
         .spawn()
         .await;
@@ -734,7 +749,10 @@ fn sample(magic: &[u8], seed: u64, len: usize) -> Vec<u8> {
 async fn pdf_jpeg_and_png_round_trip_and_no_plaintext_run_is_stored() {
     use futures::TryStreamExt;
     use object_store::ObjectStore;
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let originals = [

@@ -363,7 +363,10 @@ async fn idempotent_create_replays_without_storing_pii_in_the_clear() {
 
 #[tokio::test]
 async fn demo_seed_gives_each_agent_their_own_files() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let seeded = loanfolio::demo::seed(&app.state, 4).await.unwrap();
     assert_eq!(seeded.leads, 12);
     let agent = Client::new(&app, "agent-a1").await;

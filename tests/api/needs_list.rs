@@ -118,7 +118,10 @@ const PDF: &[u8] = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EO
 
 #[tokio::test]
 async fn requests_reviews_replacements_and_not_applicable() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let due = (time::OffsetDateTime::now_utc().date() + time::Duration::days(7)).to_string();
@@ -311,7 +314,10 @@ async fn requests_reviews_replacements_and_not_applicable() {
 
 #[tokio::test]
 async fn a_link_and_an_agent_reach_only_their_own_loans_requests() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan_a = agent_a1_loan(&app, &token).await;
     let loan_b = agent_a1_loan(&app, &token).await;
@@ -381,7 +387,10 @@ async fn a_link_and_an_agent_reach_only_their_own_loans_requests() {
 
 #[tokio::test]
 async fn a_password_protected_pdf_is_rejected() {
-    let app = crate::helpers::app().workers().spawn().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let secret = link(&app, &token, &loan, 5).await;

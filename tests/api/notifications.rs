@@ -60,7 +60,7 @@ async fn link_with_email(app: &TestApp, token: &str, loan: &str, email: &str) ->
 async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_once() {
     let smtp = PrivateSmtp::start().await;
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["document-pipeline", "notifier"])
         .settings(|s| smtp.configure(s))
         .spawn()
         .await;
@@ -215,7 +215,7 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
 async fn an_smtp_outage_delays_messages_but_loses_and_duplicates_none() {
     let mut smtp = PrivateSmtp::start().await;
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["document-pipeline", "notifier"])
         .settings(|s| smtp.configure(s))
         .spawn()
         .await;

@@ -166,7 +166,7 @@ async fn credit_pulls_leave_no_canary_at_rest_in_events_or_in_logs() {
     use crate::helpers::bureau::PrivateBureau;
     let bureau = PrivateBureau::start().await;
     let app = crate::helpers::app()
-        .workers()
+        .workers_only(&["credit-worker"])
         .settings(|s| bureau.configure(s))
         .spawn()
         .await;

@@ -83,7 +83,7 @@ async fn seen_count(recorder: &Recorder) -> usize {
 
 #[tokio::test]
 async fn events_are_relayed_and_consumed_once() {
-    let app = app().workers().spawn().await;
+    let app = app().workers_only(&[]).spawn().await;
     let (recorder, _task) = start_consumer(&app, &["loan.status.changed"]);
     // Let the consumer declare its queue before the event is published.
     assert!(
@@ -132,7 +132,7 @@ async fn five_hundred_events_survive_a_broker_outage() {
     let proxy = FaultProxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let amqp = format!("amqp://guest:guest@{}/%2f", proxy.address);
     let app = app()
-        .workers()
+        .workers_only(&[])
         .settings(move |s| s.set_rabbitmq_url(amqp))
         .spawn()
         .await;
@@ -194,7 +194,7 @@ async fn five_hundred_events_survive_a_broker_outage() {
 
 #[tokio::test]
 async fn transient_failures_retry_and_permanent_ones_go_to_the_dlq_and_replay() {
-    let app = app().workers().spawn().await;
+    let app = app().workers_only(&[]).spawn().await;
     let (recorder, _task) = start_consumer(&app, &["test.event"]);
     let prefix = app.state.settings.rabbitmq.prefix.clone();
     assert!(
@@ -330,7 +330,7 @@ async fn the_broker_dead_letters_a_poison_message_after_the_delivery_limit() {
 
 #[tokio::test]
 async fn a_loan_transition_arrives_as_one_message_on_a_real_queue() {
-    let app = app().workers().spawn().await;
+    let app = app().workers_only(&[]).spawn().await;
     let (recorder, _task) = start_consumer(&app, &["loan.status.changed", "lead.created"]);
     let prefix = app.state.settings.rabbitmq.prefix.clone();
     assert!(

@@ -287,10 +287,12 @@ impl TestApp {
 }
 
 /// Consumers the suite declares queues for (see tests/api/queue.rs and the workers).
-const TEST_CONSUMERS: [&str; 4] = [
+const TEST_CONSUMERS: [&str; 6] = [
     "test-consumer",
     "document-pipeline",
     "credit-worker",
+    "los-submitter",
+    "notifier",
     "crashy",
 ];
 
@@ -388,6 +390,13 @@ impl AppBuilder {
     }
 
     /// Run the background workers (the outbox relay) too.
+    /// Workers with only these queue consumers (the relay and schedulers always run):
+    /// every consumer costs the shared broker two quorum queues per test.
+    pub fn workers_only(mut self, consumers: &[&str]) -> Self {
+        self.settings.worker.consumers = Some(consumers.iter().map(|c| (*c).to_owned()).collect());
+        self.workers()
+    }
+
     pub fn workers(mut self) -> Self {
         self.workers = true;
         self
