@@ -70,6 +70,39 @@ pub struct NotificationSettings {
     /// A folder whose `<template>.txt` / `<template>.html` files replace the built-in ones.
     pub templates_dir: Option<PathBuf>,
     pub smtp: SmtpSettings,
+    pub sms: SmsSettings,
+}
+
+/// An HTTP SMS gateway: JSON `{"to", "body"}` POSTed with an auth header.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSettings {
+    /// Absent: no SMS is sent at all.
+    pub gateway_url: Option<url::Url>,
+    pub auth_header: String,
+    auth_token: Option<SecretString>,
+    auth_token_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+}
+
+impl SmsSettings {
+    /// For tests and tools that build settings in code.
+    pub fn set_auth_token(&mut self, token: &str) {
+        self.auth_token = Some(SecretString::from(token.to_owned()));
+        self.auth_token_file = None;
+    }
+
+    pub fn auth_token(&self) -> Result<Option<SecretString>, ConfigError> {
+        if self.auth_token.is_none() && self.auth_token_file.is_none() {
+            return Ok(None);
+        }
+        resolve_secret(
+            "notifications.sms.auth_token",
+            &self.auth_token,
+            &self.auth_token_file,
+        )
+        .map(Some)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -135,7 +135,11 @@ async fn lead_in_scope(
 }
 
 /// The lead is visible (else 404) and the caller may act on it (else 403).
-async fn writable_lead(conn: &mut PgConnection, lead: Uuid, actor: &Actor) -> Result<(), AppError> {
+pub(crate) async fn writable_lead(
+    conn: &mut PgConnection,
+    lead: Uuid,
+    actor: &Actor,
+) -> Result<(), AppError> {
     if !lead_in_scope(conn, lead, &actor.read_scope()).await? {
         return Err(AppError::not_found());
     }

@@ -19,6 +19,7 @@ pub mod notifications;
 pub mod ops;
 pub mod requests;
 pub mod session_routes;
+pub mod sms_consent;
 pub mod support;
 pub mod upload_links;
 
@@ -91,6 +92,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(authenticated(state, los::agent_routes(state)))
         .merge(los::public_routes())
         .merge(authenticated(state, notifications::routes()))
+        .merge(authenticated(state, sms_consent::routes()))
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

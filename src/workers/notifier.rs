@@ -27,11 +27,17 @@ pub const TOPICS: &[&str] = &[
 
 pub struct Notifier {
     state: AppState,
+    http: reqwest::Client,
 }
 
 impl Notifier {
     pub fn new(state: AppState) -> Self {
-        Self { state }
+        let timeout = std::time::Duration::from_secs(state.settings.notifications.sms.timeout_secs);
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Self { state, http }
     }
 }
 
@@ -63,6 +69,8 @@ fn decrypt(
 /// One message to send.
 struct Outgoing {
     kind: &'static str,
+    /// `email`, or `sms` (the body is then `subject`).
+    channel: &'static str,
     to: String,
     template: &'static str,
     subject: String,
@@ -112,6 +120,58 @@ impl Notifier {
             }
             None => None,
         })
+    }
+
+    /// The borrower's phone, only with a current SMS opt-in and a configured gateway.
+    async fn sms_number(&self, key: &[u8; 32], lead: Uuid) -> Result<Option<String>, HandlerError> {
+        if self.state.settings.notifications.sms.gateway_url.is_none() {
+            return Ok(None);
+        }
+        // language=PostgreSQL
+        let row: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "select phone_enc from leads where id = $1 and sms_consent_at is not null and sms_opted_out_at is null",
+        )
+        .bind(lead)
+        .fetch_optional(&self.state.db)
+        .await
+        .map_err(transient)?;
+        match row.flatten() {
+            Some(sealed) => Ok(Some(decrypt(key, "leads", "phone_enc", lead, &sealed)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn send_sms(&self, to: &str, body: &str) -> Result<String, SendError> {
+        let sms = &self.state.settings.notifications.sms;
+        let Some(url) = &sms.gateway_url else {
+            return Err(SendError::Permanent("no SMS gateway configured".into()));
+        };
+        let mut request = self
+            .http
+            .post(url.clone())
+            .json(&json!({"to": to, "body": body}));
+        if let Ok(Some(token)) = sms.auth_token() {
+            use secrecy::ExposeSecret;
+            request = request.header(sms.auth_header.as_str(), token.expose_secret());
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => {
+                let answer: Value = r.json().await.unwrap_or(Value::Null);
+                Ok(answer
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned())
+            }
+            Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => Err(
+                SendError::Transient(format!("SMS gateway HTTP {}", r.status().as_u16())),
+            ),
+            Ok(r) => Err(SendError::Permanent(format!(
+                "SMS gateway HTTP {}",
+                r.status().as_u16()
+            ))),
+            Err(_) => Err(SendError::Transient("SMS gateway unreachable".into())),
+        }
     }
 
     fn url(&self, token: &str) -> String {
@@ -173,6 +233,7 @@ impl Notifier {
         let agent_update = |headline: String| {
             agent_email.clone().map(|to| Outgoing {
                 kind: "agent",
+                channel: "email",
                 to,
                 template: "agent_update",
                 subject: headline.clone(),
@@ -198,6 +259,7 @@ impl Notifier {
                     let token = decrypt(&key, "upload_links", "token_enc", link, &token)?;
                     out.push(Outgoing {
                         kind: "borrower",
+                        channel: "email",
                         to,
                         template: "link_invitation",
                         subject: format!("{lender}: please upload your documents"),
@@ -226,6 +288,7 @@ impl Notifier {
                         decrypt(&key, "documents", "review_reason_enc", document, &sealed)?;
                     out.push(Outgoing {
                         kind: "borrower",
+                        channel: "email",
                         to,
                         template: "document_rejected",
                         subject: format!("{lender}: a document needs to be replaced"),
@@ -245,10 +308,23 @@ impl Notifier {
                 if let Some(to) = borrower_email.clone() {
                     out.push(Outgoing {
                         kind: "borrower",
+                        channel: "email",
                         to,
                         template: "status_borrower",
                         subject: format!("{lender}: your application is {status}"),
                         context: json!({"first_name": first_name, "status": status, "lender": lender, "support_phone": phone}),
+                    });
+                }
+                if let Some(to) = self.sms_number(&key, lead).await? {
+                    out.push(Outgoing {
+                        kind: "borrower",
+                        channel: "sms",
+                        to,
+                        template: "status_sms",
+                        subject: format!(
+                            "{lender}: your loan application is now {status}. Questions? {phone}"
+                        ),
+                        context: Value::Null,
                     });
                 }
                 out.extend(agent_update(format!("Loan status: {status}")));
@@ -294,7 +370,7 @@ impl Notifier {
         // language=PostgreSQL
         sqlx::query(
             "insert into notifications (id, source_message_id, recipient_kind, channel, template, loan_id, lead_id, recipient_enc)
-             values ($1, $2, $3, 'email', $4, $5, $6, $7)
+             values ($1, $2, $3, $8, $4, $5, $6, $7)
              on conflict (source_message_id, recipient_kind, channel) do nothing",
         )
         .bind(id)
@@ -304,27 +380,34 @@ impl Notifier {
         .bind(loan)
         .bind(lead)
         .bind(&sealed)
+        .bind(o.channel)
         .execute(&state.db)
         .await
         .map_err(transient)?;
         // language=PostgreSQL
         let (id, current): (Uuid, String) = sqlx::query_as(
-            "select id, state from notifications where source_message_id = $1 and recipient_kind = $2 and channel = 'email'",
+            "select id, state from notifications where source_message_id = $1 and recipient_kind = $2 and channel = $3",
         )
         .bind(message.id)
         .bind(o.kind)
+        .bind(o.channel)
         .fetch_one(&state.db)
         .await
         .map_err(transient)?;
         if current != "queued" {
             return Ok(()); // sent (or failed for good) on an earlier delivery
         }
-        let body = state
-            .mailer
-            .templates
-            .render(o.template, &o.context)
-            .map_err(HandlerError::Permanent)?;
-        match state.mailer.send(id, &o.to, &o.subject, body).await {
+        let sent = if o.channel == "sms" {
+            self.send_sms(&o.to, &o.subject).await
+        } else {
+            let body = state
+                .mailer
+                .templates
+                .render(o.template, &o.context)
+                .map_err(HandlerError::Permanent)?;
+            state.mailer.send(id, &o.to, &o.subject, body).await
+        };
+        match sent {
             Ok(provider_id) => {
                 // language=PostgreSQL
                 sqlx::query(

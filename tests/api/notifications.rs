@@ -248,3 +248,126 @@ async fn an_smtp_outage_delays_messages_but_loses_and_duplicates_none() {
         .unwrap();
     assert_eq!(sent, 3);
 }
+
+/// A local HTTP receiver standing in for the site's SMS provider: it records every POST.
+async fn sms_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, Value)>>>,
+) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = seen.clone();
+    let app = axum::Router::new().route(
+        "/messages",
+        post(
+            move |headers: axum::http::HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let store = store.clone();
+                async move {
+                    let auth = headers
+                        .get("x-api-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    store.lock().unwrap().push((auth, body));
+                    axum::Json(json!({"id": "sms-1"}))
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/messages", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+async fn transition(app: &TestApp, token: &str, loan: &str, version: &str, status: &str) {
+    let response = app
+        .client
+        .post(app.url(&format!("/v1/loans/{loan}/status")))
+        .bearer_auth(token)
+        .header("If-Match", version)
+        .json(&json!({"status": status}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn no_sms_without_an_opt_in_and_none_after_an_opt_out() {
+    let smtp = PrivateSmtp::start().await;
+    let (gateway, seen) = sms_receiver().await;
+    let app = crate::helpers::app()
+        .workers_only(&["notifier"])
+        .settings(|s| {
+            smtp.configure(s);
+            s.notifications.sms.gateway_url = Some(gateway.parse().unwrap());
+            s.notifications.sms.auth_header = "X-Api-Key".into();
+            s.notifications.sms.set_auth_token("sms-token");
+        })
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let lead: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lead = lead["lead_id"].as_str().unwrap().to_owned();
+    let borrower = crate::leads::EMAIL;
+
+    // No opt-in: the status change is emailed, never texted.
+    transition(&app, &token, &loan, "\"1\"", "submitted").await;
+    wait_for(&smtp, borrower, 1, 20).await;
+    assert!(seen.lock().unwrap().is_empty(), "an SMS without opt-in");
+
+    // With the opt-in: one SMS, to the lead's phone, with the gateway's auth header.
+    let consent = app
+        .client
+        .post(app.url(&format!("/v1/leads/{lead}/sms-consent")))
+        .bearer_auth(&token)
+        .json(&json!({"obtained_at": "2026-11-20T09:00:00Z", "method": "written"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consent.status(), 200);
+    transition(&app, &token, &loan, "\"2\"", "withdrawn").await;
+    wait_for(&smtp, borrower, 2, 20).await;
+    let texted = eventually(20, || async { seen.lock().unwrap().len() == 1 }).await;
+    assert!(texted, "one SMS after the opt-in");
+    let (auth, body) = seen.lock().unwrap()[0].clone();
+    assert_eq!(auth.as_deref(), Some("sms-token"));
+    assert_eq!(body["to"], crate::leads::PHONE);
+    assert!(body["body"].as_str().unwrap().contains("withdrawn"));
+
+    // Opted out: none, at once.
+    let out = app
+        .client
+        .delete(app.url(&format!("/v1/leads/{lead}/sms-consent")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let second = app
+        .create(&token, "/v1/loans", &json!({"lead_id": lead, "loan_type": "fha", "amount": "200000",
+            "property": {"line1": "3 C St", "city": "Peoria", "state": "IL", "postal_code": "61602"}}))
+        .await;
+    let second: Value = second.json().await.unwrap();
+    transition(
+        &app,
+        &token,
+        second["id"].as_str().unwrap(),
+        "\"1\"",
+        "submitted",
+    )
+    .await;
+    wait_for(&smtp, borrower, 3, 20).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(seen.lock().unwrap().len(), 1, "no SMS after the opt-out");
+}
