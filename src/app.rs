@@ -228,6 +228,13 @@ impl Application {
                 8,
             ))
         });
+        let reminders = (workers
+            && state.settings.reminders.enabled
+            && state
+                .settings
+                .worker
+                .runs(crate::workers::reminders::RUNNER))
+        .then(|| tokio::spawn(crate::workers::reminders::run(state.clone())));
         let los_reconciliation = (workers
             && state.settings.worker.runs(crate::workers::los::CONSUMER))
         .then(|| tokio::spawn(crate::workers::los::run_reconciliation(state.clone())));
@@ -270,6 +277,7 @@ impl Application {
             los,
             notifier,
             los_reconciliation,
+            reminders,
             reconciler,
         ]
         .into_iter()

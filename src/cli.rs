@@ -42,13 +42,26 @@ pub enum Command {
     /// Apply pending migrations as the schema owner and exit (under an advisory lock, so
     /// concurrent runs cannot collide).
     Migrate {
-        /// Report the schema's state and the pending migrations; change nothing.
+        /// Report the schema's state and the pending migrations, and whether each is safe
+        /// to run while the previous release serves (expand/contract): exit 1 when one
+        /// drops, renames or retypes a table or column or adds a NOT NULL column without a
+        /// default. Changes nothing.
         #[arg(long)]
         check: bool,
+        /// With --check: judge the migrations in this folder (a coming release's) instead
+        /// of this binary's.
+        #[arg(long, value_name = "DIR", requires = "check")]
+        source: Option<PathBuf>,
     },
     /// Operator commands.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Probe a readiness URL (a container HEALTHCHECK needs no curl): exit 0 when it
+    /// answers 200 within 5 seconds, 1 otherwise. Reads no configuration.
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +72,24 @@ pub enum AdminCommand {
     /// Key management.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Back up the database (pg_dump), both buckets and the master key into a new folder,
+    /// with a manifest of checksums (docs/operations/backup-restore.md).
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Vault only: an operator token file (transit backup).
+        #[arg(long, value_name = "PATH")]
+        vault_token_file: Option<PathBuf>,
+    },
+    /// Restore a backup into an empty database, the buckets and the key provider; the
+    /// backup is verified against its manifest before anything changes.
+    Restore {
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// Vault only: an operator token file (transit restore).
+        #[arg(long, value_name = "PATH")]
+        vault_token_file: Option<PathBuf>,
+    },
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -122,6 +153,9 @@ pub enum KeysCommand {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Healthcheck { url } = &cli.command {
+        return healthcheck(url);
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
@@ -147,17 +181,82 @@ pub fn run() -> ExitCode {
     }
 }
 
+fn healthcheck(url: &str) -> ExitCode {
+    let probe = async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        anyhow::Ok(client.get(url).send().await?.status())
+    };
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(probe));
+    match status {
+        Ok(s) if s == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(s) => {
+            eprintln!("loanfolio healthcheck: {url} answered {s}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("loanfolio healthcheck: {url}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
+        // Normally answered before the configuration loads (see `run`).
+        Command::Healthcheck { url } => {
+            Ok(tokio::task::spawn_blocking(move || healthcheck(&url)).await?)
+        }
         Command::Serve { no_workers } => serve(settings, Role::Serve, !no_workers).await,
         Command::Worker => serve(settings, Role::Worker, true).await,
-        Command::Migrate { check } => migrate(settings, check).await,
+        Command::Migrate {
+            check: true,
+            source,
+        } => migrate_check(settings, source).await,
+        Command::Migrate { check: false, .. } => migrate(settings).await,
         Command::Admin(AdminCommand::Storage(StorageCommand::CreateBuckets)) => {
             let storage = crate::storage::Storage::new(&settings.s3)?;
             storage.ensure_buckets().await?;
             println!(
                 "buckets ready: {}, {}",
                 settings.s3.quarantine_bucket, settings.s3.documents_bucket
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::Backup {
+            to,
+            vault_token_file,
+        }) => {
+            let started = std::time::Instant::now();
+            let summary =
+                crate::backup::backup(&settings, &to, vault_token_file.as_deref()).await?;
+            println!(
+                "backup written to {}: database, {} objects ({} bytes), master key; {:.1} s",
+                to.display(),
+                summary.objects,
+                summary.bytes,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::Restore {
+            from,
+            vault_token_file,
+        }) => {
+            let started = std::time::Instant::now();
+            let summary =
+                crate::backup::restore(&settings, &from, vault_token_file.as_deref()).await?;
+            println!(
+                "restored from {}: database, {} objects ({} bytes), master key; {:.1} s",
+                from.display(),
+                summary.objects,
+                summary.bytes,
+                started.elapsed().as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -282,25 +381,58 @@ async fn serve(settings: Settings, role: Role, workers: bool) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-async fn migrate(settings: Settings, check: bool) -> anyhow::Result<ExitCode> {
+async fn migrate_check(settings: Settings, source: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let pool = db::lazy_pool(&settings.database)?;
-    let before = db::schema_state(&pool)
+    let state = db::schema_state(&pool)
         .await
         .context("reading the schema state")?;
-    if check {
-        println!("{}", before.describe());
-        if let db::SchemaState::Behind { pending, .. } = &before {
-            for version in pending {
-                let name = db::MIGRATOR
-                    .iter()
-                    .find(|m| m.version == *version)
-                    .map(|m| m.description.to_string())
-                    .unwrap_or_default();
-                println!("pending: {version} {name}");
-            }
+    let from_folder;
+    let migrator: &sqlx::migrate::Migrator = match &source {
+        Some(dir) => {
+            from_folder = sqlx::migrate::Migrator::new(dir.as_path())
+                .await
+                .with_context(|| format!("reading migrations from {}", dir.display()))?;
+            &from_folder
         }
-        return Ok(ExitCode::SUCCESS);
+        None => {
+            println!("{}", state.describe());
+            &db::MIGRATOR
+        }
+    };
+    let applied = db::applied_versions(&pool).await?;
+    let mut unsafe_steps = 0;
+    for m in migrator
+        .iter()
+        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+    {
+        let findings = db::migration_check::analyse(m.sql.as_str());
+        if findings.is_empty() {
+            println!(
+                "pending: {} {} — safe beside the running release",
+                m.version, m.description
+            );
+        }
+        for f in &findings {
+            unsafe_steps += 1;
+            println!(
+                "UNSAFE:  {} {} — {}: {}",
+                m.version, m.description, f.reason, f.statement
+            );
+        }
     }
+    pool.close().await;
+    if unsafe_steps > 0 {
+        println!(
+            "{unsafe_steps} step(s) cannot run while the previous release serves: split them into \
+             an expand release and a later contract release (docs/operations/upgrades.md)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
+    let pool = db::lazy_pool(&settings.database)?;
     db::migrate(&pool).await?;
     let after = db::schema_state(&pool).await?;
     tracing::info!(detail = %after.describe(), "migrations applied");

@@ -56,6 +56,33 @@ pub struct Settings {
     pub bureau: BureauSettings,
     pub los: LosSettings,
     pub notifications: NotificationSettings,
+    pub reminders: ReminderSettings,
+}
+
+/// Reminders to borrowers about outstanding document requests (issue 7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReminderSettings {
+    pub enabled: bool,
+    /// The first reminder goes out this many days after the request.
+    pub first_after_days: u32,
+    /// Then one every this many days…
+    pub every_days: u32,
+    /// …at most this many in all.
+    pub max_reminders: u32,
+    /// Local times (`HH:MM`, in `timezone`) between which nothing is sent; the span may
+    /// cross midnight. Equal start and end: no quiet hours.
+    pub quiet_hours_start: String,
+    pub quiet_hours_end: String,
+    /// Days on which nothing is sent: `mon` … `sun`.
+    pub quiet_days: Vec<String>,
+    /// An IANA time zone, e.g. `America/New_York`.
+    pub timezone: String,
+    /// A loan's requests falling due within this many minutes of each other go out as one
+    /// message.
+    pub digest_window_minutes: u32,
+    /// How often the scheduler looks for due reminders.
+    pub tick_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,8 +371,8 @@ impl ServerSettings {
 pub struct WorkerSettings {
     /// `/healthz`, `/readyz` and `/metrics` of `loanfolio worker`.
     pub admin_listen: SocketAddr,
-    /// The queue consumers this process runs (`document-pipeline`, `credit-worker`,
-    /// `los-submitter`, `notifier`); absent: all of them.
+    /// The queue consumers and schedulers this process runs (`document-pipeline`,
+    /// `credit-worker`, `los-submitter`, `notifier`, `reminder-scheduler`); absent: all.
     pub consumers: Option<Vec<String>>,
 }
 
@@ -528,6 +555,9 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = crate::workers::reminders::Schedule::from_settings(&self.reminders) {
+            return Err(ConfigError::Invalid(format!("{e:#}")));
+        }
         self.database.url()?;
         self.rabbitmq.url()?;
         self.redis.url()?;

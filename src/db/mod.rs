@@ -16,6 +16,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use crate::config::DatabaseSettings;
 
 pub mod audit;
+pub mod migration_check;
 pub mod outbox;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -93,6 +94,22 @@ impl SchemaState {
             ),
         }
     }
+}
+
+/// The versions recorded as applied (none on an empty database).
+pub async fn applied_versions(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
+    let table_exists: bool =
+        sqlx::query_scalar("select to_regclass('public._sqlx_migrations') is not null")
+            .fetch_one(pool)
+            .await
+            .context("reading the migration table")?;
+    if !table_exists {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
+        .fetch_all(pool)
+        .await
+        .context("reading the migration table")
 }
 
 /// Compare the applied migrations with the embedded ones. Read-only.

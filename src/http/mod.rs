@@ -21,6 +21,7 @@ pub mod requests;
 pub mod session_routes;
 pub mod sms_consent;
 pub mod support;
+pub mod unsubscribe;
 pub mod upload_links;
 
 use axum::Router;
@@ -93,6 +94,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(los::public_routes())
         .merge(authenticated(state, notifications::routes()))
         .merge(authenticated(state, sms_consent::routes()))
+        .merge(unsubscribe::routes())
 }
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched

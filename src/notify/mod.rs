@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -37,6 +38,14 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "status_borrower.html",
         include_str!("templates/status_borrower.html"),
+    ),
+    (
+        "document_reminder.txt",
+        include_str!("templates/document_reminder.txt"),
+    ),
+    (
+        "document_reminder.html",
+        include_str!("templates/document_reminder.html"),
     ),
     (
         "agent_update.txt",
@@ -146,13 +155,16 @@ impl Mailer {
         })
     }
 
-    /// Send one message; `id` makes its Message-ID, so a resend is recognisable.
+    /// Send one message; `id` makes its Message-ID, so a resend is recognisable. A
+    /// non-transactional message carries `unsubscribe` (the one-click URL) as its
+    /// List-Unsubscribe header.
     pub async fn send(
         &self,
         id: uuid::Uuid,
         to: &str,
         subject: &str,
         (text, html): (String, String),
+        unsubscribe: Option<&str>,
     ) -> Result<String, SendError> {
         let to: Mailbox = to
             .parse()
@@ -166,6 +178,9 @@ impl Mailer {
         if let Some(reply_to) = &self.reply_to {
             builder = builder.reply_to(reply_to.clone());
         }
+        if let Some(url) = unsubscribe {
+            builder = builder.header(ListUnsubscribe(format!("<{url}>")));
+        }
         let message = builder
             .multipart(MultiPart::alternative_plain_html(text, html))
             .map_err(|e| SendError::Permanent(format!("building the message: {e}")))?;
@@ -174,6 +189,24 @@ impl Mailer {
             Err(e) if e.is_permanent() => Err(SendError::Permanent(smtp_reason(&e))),
             Err(e) => Err(SendError::Transient(smtp_reason(&e))),
         }
+    }
+}
+
+/// RFC 2369 `List-Unsubscribe: <https://…>`.
+#[derive(Debug, Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self(s.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
     }
 }
 

@@ -5,6 +5,7 @@ pub mod los;
 pub mod notifier;
 pub mod pipeline;
 pub mod reconciler;
+pub mod reminders;
 
 /// Every production consumer and the topics it subscribes to. The relay declares these
 /// queues before it publishes, so an event emitted before its consumer first started (a new

@@ -23,6 +23,7 @@ pub const TOPICS: &[&str] = &[
     "credit.completed",
     "credit.failed",
     "loan.needs_attention",
+    crate::workers::reminders::TOPIC,
 ];
 
 pub struct Notifier {
@@ -75,6 +76,8 @@ struct Outgoing {
     template: &'static str,
     subject: String,
     context: Value,
+    /// Not transactional (a reminder): carries a one-click unsubscribe link.
+    unsubscribe: bool,
 }
 
 /// A link's sealed borrower email, sealed token and expiry.
@@ -186,6 +189,110 @@ impl Notifier {
         )
     }
 
+    /// A reminder (or digest) of the requests still outstanding, to the address the link
+    /// went to. Nothing when the borrower unsubscribed, the link is gone, or every request
+    /// was answered since the scheduler queued it.
+    async fn reminder(
+        &self,
+        message: &Message,
+        key: &[u8; 32],
+        loan: Uuid,
+        lead: Uuid,
+        first_name: &str,
+        agent: &str,
+    ) -> Result<Option<Outgoing>, HandlerError> {
+        let state = &self.state;
+        let (lender, phone) = self.branding();
+        // language=PostgreSQL
+        let opted_out: bool =
+            sqlx::query_scalar("select email_opted_out_at is not null from leads where id = $1")
+                .bind(lead)
+                .fetch_one(&state.db)
+                .await
+                .map_err(transient)?;
+        if opted_out {
+            return Ok(None);
+        }
+        let ids: Vec<Uuid> = message
+            .payload
+            .get("requestIds")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // language=PostgreSQL
+        let documents: Vec<String> = sqlx::query_scalar(
+            "select replace(doc_type, '_', ' ') from document_requests
+              where id = any($1) and loan_id = $2 and state in ('outstanding', 'rejected') order by id",
+        )
+        .bind(&ids)
+        .bind(loan)
+        .fetch_all(&state.db)
+        .await
+        .map_err(transient)?;
+        if documents.is_empty() {
+            return Ok(None);
+        }
+        // language=PostgreSQL
+        let link: Option<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "select id, token_enc, borrower_email_enc from upload_links
+              where loan_id = $1 and token_enc is not null and borrower_email_enc is not null
+                and revoked_at is null and expires_at > now()
+              order by id desc limit 1",
+        )
+        .bind(loan)
+        .fetch_optional(&state.db)
+        .await
+        .map_err(transient)?;
+        let Some((link, token, email)) = link else {
+            return Ok(None);
+        };
+        let to = decrypt(key, "upload_links", "borrower_email_enc", link, &email)?;
+        let token = decrypt(key, "upload_links", "token_enc", link, &token)?;
+        let many = documents.len() > 1;
+        Ok(Some(Outgoing {
+            kind: "borrower",
+            channel: "email",
+            to,
+            template: "document_reminder",
+            subject: if many {
+                format!(
+                    "{lender}: reminder — {} documents still needed",
+                    documents.len()
+                )
+            } else {
+                format!("{lender}: reminder — a document is still needed")
+            },
+            context: json!({"first_name": first_name, "agent": agent, "lender": lender,
+                "support_phone": phone, "documents": documents, "link": self.url(&token)}),
+            unsubscribe: true,
+        }))
+    }
+
+    /// A new one-click unsubscribe URL for the lead (only the token's hash is kept).
+    async fn unsubscribe_url(&self, lead: Uuid) -> Result<String, HandlerError> {
+        let token = crate::auth::session::random_token();
+        // language=PostgreSQL
+        sqlx::query("insert into unsubscribe_tokens (token_hash, lead_id) values ($1, $2)")
+            .bind(crate::http::upload_links::token_hash(&token))
+            .bind(lead)
+            .execute(&self.state.db)
+            .await
+            .map_err(transient)?;
+        Ok(format!(
+            "{}/v1/public/unsubscribe/{token}",
+            self.state
+                .settings
+                .server
+                .public_base_url
+                .as_str()
+                .trim_end_matches('/')
+        ))
+    }
+
     /// The messages an event asks for, with the loan and lead they are about.
     async fn plan(
         &self,
@@ -194,7 +301,7 @@ impl Notifier {
         let state = &self.state;
         let (lender, phone) = self.branding();
         let loan = match message.topic.as_str() {
-            "upload_link.created" => id_of(message, "loanId"),
+            "upload_link.created" | crate::workers::reminders::TOPIC => id_of(message, "loanId"),
             "doc.available"
             | "doc.rejected"
             | "doc.reviewed"
@@ -238,6 +345,7 @@ impl Notifier {
                 template: "agent_update",
                 subject: headline.clone(),
                 context: json!({"headline": headline, "borrower": first_name, "loan_id": loan, "lender": lender}),
+                unsubscribe: false,
             })
         };
         let mut out = Vec::new();
@@ -266,6 +374,7 @@ impl Notifier {
                         context: json!({"first_name": first_name, "agent": agent, "lender": lender,
                             "support_phone": phone, "link": self.url(&token),
                             "expires": expires.date().to_string()}),
+                        unsubscribe: false,
                     });
                 }
             }
@@ -295,6 +404,7 @@ impl Notifier {
                         context: json!({"first_name": first_name, "agent": agent, "lender": lender,
                             "support_phone": phone, "doc_type": doc_type.replace('_', " "), "reason": reason,
                             "link": self.link_url(&key, loan).await?}),
+                        unsubscribe: false,
                     });
                 }
             }
@@ -313,6 +423,7 @@ impl Notifier {
                         template: "status_borrower",
                         subject: format!("{lender}: your application is {status}"),
                         context: json!({"first_name": first_name, "status": status, "lender": lender, "support_phone": phone}),
+                        unsubscribe: false,
                     });
                 }
                 if let Some(to) = self.sms_number(&key, lead).await? {
@@ -325,9 +436,16 @@ impl Notifier {
                             "{lender}: your loan application is now {status}. Questions? {phone}"
                         ),
                         context: Value::Null,
+                        unsubscribe: false,
                     });
                 }
                 out.extend(agent_update(format!("Loan status: {status}")));
+            }
+            crate::workers::reminders::TOPIC => {
+                out.extend(
+                    self.reminder(message, &key, loan, lead, &first_name, &agent)
+                        .await?,
+                );
             }
             "doc.available" => out.extend(agent_update("A document was received".into())),
             "doc.rejected" => {
@@ -400,12 +518,23 @@ impl Notifier {
         let sent = if o.channel == "sms" {
             self.send_sms(&o.to, &o.subject).await
         } else {
+            let mut context = o.context;
+            let unsubscribe = if o.unsubscribe {
+                let url = self.unsubscribe_url(lead).await?;
+                context["unsubscribe"] = Value::String(url.clone());
+                Some(url)
+            } else {
+                None
+            };
             let body = state
                 .mailer
                 .templates
-                .render(o.template, &o.context)
+                .render(o.template, &context)
                 .map_err(HandlerError::Permanent)?;
-            state.mailer.send(id, &o.to, &o.subject, body).await
+            state
+                .mailer
+                .send(id, &o.to, &o.subject, body, unsubscribe.as_deref())
+                .await
         };
         match sent {
             Ok(provider_id) => {

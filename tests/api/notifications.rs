@@ -249,6 +249,58 @@ async fn an_smtp_outage_delays_messages_but_loses_and_duplicates_none() {
     assert_eq!(sent, 3);
 }
 
+#[tokio::test]
+async fn a_permanent_smtp_refusal_ends_failed_with_the_reason_and_is_not_retried() {
+    let smtp = PrivateSmtp::start().await;
+    let app = crate::helpers::app()
+        .workers_only(&["notifier"])
+        .settings(|s| smtp.configure(s))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    // The server answers RCPT with 550 for this mailbox; the next address is fine.
+    link_with_email(&app, &token, &loan, "bounce-me@example.net").await;
+    link_with_email(&app, &token, &loan, "accepted@example.net").await;
+    wait_for(&smtp, "accepted@example.net", 1, 30).await;
+    let failed = eventually(20, || async {
+        let list: Value = app
+            .client
+            .get(app.url(&format!("/v1/loans/{loan}/notifications")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["items"].as_array().unwrap().iter().any(|n| {
+            n["state"] == "failed"
+                && n["recipient"] == "b***@example.net"
+                && n["last_error"].as_str().is_some_and(|e| e.contains("550"))
+                && n["attempts"] == 1
+        })
+    })
+    .await;
+    assert!(
+        failed,
+        "the refusal ends `failed` with the SMTP status as the reason"
+    );
+    // Not retried: one attempt, and the queue holds nothing for it (no dead letter either).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (attempts, reason): (i32, String) =
+        sqlx::query_as("select attempts, last_error from notifications where state = 'failed'")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(
+        !reason.contains("bounce-me"),
+        "no address in the reason: {reason}"
+    );
+    assert_eq!(to(&smtp.messages(), "bounce-me@example.net").len(), 0);
+}
+
 /// A local HTTP receiver standing in for the site's SMS provider: it records every POST.
 async fn sms_receiver() -> (
     String,

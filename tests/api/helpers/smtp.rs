@@ -1,10 +1,23 @@
 //! A private SMTP server for one test: Debian's aiosmtpd delivering into a Maildir the test
-//! reads, stoppable without touching the shared one.
+//! reads, stoppable without touching the shared one. Recipients whose address starts with
+//! `bounce` are refused with a permanent `550` (a mailbox that does not exist).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use super::{eventually, free_port};
+
+const PICKY_HANDLER: &str = r#"
+from aiosmtpd.handlers import Mailbox
+
+
+class PickyMailbox(Mailbox):
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower().startswith("bounce"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+"#;
 
 pub struct PrivateSmtp {
     pub port: u16,
@@ -15,6 +28,7 @@ pub struct PrivateSmtp {
 impl PrivateSmtp {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("picky_mailbox.py"), PICKY_HANDLER).unwrap();
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(dir.path().join("mail").join(sub)).unwrap();
         }
@@ -40,8 +54,9 @@ impl PrivateSmtp {
                 "-l",
                 &format!("127.0.0.1:{}", self.port),
             ])
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .args(["-c", "picky_mailbox.PickyMailbox"])
             .arg(self.maildir())
+            .env("PYTHONPATH", self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,345 @@
+//! Document reminders with the clock in the test's hands: the scheduler's round is called
+//! with chosen times (`reminders::tick`), against a real database, the real notifier
+//! consumer and a private SMTP server. Cadence, maximum, quiet hours and days, the stop
+//! rules, the digest, one runner at a time, and the one-click unsubscribe.
+
+use std::time::Duration;
+
+use loanfolio::workers::reminders::{self, Schedule};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::helpers::smtp::PrivateSmtp;
+use crate::helpers::{TestApp, oidc};
+use crate::loans::agent_a1_loan;
+
+fn at(rfc3339: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(rfc3339, &Rfc3339).unwrap()
+}
+
+/// Monday 2026-11-30, 09:00 in New York.
+fn t0() -> OffsetDateTime {
+    at("2026-11-30T14:00:00Z")
+}
+
+fn days(d: f64) -> time::Duration {
+    time::Duration::seconds_f64(d * 86_400.0)
+}
+
+fn configure(s: &mut loanfolio::config::Settings) {
+    let r = &mut s.reminders;
+    r.first_after_days = 2;
+    r.every_days = 3;
+    r.max_reminders = 2;
+    r.quiet_hours_start = "20:00".into();
+    r.quiet_hours_end = "08:00".into();
+    r.quiet_days = vec!["sat".into(), "sun".into()];
+    r.timezone = "America/New_York".into();
+    r.digest_window_minutes = 60;
+}
+
+async fn start() -> (PrivateSmtp, TestApp, Schedule, String) {
+    let smtp = PrivateSmtp::start().await;
+    let app = crate::helpers::app()
+        .workers_only(&["notifier"])
+        .settings(|s| {
+            smtp.configure(s);
+            configure(s);
+        })
+        .spawn()
+        .await;
+    let schedule = Schedule::from_settings(&app.state.settings.reminders).unwrap();
+    let token = oidc::access_token("agent-a1").await;
+    (smtp, app, schedule, token)
+}
+
+/// A loan with an emailed link (its token and id) whose expiry lies beyond the test's clock.
+async fn loan_with_link(app: &TestApp, token: &str, email: &str) -> (String, String, String) {
+    let loan = agent_a1_loan(app, token).await;
+    let response = app
+        .create(
+            token,
+            &format!("/v1/loans/{loan}/upload-links"),
+            &json!({"borrower_email": email}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let link: Value = response.json().await.unwrap();
+    let id = link["id"].as_str().unwrap().to_owned();
+    sqlx::query("update upload_links set expires_at = $2 where id = $1::uuid")
+        .bind(&id)
+        .bind(t0() + days(60.0))
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    (loan, link["token"].as_str().unwrap().to_owned(), id)
+}
+
+/// A document request created at `created` (the test's clock).
+async fn request(
+    app: &TestApp,
+    token: &str,
+    loan: &str,
+    doc_type: &str,
+    created: OffsetDateTime,
+) -> String {
+    let response = app
+        .create(
+            token,
+            &format!("/v1/loans/{loan}/document-requests"),
+            &json!({"doc_type": doc_type, "note": "the latest one"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sqlx::query("update document_requests set created_at = $2 where id = $1::uuid")
+        .bind(&id)
+        .bind(created)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    id
+}
+
+fn decoded(raw: &str) -> String {
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
+
+/// The reminders received by `address` so far (the invitation is not one).
+fn reminders_to(smtp: &PrivateSmtp, address: &str) -> Vec<String> {
+    smtp.messages()
+        .iter()
+        .filter(|m| {
+            m.lines()
+                .any(|l| l.starts_with("To:") && l.contains(address))
+        })
+        .filter(|m| m.contains("reminder"))
+        .map(|m| decoded(m))
+        .collect()
+}
+
+/// Wait until `address` has `count` reminders, then a little longer to catch extras.
+async fn expect_reminders(smtp: &PrivateSmtp, address: &str, count: usize) -> Vec<String> {
+    for _ in 0..200 {
+        if reminders_to(smtp, address).len() >= count {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let found = reminders_to(smtp, address);
+    assert_eq!(found.len(), count, "reminders to {address}: {found:#?}");
+    found
+}
+
+async fn tick(app: &TestApp, schedule: &Schedule, now: OffsetDateTime) -> usize {
+    reminders::tick(&app.state, schedule, now).await.unwrap()
+}
+
+#[tokio::test]
+async fn reminders_keep_the_cadence_quiet_hours_maximum_and_stop_rules_and_digest_requests_made_together()
+ {
+    let (smtp, app, schedule, token) = start().await;
+    let email = "reminded@example.net";
+    let (loan, link_token, _) = loan_with_link(&app, &token, email).await;
+    // Two requests made together (a digest) and one a day later.
+    let r1 = request(&app, &token, &loan, "w2", t0()).await;
+    let r2 = request(
+        &app,
+        &token,
+        &loan,
+        "bank_statement",
+        t0() + time::Duration::minutes(2),
+    )
+    .await;
+    let r3 = request(&app, &token, &loan, "pay_stub", t0() + days(1.0)).await;
+
+    // Not due yet (first after 2 days).
+    assert_eq!(
+        tick(&app, &schedule, t0() + days(2.0) - time::Duration::hours(1)).await,
+        0
+    );
+    // Wednesday 09:05: r1 is due; r2 (due 2 minutes later) rides along; r3 is a day away.
+    assert_eq!(
+        tick(
+            &app,
+            &schedule,
+            t0() + days(2.0) + time::Duration::minutes(5)
+        )
+        .await,
+        1
+    );
+    let first = expect_reminders(&smtp, email, 1).await.remove(0);
+    assert!(first.contains("w2"), "{first}");
+    assert!(first.contains("bank statement"), "{first}");
+    assert!(!first.contains("pay stub"), "r3 is not due: {first}");
+    assert!(
+        first.contains(&format!("/u/{link_token}")),
+        "the way back to the link"
+    );
+    assert!(
+        first.contains("List-Unsubscribe: <") && first.contains("/v1/public/unsubscribe/"),
+        "a reminder is not transactional: {first}"
+    );
+    // The same round again sends nothing twice.
+    assert_eq!(
+        tick(
+            &app,
+            &schedule,
+            t0() + days(2.0) + time::Duration::minutes(6)
+        )
+        .await,
+        0
+    );
+
+    // Thursday 21:00 local: r3 is due since 09:00, but it is quiet hours.
+    assert_eq!(
+        tick(
+            &app,
+            &schedule,
+            t0() + days(3.0) + time::Duration::hours(12)
+        )
+        .await,
+        0
+    );
+    // Friday 09:00: r3's first reminder, alone.
+    assert_eq!(tick(&app, &schedule, t0() + days(4.0)).await, 1);
+    let second = expect_reminders(&smtp, email, 2).await;
+    let r3_only = second.iter().find(|m| *m != &first).unwrap();
+    assert!(
+        r3_only.contains("pay stub") && !r3_only.contains("bank statement"),
+        "{r3_only}"
+    );
+
+    // The borrower says r2 does not apply: its reminders stop.
+    let response = app
+        .client
+        .post(app.url(&format!(
+            "/v1/public/upload-links/{link_token}/requests/{r2}/not-applicable"
+        )))
+        .json(&json!({"comment": "I have no other account"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // Saturday 10:00: r1's second reminder fell due at 09:05 — a quiet day.
+    assert_eq!(
+        tick(&app, &schedule, t0() + days(5.0) + time::Duration::hours(1)).await,
+        0
+    );
+    // Monday 09:00: r1 (overdue since Saturday) and r3 (due now) in one digest, r2 not.
+    assert_eq!(tick(&app, &schedule, t0() + days(7.0)).await, 1);
+    let third = expect_reminders(&smtp, email, 3).await;
+    let last = third
+        .iter()
+        .find(|m| m.contains("pay stub") && m.contains("w2"))
+        .unwrap_or_else(|| panic!("a digest of r1 and r3: {third:#?}"));
+    assert!(!last.contains("bank statement"), "{last}");
+
+    // Both have had the maximum (2); r2 is answered: nothing more, ever.
+    for d in [10.0, 14.0, 21.0] {
+        assert_eq!(tick(&app, &schedule, t0() + days(d)).await, 0, "day {d}");
+    }
+    let counts: Vec<(String, i32)> = sqlx::query_as(
+        "select id::text, reminders_sent from document_requests where loan_id = $1::uuid order by id",
+    )
+    .bind(&loan)
+    .fetch_all(&app.state.db)
+    .await
+    .unwrap();
+    let sent = |id: &str| counts.iter().find(|(i, _)| i == id).unwrap().1;
+    assert_eq!((sent(&r1), sent(&r2), sent(&r3)), (2, 1, 2));
+    expect_reminders(&smtp, email, 3).await;
+}
+
+#[tokio::test]
+async fn reminders_stop_when_the_borrower_unsubscribes_or_the_link_is_revoked() {
+    let (smtp, app, schedule, token) = start().await;
+    let email = "unsubscriber@example.net";
+    let (loan, _, _) = loan_with_link(&app, &token, email).await;
+    request(&app, &token, &loan, "tax_return", t0()).await;
+    assert_eq!(tick(&app, &schedule, t0() + days(2.0)).await, 1);
+    let message = expect_reminders(&smtp, email, 1).await.remove(0);
+    let start = message.find("List-Unsubscribe: <").unwrap() + "List-Unsubscribe: <".len();
+    let url = &message[start..start + message[start..].find('>').unwrap()];
+    let path = &url[url.find("/v1/public/unsubscribe/").unwrap()..];
+
+    // One click: an HTML page; again (mail clients pre-fetch): still fine; JSON on request.
+    let page = app.get(path).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("unsubscribed"));
+    let again: Value = app
+        .client
+        .get(app.url(path))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["unsubscribed"], true);
+    let unknown = app.get("/v1/public/unsubscribe/not-a-real-token").await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Recorded once, in the lead's audit chain.
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = 'lead.email_unsubscribed'",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+
+    // The second reminder is due on Friday: the borrower unsubscribed, so none.
+    assert_eq!(
+        tick(&app, &schedule, t0() + days(4.0) + time::Duration::hours(1)).await,
+        0
+    );
+
+    // Another borrower's link is revoked: their reminders stop too.
+    let other = "revoked@example.net";
+    let (loan_b, _, link_b) = loan_with_link(&app, &token, other).await;
+    request(&app, &token, &loan_b, "photo_id", t0()).await;
+    let revoked = app
+        .client
+        .delete(app.url(&format!("/v1/upload-links/{link_b}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_eq!(
+        tick(&app, &schedule, t0() + days(4.0) + time::Duration::hours(2)).await,
+        0
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(reminders_to(&smtp, other).is_empty());
+    assert_eq!(reminders_to(&smtp, email).len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_rounds_on_several_replicas_send_each_reminder_once() {
+    let (smtp, app, schedule, token) = start().await;
+    let email = "raced@example.net";
+    let (loan, _, _) = loan_with_link(&app, &token, email).await;
+    request(&app, &token, &loan, "w2", t0()).await;
+    // Ten "replicas" run the same round at once: one message.
+    let now = t0() + days(2.0);
+    let rounds =
+        futures::future::join_all((0..10).map(|_| reminders::tick(&app.state, &schedule, now)))
+            .await;
+    let queued: usize = rounds.into_iter().map(Result::unwrap).sum();
+    assert_eq!(queued, 1);
+    expect_reminders(&smtp, email, 1).await;
+}
