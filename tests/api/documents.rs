@@ -134,7 +134,7 @@ async fn declared_size_and_type_are_checked_up_front() {
 }
 
 /// Upload `bytes` as the agent, declared as `content_type` and `size`, then complete.
-async fn upload(
+pub async fn upload(
     app: &TestApp,
     token: &str,
     loan: &str,
@@ -168,7 +168,7 @@ async fn upload(
     id
 }
 
-async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
+pub async fn settled(app: &TestApp, token: &str, id: &str) -> Value {
     let mut last = Value::Null;
     for _ in 0..100 {
         last = app
@@ -732,7 +732,7 @@ async fn settled_within(app: &TestApp, token: &str, id: &str, seconds: u64) -> V
 }
 
 /// `len` bytes of `magic` followed by non-repeating noise, so every 64-byte window is distinct.
-fn sample(magic: &[u8], seed: u64, len: usize) -> Vec<u8> {
+pub fn sample(magic: &[u8], seed: u64, len: usize) -> Vec<u8> {
     let mut out = magic.to_vec();
     let mut x = seed | 1;
     while out.len() < len {

@@ -27,6 +27,7 @@ mod pii;
 mod queue;
 mod readiness;
 mod reminders;
+mod restore_drill;
 mod sessions;
 mod upload_links;
 mod worker_crash;

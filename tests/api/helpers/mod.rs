@@ -371,6 +371,7 @@ pub struct AppBuilder {
     database_address: Option<SocketAddr>,
     workers: bool,
     router: Option<Box<dyn FnOnce(AppState) -> axum::Router>>,
+    buckets: Option<(String, String)>,
 }
 
 impl AppBuilder {
@@ -402,6 +403,13 @@ impl AppBuilder {
         self
     }
 
+    /// Use these (quarantine, documents) buckets instead of fresh ones: another app's, as
+    /// a restore brings them back.
+    pub fn buckets(mut self, quarantine: &str, documents: &str) -> Self {
+        self.buckets = Some((quarantine.to_owned(), documents.to_owned()));
+        self
+    }
+
     /// Use the database of another app of this test.
     pub fn shared_database(mut self, name: String) -> Self {
         self.database = Some(TestDatabase::shared(name));
@@ -430,6 +438,10 @@ impl AppBuilder {
         };
         let mut settings = self.settings;
         isolate(&mut settings, &database);
+        if let Some((quarantine, documents)) = self.buckets {
+            settings.s3.quarantine_bucket = quarantine;
+            settings.s3.documents_bucket = documents;
+        }
         if let Some(address) = self.database_address {
             let mut url =
                 url::Url::parse(settings.database.url().unwrap().expose_secret()).unwrap();
@@ -484,6 +496,7 @@ pub fn app() -> AppBuilder {
         database_address: None,
         workers: false,
         router: None,
+        buckets: None,
     }
 }
 
