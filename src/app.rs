@@ -68,6 +68,7 @@ pub struct AppState {
 impl AppState {
     /// Builds every client; connects to nothing.
     pub fn new(settings: Settings, role: Role) -> anyhow::Result<Self> {
+        crate::tls::install_crypto_provider();
         let oidc = Discovery::new(&settings.oidc).context("oidc")?;
         let jwks = JwksCache::new(
             oidc.clone(),
@@ -188,14 +189,41 @@ impl Application {
             expected_schema = db::expected_version(),
             "listening"
         );
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx_server.wait_for(|stop| *stop).await;
-        });
-        let mut server = tokio::spawn(async move { server.await });
+        let tls = match (
+            &state.role,
+            &state.settings.server.tls_cert_file,
+            &state.settings.server.tls_key_file,
+        ) {
+            (Role::Serve, Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("server.tls_cert_file / tls_key_file")?,
+            ),
+            _ => None,
+        };
+        let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let mut server = match tls {
+            // HTTPS with rustls (DESIGN.md §2); the deployments also put a proxy in front.
+            Some(config) => {
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    let _ = stop_rx_server.wait_for(|stop| *stop).await;
+                    stopper.graceful_shutdown(None);
+                });
+                let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                    .handle(handle)
+                    .serve(make_service);
+                tokio::spawn(server)
+            }
+            None => {
+                let server =
+                    axum::serve(listener, make_service).with_graceful_shutdown(async move {
+                        let _ = stop_rx_server.wait_for(|stop| *stop).await;
+                    });
+                tokio::spawn(async move { server.await })
+            }
+        };
         let housekeeping = tokio::spawn(crate::housekeeping::run(state.clone()));
         let relay = workers.then(|| tokio::spawn(crate::queue::relay::run(state.clone())));
         let reconciler =

@@ -29,9 +29,20 @@ impl std::fmt::Debug for Cache {
 
 impl Cache {
     pub fn new(settings: &RedisSettings) -> anyhow::Result<Self> {
+        // A `rediss://` URL builds its rustls client from the process's provider.
+        crate::tls::install_crypto_provider();
         let url = settings.url()?;
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|_| anyhow::anyhow!("redis.url is not a valid Redis URL"))?;
+        let client = match &settings.ca_file {
+            Some(ca) => redis::Client::build_with_tls(
+                url.expose_secret(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(crate::tls::read_ca("redis.ca_file", ca)?),
+                },
+            ),
+            None => redis::Client::open(url.expose_secret()),
+        }
+        .map_err(|_| anyhow::anyhow!("redis.url is not a valid Redis URL"))?;
         Ok(Self {
             client,
             url,

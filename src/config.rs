@@ -145,6 +145,9 @@ pub enum SmtpTls {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
+    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
+    /// the system's roots (TLS in transit, DESIGN.md §2).
+    pub ca_file: Option<PathBuf>,
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
@@ -350,6 +353,9 @@ pub struct IdempotencySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    /// Serve HTTPS (rustls) with this PEM certificate chain and key; both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub public_base_url: url::Url,
     pub request_timeout_secs: u64,
@@ -402,6 +408,12 @@ pub struct LogSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
+    /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (libpq's names);
+    /// unset: the URL's `sslmode`, else `prefer`. Production: `verify-full` with `ca_file`.
+    pub ssl_mode: Option<String>,
+    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
+    /// the system's roots (TLS in transit, DESIGN.md §2).
+    pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
     pub max_connections: u32,
@@ -414,6 +426,9 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitMqSettings {
+    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
+    /// the system's roots, for an `amqps://` URL (TLS in transit, DESIGN.md §2).
+    pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
     /// Prefix of every exchange and queue this installation declares; lets several
@@ -425,6 +440,9 @@ pub struct RabbitMqSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
+    /// the system's roots, for a `rediss://` URL (TLS in transit, DESIGN.md §2).
+    pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
     pub key_prefix: String,
@@ -434,6 +452,9 @@ pub struct RedisSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
+    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
+    /// the system's roots (TLS in transit, DESIGN.md §2).
+    pub ca_file: Option<PathBuf>,
     pub endpoint: url::Url,
     /// Where browsers send pre-signed uploads, when not `endpoint`.
     pub public_endpoint: Option<url::Url>,
@@ -459,6 +480,9 @@ pub struct ClamdSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcSettings {
+    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
+    /// the system's roots (TLS in transit, DESIGN.md §2).
+    pub ca_file: Option<PathBuf>,
     /// The issuer identifier; discovery is `{issuer}/.well-known/openid-configuration`.
     pub issuer_url: url::Url,
     pub audience: String,
@@ -508,6 +532,9 @@ pub struct LocalKmsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultKmsSettings {
+    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
+    /// the system's roots (TLS in transit, DESIGN.md §2).
+    pub ca_file: Option<PathBuf>,
     pub address: url::Url,
     token: Option<SecretString>,
     token_file: Option<PathBuf>,
@@ -555,6 +582,23 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.tls_cert_file.is_some() != self.server.tls_key_file.is_some() {
+            return Err(ConfigError::key(
+                "server.tls_cert_file",
+                "server.tls_cert_file and server.tls_key_file go together",
+            ));
+        }
+        if let Some(mode) = &self.database.ssl_mode
+            && !matches!(
+                mode.as_str(),
+                "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full"
+            )
+        {
+            return Err(ConfigError::key(
+                "database.ssl_mode",
+                "one of disable, allow, prefer, require, verify-ca, verify-full",
+            ));
+        }
         if let Err(e) = crate::workers::reminders::Schedule::from_settings(&self.reminders) {
             return Err(ConfigError::Invalid(format!("{e:#}")));
         }

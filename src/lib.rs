@@ -24,5 +24,6 @@ pub mod redact;
 pub mod scan;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod web;
 pub mod workers;

@@ -23,14 +23,19 @@ pub struct Discovery {
 
 impl Discovery {
     pub fn new(settings: &OidcSettings) -> anyhow::Result<Self> {
+        // The issuer's answers decide who is authenticated: follow no redirects.
+        let mut http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(settings.timeout_secs))
+            .timeout(Duration::from_secs(settings.timeout_secs));
+        if let Some(ca) = &settings.ca_file {
+            for cert in crate::tls::reqwest_roots("oidc.ca_file", ca)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Ok(Self {
             issuer: settings.issuer_url.clone(),
-            // The issuer's answers decide who is authenticated: follow no redirects.
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(settings.timeout_secs))
-                .timeout(Duration::from_secs(settings.timeout_secs))
-                .build()?,
+            http: http.build()?,
         })
     }
 

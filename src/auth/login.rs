@@ -17,12 +17,18 @@ use crate::error::AppError;
 
 fn http_client(state: &AppState) -> anyhow::Result<openidconnect::reqwest::Client> {
     // The issuer's answers decide who is authenticated: no redirects (SSRF, mix-up).
-    Ok(openidconnect::reqwest::ClientBuilder::new()
+    let mut builder = openidconnect::reqwest::ClientBuilder::new()
         .redirect(openidconnect::reqwest::redirect::Policy::none())
         .timeout(std::time::Duration::from_secs(
             state.settings.oidc.timeout_secs,
-        ))
-        .build()?)
+        ));
+    if let Some(ca) = &state.settings.oidc.ca_file {
+        let pem = crate::tls::read_ca("oidc.ca_file", ca)?;
+        for cert in openidconnect::reqwest::Certificate::from_pem_bundle(&pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder.build()?)
 }
 
 pub fn redirect_url(state: &AppState) -> String {

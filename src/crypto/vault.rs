@@ -45,6 +45,13 @@ impl VaultKeys {
             VaultClientSettingsBuilder::default()
                 .address(settings.address.as_str())
                 .token(token)
+                .ca_certs(
+                    settings
+                        .ca_file
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect(),
+                )
                 .build()
                 .context("Vault client settings")?,
         )

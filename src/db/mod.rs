@@ -31,10 +31,21 @@ pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectO
     // sqlx's parse error can quote the URL; say only that it is malformed.
     let options = PgConnectOptions::from_str(url.expose_secret())
         .map_err(|_| anyhow::anyhow!("database.url is not a valid PostgreSQL URL"))?;
-    Ok(options.application_name("loanfolio").options([(
+    let mut options = options.application_name("loanfolio").options([(
         "statement_timeout",
         settings.statement_timeout_ms.to_string(),
-    )]))
+    )]);
+    if let Some(mode) = &settings.ssl_mode {
+        options = options.ssl_mode(
+            mode.parse()
+                .map_err(|_| anyhow::anyhow!("database.ssl_mode {mode} is not a libpq sslmode"))?,
+        );
+    }
+    if let Some(ca) = &settings.ca_file {
+        crate::tls::read_ca("database.ca_file", ca)?;
+        options = options.ssl_root_cert(ca);
+    }
+    Ok(options)
 }
 
 /// A pool that connects on first use, so the service starts (not ready) while PostgreSQL is

@@ -42,9 +42,7 @@ impl LosClient {
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(Duration::from_millis(settings.timeout_ms));
         if let Some(ca) = &settings.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| anyhow::anyhow!("los.ca_file {}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            for cert in crate::tls::reqwest_roots("los.ca_file", ca)? {
                 builder = builder.add_root_certificate(cert);
             }
         }

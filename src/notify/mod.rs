@@ -7,6 +7,7 @@ use std::time::Duration;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::{AutoEscape, Environment};
 use secrecy::ExposeSecret;
@@ -125,10 +126,34 @@ impl std::fmt::Debug for Mailer {
 impl Mailer {
     pub fn new(settings: &NotificationSettings) -> anyhow::Result<Self> {
         let smtp = &settings.smtp;
-        let builder = match smtp.tls {
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host),
-            SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)?,
-            SmtpTls::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)?,
+        // A site CA bundle replaces the system's roots for the relay's certificate.
+        let tls = |wrap: fn(TlsParameters) -> Tls| -> anyhow::Result<Option<Tls>> {
+            let Some(ca) = &smtp.ca_file else {
+                return Ok(None);
+            };
+            let pem = crate::tls::read_ca("notifications.smtp.ca_file", ca)?;
+            Ok(Some(wrap(
+                TlsParameters::builder(smtp.host.clone())
+                    .add_root_certificate(Certificate::from_pem(&pem)?)
+                    .build_rustls()?,
+            )))
+        };
+        let builder = match (smtp.tls, tls(Tls::Required)?, tls(Tls::Wrapper)?) {
+            (SmtpTls::None, _, _) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+            }
+            (SmtpTls::Starttls, Some(required), _) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).tls(required)
+            }
+            (SmtpTls::Implicit, _, Some(wrapper)) => {
+                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).tls(wrapper)
+            }
+            (SmtpTls::Starttls, None, _) => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)?
+            }
+            (SmtpTls::Implicit, _, None) => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)?
+            }
         }
         .port(smtp.port)
         .timeout(Some(Duration::from_secs(smtp.timeout_secs)));

@@ -20,6 +20,8 @@ pub struct Broker {
     url: SecretString,
     prefix: String,
     connect_timeout: Duration,
+    /// The CA bundle (PEM) an `amqps://` broker must chain to; none: the system's roots.
+    ca_pem: Option<String>,
     connection: Mutex<Option<Connection>>,
 }
 
@@ -33,10 +35,19 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     pub fn new(settings: &RabbitMqSettings) -> anyhow::Result<Self> {
+        // An `amqps://` URL builds its rustls client from the process's provider.
+        crate::tls::install_crypto_provider();
         Ok(Self {
             url: settings.url()?,
             prefix: settings.prefix.clone(),
             connect_timeout: Duration::from_secs(settings.connect_timeout_secs),
+            ca_pem: match &settings.ca_file {
+                Some(ca) => Some(String::from_utf8(crate::tls::read_ca(
+                    "rabbitmq.ca_file",
+                    ca,
+                )?)?),
+                None => None,
+            },
             connection: Mutex::new(None),
         })
     }
@@ -61,7 +72,15 @@ impl Broker {
         *guard = None;
         let connection = tokio::time::timeout(
             self.connect_timeout,
-            Connection::connect(self.url.expose_secret(), ConnectionProperties::default()),
+            Connection::connect_with_config(
+                self.url.expose_secret(),
+                ConnectionProperties::default(),
+                lapin::tcp::OwnedTLSConfig {
+                    identity: None,
+                    cert_chain: self.ca_pem.clone(),
+                },
+                lapin::runtime::default_runtime()?,
+            ),
         )
         .await
         .context("connecting to RabbitMQ timed out")?

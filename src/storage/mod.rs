@@ -28,6 +28,14 @@ impl Storage {
     /// Builds the clients; nothing connects until first use.
     pub fn new(settings: &S3Settings) -> anyhow::Result<Self> {
         let secret_key = settings.secret_access_key()?;
+        let pem = match &settings.ca_file {
+            Some(ca) => Some(crate::tls::read_ca("s3.ca_file", ca)?),
+            None => None,
+        };
+        let roots = match &pem {
+            Some(pem) => object_store::Certificate::from_pem_bundle(pem)?,
+            None => Vec::new(),
+        };
         let build_at = |endpoint: &url::Url, bucket: &str| -> anyhow::Result<Arc<AmazonS3>> {
             let store = AmazonS3Builder::new()
                 .with_endpoint(endpoint.as_str().trim_end_matches('/'))
@@ -38,7 +46,11 @@ impl Storage {
                 .with_virtual_hosted_style_request(false)
                 .with_allow_http(settings.allow_http)
                 .with_client_options(
-                    ClientOptions::new()
+                    roots
+                        .iter()
+                        .fold(ClientOptions::new(), |o, c| {
+                            o.with_root_certificate(c.clone())
+                        })
                         .with_allow_http(settings.allow_http)
                         .with_connect_timeout(Duration::from_secs(5))
                         .with_timeout(Duration::from_secs(settings.timeout_secs)),
@@ -54,7 +66,13 @@ impl Storage {
             Ok(Arc::new(store))
         };
         let build = |bucket: &str| build_at(&settings.endpoint, bucket);
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(pem) = &pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(settings.timeout_secs))

@@ -29,5 +29,6 @@ mod readiness;
 mod reminders;
 mod restore_drill;
 mod sessions;
+mod tls;
 mod upload_links;
 mod worker_crash;
