@@ -432,7 +432,11 @@ async fn migrate_check(settings: Settings, source: Option<PathBuf>) -> anyhow::R
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
-    let pool = db::lazy_pool(&settings.database)?;
+    // A migration may rewrite a large table: the service's per-statement limit is for
+    // requests, not for schema changes (0 = none).
+    let mut database = settings.database.clone();
+    database.statement_timeout_ms = 0;
+    let pool = db::lazy_pool(&database)?;
     db::migrate(&pool).await?;
     let after = db::schema_state(&pool).await?;
     tracing::info!(detail = %after.describe(), "migrations applied");
