@@ -256,7 +256,26 @@ async fn reminders_keep_the_cadence_quiet_hours_maximum_and_stop_rules_and_diges
     .unwrap();
     let sent = |id: &str| counts.iter().find(|(i, _)| i == id).unwrap().1;
     assert_eq!((sent(&r1), sent(&r2), sent(&r3)), (2, 1, 2));
-    expect_reminders(&smtp, email, 3).await;
+    let all = expect_reminders(&smtp, email, 3).await.join("\n");
+
+    // The borrower's file carries canaries (crate::leads::full_lead): no reminder holds an
+    // SSN, date of birth or income in any form, nor the agent's note on a request.
+    use crate::leads::{DOB, INCOME, SSN, SSN_DIGITS};
+    for canary in [
+        SSN,
+        SSN_DIGITS,
+        DOB,
+        "03/14/1971",
+        INCOME,
+        "87654",
+        "the latest one",
+    ] {
+        assert!(!all.contains(canary), "{canary} in a reminder");
+    }
+    assert!(
+        all.contains("pay stub"),
+        "positive control: the scan reads the bodies"
+    );
 }
 
 #[tokio::test]
