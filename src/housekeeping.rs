@@ -1,5 +1,8 @@
-//! Deletes what has expired: finished login attempts, sessions and idempotency keys. Every
-//! replica runs it; the deletes are idempotent, so no coordination is needed.
+//! Deletes what has expired: finished login attempts, sessions and idempotency keys, outbox
+//! events published more than a week ago (kept that long to re-drive after a broker loss,
+//! docs/operations/backup-restore.md) and inbox entries older than 30 days (longer than any
+//! redelivery or DLQ replay window). Every replica runs it; the deletes are idempotent, so
+//! no coordination is needed.
 
 use std::time::Duration;
 
@@ -28,6 +31,10 @@ pub async fn sweep(state: &AppState) -> Result<u64, sqlx::Error> {
         "delete from sessions where expires_at < now()",
         // language=PostgreSQL
         "delete from idempotency_keys where expires_at < now()",
+        // language=PostgreSQL
+        "delete from outbox where published_at < now() - interval '7 days'",
+        // language=PostgreSQL
+        "delete from inbox where processed_at < now() - interval '30 days'",
     ] {
         removed += sqlx::query(statement)
             .execute(&state.db)
@@ -37,7 +44,7 @@ pub async fn sweep(state: &AppState) -> Result<u64, sqlx::Error> {
     if removed > 0 {
         tracing::info!(
             removed,
-            "expired logins, sessions and idempotency keys removed"
+            "expired logins, sessions, idempotency keys, outbox and inbox entries removed"
         );
     }
     Ok(removed)

@@ -221,11 +221,58 @@ async fn housekeeping_removes_only_what_expired() {
         .await
         .unwrap();
     }
+    // Outbox: published long ago (goes), published recently (stays), never published
+    // however old (stays: the relay still owes it). Inbox: 31 days (goes), 1 day (stays).
+    for (id, created, published) in [
+        (
+            1u128,
+            "now() - interval '9 days'",
+            "now() - interval '8 days'",
+        ),
+        (2, "now() - interval '1 day'", "now() - interval '1 day'"),
+        (3, "now() - interval '30 days'", "null"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into outbox (id, topic, payload, created_at, published_at)
+             values ($1, 'test.event', '{{}}', {created}, {published})"
+        )))
+        .bind(uuid::Uuid::from_u128(id))
+        .execute(db)
+        .await
+        .unwrap();
+    }
+    for (id, processed) in [
+        (1u128, "now() - interval '31 days'"),
+        (2, "now() - interval '1 day'"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into inbox (consumer, message_id, processed_at) values ('test', $1, {processed})"
+        )))
+        .bind(uuid::Uuid::from_u128(id))
+        .execute(db)
+        .await
+        .unwrap();
+    }
     let removed = loanfolio::housekeeping::sweep(&app.state).await.unwrap();
-    assert_eq!(removed, 1);
+    assert_eq!(removed, 3);
     let left: Vec<Vec<u8>> = sqlx::query_scalar("select id_hash from sessions")
         .fetch_all(db)
         .await
         .unwrap();
     assert_eq!(left, vec![vec![2u8]]);
+    let outbox: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select id from outbox where topic = 'test.event' order by id")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert_eq!(
+        outbox,
+        vec![uuid::Uuid::from_u128(2), uuid::Uuid::from_u128(3)]
+    );
+    let inbox: Vec<uuid::Uuid> =
+        sqlx::query_scalar("select message_id from inbox where consumer = 'test'")
+            .fetch_all(db)
+            .await
+            .unwrap();
+    assert_eq!(inbox, vec![uuid::Uuid::from_u128(2)]);
 }
