@@ -58,6 +58,18 @@ fn pg_env(settings: &Settings) -> anyhow::Result<(String, Vec<(&'static str, Str
         env.push(("PGPASSWORD", password));
     }
     let _ = url.set_password(None);
+    // The same TLS checks as the service's own connections (libpq reads these).
+    let mode = match (&settings.database.ssl_mode, &settings.database.ca_file) {
+        (Some(mode), _) => Some(mode.clone()),
+        (None, Some(_)) => Some("verify-full".to_owned()),
+        (None, None) => None,
+    };
+    if let Some(mode) = mode {
+        env.push(("PGSSLMODE", mode));
+    }
+    if let Some(ca) = &settings.database.ca_file {
+        env.push(("PGSSLROOTCERT", ca.display().to_string()));
+    }
     Ok((url.to_string(), env))
 }
 
@@ -68,11 +80,37 @@ fn buckets(storage: &Storage) -> [(&'static str, &Arc<AmazonS3>); 2] {
     ]
 }
 
+/// Size and SHA-256 of a file, read in chunks (a dump may be many gigabytes).
 async fn sha256_file(path: &Path) -> anyhow::Result<(u64, String)> {
-    let bytes = tokio::fs::read(path)
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
         .await
         .with_context(|| format!("reading {}", path.display()))?;
-    Ok((bytes.len() as u64, hex(&Sha256::digest(&bytes))))
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+/// A client for Vault's transit backup/restore with the service's CA bundle and a timeout.
+fn vault_http(settings: &Settings) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none());
+    Ok(crate::tls::pin_roots(
+        builder,
+        "kms.vault.ca_file",
+        settings.kms.vault.ca_file.as_deref(),
+    )?
+    .build()?)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -92,7 +130,15 @@ pub async fn backup(
             dir.display()
         );
     }
-    std::fs::create_dir_all(dir)?;
+    // The folder holds the key and borrower data: the operator's eyes only.
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     let mut files = BTreeMap::new();
 
     // The database first: objects written after it are harmless extras on restore, while
@@ -158,7 +204,7 @@ pub async fn backup(
                 "v1/{}/backup/{}",
                 vault.transit_mount, vault.key_name
             ))?;
-            let answer: serde_json::Value = reqwest::Client::new()
+            let answer: serde_json::Value = vault_http(settings)?
                 .get(url)
                 .header("X-Vault-Token", token)
                 .send()
@@ -288,7 +334,7 @@ pub async fn restore(
                 "v1/{}/restore/{}",
                 vault.transit_mount, vault.key_name
             ))?;
-            reqwest::Client::new()
+            vault_http(settings)?
                 .post(url)
                 .header("X-Vault-Token", token)
                 .json(&serde_json::json!({"backup": backup["backup"]}))

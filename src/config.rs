@@ -145,8 +145,9 @@ pub enum SmtpTls {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
-    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
-    /// the system's roots (TLS in transit, DESIGN.md §2).
+    /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
+    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     pub host: String,
     pub port: u16,
@@ -411,8 +412,9 @@ pub struct DatabaseSettings {
     /// `disable`, `prefer`, `require`, `verify-ca` or `verify-full` (libpq's names);
     /// unset: the URL's `sslmode`, else `prefer`. Production: `verify-full` with `ca_file`.
     pub ssl_mode: Option<String>,
-    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
-    /// the system's roots (TLS in transit, DESIGN.md §2).
+    /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
+    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
@@ -426,8 +428,8 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitMqSettings {
-    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
-    /// the system's roots, for an `amqps://` URL (TLS in transit, DESIGN.md §2).
+    /// For an `amqps://` URL: a PEM bundle of the CA(s) the broker's certificate is
+    /// verified against, added to the system's roots (TLS in transit, DESIGN.md §2).
     pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
@@ -440,8 +442,8 @@ pub struct RabbitMqSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
-    /// the system's roots, for a `rediss://` URL (TLS in transit, DESIGN.md §2).
+    /// For a `rediss://` URL: a PEM bundle of the CA(s) the server's certificate is
+    /// verified against, trusted alone (TLS in transit, DESIGN.md §2).
     pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
@@ -452,8 +454,9 @@ pub struct RedisSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
-    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
-    /// the system's roots (TLS in transit, DESIGN.md §2).
+    /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
+    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     pub endpoint: url::Url,
     /// Where browsers send pre-signed uploads, when not `endpoint`.
@@ -480,8 +483,9 @@ pub struct ClamdSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcSettings {
-    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
-    /// the system's roots (TLS in transit, DESIGN.md §2).
+    /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
+    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     /// The issuer identifier; discovery is `{issuer}/.well-known/openid-configuration`.
     pub issuer_url: url::Url,
@@ -532,8 +536,9 @@ pub struct LocalKmsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultKmsSettings {
-    /// A PEM bundle of the CA(s) to verify the server's certificate against, instead of
-    /// the system's roots (TLS in transit, DESIGN.md §2).
+    /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
+    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     pub address: url::Url,
     token: Option<SecretString>,

@@ -22,7 +22,17 @@ pub fn read_ca(key: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(pem)
 }
 
-/// Root certificates of `path` for a reqwest client.
-pub fn reqwest_roots(key: &str, path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    Ok(reqwest::Certificate::from_pem_bundle(&read_ca(key, path)?)?)
+/// A reqwest client that trusts only the bundle at `path` (when given) — not the system's
+/// roots besides: a public CA must not be able to vouch for the site's internal servers.
+pub fn pin_roots(
+    builder: reqwest::ClientBuilder,
+    key: &str,
+    path: Option<&Path>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
+    Ok(match path {
+        Some(path) => {
+            builder.tls_certs_only(reqwest::Certificate::from_pem_bundle(&read_ca(key, path)?)?)
+        }
+        None => builder,
+    })
 }

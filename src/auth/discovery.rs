@@ -28,11 +28,7 @@ impl Discovery {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(settings.timeout_secs))
             .timeout(Duration::from_secs(settings.timeout_secs));
-        if let Some(ca) = &settings.ca_file {
-            for cert in crate::tls::reqwest_roots("oidc.ca_file", ca)? {
-                http = http.add_root_certificate(cert);
-            }
-        }
+        http = crate::tls::pin_roots(http, "oidc.ca_file", settings.ca_file.as_deref())?;
         Ok(Self {
             issuer: settings.issuer_url.clone(),
             http: http.build()?,

@@ -24,6 +24,7 @@ fn http_client(state: &AppState) -> anyhow::Result<openidconnect::reqwest::Clien
         ));
     if let Some(ca) = &state.settings.oidc.ca_file {
         let pem = crate::tls::read_ca("oidc.ca_file", ca)?;
+        builder = builder.tls_built_in_root_certs(false);
         for cert in openidconnect::reqwest::Certificate::from_pem_bundle(&pem)? {
             builder = builder.add_root_certificate(cert);
         }

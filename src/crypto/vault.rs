@@ -45,6 +45,8 @@ impl VaultKeys {
             VaultClientSettingsBuilder::default()
                 .address(settings.address.as_str())
                 .token(token)
+                // Never from VAULT_SKIP_VERIFY in the environment.
+                .verify(true)
                 .ca_certs(
                     settings
                         .ca_file

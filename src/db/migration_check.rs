@@ -15,8 +15,11 @@ pub struct Finding {
     pub reason: &'static str,
 }
 
-/// Lower-cased statements without comments or dollar-quoted bodies, whitespace collapsed.
-fn statements(sql: &str) -> Vec<String> {
+/// Lower-cased statements without comments, whitespace collapsed; each dollar-quoted body
+/// is replaced by `$body<n>$` and returned apart (a function's body runs later, a DO
+/// block's now).
+fn statements(sql: &str) -> (Vec<String>, Vec<String>) {
+    let mut bodies = Vec::new();
     let mut out = String::with_capacity(sql.len());
     let bytes = sql.as_bytes();
     let mut i = 0;
@@ -35,7 +38,11 @@ fn statements(sql: &str) -> Vec<String> {
             let body_end = rest[tag.len()..]
                 .find(tag)
                 .map_or(rest.len(), |e| e + 2 * tag.len());
-            out.push_str("$$");
+            let body = rest
+                .get(tag.len()..body_end.saturating_sub(tag.len()))
+                .unwrap_or("");
+            out.push_str(&format!(" $body{}$ ", bodies.len()));
+            bodies.push(body.to_owned());
             i += body_end;
         } else {
             let c = rest.chars().next().unwrap_or(' ');
@@ -43,7 +50,8 @@ fn statements(sql: &str) -> Vec<String> {
             i += c.len_utf8();
         }
     }
-    out.split(';')
+    let statements = out
+        .split(';')
         .map(|s| {
             s.split_whitespace()
                 .collect::<Vec<_>>()
@@ -51,7 +59,8 @@ fn statements(sql: &str) -> Vec<String> {
                 .to_lowercase()
         })
         .filter(|s| !s.is_empty())
-        .collect()
+        .collect();
+    (statements, bodies)
 }
 
 /// `$$` or `$tag$` at the start of `s`.
@@ -116,6 +125,17 @@ fn check_clause(clause: &str) -> Option<&'static str> {
             first,
             "constraint" | "primary" | "unique" | "foreign" | "check" | "exclude"
         ) {
+            // A new uniqueness rule can refuse the running release's writes. (A foreign key
+            // or check constraint is validated against existing rows only; add it NOT VALID
+            // and VALIDATE it separately on big tables — upgrades.md.)
+            if has_word(clause, "unique")
+                || clause.contains("primary key")
+                || has_word(clause, "exclude")
+            {
+                return Some(
+                    "adds a uniqueness constraint: the running release's writes may be refused",
+                );
+            }
             return None;
         }
         if clause.contains("not null")
@@ -133,7 +153,8 @@ fn check_clause(clause: &str) -> Option<&'static str> {
 /// Every step of `sql` that the previous release cannot run beside.
 pub fn analyse(sql: &str) -> Vec<Finding> {
     let mut findings = Vec::new();
-    for statement in statements(sql) {
+    let (statements, bodies) = statements(sql);
+    for statement in statements {
         let short: String = statement.chars().take(120).collect();
         let mut flag = |reason| {
             findings.push(Finding {
@@ -154,6 +175,31 @@ pub fn analyse(sql: &str) -> Vec<Finding> {
             .find(|(p, _)| statement.starts_with(p))
         {
             flag(reason);
+            continue;
+        }
+        // A DO block runs now: its static statements are judged like any other; dynamic
+        // SQL (`execute`) cannot be, so a human has to.
+        if statement.starts_with("do ") {
+            let body = statement
+                .split("$body")
+                .nth(1)
+                .and_then(|rest| rest.split('$').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| bodies.get(n));
+            match body {
+                Some(body) if !has_word(&body.to_lowercase(), "execute") => {
+                    // PL/pgSQL control words start statements too: `then drop table t`.
+                    let split: Vec<&str> = body
+                        .split_whitespace()
+                        .map(|w| match w.to_lowercase().as_str() {
+                            "begin" | "then" | "else" | "loop" | "declare" | "exception" => ";",
+                            _ => w,
+                        })
+                        .collect();
+                    findings.extend(analyse(&split.join(" ")));
+                }
+                _ => flag("runs dynamic SQL in a DO block (unjudgeable): review it by hand"),
+            }
             continue;
         }
         if let Some(rest) = statement.strip_prefix("alter table ") {
@@ -188,6 +234,7 @@ mod tests {
             "alter table t add column note text",
             "alter table t add column n integer not null default 0, add column at timestamptz",
             "alter table t add constraint t_fk foreign key (x) references u (id)",
+            "alter table t add constraint t_fk foreign key (x) references u (id) not valid",
             "create index t_idx on t (name) where state in ('a', 'b')",
             "alter table t alter column n drop not null",
             "alter table t alter column n set default 1",
@@ -215,6 +262,10 @@ mod tests {
             "alter table t add column n integer not null",
             "alter table if exists only t add column n text NOT NULL",
             "drop view v",
+            "do $$ begin execute 'alter table t drop column x'; end $$",
+            "do $$ begin if true then drop table t; end if; end $$",
+            "alter table t add constraint t_email_key unique (email)",
+            "alter table t add primary key (id)",
         ] {
             assert_eq!(reasons(sql), 1, "{sql}");
         }

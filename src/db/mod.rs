@@ -40,6 +40,9 @@ pub fn connect_options(settings: &DatabaseSettings) -> anyhow::Result<PgConnectO
             mode.parse()
                 .map_err(|_| anyhow::anyhow!("database.ssl_mode {mode} is not a libpq sslmode"))?,
         );
+    } else if settings.ca_file.is_some() {
+        // A CA bundle is configured to be checked: `prefer` would check nothing.
+        options = options.ssl_mode(sqlx::postgres::PgSslMode::VerifyFull);
     }
     if let Some(ca) = &settings.ca_file {
         crate::tls::read_ca("database.ca_file", ca)?;

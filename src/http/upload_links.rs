@@ -145,7 +145,7 @@ async fn render(
 
 /// The files that use up a link's `max_files`: not rejected by the pipeline or the agent,
 /// not expired, not deleted — so a borrower can replace a rejected file.
-const COUNTS_AGAINST_LINK: &str = "d.state not in ('rejected', 'expired', 'deleted') and d.review_decision is distinct from 'reject'";
+pub(crate) const COUNTS_AGAINST_LINK: &str = "d.state not in ('rejected', 'expired', 'deleted') and d.review_decision is distinct from 'reject'";
 
 fn select_link() -> String {
     format!(

@@ -109,13 +109,7 @@ impl BureauClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(Duration::from_millis(settings.timeout_ms));
-        if let Some(ca) = &settings.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| anyhow::anyhow!("bureau.ca_file {}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+        builder = crate::tls::pin_roots(builder, "bureau.ca_file", settings.ca_file.as_deref())?;
         match (&settings.client_cert_file, &settings.client_key_file) {
             (Some(cert), Some(key)) => {
                 let mut pem = std::fs::read(cert).map_err(|e| {

@@ -41,11 +41,7 @@ impl LosClient {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(Duration::from_millis(settings.timeout_ms));
-        if let Some(ca) = &settings.ca_file {
-            for cert in crate::tls::reqwest_roots("los.ca_file", ca)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+        builder = crate::tls::pin_roots(builder, "los.ca_file", settings.ca_file.as_deref())?;
         Ok(Self {
             http: builder.build()?,
             base_url: settings.base_url.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::{AutoEscape, Environment};
 use secrecy::ExposeSecret;
@@ -134,6 +134,7 @@ impl Mailer {
             let pem = crate::tls::read_ca("notifications.smtp.ca_file", ca)?;
             Ok(Some(wrap(
                 TlsParameters::builder(smtp.host.clone())
+                    .certificate_store(CertificateStore::None)
                     .add_root_certificate(Certificate::from_pem(&pem)?)
                     .build_rustls()?,
             )))
@@ -204,7 +205,9 @@ impl Mailer {
             builder = builder.reply_to(reply_to.clone());
         }
         if let Some(url) = unsubscribe {
-            builder = builder.header(ListUnsubscribe(format!("<{url}>")));
+            builder = builder
+                .header(ListUnsubscribe(format!("<{url}>")))
+                .header(ListUnsubscribePost);
         }
         let message = builder
             .multipart(MultiPart::alternative_plain_html(text, html))
@@ -232,6 +235,25 @@ impl Header for ListUnsubscribe {
 
     fn display(&self) -> HeaderValue {
         HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// RFC 8058 `List-Unsubscribe-Post: List-Unsubscribe=One-Click`: the mail client may POST
+/// to the List-Unsubscribe URL without opening it in a browser.
+#[derive(Debug, Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
     }
 }
 

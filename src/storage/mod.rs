@@ -68,9 +68,7 @@ impl Storage {
         let build = |bucket: &str| build_at(&settings.endpoint, bucket);
         let mut http = reqwest::Client::builder();
         if let Some(pem) = &pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
-                http = http.add_root_certificate(cert);
-            }
+            http = http.tls_certs_only(reqwest::Certificate::from_pem_bundle(pem)?);
         }
         let http = http
             .redirect(reqwest::redirect::Policy::none())

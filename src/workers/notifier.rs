@@ -236,13 +236,16 @@ impl Notifier {
         if documents.is_empty() {
             return Ok(None);
         }
-        // language=PostgreSQL
-        let link: Option<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "select id, token_enc, borrower_email_enc from upload_links
-              where loan_id = $1 and token_enc is not null and borrower_email_enc is not null
-                and revoked_at is null and expires_at > now()
-              order by id desc limit 1",
-        )
+        let link: Option<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            // language=PostgreSQL
+            "select u.id, u.token_enc, u.borrower_email_enc from upload_links u
+              where u.loan_id = $1 and u.token_enc is not null and u.borrower_email_enc is not null
+                and u.revoked_at is null and u.expires_at > now()
+                and (select count(*) from documents d
+                      where d.upload_link_id = u.id and {}) < u.max_files
+              order by u.id desc limit 1",
+            crate::http::upload_links::COUNTS_AGAINST_LINK
+        )))
         .bind(loan)
         .fetch_optional(&state.db)
         .await

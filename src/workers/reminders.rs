@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::config::ReminderSettings;
 use crate::db::outbox;
+use crate::http::upload_links::COUNTS_AGAINST_LINK;
 
 /// The "scheduler" name `worker.consumers` uses to place the reminders runner.
 pub const RUNNER: &str = "reminder-scheduler";
@@ -133,8 +134,9 @@ pub async fn tick(
     // `not_applicable` stop reminders; a rejected one asks for a new file) of a loan still
     // collecting documents and with a live emailed link, with when its next reminder falls
     // due; those due by now + the digest window are candidates.
-    // language=PostgreSQL
-    let due: Vec<(Uuid, Uuid, i32, OffsetDateTime)> = sqlx::query_as(
+    // A live link is unexpired, unrevoked and not used up (it would answer 410).
+    let due: Vec<(Uuid, Uuid, i32, OffsetDateTime)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // language=PostgreSQL
         "select r.id, r.loan_id, r.reminders_sent,
                 case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end as due_at
            from document_requests r
@@ -146,11 +148,13 @@ pub async fn tick(
             and l.email_opted_out_at is null
             and exists (select 1 from upload_links u
                          where u.loan_id = r.loan_id and u.token_enc is not null
-                           and u.revoked_at is null and u.expires_at > $1)
+                           and u.revoked_at is null and u.expires_at > $1
+                           and (select count(*) from documents d
+                                 where d.upload_link_id = u.id and {COUNTS_AGAINST_LINK}) < u.max_files)
             and case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end <= $1 + $5
           order by r.loan_id, r.id
-          for update of r skip locked",
-    )
+          for update of r skip locked"
+    )))
     .bind(now)
     .bind(schedule.first)
     .bind(schedule.every)

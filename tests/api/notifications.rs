@@ -299,6 +299,15 @@ async fn a_permanent_smtp_refusal_ends_failed_with_the_reason_and_is_not_retried
         "no address in the reason: {reason}"
     );
     assert_eq!(to(&smtp.messages(), "bounce-me@example.net").len(), 0);
+    // The event was handled (acknowledged), not retried into the dead-letter queue.
+    let letters = loanfolio::queue::dlq::list(
+        &app.state.broker,
+        &app.state.settings.rabbitmq.prefix,
+        "notifier",
+    )
+    .await
+    .unwrap();
+    assert!(letters.is_empty(), "{letters:?}");
 }
 
 /// A local HTTP receiver standing in for the site's SMS provider: it records every POST.

@@ -281,20 +281,46 @@ async fn reminders_keep_the_cadence_quiet_hours_maximum_and_stop_rules_and_diges
 #[tokio::test]
 async fn reminders_stop_when_the_borrower_unsubscribes_or_the_link_is_revoked() {
     let (smtp, app, schedule, token) = start().await;
+    // Three borrowers, one request each, made at t0: one will unsubscribe, one's link is
+    // revoked before any reminder, and a control that does neither.
     let email = "unsubscriber@example.net";
+    let control = "control@example.net";
+    let revoked = "revoked@example.net";
     let (loan, _, _) = loan_with_link(&app, &token, email).await;
     request(&app, &token, &loan, "tax_return", t0()).await;
-    assert_eq!(tick(&app, &schedule, t0() + days(2.0)).await, 1);
+    let (loan_c, _, _) = loan_with_link(&app, &token, control).await;
+    request(&app, &token, &loan_c, "tax_return", t0()).await;
+    let (loan_r, _, link_r) = loan_with_link(&app, &token, revoked).await;
+    request(&app, &token, &loan_r, "photo_id", t0()).await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/v1/upload-links/{link_r}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+
+    // Wednesday 09:00: the first reminders — not to the borrower whose link is revoked.
+    assert_eq!(tick(&app, &schedule, t0() + days(2.0)).await, 2);
     let message = expect_reminders(&smtp, email, 1).await.remove(0);
+    expect_reminders(&smtp, control, 1).await;
+    assert!(
+        message.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+        "{message}"
+    );
     let start = message.find("List-Unsubscribe: <").unwrap() + "List-Unsubscribe: <".len();
     let url = &message[start..start + message[start..].find('>').unwrap()];
     let path = &url[url.find("/v1/public/unsubscribe/").unwrap()..];
 
-    // One click: an HTML page; again (mail clients pre-fetch): still fine; JSON on request.
+    // Opening the link (a mail scanner, a HEAD, the borrower) changes nothing: a page with
+    // a button.
     let page = app.get(path).await;
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("unsubscribed"));
-    let again: Value = app
+    assert!(page.text().await.unwrap().contains("<form method=\"post\""));
+    let head = app.client.head(app.url(path)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let state: Value = app
         .client
         .get(app.url(path))
         .header("accept", "application/json")
@@ -304,14 +330,32 @@ async fn reminders_stop_when_the_borrower_unsubscribes_or_the_link_is_revoked() 
         .json()
         .await
         .unwrap();
-    assert_eq!(again["unsubscribed"], true);
-    let unknown = app.get("/v1/public/unsubscribe/not-a-real-token").await;
-    assert_eq!(unknown.status(), 404);
-    assert_eq!(
-        unknown.headers()["content-type"],
-        "application/problem+json"
-    );
-    // Recorded once, in the lead's audit chain.
+    assert_eq!(state["unsubscribed"], false, "GET and HEAD change nothing");
+
+    // The one-click POST (RFC 8058), twice: idempotent, recorded once.
+    for _ in 0..2 {
+        let done = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), 200);
+        assert!(done.text().await.unwrap().contains("You are unsubscribed"));
+    }
+    let state: Value = app
+        .client
+        .get(app.url(path))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["unsubscribed"], true);
     let audited: i64 = sqlx::query_scalar(
         "select count(*) from audit_log where action = 'lead.email_unsubscribed'",
     )
@@ -319,32 +363,19 @@ async fn reminders_stop_when_the_borrower_unsubscribes_or_the_link_is_revoked() 
     .await
     .unwrap();
     assert_eq!(audited, 1);
-
-    // The second reminder is due on Friday: the borrower unsubscribed, so none.
+    let unknown = app.get("/v1/public/unsubscribe/not-a-real-token").await;
+    assert_eq!(unknown.status(), 404);
     assert_eq!(
-        tick(&app, &schedule, t0() + days(4.0) + time::Duration::hours(1)).await,
-        0
+        unknown.headers()["content-type"],
+        "application/problem+json"
     );
 
-    // Another borrower's link is revoked: their reminders stop too.
-    let other = "revoked@example.net";
-    let (loan_b, _, link_b) = loan_with_link(&app, &token, other).await;
-    request(&app, &token, &loan_b, "photo_id", t0()).await;
-    let revoked = app
-        .client
-        .delete(app.url(&format!("/v1/upload-links/{link_b}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert!(revoked.status().is_success(), "{}", revoked.status());
-    assert_eq!(
-        tick(&app, &schedule, t0() + days(4.0) + time::Duration::hours(2)).await,
-        0
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(reminders_to(&smtp, other).is_empty());
+    // The next Monday: the second reminders are due (since Saturday): the control gets its
+    // own, the unsubscribed borrower none, the revoked link's borrower still none.
+    assert_eq!(tick(&app, &schedule, t0() + days(7.0)).await, 1);
+    expect_reminders(&smtp, control, 2).await;
     assert_eq!(reminders_to(&smtp, email).len(), 1);
+    assert!(reminders_to(&smtp, revoked).is_empty());
 }
 
 #[tokio::test]

@@ -145,6 +145,14 @@ async fn restore_drill() {
     let backup = backups.path().join("backup");
     script("backup", &settings, &key, &backup);
     let backed_up = drill.elapsed();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o700,
+            "the backup holds the key: the operator's eyes only"
+        );
+    }
 
     // Disaster: the database (dropped with the app), every object and the key file are gone.
     drop(app);
