@@ -96,6 +96,13 @@ pub enum AdminCommand {
     /// Dead-letter queues.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Publish again the events published in the last MINUTES before the newest one — after
+    /// a restore or a broker lost with messages in it. Consumers are idempotent (inbox), so
+    /// events already handled are skipped.
+    OutboxRedrive {
+        #[arg(long, value_name = "MINUTES", default_value_t = 60)]
+        minutes: u32,
+    },
     /// Add demo leads and loans for the test provider's agents (development only).
     DemoSeed {
         #[arg(long, default_value_t = 8)]
@@ -271,6 +278,13 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 // Development data: the demo link is shown like any new link, once.
                 println!("demo borrower upload link (agent-a1's first loan): {url}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::OutboxRedrive { minutes }) => {
+            let pool = db::lazy_pool(&settings.database)?;
+            let count = crate::db::outbox::redrive(&pool, minutes).await?;
+            pool.close().await;
+            println!("{count} event(s) will be published again by the relay");
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(AdminCommand::Dlq(command)) => {

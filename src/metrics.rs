@@ -8,6 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -32,6 +33,16 @@ pub struct Metrics {
     pub circuit_state: Family<IntegrationLabels, Gauge>,
     /// The pipeline's work per document: HEAD, the streaming pass, the recorded outcome.
     pub document_processing: Histogram,
+    /// Outbox events not yet published, and the age of the oldest; set when scraped.
+    pub outbox_unpublished: Gauge,
+    pub outbox_oldest_unpublished: Gauge<f64, AtomicU64>,
+    /// Messages in each consumer's dead-letter queue; set when scraped.
+    pub dlq_messages: Family<ConsumerLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub consumer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,7 +114,28 @@ impl Metrics {
             "Circuit breaker per integration: 0 closed, 1 half-open, 2 open",
             circuit_state.clone(),
         );
+        let outbox_unpublished = Gauge::default();
+        registry.register(
+            "outbox_unpublished",
+            "Outbox events not yet published to the broker (read when /metrics is scraped)",
+            outbox_unpublished.clone(),
+        );
+        let outbox_oldest_unpublished = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "outbox_oldest_unpublished_seconds",
+            "Age of the oldest unpublished outbox event, 0 when none (read when scraped)",
+            outbox_oldest_unpublished.clone(),
+        );
+        let dlq_messages = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "dlq_messages",
+            "Messages waiting in each consumer's dead-letter queue (read when scraped)",
+            dlq_messages.clone(),
+        );
         Self {
+            outbox_unpublished,
+            outbox_oldest_unpublished,
+            dlq_messages,
             circuit_state,
             registry,
             http_requests,

@@ -22,3 +22,19 @@ pub async fn enqueue(
         .await?;
     Ok(id)
 }
+
+/// Mark the events published within `minutes` before the newest event as unpublished, so
+/// the relay sends them again (`admin outbox-redrive`). The window is anchored on the newest
+/// event, not the clock: after a restore, "now" is long after the recovery point.
+pub async fn redrive(db: &sqlx::PgPool, minutes: u32) -> Result<u64, sqlx::Error> {
+    // language=PostgreSQL
+    Ok(sqlx::query(
+        "update outbox set published_at = null
+          where published_at is not null
+            and created_at >= (select max(created_at) from outbox) - make_interval(mins => $1)",
+    )
+    .bind(i32::try_from(minutes).unwrap_or(i32::MAX))
+    .execute(db)
+    .await?
+    .rows_affected())
+}

@@ -60,13 +60,44 @@ async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    state
-        .metrics
-        .circuit_state
-        .get_or_create(&crate::metrics::IntegrationLabels {
-            integration: "bureau".into(),
-        })
-        .set(state.bureau.breaker.state().level());
+    for (integration, level) in [
+        ("bureau", state.bureau.breaker.state().level()),
+        ("los", state.los.breaker.state().level()),
+    ] {
+        state
+            .metrics
+            .circuit_state
+            .get_or_create(&crate::metrics::IntegrationLabels {
+                integration: integration.into(),
+            })
+            .set(level);
+    }
+    // Installation-wide backlogs, read now and bounded by the readiness timeout: a
+    // dependency that is down leaves the last value (its own `dependency_up` says why).
+    let budget = state.settings.readiness.check_timeout();
+    // language=PostgreSQL
+    let outbox = sqlx::query_as::<_, (i64, f64)>(
+        "select count(*), coalesce(extract(epoch from now() - min(created_at))::float8, 0)
+           from outbox where published_at is null",
+    )
+    .fetch_one(&state.db);
+    if let Ok(Ok((count, oldest))) = tokio::time::timeout(budget, outbox).await {
+        state.metrics.outbox_unpublished.set(count);
+        state.metrics.outbox_oldest_unpublished.set(oldest);
+    }
+    let prefix = &state.settings.rabbitmq.prefix;
+    for (consumer, _) in crate::workers::SUBSCRIPTIONS {
+        let depth = crate::queue::dlq::depth(&state.broker, prefix, consumer);
+        if let Ok(Ok(n)) = tokio::time::timeout(budget, depth).await {
+            state
+                .metrics
+                .dlq_messages
+                .get_or_create(&crate::metrics::ConsumerLabels {
+                    consumer: (*consumer).to_owned(),
+                })
+                .set(i64::from(n));
+        }
+    }
     let mut response = state.metrics.encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -16,6 +16,28 @@ pub struct DeadLetter {
     pub error: Option<String>,
 }
 
+/// How many messages wait in `consumer`'s dead-letter queue (an error when it does not
+/// exist yet: the consumer never ran on this prefix).
+pub async fn depth(broker: &Broker, prefix: &str, consumer: &str) -> anyhow::Result<u32> {
+    let names = Names {
+        prefix: prefix.to_owned(),
+    };
+    let channel = broker.channel().await?;
+    let count = channel
+        .queue_declare(
+            names.dlq(consumer).as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?
+        .message_count();
+    let _ = channel.close(200, "done".into()).await;
+    Ok(count)
+}
+
 /// The dead letters of `consumer` (left in place).
 pub async fn list(
     broker: &Broker,

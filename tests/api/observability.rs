@@ -6,6 +6,86 @@ use serde_json::Value;
 
 use crate::helpers::{app, test_routes};
 
+/// The value of the sample `name` (with its labels, exactly) in a Prometheus text page.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l[name.len()..].trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_show_the_outbox_backlog_and_dead_letters_for_the_alert_rules() {
+    use lapin::options::BasicPublishOptions;
+    // The notifier's queues exist once its consumer runs; the backlog is the other test's.
+    let app = app().workers_only(&["notifier"]).spawn().await;
+    let prefix = app.state.settings.rabbitmq.prefix.clone();
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        sample(&text, "loanfolio_outbox_unpublished"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "loanfolio_outbox_oldest_unpublished_seconds"),
+        Some(0.0)
+    );
+
+    // A dead letter in the notifier's DLQ, once the consumer has declared it.
+    let declared = crate::helpers::eventually(20, || async {
+        loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(declared);
+    let channel = app.state.broker.channel().await.unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            format!("{prefix}.notifier.dlq").as_str().into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            lapin::BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let seen = crate::helpers::eventually(10, || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        sample(&text, r#"loanfolio_dlq_messages{consumer="notifier"}"#) == Some(1.0)
+    })
+    .await;
+    assert!(seen, "the dead letter is counted");
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        sample(&text, r#"loanfolio_circuit_state{integration="los"}"#),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_show_an_outbox_that_cannot_publish() {
+    // No workers: nothing publishes, so an event written a minute ago is a backlog.
+    let app = app().spawn().await;
+    sqlx::query(
+        "insert into outbox (id, topic, payload, created_at) values ($1, 'test.event', '{}', now() - interval '90 seconds')",
+    )
+    .bind(uuid::Uuid::now_v7())
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        sample(&text, "loanfolio_outbox_unpublished"),
+        Some(1.0),
+        "{text}"
+    );
+    let age = sample(&text, "loanfolio_outbox_oldest_unpublished_seconds").unwrap();
+    assert!((90.0..120.0).contains(&age), "{age}");
+}
+
 #[tokio::test]
 async fn metrics_histogram_uses_route_templates() {
     let app = app().router(test_routes::router).spawn().await;

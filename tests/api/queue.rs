@@ -82,6 +82,68 @@ async fn seen_count(recorder: &Recorder) -> usize {
 }
 
 #[tokio::test]
+async fn outbox_redrive_publishes_the_window_again_and_consumers_skip_what_they_handled() {
+    use secrecy::ExposeSecret;
+    let app = app().workers_only(&[]).spawn().await;
+    let (recorder, _task) = start_consumer(&app, &["loan.status.changed"]);
+    assert!(
+        eventually(10, || async {
+            loanfolio::queue::dlq::list(
+                &app.state.broker,
+                &app.state.settings.rabbitmq.prefix,
+                "test-consumer",
+            )
+            .await
+            .is_ok()
+        })
+        .await
+    );
+    let id = enqueue(&app, "loan.status.changed", json!({"loanId": "l-1"})).await;
+    assert!(eventually(10, || async { seen_count(&recorder).await == 1 }).await);
+    let published = || async {
+        sqlx::query_scalar::<_, Option<time::OffsetDateTime>>(
+            "select published_at from outbox where id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+    };
+    assert!(eventually(5, || async { published().await.is_some() }).await);
+    let first = published().await.unwrap();
+
+    // As after a restore: the operator publishes the last hour again.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loanfolio"))
+        .arg("--config")
+        .arg(crate::helpers::stack_config_path())
+        .args(["admin", "outbox-redrive", "--minutes", "60"])
+        .env(
+            "LOANFOLIO__DATABASE__URL",
+            app.state.settings.database.url().unwrap().expose_secret(),
+        )
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{out}");
+    assert!(out.starts_with("1 event(s)"), "{out}");
+    // The relay sends it again…
+    assert!(
+        eventually(10, || async {
+            published().await.is_some_and(|at| at > first)
+        })
+        .await,
+        "published again"
+    );
+    // …and the consumer, which handled it already, does not handle it twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        seen_count(&recorder).await,
+        1,
+        "exactly once, redrive or not"
+    );
+}
+
+#[tokio::test]
 async fn events_are_relayed_and_consumed_once() {
     let app = app().workers_only(&[]).spawn().await;
     let (recorder, _task) = start_consumer(&app, &["loan.status.changed"]);
