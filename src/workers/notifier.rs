@@ -14,6 +14,9 @@ use crate::notify::SendError;
 use crate::queue::consumer::{Handler, HandlerError, Message};
 
 pub const CONSUMER: &str = "notifier";
+
+/// How `last_error` starts when the queue's retries ran out (a DLQ replay retries these).
+const EXHAUSTED: &str = "retries exhausted";
 pub const TOPICS: &[&str] = &[
     "upload_link.created",
     "doc.available",
@@ -506,8 +509,8 @@ impl Notifier {
         .await
         .map_err(transient)?;
         // language=PostgreSQL
-        let (id, current): (Uuid, String) = sqlx::query_as(
-            "select id, state from notifications where source_message_id = $1 and recipient_kind = $2 and channel = $3",
+        let (id, current, last_error): (Uuid, String, Option<String>) = sqlx::query_as(
+            "select id, state, last_error from notifications where source_message_id = $1 and recipient_kind = $2 and channel = $3",
         )
         .bind(message.id)
         .bind(o.kind)
@@ -515,8 +518,23 @@ impl Notifier {
         .fetch_one(&state.db)
         .await
         .map_err(transient)?;
-        if current != "queued" {
-            return Ok(()); // sent (or failed for good) on an earlier delivery
+        // A message that ran out of retries reaches a handler again only by an operator's
+        // `admin dlq replay` (it never entered the inbox): that is a request to try again.
+        let replayed = current == "failed"
+            && last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(EXHAUSTED));
+        if replayed {
+            // language=PostgreSQL
+            sqlx::query(
+                "update notifications set state = 'queued' where id = $1 and state = 'failed'",
+            )
+            .bind(id)
+            .execute(&state.db)
+            .await
+            .map_err(transient)?;
+        } else if current != "queued" {
+            return Ok(()); // sent, or refused for good, on an earlier delivery
         }
         let sent = if o.channel == "sms" {
             self.send_sms(&o.to, &o.subject).await
@@ -621,7 +639,7 @@ impl Handler for Notifier {
                 "update notifications set state = 'failed', last_error = $2 where source_message_id = $1 and state = 'queued'",
             )
             .bind(message.id)
-            .bind(format!("retries exhausted: {}", error.chars().take(100).collect::<String>()))
+            .bind(format!("{EXHAUSTED}: {}", error.chars().take(100).collect::<String>()))
             .execute(&mut *tx)
             .await?;
             Ok(())

@@ -310,6 +310,113 @@ async fn a_permanent_smtp_refusal_ends_failed_with_the_reason_and_is_not_retried
     assert!(letters.is_empty(), "{letters:?}");
 }
 
+#[tokio::test]
+async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
+    // The link is created by an app without workers, and its event taken out of the outbox:
+    // the test delivers it itself, as the last of its retries.
+    let api = crate::helpers::app().spawn().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&api, &token).await;
+    link_with_email(&api, &token, &loan, "late@example.net").await;
+    let (event_id, payload): (uuid::Uuid, Value) = sqlx::query_as(
+        "delete from outbox where topic = 'upload_link.created' returning id, payload",
+    )
+    .fetch_one(&api.state.db)
+    .await
+    .unwrap();
+    let db: String = sqlx::query_scalar("select current_database()")
+        .fetch_one(&api.state.db)
+        .await
+        .unwrap();
+    let mut smtp = PrivateSmtp::start().await;
+    let app = crate::helpers::app()
+        .workers_only(&["notifier"])
+        .settings(|s| smtp.configure(s))
+        .shared_database(db)
+        .spawn()
+        .await;
+    let prefix = app.state.settings.rabbitmq.prefix.clone();
+    assert!(
+        eventually(20, || async {
+            loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
+                .await
+                .is_ok()
+        })
+        .await
+    );
+
+    // SMTP is down while the event arrives on its last attempt: it runs out of retries.
+    smtp.stop().await;
+    let mut headers = FieldTable::default();
+    headers.insert("x-attempt".into(), AMQPValue::LongInt(6));
+    app.state
+        .broker
+        .channel()
+        .await
+        .unwrap()
+        .basic_publish(
+            "".into(),
+            format!("{prefix}.notifier").as_str().into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&payload).unwrap(),
+            lapin::BasicProperties::default()
+                .with_message_id(event_id.to_string().as_str().into())
+                .with_type("upload_link.created".into())
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let exhausted = eventually(20, || async {
+        let row: Option<(String, String)> =
+            sqlx::query_as("select state, last_error from notifications")
+                .fetch_optional(&app.state.db)
+                .await
+                .unwrap();
+        matches!(row, Some((state, error)) if state == "failed" && error.starts_with("retries exhausted"))
+    })
+    .await;
+    assert!(exhausted, "the notification failed with the reason");
+    assert!(
+        eventually(10, || async {
+            loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
+                .await
+                .unwrap()
+                == 1
+        })
+        .await,
+        "the message waits in the DLQ"
+    );
+
+    // SMTP is back; the operator replays the DLQ: the message goes out, once.
+    smtp.restart().await;
+    let moved = loanfolio::queue::dlq::replay(&app.state.broker, &prefix, "notifier")
+        .await
+        .unwrap();
+    assert_eq!(moved, 1);
+    wait_for(&smtp, "late@example.net", 1, 20).await;
+    let sent = eventually(10, || async {
+        let state: String = sqlx::query_scalar("select state from notifications")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+        state == "sent"
+    })
+    .await;
+    assert!(sent);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.messages().len(), 1, "sent once");
+    assert_eq!(
+        loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 /// A local HTTP receiver standing in for the site's SMS provider: it records every POST.
 async fn sms_receiver() -> (
     String,
