@@ -327,6 +327,7 @@ async fn main() -> anyhow::Result<()> {
     let mut listen: SocketAddr = "127.0.0.1:8091".parse()?;
     let mut api_key = "bureau-dev-key".to_owned();
     let mut client = None;
+    let (mut tls_cert, mut tls_key, mut client_ca) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -339,8 +340,13 @@ async fn main() -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--oauth2-client takes ID:SECRET"))?;
                 client = Some((id.to_owned(), secret.to_owned()));
             }
+            // HTTPS, and with --client-ca mutual TLS: a client certificate from that CA is
+            // required, as bureaus require of lenders.
+            "--tls-cert" => tls_cert = args.next(),
+            "--tls-key" => tls_key = args.next(),
+            "--client-ca" => client_ca = args.next(),
             other => anyhow::bail!(
-                "unknown argument {other}; usage: bureau-sim [--listen ADDR] [--api-key KEY] [--oauth2-client ID:SECRET]"
+                "unknown argument {other}; usage: bureau-sim [--listen ADDR] [--api-key KEY] [--oauth2-client ID:SECRET] [--tls-cert PEM --tls-key PEM [--client-ca PEM]]"
             ),
         }
     }
@@ -372,6 +378,45 @@ async fn main() -> anyhow::Result<()> {
         .with_state(sim);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("bureau simulator listening on {}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = tls_config(&cert, &key, client_ca.as_deref())?;
+            axum_server::from_tcp_rustls(listener.into_std()?, config)?
+                .serve(app.into_make_service())
+                .await?;
+        }
+        (None, None) => axum::serve(listener, app).await?,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    }
     Ok(())
+}
+
+fn tls_config(
+    cert: &str,
+    key: &str,
+    client_ca: Option<&str>,
+) -> anyhow::Result<axum_server::tls_rustls::RustlsConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    loanfolio::tls::install_crypto_provider();
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)? {
+                roots.add(cert?)?;
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build()?,
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        Arc::new(config),
+    ))
 }

@@ -12,9 +12,11 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use crate::helpers::{base_settings, eventually, free_port};
 
-/// A CA and a server certificate for 127.0.0.1 / localhost, written as PEM files.
+/// A CA and a server certificate for 127.0.0.1 / localhost, written as PEM files; the CA
+/// can issue client certificates too.
 struct Pki {
     dir: tempfile::TempDir,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
@@ -37,7 +39,25 @@ impl Pki {
         std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.crt"), server_cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
-        Self { dir }
+        Self { dir, issuer }
+    }
+
+    /// A client certificate (and key) for mutual TLS, issued by this CA.
+    fn client_identity(&self) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "loanfolio lender client");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_path, key_path) = (
+            self.dir.path().join("client.crt"),
+            self.dir.path().join("client.key"),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
     }
 
     fn ca(&self) -> PathBuf {
@@ -274,5 +294,58 @@ async fn the_http_listener_serves_https_with_the_configured_certificate() {
         reqwest::get(format!("https://127.0.0.1:{port}/healthz"))
             .await
             .is_err()
+    );
+}
+
+/// The bureau over mutual TLS (docs/integrations/bureau.md): the simulator serves HTTPS with
+/// the site's test CA and requires a client certificate from it. The service's bureau
+/// client pulls with its configured identity, and fails without one or with another CA's.
+#[tokio::test]
+async fn the_bureau_is_reached_over_mutual_tls_with_the_configured_identity() {
+    use loanfolio::integrations::bureau::{BureauClient, Kind, Subject};
+    let pki = Pki::new("bureau");
+    let stranger = Pki::new("stranger");
+    let (ca, cert, key) = (pki.ca(), pki.cert(), pki.key());
+    let bureau = crate::helpers::bureau::PrivateBureau::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--client-ca",
+        ca.to_str().unwrap(),
+    ])
+    .await;
+    let subject = Subject {
+        first_name: "Casey".into(),
+        last_name: "Canary".into(),
+        ssn: "219-09-9999".into(),
+        date_of_birth: "1971-03-14".into(),
+        address: serde_json::json!({"line1": "1 Main St", "city": "Springfield", "state": "IL", "postal_code": "62701"}),
+    };
+    let pull = |identity: Option<(PathBuf, PathBuf)>| {
+        let mut settings = base_settings();
+        bureau.configure(&mut settings);
+        settings.bureau.base_url = format!("https://127.0.0.1:{}", bureau.port)
+            .parse()
+            .unwrap();
+        settings.bureau.ca_file = Some(pki.ca());
+        settings.bureau.client_cert_file = identity.as_ref().map(|i| i.0.clone());
+        settings.bureau.client_key_file = identity.map(|i| i.1);
+        let subject = &subject;
+        async move {
+            let client = BureauClient::new(&settings.bureau).unwrap();
+            client
+                .pull(Kind::New, uuid::Uuid::now_v7(), "soft", subject)
+                .await
+        }
+    };
+    let report = pull(Some(pki.client_identity()))
+        .await
+        .expect("pulled over mTLS");
+    assert!(report.score.is_some(), "{report:?}");
+    assert!(pull(None).await.is_err(), "no client certificate: refused");
+    assert!(
+        pull(Some(stranger.client_identity())).await.is_err(),
+        "a client certificate from another CA: refused"
     );
 }
