@@ -32,11 +32,17 @@ pub const TOPICS: &[&str] = &["doc.uploaded"];
 
 pub struct DocumentPipeline {
     state: AppState,
+    /// Each decided document's outcome and processing time, counted in the metrics only
+    /// once its transaction commits (`committed`): a failed commit is no decision.
+    decided: std::sync::Mutex<std::collections::HashMap<Uuid, (String, f64)>>,
 }
 
 impl DocumentPipeline {
     pub fn new(state: AppState) -> Self {
-        Self { state }
+        Self {
+            state,
+            decided: Default::default(),
+        }
     }
 }
 
@@ -217,16 +223,10 @@ impl DocumentPipeline {
             Some(reason) => format!("rejected_{reason}"),
             None => new_state.to_owned(),
         };
-        state
-            .metrics
-            .documents_processed
-            .get_or_create(&crate::metrics::OutcomeLabels { outcome })
-            .inc();
-        state
-            .metrics
-            .document_processing
-            .observe(started.elapsed().as_secs_f64());
-        // The quarantine copy goes once this transaction commits (`committed`).
+        if let Ok(mut decided) = self.decided.lock() {
+            decided.insert(document, (outcome, started.elapsed().as_secs_f64()));
+        }
+        // The metrics and the quarantine copy wait for this transaction to commit.
         Ok(())
     }
 
@@ -449,6 +449,19 @@ impl Handler for DocumentPipeline {
     fn committed<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Some(document) = document_of(message) {
+                let decided = self
+                    .decided
+                    .lock()
+                    .ok()
+                    .and_then(|mut d| d.remove(&document));
+                if let Some((outcome, seconds)) = decided {
+                    let metrics = &self.state.metrics;
+                    metrics
+                        .documents_processed
+                        .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                        .inc();
+                    metrics.document_processing.observe(seconds);
+                }
                 purge_quarantine(&self.state, document).await;
             }
         })

@@ -294,6 +294,28 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
             .await;
         assert!(encrypted.is_err(), "{reason}: no encrypted copy kept");
     }
+    // Each decision counted once, by outcome, after its transaction committed.
+    let counted = crate::helpers::eventually(10, || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        [
+            "available",
+            "rejected_infected",
+            "rejected_type_mismatch",
+            "rejected_size_mismatch",
+        ]
+        .iter()
+        .all(|outcome| {
+            text.lines().any(|l| {
+                l == format!("loanfolio_documents_processed_total{{outcome=\"{outcome}\"}} 1")
+            })
+        })
+    })
+    .await;
+    assert!(
+        counted,
+        "{}",
+        app.get("/metrics").await.text().await.unwrap()
+    );
 }
 
 #[tokio::test]

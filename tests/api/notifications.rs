@@ -371,12 +371,13 @@ async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
         .await
         .unwrap();
     let exhausted = eventually(20, || async {
-        let row: Option<(String, String)> =
+        // The row exists (queued, no error yet) from just before the send attempt.
+        let row: Option<(String, Option<String>)> =
             sqlx::query_as("select state, last_error from notifications")
                 .fetch_optional(&app.state.db)
                 .await
                 .unwrap();
-        matches!(row, Some((state, error)) if state == "failed" && error.starts_with("retries exhausted"))
+        matches!(row, Some((state, Some(error))) if state == "failed" && error.starts_with("retries exhausted"))
     })
     .await;
     assert!(exhausted, "the notification failed with the reason");
