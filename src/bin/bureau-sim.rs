@@ -23,6 +23,8 @@ struct Faults {
     error_status: u16,
     down_until: Option<Instant>,
     frozen: bool,
+    /// The `Retry-After` of the reserved 429 SSN (default 1).
+    retry_after_secs: Option<u64>,
 }
 
 struct Sim {
@@ -204,8 +206,10 @@ async fn pull(
                 .unwrap()
                 .insert(reference.to_owned()) =>
         {
+            let wait = sim.faults.lock().unwrap().retry_after_secs.unwrap_or(1);
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down");
-            r.headers_mut().insert("retry-after", "1".parse().unwrap());
+            r.headers_mut()
+                .insert("retry-after", wait.to_string().parse().unwrap());
             return r;
         }
         "219-09-9003" => {
@@ -289,6 +293,7 @@ struct Control {
     error_status: Option<u16>,
     down_for_secs: Option<u64>,
     frozen: Option<bool>,
+    retry_after_secs: Option<u64>,
     reset: Option<bool>,
 }
 
@@ -311,6 +316,9 @@ async fn control(State(sim): State<Arc<Sim>>, Json(c): Json<Control>) -> StatusC
     }
     if let Some(v) = c.frozen {
         f.frozen = v;
+    }
+    if let Some(v) = c.retry_after_secs {
+        f.retry_after_secs = Some(v);
     }
     StatusCode::NO_CONTENT
 }

@@ -23,6 +23,32 @@ use uuid::Uuid;
 use super::topology::{self, Names, RETRY_TIERS};
 use crate::app::AppState;
 
+/// Attached as context to a transient error when the other side said how long to wait
+/// (`Retry-After`, an open circuit breaker): the retry waits at least that long.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryAfter(pub std::time::Duration);
+
+impl std::fmt::Display for RetryAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "asked to retry after {} s", self.0.as_secs())
+    }
+}
+
+/// The retry queue's delay for `attempt`: its tier, or the smallest tier that honours the
+/// other side's `RetryAfter` (at most the longest tier).
+fn retry_delay(attempt: u32, error: &anyhow::Error) -> u32 {
+    let tier = RETRY_TIERS[(attempt as usize).min(RETRY_TIERS.len() - 1)];
+    match error.downcast_ref::<RetryAfter>() {
+        Some(RetryAfter(wait)) => RETRY_TIERS
+            .iter()
+            .copied()
+            .find(|t| u64::from(*t) >= wait.as_secs())
+            .unwrap_or(RETRY_TIERS[RETRY_TIERS.len() - 1])
+            .max(tier),
+        None => tier,
+    }
+}
+
 #[derive(Debug)]
 pub enum HandlerError {
     /// Worth retrying (a dependency is down, a timeout).
@@ -271,7 +297,7 @@ async fn handle(
         }
         Err(HandlerError::Transient(e)) if (message.attempt as usize) < RETRY_TIERS.len() => {
             tx.rollback().await?;
-            let delay = RETRY_TIERS[message.attempt as usize];
+            let delay = retry_delay(message.attempt, &e);
             tracing::info!(attempt = message.attempt + 1, delay_secs = delay, error = %format!("{e:#}"), "retrying later");
             republish(
                 channel,
@@ -304,4 +330,29 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_waits_its_tier_or_at_least_what_the_other_side_asked() {
+        let plain = anyhow::anyhow!("HTTP 503");
+        assert_eq!(retry_delay(0, &plain), 1);
+        assert_eq!(retry_delay(3, &plain), 8);
+        let asked =
+            |secs| anyhow::anyhow!("HTTP 429").context(RetryAfter(Duration::from_secs(secs)));
+        assert_eq!(retry_delay(0, &asked(3)), 4, "the smallest tier ≥ 3 s");
+        assert_eq!(
+            retry_delay(4, &asked(3)),
+            16,
+            "never shorter than the attempt's tier"
+        );
+        assert_eq!(
+            retry_delay(0, &asked(3600)),
+            30,
+            "capped at the longest tier"
+        );
+    }
 }

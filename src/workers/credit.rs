@@ -255,7 +255,16 @@ impl CreditWorker {
                 return Ok(());
             }
             Err(e @ (BureauError::Transient { .. } | BureauError::CircuitOpen(_))) => {
-                return Err(HandlerError::Transient(e.into()));
+                let wait = match &e {
+                    BureauError::Transient { retry_after, .. } => *retry_after,
+                    BureauError::CircuitOpen(retry_in) => Some(*retry_in),
+                    BureauError::Permanent(_) => None,
+                };
+                let error = anyhow::Error::new(e);
+                return Err(HandlerError::Transient(match wait {
+                    Some(wait) => error.context(crate::queue::consumer::RetryAfter(wait)),
+                    None => error,
+                }));
             }
         };
         let key = state

@@ -349,6 +349,40 @@ async fn the_breaker_opens_on_a_dead_bureau_and_closes_when_it_recovers() {
 }
 
 #[tokio::test]
+async fn a_429_is_retried_no_sooner_than_the_bureaus_retry_after() {
+    let bureau = PrivateBureau::start().await;
+    let app = crate::helpers::app()
+        .workers_only(&["credit-worker"])
+        .settings(|s| bureau.configure(s))
+        .spawn()
+        .await;
+    // The reserved SSN answers its first request 429 with this Retry-After, then 200. The
+    // queue's first retry tier is 1 s: only honouring the header makes it wait 3.
+    bureau.control(json!({"retry_after_secs": 3})).await;
+    let token = oidc::access_token("agent-a1").await;
+    let id = lead(&app, json!({"ssn": "219-09-9002"})).await;
+    let asked = std::time::Instant::now();
+    let queued: Value = pull(
+        &app,
+        &token,
+        &id,
+        json!({"pull_type": "soft", "consent": consent()}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 30).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3),
+        "retried after {waited:?}, before the bureau's Retry-After"
+    );
+    assert_eq!(bureau.requests().await, 2, "one 429, one success");
+}
+
+#[tokio::test]
 async fn a_bureau_that_never_recovers_fails_the_pull_into_the_dlq() {
     let bureau = PrivateBureau::start().await;
     let app = crate::helpers::app()
