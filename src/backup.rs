@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::config::{KmsProvider, Settings};
+use crate::crypto::local::hex;
 use crate::storage::Storage;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,10 +112,6 @@ fn vault_http(settings: &Settings) -> anyhow::Result<reqwest::Client> {
         settings.kms.vault.ca_file.as_deref(),
     )?
     .build()?)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Back up into `dir`, which must not exist or be empty.

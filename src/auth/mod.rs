@@ -67,6 +67,19 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// A borrower acting with a token (no account, no roles, no PII): `subject` names the
+    /// token's kind, never the person.
+    pub fn borrower(subject: String) -> Self {
+        Self {
+            subject,
+            display_name: "Borrower".into(),
+            email: None,
+            roles: Vec::new(),
+            team: None,
+            auth_time: None,
+        }
+    }
+
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }

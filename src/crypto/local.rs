@@ -135,7 +135,8 @@ fn unb64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     base64::engine::general_purpose::STANDARD_NO_PAD.decode(text)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal (key files, checksums).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

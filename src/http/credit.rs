@@ -5,7 +5,7 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -22,7 +22,7 @@ use crate::db::{audit, outbox};
 use crate::domain::credit::{Consent, ConsentInput, PullType};
 use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339};
+use crate::http::support::{kms_unavailable, push_scope, rfc3339, with_location};
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -264,11 +264,11 @@ async fn accepted(state: &AppState, id: Uuid) -> Result<Response, AppError> {
     let row = fetch(&mut conn, id, &ReadScope::All)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the pull just written is missing"))?;
-    let mut response = (StatusCode::ACCEPTED, AppJson(CreditPull::from(row))).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/credit-reports/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(with_location(
+        StatusCode::ACCEPTED,
+        CreditPull::from(row),
+        &format!("/v1/credit-reports/{id}"),
+    ))
 }
 
 /// Request a credit pull for a lead; it runs asynchronously.

@@ -26,7 +26,9 @@ use crate::db::{audit, outbox};
 use crate::domain::document::{ALLOWED_CONTENT_TYPES, DocType, sanitize_filename};
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339, visible_loan, writable_loan};
+use crate::http::support::{
+    kms_unavailable, push_scope, rfc3339, visible_loan, with_location, writable_loan,
+};
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -326,12 +328,8 @@ pub enum UploadTarget {
 }
 
 fn upload_created(upload: Upload) -> Response {
-    let id = upload.document.id;
-    let mut response = (StatusCode::CREATED, AppJson(upload)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/documents/{id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    response
+    let location = format!("/v1/documents/{}", upload.document.id);
+    with_location(StatusCode::CREATED, upload, &location)
 }
 
 /// Write the `awaiting_upload` document and its audit row, commit, and pre-sign the PUT.
@@ -699,14 +697,7 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
 
 /// The audit actor of a borrower acting through a link (no account, no PII).
 pub fn borrower_actor(link: Uuid) -> Actor {
-    Actor {
-        subject: format!("borrower:link:{link}"),
-        display_name: "Borrower".into(),
-        email: None,
-        roles: Vec::new(),
-        team: None,
-        auth_time: None,
-    }
+    Actor::borrower(format!("borrower:link:{link}"))
 }
 
 /// A borrower announces a file; answers the Upload shape with a pre-signed PUT URL.

@@ -6,8 +6,8 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -23,7 +23,9 @@ use crate::db::{audit, outbox};
 use crate::domain::document::DocType;
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339, visible_loan, writable_loan};
+use crate::http::support::{
+    kms_unavailable, push_scope, rfc3339, visible_loan, with_location, writable_loan,
+};
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -473,11 +475,11 @@ async fn create_request(
         .into_iter()
         .next()
         .ok_or_else(|| anyhow::anyhow!("the request just written is missing"))?;
-    let mut response = (StatusCode::CREATED, AppJson(request)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/loans/{loan_id}/document-requests")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(with_location(
+        StatusCode::CREATED,
+        request,
+        &format!("/v1/loans/{loan_id}/document-requests"),
+    ))
 }
 
 /// The loan's needs list with states and timelines.

@@ -8,6 +8,21 @@ use time::format_description::well_known::Rfc3339;
 use crate::auth::ReadScope;
 use crate::error::AppError;
 
+/// `status` with `body` as JSON and a `Location` header pointing at `location` (ids only,
+/// always a valid header value).
+pub fn with_location<T: serde::Serialize>(
+    status: StatusCode,
+    body: T,
+    location: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut response = (status, crate::error::AppJson(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }

@@ -134,14 +134,7 @@ async fn unsubscribe(
         .bind(lead)
         .execute(&mut *tx)
         .await?;
-        let borrower = Actor {
-            subject: "borrower".into(),
-            display_name: "Borrower".into(),
-            email: None,
-            roles: Vec::new(),
-            team: None,
-            auth_time: None,
-        };
+        let borrower = Actor::borrower("borrower".into());
         audit::record(
             &mut tx,
             audit::Entry {

@@ -3,7 +3,7 @@
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,7 +21,9 @@ use crate::crypto::field::{self, Location};
 use crate::db::{audit, outbox};
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339, visible_loan, writable_loan};
+use crate::http::support::{
+    kms_unavailable, push_scope, rfc3339, visible_loan, with_location, writable_loan,
+};
 
 pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
     let creating = OpenApiRouter::new()
@@ -145,7 +147,16 @@ async fn render(
 
 /// The files that use up a link's `max_files`: not rejected by the pipeline or the agent,
 /// not expired, not deleted — so a borrower can replace a rejected file.
-pub(crate) const COUNTS_AGAINST_LINK: &str = "d.state not in ('rejected', 'expired', 'deleted') and d.review_decision is distinct from 'reject'";
+/// SQL condition: the upload link `u` still takes files at `now` (an SQL expression) — not
+/// revoked, unexpired, not used up; what `active_link` answers 410 for otherwise.
+pub(crate) fn link_takes_files(now: &str) -> String {
+    format!(
+        "u.revoked_at is null and u.expires_at > {now}
+         and (select count(*) from documents d where d.upload_link_id = u.id and {COUNTS_AGAINST_LINK}) < u.max_files"
+    )
+}
+
+const COUNTS_AGAINST_LINK: &str = "d.state not in ('rejected', 'expired', 'deleted') and d.review_decision is distinct from 'reject'";
 
 fn select_link() -> String {
     format!(
@@ -282,11 +293,11 @@ async fn create_link(
     .await?;
     tx.commit().await?;
     let link = render(&state, &row, Some(token)).await?;
-    let mut response = (StatusCode::CREATED, AppJson(link)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/loans/{loan_id}/upload-links")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(with_location(
+        StatusCode::CREATED,
+        link,
+        &format!("/v1/loans/{loan_id}/upload-links"),
+    ))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -127,34 +127,29 @@ impl Mailer {
     pub fn new(settings: &NotificationSettings) -> anyhow::Result<Self> {
         let smtp = &settings.smtp;
         // A site CA bundle replaces the system's roots for the relay's certificate.
-        let tls = |wrap: fn(TlsParameters) -> Tls| -> anyhow::Result<Option<Tls>> {
-            let Some(ca) = &smtp.ca_file else {
-                return Ok(None);
-            };
-            let pem = crate::tls::read_ca("notifications.smtp.ca_file", ca)?;
-            Ok(Some(wrap(
+        let pinned = match &smtp.ca_file {
+            Some(ca) => Some(
                 TlsParameters::builder(smtp.host.clone())
                     .certificate_store(CertificateStore::None)
-                    .add_root_certificate(Certificate::from_pem(&pem)?)
+                    .add_root_certificate(Certificate::from_pem(&crate::tls::read_ca(
+                        "notifications.smtp.ca_file",
+                        ca,
+                    )?)?)
                     .build_rustls()?,
-            )))
+            ),
+            None => None,
         };
-        let builder = match (smtp.tls, tls(Tls::Required)?, tls(Tls::Wrapper)?) {
-            (SmtpTls::None, _, _) => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+        type Transport = AsyncSmtpTransport<Tokio1Executor>;
+        let builder = match (smtp.tls, pinned) {
+            (SmtpTls::None, _) => Transport::builder_dangerous(&smtp.host),
+            (SmtpTls::Starttls, Some(p)) => {
+                Transport::builder_dangerous(&smtp.host).tls(Tls::Required(p))
             }
-            (SmtpTls::Starttls, Some(required), _) => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).tls(required)
+            (SmtpTls::Implicit, Some(p)) => {
+                Transport::builder_dangerous(&smtp.host).tls(Tls::Wrapper(p))
             }
-            (SmtpTls::Implicit, _, Some(wrapper)) => {
-                AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host).tls(wrapper)
-            }
-            (SmtpTls::Starttls, None, _) => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)?
-            }
-            (SmtpTls::Implicit, _, None) => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host)?
-            }
+            (SmtpTls::Starttls, None) => Transport::starttls_relay(&smtp.host)?,
+            (SmtpTls::Implicit, None) => Transport::relay(&smtp.host)?,
         }
         .port(smtp.port)
         .timeout(Some(Duration::from_secs(smtp.timeout_secs)));

@@ -180,16 +180,15 @@ impl Notifier {
         }
     }
 
+    /// The borrower's upload page for a link token.
     fn url(&self, token: &str) -> String {
-        format!(
-            "{}/u/{token}",
-            self.state
-                .settings
-                .server
-                .public_base_url
-                .as_str()
-                .trim_end_matches('/')
-        )
+        self.public_url(&format!("/u/{token}"))
+    }
+
+    /// `path` at the address borrowers reach the service at.
+    fn public_url(&self, path: &str) -> String {
+        let base = self.state.settings.server.public_base_url.as_str();
+        format!("{}{path}", base.trim_end_matches('/'))
     }
 
     /// A reminder (or digest) of the requests still outstanding, to the address the link
@@ -243,11 +242,9 @@ impl Notifier {
             // language=PostgreSQL
             "select u.id, u.token_enc, u.borrower_email_enc from upload_links u
               where u.loan_id = $1 and u.token_enc is not null and u.borrower_email_enc is not null
-                and u.revoked_at is null and u.expires_at > now()
-                and (select count(*) from documents d
-                      where d.upload_link_id = u.id and {}) < u.max_files
+                and {}
               order by u.id desc limit 1",
-            crate::http::upload_links::COUNTS_AGAINST_LINK
+            crate::http::upload_links::link_takes_files("now()")
         )))
         .bind(loan)
         .fetch_optional(&state.db)
@@ -288,15 +285,7 @@ impl Notifier {
             .execute(&self.state.db)
             .await
             .map_err(transient)?;
-        Ok(format!(
-            "{}/v1/public/unsubscribe/{token}",
-            self.state
-                .settings
-                .server
-                .public_base_url
-                .as_str()
-                .trim_end_matches('/')
-        ))
+        Ok(self.public_url(&format!("/v1/public/unsubscribe/{token}")))
     }
 
     /// The messages an event asks for, with the loan and lead they are about.

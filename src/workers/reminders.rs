@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::config::ReminderSettings;
 use crate::db::outbox;
-use crate::http::upload_links::COUNTS_AGAINST_LINK;
+use crate::http::upload_links::link_takes_files;
 
 /// The "scheduler" name `worker.consumers` uses to place the reminders runner.
 pub const RUNNER: &str = "reminder-scheduler";
@@ -148,12 +148,11 @@ pub async fn tick(
             and l.email_opted_out_at is null
             and exists (select 1 from upload_links u
                          where u.loan_id = r.loan_id and u.token_enc is not null
-                           and u.revoked_at is null and u.expires_at > $1
-                           and (select count(*) from documents d
-                                 where d.upload_link_id = u.id and {COUNTS_AGAINST_LINK}) < u.max_files)
+                           and {open})
             and case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end <= $1 + $5
           order by r.loan_id, r.id
-          for update of r skip locked"
+          for update of r skip locked",
+        open = link_takes_files("$1")
     )))
     .bind(now)
     .bind(schedule.first)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, free_port, oidc, repo_root};
+use crate::helpers::{TestApp, free_port, oidc, port_opens, repo_root};
 use crate::loans::agent_a1_loan;
 
 struct Driver {
@@ -46,12 +46,7 @@ async fn browser() -> (Driver, Client) {
         port,
         _profile: profile,
     };
-    let up = crate::helpers::eventually(20, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    let up = port_opens(port, 20).await;
     assert!(up, "chromedriver did not start");
     let capabilities = json!({
         "browserName": "chrome",

@@ -33,6 +33,22 @@ async fn pull(app: &TestApp, token: &str, lead: &str, body: Value) -> reqwest::R
         .await
 }
 
+/// Request a soft pull with a valid consent; the pull's id.
+async fn soft_pull(app: &TestApp, token: &str, lead: &str) -> String {
+    let response = pull(
+        app,
+        token,
+        lead,
+        json!({"pull_type": "soft", "consent": consent()}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn settled(app: &TestApp, token: &str, id: &str, seconds: u64) -> Value {
     let mut last = Value::Null;
     for _ in 0..seconds * 10 {
@@ -303,17 +319,8 @@ async fn the_breaker_opens_on_a_dead_bureau_and_closes_when_it_recovers() {
     let id = lead(&app, json!({})).await;
     let mut pulls = Vec::new();
     for _ in 0..5 {
-        let queued: Value = pull(
-            &app,
-            &token,
-            &id,
-            json!({"pull_type": "soft", "consent": consent()}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        pulls.push(queued["id"].as_str().unwrap().to_owned());
+        let queued = soft_pull(&app, &token, &id).await;
+        pulls.push(queued);
     }
     let opened = eventually(20, || async {
         app.state.bureau.breaker.state().as_str() == "open"
@@ -362,17 +369,8 @@ async fn a_429_is_retried_no_sooner_than_the_bureaus_retry_after() {
     let token = oidc::access_token("agent-a1").await;
     let id = lead(&app, json!({"ssn": "219-09-9002"})).await;
     let asked = std::time::Instant::now();
-    let queued: Value = pull(
-        &app,
-        &token,
-        &id,
-        json!({"pull_type": "soft", "consent": consent()}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 30).await;
+    let queued = soft_pull(&app, &token, &id).await;
+    let done = settled(&app, &token, &queued, 30).await;
     assert_eq!(done["status"], "completed", "{done}");
     let waited = asked.elapsed();
     assert!(
@@ -400,18 +398,9 @@ async fn a_bureau_that_never_recovers_fails_the_pull_into_the_dlq() {
         .json()
         .await
         .unwrap();
-    let queued: Value = pull(
-        &app,
-        &token,
-        &id,
-        json!({"pull_type": "soft", "consent": consent()}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let queued = soft_pull(&app, &token, &id).await;
     // The queue's backoff tiers (1, 2, 4, 8, 16, 30 s) run out after about a minute.
-    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 120).await;
+    let done = settled(&app, &token, &queued, 120).await;
     assert_eq!(
         (done["status"].as_str(), done["failure_reason"].as_str()),
         (Some("failed"), Some("bureau_unavailable"))
@@ -531,17 +520,8 @@ async fn oauth2_client_credentials_instead_of_an_api_key() {
         .await;
     let token = oidc::access_token("agent-a1").await;
     let id = lead(&app, json!({})).await;
-    let queued: Value = pull(
-        &app,
-        &token,
-        &id,
-        json!({"pull_type": "soft", "consent": consent()}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 20).await;
+    let queued = soft_pull(&app, &token, &id).await;
+    let done = settled(&app, &token, &queued, 20).await;
     assert_eq!(done["status"], "completed", "{done}");
 
     // A wrong client secret is a permanent failure, not a retry loop.
@@ -560,17 +540,8 @@ async fn oauth2_client_credentials_instead_of_an_api_key() {
         .spawn()
         .await;
     let id = lead(&app, json!({})).await;
-    let queued: Value = pull(
-        &app,
-        &token,
-        &id,
-        json!({"pull_type": "soft", "consent": consent()}),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 20).await;
+    let queued = soft_pull(&app, &token, &id).await;
+    let done = settled(&app, &token, &queued, 20).await;
     assert_eq!(
         (done["status"].as_str(), done["failure_reason"].as_str()),
         (Some("failed"), Some("bureau_unauthorized"))

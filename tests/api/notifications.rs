@@ -7,32 +7,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::smtp::PrivateSmtp;
+use crate::helpers::smtp::{PrivateSmtp, decoded};
 use crate::helpers::{TestApp, eventually, oidc};
 use crate::leads::{DOB, INCOME, SSN, SSN_DIGITS};
 use crate::loans::agent_a1_loan;
 
-/// The decoded text of a raw message (quoted-printable soft breaks and `=3D` undone).
-fn decoded(raw: &str) -> String {
-    raw.replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=")
-}
-
-fn to(messages: &[String], address: &str) -> Vec<String> {
-    messages
-        .iter()
-        .filter(|m| {
-            m.lines()
-                .any(|l| l.starts_with("To:") && l.contains(address))
-        })
-        .map(|m| decoded(m))
-        .collect()
-}
-
 async fn wait_for(smtp: &PrivateSmtp, address: &str, count: usize, seconds: u64) -> Vec<String> {
     for _ in 0..seconds * 10 {
-        let found = to(&smtp.messages(), address);
+        let found = smtp.messages_to(address);
         if found.len() >= count {
             return found;
         }
@@ -159,14 +141,15 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
             .unwrap();
     let agent = agent.expect("the agent has an email address");
     let agent_status = eventually(20, || async {
-        to(&smtp.messages(), &agent)
+        smtp.messages_to(&agent)
             .iter()
             .any(|m| m.contains("Loan status: submitted"))
     })
     .await;
     assert!(agent_status, "the agent hears about the status change");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let status_mails = to(&smtp.messages(), borrower)
+    let status_mails = smtp
+        .messages_to(borrower)
         .iter()
         .filter(|m| m.contains("is now: submitted"))
         .count();
@@ -298,7 +281,7 @@ async fn a_permanent_smtp_refusal_ends_failed_with_the_reason_and_is_not_retried
         !reason.contains("bounce-me"),
         "no address in the reason: {reason}"
     );
-    assert_eq!(to(&smtp.messages(), "bounce-me@example.net").len(), 0);
+    assert_eq!(smtp.messages_to("bounce-me@example.net").len(), 0);
     // The event was handled (acknowledged), not retried into the dead-letter queue.
     let letters = loanfolio::queue::dlq::list(
         &app.state.broker,

@@ -105,22 +105,11 @@ async fn request(
     id
 }
 
-fn decoded(raw: &str) -> String {
-    raw.replace("=\r\n", "")
-        .replace("=\n", "")
-        .replace("=3D", "=")
-}
-
 /// The reminders received by `address` so far (the invitation is not one).
 fn reminders_to(smtp: &PrivateSmtp, address: &str) -> Vec<String> {
-    smtp.messages()
-        .iter()
-        .filter(|m| {
-            m.lines()
-                .any(|l| l.starts_with("To:") && l.contains(address))
-        })
+    smtp.messages_to(address)
+        .into_iter()
         .filter(|m| m.contains("reminder"))
-        .map(|m| decoded(m))
         .collect()
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
-use crate::helpers::{base_settings, eventually, free_port};
+use crate::helpers::{base_settings, free_port, port_opens};
 
 /// A CA and a server certificate for 127.0.0.1 / localhost, written as PEM files; the CA
 /// can issue client certificates too.
@@ -156,12 +156,7 @@ async fn private_postgres(pki: &Pki) -> (Server, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let up = eventually(30, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    let up = port_opens(port, 30).await;
     assert!(up, "the private PostgreSQL did not start");
     (Server { child, _dir: dir }, port)
 }
@@ -185,12 +180,7 @@ async fn private_redis(pki: &Pki) -> (Server, u16) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let up = eventually(30, || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await;
+    let up = port_opens(port, 30).await;
     assert!(up, "the private Redis did not start");
     (Server { child, _dir: dir }, port)
 }

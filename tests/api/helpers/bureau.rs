@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use super::{eventually, free_port};
+use super::{free_port, port_opens};
 
 pub const API_KEY: &str = "test-bureau-key";
 
@@ -34,12 +34,7 @@ impl PrivateBureau {
             .stderr(Stdio::null())
             .spawn()
             .expect("start the bureau simulator");
-        let up = eventually(20, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
+        let up = port_opens(port, 20).await;
         assert!(up, "the bureau simulator did not start");
         Self { port, child }
     }

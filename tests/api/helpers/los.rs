@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
-use super::{eventually, free_port};
+use super::{free_port, port_opens};
 
 pub const API_KEY: &str = "test-los-key";
 pub const WEBHOOK_SECRET: &str = "test-los-webhook-secret";
@@ -50,12 +50,7 @@ impl PrivateLos {
                 .spawn()
                 .expect("start the LOS simulator"),
         );
-        let up = eventually(20, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
+        let up = port_opens(port, 20).await;
         assert!(up, "the LOS simulator did not start");
     }
 

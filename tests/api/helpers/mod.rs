@@ -522,6 +522,16 @@ where
     }
 }
 
+/// Whether something listens on 127.0.0.1:`port` within `seconds` (a child server started).
+pub async fn port_opens(port: u16, seconds: u64) -> bool {
+    eventually(seconds, || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await
+}
+
 pub fn free_port() -> u16 {
     static LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
     let _guard = LOCK.get_or_init(Default::default).lock().unwrap();

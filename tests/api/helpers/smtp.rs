@@ -5,7 +5,14 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use super::{eventually, free_port};
+use super::{free_port, port_opens};
+
+/// The decoded text of a raw message (quoted-printable soft breaks and `=3D` undone).
+pub fn decoded(raw: &str) -> String {
+    raw.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
 
 const PICKY_HANDLER: &str = r#"
 from aiosmtpd.handlers import Mailbox
@@ -63,12 +70,7 @@ impl PrivateSmtp {
             .expect("start aiosmtpd (Debian python3-aiosmtpd)");
         self.child = Some(child);
         let port = self.port;
-        let up = eventually(20, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
+        let up = port_opens(port, 20).await;
         assert!(up, "aiosmtpd did not start");
     }
 
@@ -83,6 +85,18 @@ impl PrivateSmtp {
         settings.notifications.smtp.host = "127.0.0.1".into();
         settings.notifications.smtp.port = self.port;
         settings.notifications.smtp.tls = loanfolio::config::SmtpTls::None;
+    }
+
+    /// Every message to `address` received so far, decoded.
+    pub fn messages_to(&self, address: &str) -> Vec<String> {
+        self.messages()
+            .iter()
+            .filter(|m| {
+                m.lines()
+                    .any(|l| l.starts_with("To:") && l.contains(address))
+            })
+            .map(|m| decoded(m))
+            .collect()
     }
 
     /// Every message received so far, raw.
