@@ -63,6 +63,8 @@ pub struct AppState {
     pub bureau: Arc<crate::integrations::bureau::BureauClient>,
     pub los: Arc<crate::integrations::los::LosClient>,
     pub mailer: Arc<crate::notify::Mailer>,
+    /// The LOS webhook's accepted secrets, loaded once (not on every request).
+    pub webhook_keys: Arc<crate::integrations::webhook_signature::WebhookSecrets>,
 }
 
 impl AppState {
@@ -97,6 +99,10 @@ impl AppState {
             los: Arc::new(crate::integrations::los::LosClient::new(&settings.los).context("los")?),
             mailer: Arc::new(
                 crate::notify::Mailer::new(&settings.notifications).context("notifications")?,
+            ),
+            webhook_keys: Arc::new(
+                crate::integrations::webhook_signature::WebhookSecrets::load(&settings.los)
+                    .context("los")?,
             ),
             settings: Arc::new(settings),
             role,

@@ -187,6 +187,8 @@ pub struct LosSettings {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout_ms: u64,
     pub timeout_ms: u64,
+    /// Webhook bodies above this are refused (413), after the signature header passed.
+    pub webhook_body_limit_bytes: usize,
     /// How often loans in `submitted`/`underwriting` are compared with the LOS.
     pub reconcile_every_secs: u64,
     pub breaker: BreakerSettings,
@@ -200,7 +202,22 @@ impl LosSettings {
         resolve_secret("los.api_key", &self.api_key, &self.api_key_file).map(Some)
     }
 
+    pub fn webhook_secrets_file(&self) -> Option<&Path> {
+        self.webhook_secrets_file.as_deref()
+    }
+
     pub fn webhook_secrets(&self) -> Result<Vec<SecretString>, ConfigError> {
+        if self
+            .webhook_secrets
+            .iter()
+            .any(|s| s.expose_secret().is_empty())
+        {
+            // An empty secret would make an HMAC anyone can compute.
+            return Err(ConfigError::key(
+                "los.webhook_secrets",
+                "holds an empty secret",
+            ));
+        }
         let mut secrets = self.webhook_secrets.clone();
         if let Some(path) = &self.webhook_secrets_file {
             let raw = std::fs::read_to_string(path).map_err(|e| {
@@ -612,6 +629,7 @@ impl Settings {
         self.redis.url()?;
         self.s3.secret_access_key()?;
         self.oidc.client_secret()?;
+        self.los.webhook_secrets()?;
         if self.kms.provider == KmsProvider::Vault {
             self.kms.vault.token()?;
         }

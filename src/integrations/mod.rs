@@ -4,3 +4,4 @@
 pub mod breaker;
 pub mod bureau;
 pub mod los;
+pub mod webhook_signature;

@@ -251,3 +251,126 @@ async fn the_webhook_answers_as_documented_and_applies_each_event_once() {
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
 }
+
+/// Send only a request's head (declaring `content_length` body bytes that never come) and
+/// read the answer: proof that the service answered without reading the body.
+async fn head_only(app: &TestApp, signature: &str, content_length: usize) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /v1/webhooks/los HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\nloanfolio-signature: {signature}\r\ncontent-length: {content_length}\r\n\r\n",
+        app.address
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            let n = stream.read(&mut buf).await.unwrap();
+            answer.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&answer).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length || n == 0 {
+                    let status = head[9..12].parse().unwrap();
+                    return (status, serde_json::from_str(body).unwrap_or(Value::Null));
+                }
+            }
+            assert!(n > 0, "the connection closed before an answer");
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .expect("the service waited for the body instead of answering from the header")
+}
+
+/// Defect: `parse_signature` took any number of `v1=` values of any length and `verify`
+/// recomputed the HMAC over the whole body for each value × secret before the timestamp
+/// was checked — one forged request cost seconds of a core. Now the header is judged
+/// before the body is read, and a request costs at most one HMAC per secret.
+#[tokio::test]
+async fn forged_webhooks_are_refused_from_the_header_without_reading_the_body() {
+    let app = crate::helpers::app()
+        .settings(|s| {
+            s.los.set_webhook_secrets(&["old-secret", WEBHOOK_SECRET]);
+            s.los.webhook_body_limit_bytes = 256 * 1024;
+        })
+        .spawn()
+        .await;
+    let mib = 1 << 20;
+    let thousands = format!(
+        "t={}{}",
+        now(),
+        format!(",v1={}", "ab".repeat(32)).repeat(2000)
+    );
+    let six = format!(
+        "t={}{}",
+        now(),
+        format!(",v1={}", "ab".repeat(32)).repeat(6)
+    );
+    let long_value = format!("t={},v1={}", now(), "ab".repeat(40));
+    let upper = format!("t={},v1={}", now(), "AB".repeat(32));
+    for forged in [
+        &thousands,
+        &six,
+        &long_value,
+        &upper,
+        &"t=1,v1=zz".to_owned(),
+    ] {
+        let (status, problem) = head_only(&app, forged, mib).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (401, Some("invalid_signature")),
+            "{forged:.60}"
+        );
+    }
+    let stale = format!("t={},v1={}", now() - 301, "ab".repeat(32));
+    let (status, problem) = head_only(&app, &stale, mib).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("stale_timestamp"))
+    );
+    // A well-formed, fresh header with a body over the limit: 413, still unread.
+    let fresh = format!("t={},v1={}", now(), "ab".repeat(32));
+    let (status, problem) = head_only(&app, &fresh, 256 * 1024 + 1).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    let keys = app.state.webhook_keys.current().unwrap();
+    assert_eq!(keys.hmacs_computed(), 0, "no HMAC for a refused header");
+
+    // A chunked body (no Content-Length) over the limit is cut off at the limit.
+    let big = vec![b' '; 300 * 1024];
+    let response = app
+        .client
+        .post(app.url("/v1/webhooks/los"))
+        .header("Loanfolio-Signature", sign(WEBHOOK_SECRET, now(), &big))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(
+            big.chunks(64 * 1024)
+                .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+                .collect::<Vec<_>>(),
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    // Five forged candidates on a real body: one HMAC per secret (two), not ten.
+    let body = event("e-9", "LOS-1", "underwriting");
+    let five = format!(
+        "t={}{}",
+        now(),
+        format!(",v1={}", "cd".repeat(32)).repeat(5)
+    );
+    let (status, _) = deliver(&app, &body, &five).await;
+    assert_eq!(status, 401);
+    assert_eq!(keys.hmacs_computed(), 2);
+}
