@@ -57,6 +57,7 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub metrics: Arc<Metrics>,
     pub readiness_transitions: Arc<Transitions>,
+    pub readiness_cache: Arc<crate::readiness::Cache>,
     pub verifier: Arc<TokenVerifier>,
     pub rate_limiter: Arc<RateLimiter>,
     pub agents: Arc<Provisioned>,
@@ -90,6 +91,7 @@ impl AppState {
             keys: Arc::new(KeyRing::new(Kms::new(&settings.kms))),
             metrics: Arc::new(Metrics::new()),
             readiness_transitions: Arc::default(),
+            readiness_cache: Arc::default(),
             verifier: Arc::new(verifier),
             agents: Arc::default(),
             bureau: Arc::new(
@@ -112,6 +114,8 @@ impl AppState {
 
 pub struct Application {
     listener: TcpListener,
+    /// `serve`'s operations listener (`server.admin_listen`); `worker` has only one.
+    admin: Option<TcpListener>,
     state: AppState,
     router: axum::Router,
     workers: bool,
@@ -146,6 +150,17 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?;
+        let admin = match state.role {
+            Role::Serve => {
+                let admin_address = state.settings.server.admin_listen;
+                Some(
+                    TcpListener::bind(admin_address)
+                        .await
+                        .with_context(|| format!("binding server.admin_listen {admin_address}"))?,
+                )
+            }
+            Role::Worker => None,
+        };
         if state.keys.kms.provider_name() == "local" {
             tracing::warn!(
                 "running on the `local` key provider: a master key file, not Vault; for development, tests and very small installs only"
@@ -153,6 +168,7 @@ impl Application {
         }
         Ok(Self {
             listener,
+            admin,
             state,
             router,
             workers: false,
@@ -170,6 +186,16 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// The operations listener's port (`serve`), else the main one (`worker`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin
+            .as_ref()
+            .unwrap_or(&self.listener)
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or(0)
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
@@ -182,16 +208,17 @@ impl Application {
     ) -> anyhow::Result<()> {
         let Application {
             listener,
+            admin,
             state,
             router,
             workers,
         } = self;
         let grace = state.settings.server.shutdown_grace();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut stop_rx_server = stop_rx.clone();
         tracing::info!(
             role = state.role.as_str(),
             address = %listener.local_addr()?,
+            admin_address = ?admin.as_ref().and_then(|a| a.local_addr().ok()),
             expected_schema = db::expected_version(),
             "listening"
         );
@@ -207,28 +234,17 @@ impl Application {
             ),
             _ => None,
         };
-        let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let mut server = match tls {
-            // HTTPS with rustls (DESIGN.md §2); the deployments also put a proxy in front.
-            Some(config) => {
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    let _ = stop_rx_server.wait_for(|stop| *stop).await;
-                    stopper.graceful_shutdown(None);
-                });
-                let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?
-                    .handle(handle)
-                    .serve(make_service);
-                tokio::spawn(server)
-            }
-            None => {
-                let server =
-                    axum::serve(listener, make_service).with_graceful_shutdown(async move {
-                        let _ = stop_rx_server.wait_for(|stop| *stop).await;
-                    });
-                tokio::spawn(async move { server.await })
-            }
+        let header_timeout = Duration::from_secs(state.settings.server.header_read_timeout_secs);
+        let mut server = serve(listener, router, tls, header_timeout, stop_rx.clone())?;
+        let admin_server = match admin {
+            Some(admin) => Some(serve(
+                admin,
+                http::ops_router(state.clone()),
+                None,
+                header_timeout,
+                stop_rx.clone(),
+            )?),
+            None => None,
         };
         let housekeeping = tokio::spawn(crate::housekeeping::run(state.clone()));
         let relay = workers.then(|| tokio::spawn(crate::queue::relay::run(state.clone())));
@@ -303,6 +319,9 @@ impl Application {
             }
         }
         drop(stop_rx);
+        if let Some(admin_server) = admin_server {
+            admin_server.abort();
+        }
         housekeeping.abort();
         for task in [
             relay,
@@ -324,6 +343,47 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
+
+/// Serve `router` on `listener` (HTTPS when `tls` is given) until `stop` turns true, then
+/// finish in-flight requests. Every connection must send a request head within
+/// `header_timeout`, and an idle keep-alive connection is closed after it (slowloris).
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<ServerTask> {
+    let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+        stopper.graceful_shutdown(None);
+    });
+    let listener = listener.into_std()?;
+    Ok(match tls {
+        // HTTPS with rustls (DESIGN.md §2); the deployments also put a proxy in front.
+        Some(config) => {
+            let mut server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(header_timeout);
+            tokio::spawn(server.serve(make_service))
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener)?.handle(handle);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(header_timeout);
+            tokio::spawn(server.serve(make_service))
+        }
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

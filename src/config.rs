@@ -375,10 +375,15 @@ pub struct ServerSettings {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// `/metrics` and the detailed `/readyz` of `loanfolio serve`.
+    pub admin_listen: SocketAddr,
     pub public_base_url: url::Url,
     pub request_timeout_secs: u64,
     pub body_limit_bytes: usize,
     pub shutdown_grace_secs: u64,
+    /// The whole request head must arrive within this; idle keep-alive connections close
+    /// after it too.
+    pub header_read_timeout_secs: u64,
 }
 
 impl ServerSettings {
@@ -569,6 +574,10 @@ pub struct VaultKmsSettings {
 pub struct ReadinessSettings {
     /// Each dependency check gives up after this long and reports the dependency down.
     pub check_timeout_ms: u64,
+    /// Dependency results are reused this long (single flight while one check runs).
+    pub cache_ms: u64,
+    /// Calls per second per client address to the public `/readyz`.
+    pub public_per_ip: u32,
 }
 
 impl ReadinessSettings {
@@ -660,6 +669,7 @@ impl Settings {
             ),
             ("rate_limit.public_per_ip", self.rate_limit.public_per_ip),
             ("rate_limit.auth_per_ip", self.rate_limit.auth_per_ip),
+            ("readiness.public_per_ip", self.readiness.public_per_ip),
         ] {
             if value == 0 {
                 return Err(ConfigError::key(key, "must be at least 1"));
@@ -669,6 +679,12 @@ impl Settings {
             return Err(ConfigError::key(
                 "documents.upload_url_ttl_secs",
                 "must be between 60 and 900 (15 minutes)",
+            ));
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            return Err(ConfigError::key(
+                "server.header_read_timeout_secs",
+                "must be at least 1",
             ));
         }
         if self.database.max_connections == 0 {
@@ -914,6 +930,20 @@ mod tests {
                 settings.database.url().unwrap().expose_secret(),
                 "postgres://u:file-secret@h/db"
             );
+            Ok(())
+        });
+    }
+
+    /// Defect: an empty inline webhook secret was accepted — an HMAC anyone can compute.
+    #[test]
+    fn empty_webhook_secrets_are_refused_at_start() {
+        figment::Jail::expect_with(|jail| {
+            set_required_secrets(jail);
+            jail.create_file("site.toml", "[los]\nwebhook_secrets = [\"ok\", \"\"]\n")?;
+            let err = load(Some("site.toml")).expect_err("an empty secret");
+            assert!(err.to_string().contains("los.webhook_secrets"), "{err}");
+            jail.create_file("site.toml", "[los]\nwebhook_secrets = [\"ok\"]\n")?;
+            assert!(load(Some("site.toml")).is_ok());
             Ok(())
         });
     }

@@ -253,14 +253,20 @@ fn field_error_from_serde(text: &str) -> FieldError {
         rest.split_once(": ").map(|(_, m)| m).unwrap_or(rest)
     };
     let rest = rest.split(" at line ").next().unwrap_or(rest);
-    let message = if rest.starts_with("invalid type") || rest.starts_with("invalid value") {
+    let message = if rest.starts_with("invalid type")
+        || rest.starts_with("invalid value")
+        || rest.starts_with("invalid length")
+        || rest.starts_with("unknown variant")
+    {
+        // `unknown variant `123-45-6789`, expected one of …` quotes what the client sent in
+        // an enumeration field: keep only what was expected.
         match rest.split_once(", expected ") {
             Some((_, expected)) => format!("invalid value, expected {expected}"),
             None => "invalid value".to_owned(),
         }
     } else {
-        // missing field `x`, unknown field `x`, unknown variant `x`, expected one of …:
-        // these quote field and variant names only.
+        // missing field `x`, unknown field `x`: these quote field names from the schema or
+        // the body's keys, never its values.
         rest.to_owned()
     };
     FieldError { field, message }
@@ -312,6 +318,14 @@ mod tests {
         );
         assert_eq!(e.field, "");
         assert_eq!(e.message, "unknown field `nmae`, expected `name`");
+        let e = field_error_from_serde(
+            "Failed to deserialize the JSON body into the target type: loan_purpose: unknown variant `123-45-6789`, expected one of `purchase`, `refinance` at line 1 column 40",
+        );
+        assert_eq!(e.field, "loan_purpose");
+        assert_eq!(
+            e.message,
+            "invalid value, expected one of `purchase`, `refinance`"
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub outbox_oldest_unpublished: Gauge<f64, AtomicU64>,
     /// Messages in each consumer's dead-letter queue; set when scraped.
     pub dlq_messages: Family<ConsumerLabels, Gauge>,
+    /// Readiness checks that went out to the dependencies (not answered from the cache).
+    pub readiness_checks: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,7 +134,14 @@ impl Metrics {
             "Messages waiting in each consumer's dead-letter queue (read when scraped)",
             dlq_messages.clone(),
         );
+        let readiness_checks = Counter::default();
+        registry.register(
+            "readiness_checks",
+            "Readiness checks that probed every dependency (cached answers not counted)",
+            readiness_checks.clone(),
+        );
         Self {
+            readiness_checks,
             outbox_unpublished,
             outbox_oldest_unpublished,
             dlq_messages,

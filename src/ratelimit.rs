@@ -21,6 +21,12 @@ const REDIS_BACKOFF: Duration = Duration::from_secs(5);
 /// In-process limiters by (bucket, limit).
 type Fallback = HashMap<(String, u32), Arc<DefaultKeyedRateLimiter<String>>>;
 
+/// At most this many client keys per in-process limiter. Keys come from client addresses:
+/// without a bound, an outage of Redis plus many source addresses grows memory without
+/// end. Over it, keys whose budget has fully recovered are dropped; if that is not enough
+/// the limiter starts afresh (briefly lenient, never unbounded).
+const MAX_KEYS: usize = 50_000;
+
 pub struct RateLimiter {
     cache: Arc<Cache>,
     fallback: Mutex<Fallback>,
@@ -121,9 +127,55 @@ impl RateLimiter {
                 })
                 .clone()
         };
+        if limiter.len() >= MAX_KEYS {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+            if limiter.len() >= MAX_KEYS {
+                let mut limiters = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
+                limiters.remove(&(bucket.to_owned(), limit));
+                drop(limiters);
+                return self.check_in_process(bucket, id, limit);
+            }
+        }
         limiter.check_key(&key_id(id)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             wait.as_secs().max(1)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defect: the in-process fallback kept every key it ever saw.
+    #[test]
+    fn the_in_process_limiter_stays_bounded() {
+        let cache = Arc::new(
+            Cache::new(
+                &serde_json::from_value(serde_json::json!(
+                    {"url": "redis://127.0.0.1:1/0", "key_prefix": "t:", "timeout_ms": 10}
+                ))
+                .unwrap(),
+            )
+            .unwrap(),
+        );
+        let limiter = RateLimiter::new(cache);
+        for i in 0..(MAX_KEYS * 3) {
+            assert!(
+                limiter
+                    .check_in_process("b", &format!("10.0.{i}"), 5)
+                    .is_ok()
+            );
+        }
+        let limiters = limiter.fallback.lock().unwrap();
+        let size = limiters[&("b".to_owned(), 5)].len();
+        assert!(size <= MAX_KEYS, "{size} keys kept");
+        drop(limiters);
+        // Still limiting: a sixth call from one client in the same second is refused.
+        for _ in 0..5 {
+            let _ = limiter.check_in_process("b", "one-client", 5);
+        }
+        assert!(limiter.check_in_process("b", "one-client", 5).is_err());
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -95,7 +95,66 @@ where
     }
 }
 
+/// The last full report and when it was made. The lock is held while a check runs, so
+/// concurrent probes wait for that one instead of each fanning out (single flight).
+#[derive(Debug, Default)]
+pub struct Cache(tokio::sync::Mutex<Option<(Instant, ReadinessReport)>>);
+
+/// The report, from the cache while it is younger than `readiness.cache_ms`.
+pub async fn cached(state: &AppState) -> ReadinessReport {
+    let ttl = Duration::from_millis(state.settings.readiness.cache_ms);
+    let mut slot = state.readiness_cache.0.lock().await;
+    if let Some((at, report)) = slot.as_ref()
+        && at.elapsed() < ttl
+    {
+        return report.clone();
+    }
+    let report = check(state).await;
+    *slot = Some((Instant::now(), report.clone()));
+    report
+}
+
+/// What the public listener shows: names and up/down, no reasons (they name internal
+/// hosts and ports), no integrations (DESIGN.md §7; docs/api.md).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PublicReadiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    pub role: String,
+    pub schema: PublicSchema,
+    /// Keyed by `postgres`, `rabbitmq`, `redis`, `s3`, `clamd`, `oidc`, `kms`.
+    pub dependencies: BTreeMap<String, PublicDependency>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PublicSchema {
+    pub ready: bool,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PublicDependency {
+    pub status: DependencyStatus,
+}
+
+impl From<&ReadinessReport> for PublicReadiness {
+    fn from(report: &ReadinessReport) -> Self {
+        Self {
+            status: report.status.clone(),
+            role: report.role.clone(),
+            schema: PublicSchema {
+                ready: report.schema.ready,
+            },
+            dependencies: report
+                .dependencies
+                .iter()
+                .map(|(name, d)| (name.clone(), PublicDependency { status: d.status }))
+                .collect(),
+        }
+    }
+}
+
 pub async fn check(state: &AppState) -> ReadinessReport {
+    state.metrics.readiness_checks.inc();
     let timeout = state.settings.readiness.check_timeout();
     let schema_probe = async {
         tokio::time::timeout(timeout, db::schema_state(&state.db))

@@ -30,6 +30,7 @@ ANSIBLE_PINS="ansible==12.3.0 ansible-lint==26.10.1"
 BIN_SRC="${LOANFOLIO_BIN:-$ROOT/target/debug/loanfolio}"
 CHECK_PORT="${LOANFOLIO_ANSIBLE_CHECK_PORT:-18080}"
 CHECK_ADMIN_PORT="${LOANFOLIO_ANSIBLE_CHECK_ADMIN_PORT:-18082}"
+CHECK_SERVE_ADMIN_PORT="${LOANFOLIO_ANSIBLE_CHECK_SERVE_ADMIN_PORT:-18081}"
 CHECK_DB=loanfolio_ansible
 UNIT_DIR=/etc/systemd/system
 UNITS=(loanfolio-serve loanfolio-worker)
@@ -159,6 +160,7 @@ cat >"$WORK/vars.yml" <<YAML
 loanfolio_manage_systemd: false
 loanfolio_binary_src: "$WORK/loanfolio"
 loanfolio_listen: "127.0.0.1:$CHECK_PORT"
+loanfolio_admin_listen: "127.0.0.1:$CHECK_SERVE_ADMIN_PORT"
 loanfolio_public_base_url: "http://127.0.0.1:$CHECK_PORT"
 loanfolio_worker_admin_listen: "127.0.0.1:$CHECK_ADMIN_PORT"
 loanfolio_rabbitmq_prefix: loanfolio-ansible

@@ -16,6 +16,7 @@ S3_CORS_PORT="${LOANFOLIO_DEV_S3_CORS_PORT:-9002}"
 CLAMD_PORT="${LOANFOLIO_DEV_CLAMD_PORT:-3310}"
 OIDC_PORT="${LOANFOLIO_DEV_OIDC_PORT:-8090}"
 HTTP_PORT="${LOANFOLIO_DEV_HTTP_PORT:-8080}"
+ADMIN_PORT="${LOANFOLIO_DEV_ADMIN_PORT:-8081}"
 BUREAU_PORT="${LOANFOLIO_DEV_BUREAU_PORT:-8091}"
 LOS_PORT="${LOANFOLIO_DEV_LOS_PORT:-8092}"
 SMTP_PORT="${LOANFOLIO_DEV_SMTP_PORT:-2525}"
@@ -244,6 +245,7 @@ write_dev_config() {
 # Written by scripts/lib/stack.sh; development only. Regenerated on every run.
 [server]
 listen = "127.0.0.1:$HTTP_PORT"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
 public_base_url = "http://127.0.0.1:$HTTP_PORT"
 
 [log]

@@ -83,13 +83,15 @@ impl VaultKeys {
         )
         .await
         .context("Vault transit datakey")?;
+        // The base64 text is the key too: wiped on drop like the decoded bytes.
+        let encoded = Zeroizing::new(
+            response
+                .plaintext
+                .context("Vault returned no plaintext key")?,
+        );
         let plaintext = Zeroizing::new(
             STANDARD
-                .decode(
-                    response
-                        .plaintext
-                        .context("Vault returned no plaintext key")?,
-                )
+                .decode(encoded.as_bytes())
                 .context("Vault's plaintext key is not base64")?,
         );
         anyhow::ensure!(
@@ -116,7 +118,8 @@ impl VaultKeys {
         )
         .await
         .context("Vault transit decrypt")?;
-        let plaintext = Zeroizing::new(STANDARD.decode(response.plaintext).context("not base64")?);
+        let encoded = Zeroizing::new(response.plaintext);
+        let plaintext = Zeroizing::new(STANDARD.decode(encoded.as_bytes()).context("not base64")?);
         anyhow::ensure!(plaintext.len() == 32, "the unwrapped key is not 256 bits");
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(&plaintext);

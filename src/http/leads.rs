@@ -625,13 +625,14 @@ async fn list_leads(
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
+        // One escaped pattern for all three: `%` and `_` typed by the caller are literal.
         query
             .push(" and (lower(l.first_name) like ")
             .push_bind(pattern.clone())
             .push(" or lower(l.last_name) like ")
-            .push_bind(pattern)
+            .push_bind(pattern.clone())
             .push(" or lower(l.first_name || ' ' || l.last_name) like ")
-            .push_bind(format!("%{}%", q.to_lowercase()))
+            .push_bind(pattern)
             .push(")");
     }
     if let Some(after) = &params.created_after {

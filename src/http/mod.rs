@@ -74,8 +74,7 @@ impl utoipa::Modify for BearerAuth {
 /// come from this one list, so the document cannot miss a route.
 fn api(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(ops::routes())
-        .merge(ops::api_routes())
+        .merge(ops::public_routes())
         .merge(session_routes::public_routes())
         .merge(authenticated(state, session_routes::session_routes()))
         .merge(authenticated(state, me::routes()))
@@ -113,10 +112,11 @@ pub fn router(state: AppState) -> Router {
     finish(router, state)
 }
 
-/// The `worker` role's admin router: health, readiness and metrics only.
+/// The operations listener's router (`server.admin_listen` of `serve`, and `worker`'s
+/// only listener): health, the detailed readiness report and metrics.
 pub fn ops_router(state: AppState) -> Router {
     let (router, _) = OpenApiRouter::<AppState>::new()
-        .merge(ops::routes())
+        .merge(ops::admin_routes())
         .split_for_parts();
     finish(router, state)
 }

@@ -11,19 +11,31 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::readiness::{self, ReadinessReport};
+use std::net::SocketAddr;
 
-pub fn routes() -> OpenApiRouter<AppState> {
+use axum::extract::ConnectInfo;
+
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::readiness::{self, PublicReadiness, ReadinessReport};
+
+/// The operations listeners (`server.admin_listen`, `worker.admin_listen`): liveness, the
+/// detailed readiness report and Prometheus metrics. Keep them off the public network.
+pub fn admin_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
 }
 
-/// Routes only the API role has.
-pub fn api_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(openapi_document))
+/// The public listener's operations routes: liveness, a readiness report of names and
+/// up/down only (cached, rate-limited per client), and the API description. `/metrics` is
+/// not here: the public listener answers it 404.
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(public_readyz))
+        .routes(routes!(openapi_document))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -47,13 +59,53 @@ async fn healthz() -> Json<Health> {
         (status = 503, description = "Not ready; the body says why", body = ReadinessReport),
     ))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let report = readiness::check(&state).await;
+    let report = readiness::cached(&state).await;
     let status = if report.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(report)).into_response()
+}
+
+/// Readiness for load balancers: every dependency by name, up or down, without reasons;
+/// 503 only for what this role cannot work without, or a schema that is not at this
+/// release's version. Answers come from a short cache; each client address may ask at most
+/// `readiness.public_per_ip` times a second (trusted proxies are exempt).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready to take traffic", body = PublicReadiness),
+        (status = 429, description = "Asked too often", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not ready", body = PublicReadiness),
+    ))]
+async fn public_readyz(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Result<Response, AppError> {
+    if let Some(Extension(ConnectInfo(peer))) = peer
+        && !state
+            .settings
+            .rate_limit
+            .trusted_proxies
+            .contains(&peer.ip())
+    {
+        state
+            .rate_limiter
+            .check(
+                "readyz:ip",
+                &peer.ip().to_string(),
+                state.settings.readiness.public_per_ip,
+            )
+            .await
+            .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
+    }
+    let report = readiness::cached(&state).await;
+    let status = if report.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(PublicReadiness::from(&report))).into_response())
 }
 
 /// Prometheus text exposition.

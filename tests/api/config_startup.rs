@@ -66,11 +66,16 @@ async fn a_database_password_never_reaches_logs_or_error_bodies() {
     let canary = format!("Canary-Pw-{}", uuid::Uuid::now_v7().simple());
     let dead_port = free_port(); // nothing listens there
     let port = free_port();
+    let admin_port = free_port();
     let mut child = loanfolio()
         .arg("--config")
         .arg(stack_config_path())
         .arg("serve")
         .env("LOANFOLIO__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "LOANFOLIO__SERVER__ADMIN_LISTEN",
+            format!("127.0.0.1:{admin_port}"),
+        )
         .env("LOANFOLIO__LOG__FORMAT", "json")
         .env("LOANFOLIO__LOG__LEVEL", "debug")
         .env(
@@ -111,6 +116,16 @@ async fn a_database_password_never_reaches_logs_or_error_bodies() {
         let response = client.get(format!("{base}{path}")).send().await.unwrap();
         bodies.push(response.text().await.unwrap());
     }
+    // The operations listener's report carries each dependency's reason.
+    let detailed = client
+        .get(format!("http://127.0.0.1:{admin_port}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    bodies.push(detailed);
     let _ = child.kill();
     let output = child.wait_with_output().unwrap();
     let logs = format!(
@@ -124,6 +139,11 @@ async fn a_database_password_never_reaches_logs_or_error_bodies() {
         bodies[0].contains(r#""postgres":{"status":"down""#),
         "{}",
         bodies[0]
+    );
+    assert!(
+        bodies.last().unwrap().contains(r#""detail":"#),
+        "the admin report gives reasons: {}",
+        bodies.last().unwrap()
     );
     assert!(logs.contains("dependency is down"), "{logs}");
     // …and the password appears nowhere, in any casing.

@@ -340,7 +340,7 @@ async fn the_breaker_opens_on_a_dead_bureau_and_closes_when_it_recovers() {
     let (status, ready) = app.readyz().await;
     assert_eq!(status, 200, "an open breaker does not fail readiness");
     assert!(ready["integrations"]["bureau"].is_string());
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("loanfolio_circuit_state{integration=\"bureau\"}"),
         "{metrics}"

@@ -296,7 +296,7 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
     }
     // Each decision counted once, by outcome, after its transaction committed.
     let counted = crate::helpers::eventually(10, || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.admin_get("/metrics").await.text().await.unwrap();
         [
             "available",
             "rejected_infected",
@@ -314,7 +314,7 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
     assert!(
         counted,
         "{}",
-        app.get("/metrics").await.text().await.unwrap()
+        app.admin_get("/metrics").await.text().await.unwrap()
     );
 }
 

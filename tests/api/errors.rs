@@ -212,3 +212,26 @@ async fn security_headers_on_every_answer() {
         assert!(headers.contains_key("content-security-policy"), "{path}");
     }
 }
+
+/// Defect: `unknown variant` errors quoted the submitted value (an SSN typed into an
+/// enumeration field came back in the problem document).
+#[tokio::test]
+async fn unknown_enum_values_are_not_echoed() {
+    let app = app().spawn().await;
+    let token = crate::helpers::oidc::access_token("agent-a1").await;
+    let response = app
+        .create(
+            &token,
+            "/v1/leads",
+            &serde_json::json!({"first_name": "Ann", "last_name": "Lee", "loan_purpose": "123-45-6789"}),
+        )
+        .await;
+    let body = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert!(!body.to_string().contains("123-45-6789"), "{body}");
+    assert_eq!(body["errors"][0]["field"], "loan_purpose", "{body}");
+}

@@ -302,6 +302,28 @@ async fn list_filters_and_cursor_pagination() {
 
     let odd: Value = agent.get("/v1/leads?q=odd").await.json().await.unwrap();
     assert_eq!(odd["items"].as_array().unwrap().len(), 2);
+    let full: Value = agent
+        .get("/v1/leads?q=pat1%20odd")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        full["items"].as_array().unwrap().len(),
+        1,
+        "first and last name"
+    );
+    // `%` and `_` are literal in every pattern, the full-name one too (it was not escaped:
+    // `q=%` matched every lead).
+    for wildcard in ["%25", "_", "pat_%20", "%25%20%25"] {
+        let found: Value = agent
+            .get(&format!("/v1/leads?q={wildcard}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(found["items"].as_array().unwrap().len(), 0, "q={wildcard}");
+    }
     let qualified: Value = agent
         .get("/v1/leads?status=qualified")
         .await

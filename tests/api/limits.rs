@@ -94,3 +94,60 @@ async fn operations_routes_are_never_limited() {
     let results = join_all((0..30).map(|_| app.client.get(app.url("/healthz")).send())).await;
     assert!(results.into_iter().all(|r| r.unwrap().status() == 200));
 }
+
+/// Read from `stream` until the server closes it; how long that took.
+async fn closed_after(mut stream: tokio::net::TcpStream) -> std::time::Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let wait = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), wait)
+        .await
+        .expect("the server kept the connection open");
+    started.elapsed()
+}
+
+/// Defect: the direct listener set no header-read timeout, so a client sending a request
+/// head one byte at a time (slowloris) or idling on a keep-alive connection held a socket
+/// and a task for as long as it liked.
+#[tokio::test]
+async fn slow_heads_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = app()
+        .settings(|s| s.server.header_read_timeout_secs = 1)
+        .spawn()
+        .await;
+    // A head that never ends.
+    let mut slow = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let took = closed_after(slow).await;
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+
+    // A keep-alive connection left idle after one request.
+    let mut idle = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let took = closed_after(idle).await;
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+
+    // The operations listener too.
+    let mut slow = tokio::net::TcpStream::connect(app.admin_address)
+        .await
+        .unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+    let took = closed_after(slow).await;
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+}

@@ -19,7 +19,7 @@ async fn metrics_show_the_outbox_backlog_and_dead_letters_for_the_alert_rules() 
     // The notifier's queues exist once its consumer runs; the backlog is the other test's.
     let app = app().workers_only(&["notifier"]).spawn().await;
     let prefix = app.state.settings.rabbitmq.prefix.clone();
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.admin_get("/metrics").await.text().await.unwrap();
     assert_eq!(
         sample(&text, "loanfolio_outbox_unpublished"),
         Some(0.0),
@@ -52,12 +52,12 @@ async fn metrics_show_the_outbox_backlog_and_dead_letters_for_the_alert_rules() 
         .await
         .unwrap();
     let seen = crate::helpers::eventually(10, || async {
-        let text = app.get("/metrics").await.text().await.unwrap();
+        let text = app.admin_get("/metrics").await.text().await.unwrap();
         sample(&text, r#"loanfolio_dlq_messages{consumer="notifier"}"#) == Some(1.0)
     })
     .await;
     assert!(seen, "the dead letter is counted");
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.admin_get("/metrics").await.text().await.unwrap();
     assert_eq!(
         sample(&text, r#"loanfolio_circuit_state{integration="los"}"#),
         Some(0.0),
@@ -76,7 +76,7 @@ async fn metrics_show_an_outbox_that_cannot_publish() {
     .execute(&app.state.db)
     .await
     .unwrap();
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.admin_get("/metrics").await.text().await.unwrap();
     assert_eq!(
         sample(&text, "loanfolio_outbox_unpublished"),
         Some(1.0),
@@ -94,7 +94,7 @@ async fn metrics_histogram_uses_route_templates() {
     }
     app.get("/no/such/route/with-an-id-123").await;
 
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.admin_get("/metrics").await.text().await.unwrap();
     let bucket = text
         .lines()
         .find(|l| {
@@ -121,9 +121,13 @@ async fn openapi_document_is_valid_openapi_3_1() {
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
-    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
         assert!(doc["paths"][path]["get"].is_object(), "{path} undocumented");
     }
+    assert!(
+        doc["paths"]["/metrics"].is_null(),
+        "/metrics is on the operations listener only"
+    );
 
     // A real validator, not our own reading of the spec.
     let validator = std::env::var("LOANFOLIO_TEST_OPENAPI_VALIDATOR").unwrap_or_else(|_| {

@@ -41,8 +41,11 @@ pub fn stack_config_path() -> PathBuf {
 pub fn base_settings() -> Settings {
     let mut settings = Settings::load(Some(&stack_config_path())).expect("stack configuration");
     settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    settings.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     settings.worker.admin_listen = "127.0.0.1:0".parse().unwrap();
     settings.readiness.check_timeout_ms = 1500;
+    // Fault tests watch dependencies come and go; the cache has a test of its own.
+    settings.readiness.cache_ms = 0;
     settings
 }
 
@@ -230,6 +233,9 @@ pub fn isolate(settings: &mut Settings, database: &TestDatabase) {
 
 pub struct TestApp {
     pub address: SocketAddr,
+    /// The operations listener: `/metrics` and the detailed `/readyz` (for `worker`, the
+    /// same as `address`).
+    pub admin_address: SocketAddr,
     pub state: AppState,
     pub client: reqwest::Client,
     pub logs: LogCapture,
@@ -268,8 +274,22 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A path on the operations listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_address)
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The detailed readiness report of the operations listener.
     pub async fn readyz(&self) -> (u16, serde_json::Value) {
-        let response = self.get("/readyz").await;
+        let response = self.admin_get("/readyz").await;
         let status = response.status().as_u16();
         (status, response.json().await.expect("readyz body is JSON"))
     }
@@ -469,12 +489,14 @@ impl AppBuilder {
         .expect("build application")
         .with_workers(self.workers);
         let address = SocketAddr::from(([127, 0, 0, 1], app.port()));
+        let admin_address = SocketAddr::from(([127, 0, 0, 1], app.admin_port()));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until_stopped(async move {
             let _ = stop_rx.await;
         }));
         TestApp {
             address,
+            admin_address,
             state,
             client: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())

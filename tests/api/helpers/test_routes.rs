@@ -36,7 +36,7 @@ async fn boom() -> &'static str {
 }
 
 pub fn router(state: AppState) -> axum::Router {
-    let (ops, _) = loanfolio::http::ops::routes().split_for_parts();
+    let (ops, _) = loanfolio::http::ops::public_routes().split_for_parts();
     let routes: Router<AppState> = Router::new()
         .route("/test/widgets", post(create_widget))
         .route("/test/things/{id}", get(get_thing))
