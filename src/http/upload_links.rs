@@ -433,6 +433,17 @@ pub async fn active_link(
     token: &str,
     for_upload: bool,
 ) -> Result<ActiveLink, AppError> {
+    if for_upload {
+        // An upload locks the link row until its transaction ends, so concurrent
+        // announcements count the files one after another and `max_files` cannot be
+        // overrun. A statement of its own: the count below must be read with a snapshot
+        // taken after the lock was granted (READ COMMITTED takes one per statement).
+        // language=PostgreSQL
+        sqlx::query("select 1 from upload_links where token_hash = $1 for update")
+            .bind(token_hash(token))
+            .execute(&mut *conn)
+            .await?;
+    }
     // language=PostgreSQL
     let row: Option<LinkLookup> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select l.id, l.loan_id, l.lead_id, l.max_files, l.expires_at, l.revoked_at,

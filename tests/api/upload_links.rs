@@ -160,3 +160,51 @@ async fn expired_revoked_and_unknown_links() {
         422
     );
 }
+
+/// Defect: announcing a file read the link's count without a lock, so concurrent
+/// announcements on a `max_files = 1` link each created a document.
+#[tokio::test]
+async fn concurrent_announcements_never_overrun_max_files() {
+    let app = crate::helpers::app()
+        .settings(|s| {
+            s.rate_limit.public_per_ip = 1000;
+            s.rate_limit.public_per_token = 1000;
+        })
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let link: Value = create_link(&app, &token, &loan, json!({"max_files": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = link["token"].as_str().unwrap();
+    let url = app.url(&format!("/v1/public/upload-links/{secret}/files"));
+    let announce = |i: usize| {
+        app.client
+            .post(&url)
+            .json(&json!({"filename": format!("page-{i}.pdf"), "content_type": "application/pdf", "size_bytes": 1000}))
+            .send()
+    };
+    let answers = futures::future::join_all((0..20).map(announce)).await;
+    let mut statuses: Vec<u16> = answers
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    statuses.sort();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 410),
+        "{statuses:?}"
+    );
+    let documents: i64 = sqlx::query_scalar("select count(*) from documents")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(documents, 1);
+}
