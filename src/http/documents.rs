@@ -506,11 +506,14 @@ async fn complete(
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut conn = state.db.acquire().await?;
-    fetch(&mut conn, id, &actor.read_scope(), false)
+    let row = fetch(&mut conn, id, &actor.read_scope(), false)
         .await?
         .ok_or_else(AppError::not_found)?;
+    // Write scope on the document's own loan, not merely a role that writes somewhere: a
+    // caller who reads everything (compliance) and writes their own files (agent) must
+    // not complete another team's upload.
+    writable_loan(&mut conn, row.loan_id, &actor).await?;
     drop(conn);
-    actor.write_scope()?;
     finish_upload(&state, id, None, &actor, &request_id.0).await
 }
 

@@ -6,6 +6,7 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod authorization;
 mod browser;
 mod config_startup;
 mod credit;
