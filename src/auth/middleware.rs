@@ -101,8 +101,27 @@ enum Credentials {
         id: String,
         unsafe_method: bool,
         csrf_header: Option<String>,
+        same_origin: bool,
     },
     None,
+}
+
+/// Whether this request may have side effects though its method is safe (a GET that is
+/// audited or creates something: `?reveal=ssn`, the upload-url shortcut, a download, a full
+/// credit report). Bearer clients always may. A cookie is sent on a cross-site top-level
+/// navigation too, so a cookie session needs the session's `X-CSRF-Token` or
+/// `Sec-Fetch-Site: same-origin` (which a browser sets and a page cannot forge).
+#[derive(Debug, Clone, Copy)]
+pub struct SideEffects(bool);
+
+impl SideEffects {
+    pub fn require(self) -> Result<(), AppError> {
+        if self.0 {
+            Ok(())
+        } else {
+            Err(AuthError::CsrfFailed.into())
+        }
+    }
 }
 
 /// Cookie-authenticated changes carry the session's token in this header (the page reads
@@ -126,14 +145,19 @@ pub async fn authenticate(
                 .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
+            same_origin: request
+                .headers()
+                .get("sec-fetch-site")
+                .is_some_and(|v| v.as_bytes() == b"same-origin"),
         }
     } else {
         Credentials::None
     };
     match authenticate_request(&state, credentials).await {
-        Ok((actor, session)) => {
+        Ok((actor, session, side_effects)) => {
             tracing::Span::current().record("principal", actor.subject.as_str());
             request.extensions_mut().insert(actor);
+            request.extensions_mut().insert(side_effects);
             if let Some(session) = session {
                 request.extensions_mut().insert(session);
             }
@@ -146,32 +170,39 @@ pub async fn authenticate(
 async fn authenticate_request(
     state: &AppState,
     credentials: Credentials,
-) -> Result<(Actor, Option<SessionContext>), AppError> {
-    let (actor, context) = match credentials {
+) -> Result<(Actor, Option<SessionContext>, SideEffects), AppError> {
+    let (actor, context, side_effects) = match credentials {
         Credentials::None => return Err(AuthError::MissingCredentials.into()),
         Credentials::Bearer(token) => {
             let claims = state.verifier.verify(&token).await?;
-            (actor_from_claims(&claims, &state.settings.auth)?, None)
+            (
+                actor_from_claims(&claims, &state.settings.auth)?,
+                None,
+                SideEffects(true),
+            )
         }
         Credentials::Cookie {
             id,
             unsafe_method,
             csrf_header,
+            same_origin,
         } => {
             let session = session::load(&state.db, &state.cache, &id)
                 .await?
                 .ok_or(AuthError::SessionExpired)?;
-            if unsafe_method {
-                let presented = csrf_header.unwrap_or_default();
-                let matches: bool = presented
-                    .as_bytes()
-                    .ct_eq(session.csrf_token.as_bytes())
-                    .into();
-                if !matches {
-                    return Err(AuthError::CsrfFailed.into());
-                }
+            let token_matches: bool = csrf_header
+                .unwrap_or_default()
+                .as_bytes()
+                .ct_eq(session.csrf_token.as_bytes())
+                .into();
+            if unsafe_method && !token_matches {
+                return Err(AuthError::CsrfFailed.into());
             }
-            (session.actor.clone(), Some(SessionContext { id, session }))
+            (
+                session.actor.clone(),
+                Some(SessionContext { id, session }),
+                SideEffects(token_matches || same_origin),
+            )
         }
     };
     state
@@ -184,7 +215,7 @@ async fn authenticate_request(
         .await
         .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
     state.agents.ensure(&state.db, &actor).await?;
-    Ok((actor, context))
+    Ok((actor, context, side_effects))
 }
 
 #[cfg(test)]

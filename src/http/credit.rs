@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::middleware::SideEffects;
 use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self, Location};
 use crate::db::{audit, outbox};
@@ -381,6 +382,7 @@ async fn get_report(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Extension(request_id): Extension<RequestId>,
+    Extension(side_effects): Extension<SideEffects>,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
@@ -390,6 +392,7 @@ async fn get_report(
     if actor.sees_masked_pii_only() {
         return Err(AppError::forbidden());
     }
+    side_effects.require()?;
     actor.require_recent_auth(state.settings.auth.step_up_max_age_secs)?;
     // language=PostgreSQL
     let sealed: Option<Vec<u8>> =

@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::middleware::SideEffects;
 use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self, Location};
 use crate::db::{audit, outbox};
@@ -599,6 +600,7 @@ async fn download(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Extension(request_id): Extension<RequestId>,
+    Extension(side_effects): Extension<SideEffects>,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     use crate::crypto::stream::Decryptor;
@@ -619,6 +621,7 @@ async fn download(
             "the document is not available",
         ));
     }
+    side_effects.require()?;
     actor.require_recent_auth(state.settings.auth.step_up_max_age_secs)?;
     audit::record(
         &mut tx,
@@ -773,9 +776,12 @@ async fn upload_url(
     state: State<AppState>,
     actor: Extension<Actor>,
     request_id: Extension<RequestId>,
+    Extension(side_effects): Extension<SideEffects>,
     loan: Path<Uuid>,
     query: Result<axum::extract::Query<UploadUrlParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
+    // It creates a document: never from a cross-site navigation carrying a cookie.
+    side_effects.require()?;
     let axum::extract::Query(params) = query.map_err(|_| {
         crate::http::support::malformed("filename, content_type and size_bytes are required")
     })?;

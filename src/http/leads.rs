@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::middleware::SideEffects;
 use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self, Location};
 use crate::crypto::{DataKey, blind_index};
@@ -527,6 +528,7 @@ async fn get_lead(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Extension(request_id): Extension<RequestId>,
+    Extension(side_effects): Extension<SideEffects>,
     Path(id): Path<Uuid>,
     Query(params): Query<GetParams>,
 ) -> Result<Response, AppError> {
@@ -550,6 +552,7 @@ async fn get_lead(
         if actor.sees_masked_pii_only() {
             return Err(AppError::forbidden());
         }
+        side_effects.require()?;
         actor.require_recent_auth(state.settings.auth.step_up_max_age_secs)?;
         let mut tx = state.db.begin().await?;
         audit::record(

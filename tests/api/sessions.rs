@@ -276,3 +276,88 @@ async fn housekeeping_removes_only_what_expired() {
             .unwrap();
     assert_eq!(inbox, vec![uuid::Uuid::from_u128(2)]);
 }
+
+/// Defect: with a cookie session, `?reveal=ssn` (audited) and the upload-url shortcut
+/// (creates a document) ran on a cross-site top-level navigation — a link on another site
+/// was enough. Now such GETs need the CSRF header or `Sec-Fetch-Site: same-origin`.
+#[tokio::test]
+async fn side_effecting_gets_need_csrf_proof_with_a_cookie_but_not_with_a_bearer_token() {
+    let app = app().spawn().await;
+    let token = crate::helpers::oidc::access_token("agent-a1").await;
+    let loan = crate::loans::agent_a1_loan(&app, &token).await;
+    let lead: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lead = lead["lead_id"].as_str().unwrap().to_owned();
+    let browser = browser();
+    assert_eq!(sign_in(&app, &browser, "agent-a1").await.status(), 303);
+    let csrf = csrf_token(&app, &browser).await;
+    let reveal = app.url(&format!("/v1/leads/{lead}?reveal=ssn"));
+    let upload_url = app.url(&format!(
+        "/v1/loans/{loan}/docs/upload-url?filename=a.pdf&content_type=application/pdf&size_bytes=10"
+    ));
+    let audit = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select count(*) from audit_log where action in ('lead.ssn_revealed', 'document.upload_started')",
+        )
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+    };
+
+    // A cross-site navigation: the cookie comes along, nothing else does.
+    for url in [&reveal, &upload_url] {
+        for fetch_site in [None, Some("cross-site"), Some("same-site"), Some("none")] {
+            let mut request = browser.get(url);
+            if let Some(site) = fetch_site {
+                request = request.header("Sec-Fetch-Site", site);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 403, "{url} {fetch_site:?}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["code"], "csrf_failed");
+        }
+    }
+    assert_eq!(audit().await, 0, "nothing revealed or created");
+    // The same GET without side effects still works from a link.
+    let plain = browser
+        .get(app.url(&format!("/v1/leads/{lead}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+
+    // The page's own requests: same-origin, or carrying the token.
+    let same_origin = browser
+        .get(&reveal)
+        .header("Sec-Fetch-Site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_origin.status(), 200);
+    let with_token = browser
+        .get(&upload_url)
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 201);
+    assert_eq!(audit().await, 2);
+
+    // Bearer clients are unaffected.
+    let bearer = app
+        .client
+        .get(&reveal)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status(), 200);
+}
