@@ -181,15 +181,27 @@ pub(crate) async fn insert_link(
 ) -> Result<(Uuid, String), AppError> {
     let id = Uuid::now_v7();
     let token = random_token();
+    let given_email = email.is_some();
     let key = state
         .keys
         .file_key(&state.db, lead_id)
         .await
         .map_err(kms_unavailable)?;
-    let email_enc = email.map(|e| field::encrypt(&key, 1, email_at(id), e.as_bytes()));
-    // Kept encrypted while the link lives, so emails (the invitation, a rejection's way
-    // back) can carry it; only links with a borrower email are ever emailed.
-    let token_enc = email.map(|_| field::encrypt(&key, 1, token_at(id), token.as_bytes()));
+    // A link goes to the borrower's own address unless another was given at creation,
+    // which then becomes its only recipient (DESIGN.md §7).
+    let email = match email {
+        Some(given) => Some(given.to_owned()),
+        None => lead_email(&mut *tx, &key, lead_id).await?,
+    };
+    let email_enc = email
+        .as_deref()
+        .map(|e| field::encrypt(&key, 1, email_at(id), e.as_bytes()));
+    // Kept sealed while the link lives, only so that messages to *that link's* recipient
+    // (the invitation, a rejection's way back, reminders) can carry it; wiped when the link
+    // is revoked or expires. Without a recipient it is never kept.
+    let token_enc = email
+        .as_ref()
+        .map(|_| field::encrypt(&key, 1, token_at(id), token.as_bytes()));
     // language=PostgreSQL
     sqlx::query(
         "insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by, token_enc)
@@ -215,7 +227,7 @@ pub(crate) async fn insert_link(
             entity_type: "upload_link",
             entity_id: id,
             request_id: Some(request_id),
-            details: json!({ "loan_id": loan_id, "expires_in_hours": hours, "max_files": max_files, "borrower_email_given": email.is_some() }),
+            details: json!({ "loan_id": loan_id, "expires_in_hours": hours, "max_files": max_files, "borrower_email_given": given_email, "has_recipient": email.is_some() }),
         },
     )
     .await?;
@@ -227,6 +239,30 @@ pub(crate) async fn insert_link(
     )
     .await?;
     Ok((id, token))
+}
+
+/// The borrower's email address, decrypted, if the lead has one.
+async fn lead_email(
+    conn: &mut PgConnection,
+    key: &[u8; 32],
+    lead: Uuid,
+) -> Result<Option<String>, AppError> {
+    // language=PostgreSQL
+    let sealed: Option<Vec<u8>> = sqlx::query_scalar("select email_enc from leads where id = $1")
+        .bind(lead)
+        .fetch_one(&mut *conn)
+        .await?;
+    let Some(sealed) = sealed else {
+        return Ok(None);
+    };
+    let at = Location {
+        table: "leads",
+        column: "email_enc",
+        row: lead,
+    };
+    let plain = field::decrypt(key, at, &sealed)
+        .map_err(|e| anyhow::anyhow!("decrypting the lead's email: {e}"))?;
+    Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
 }
 
 /// Create a borrower upload link; the token (and URL) appear in this response only.
@@ -364,8 +400,11 @@ async fn revoke_link(
     if writable.is_none() {
         return Err(AppError::forbidden());
     }
+    // The sealed token goes with the revocation: nothing can send this link again.
     // language=PostgreSQL
-    sqlx::query("update upload_links set revoked_at = coalesce(revoked_at, now()) where id = $1")
+    sqlx::query(
+        "update upload_links set revoked_at = coalesce(revoked_at, now()), token_enc = null where id = $1",
+    )
         .bind(id)
         .execute(&mut *tx)
         .await?;

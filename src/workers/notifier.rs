@@ -108,24 +108,74 @@ impl Notifier {
         .map_err(transient)
     }
 
-    /// The newest live link of the loan whose token is kept (a link with a borrower email).
-    async fn link_url(&self, key: &[u8; 32], loan: Uuid) -> Result<Option<String>, HandlerError> {
+    /// The URL of the loan's newest live link that was issued to `to` — a link's token is
+    /// only ever sent to the address the link was created for (DESIGN.md §7).
+    async fn link_url_for(
+        &self,
+        key: &[u8; 32],
+        loan: Uuid,
+        to: &str,
+    ) -> Result<Option<String>, HandlerError> {
         // language=PostgreSQL
-        let row: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
-            "select id, token_enc from upload_links
-              where loan_id = $1 and token_enc is not null and revoked_at is null and expires_at > now()
-              order by id desc limit 1",
+        let rows: Vec<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "select id, token_enc, borrower_email_enc from upload_links
+              where loan_id = $1 and token_enc is not null and borrower_email_enc is not null
+                and revoked_at is null and expires_at > now()
+              order by id desc limit 20",
         )
         .bind(loan)
-        .fetch_optional(&self.state.db)
+        .fetch_all(&self.state.db)
         .await
         .map_err(transient)?;
-        Ok(match row {
-            Some((id, sealed)) => {
-                Some(self.url(&decrypt(key, "upload_links", "token_enc", id, &sealed)?))
+        for (id, token, email) in rows {
+            let recipient = decrypt(key, "upload_links", "borrower_email_enc", id, &email)?;
+            if recipient.eq_ignore_ascii_case(to) {
+                let token = decrypt(key, "upload_links", "token_enc", id, &token)?;
+                return Ok(Some(self.url(&token)));
             }
-            None => None,
-        })
+        }
+        Ok(None)
+    }
+
+    /// Who hears about a document's rejection, and the way back: the address of the link
+    /// the file came through (with that link, while it lives); for an agent's upload, the
+    /// borrower's own address with a live link issued to it, if there is one.
+    async fn rejection_recipient(
+        &self,
+        key: &[u8; 32],
+        loan: Uuid,
+        link: Option<Uuid>,
+        borrower_email: Option<String>,
+    ) -> Result<Option<(String, Option<String>)>, HandlerError> {
+        if let Some(link) = link {
+            // language=PostgreSQL
+            let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+                "select borrower_email_enc,
+                        case when revoked_at is null and expires_at > now() then token_enc end
+                   from upload_links where id = $1",
+            )
+            .bind(link)
+            .fetch_optional(&self.state.db)
+            .await
+            .map_err(transient)?;
+            if let Some((Some(email), token)) = row {
+                let to = decrypt(key, "upload_links", "borrower_email_enc", link, &email)?;
+                let url = match token {
+                    Some(token) => {
+                        Some(self.url(&decrypt(key, "upload_links", "token_enc", link, &token)?))
+                    }
+                    None => None,
+                };
+                return Ok(Some((to, url)));
+            }
+        }
+        match borrower_email {
+            Some(to) => {
+                let url = self.link_url_for(key, loan, &to).await?;
+                Ok(Some((to, url)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The borrower's phone, only with a current SMS opt-in and a configured gateway.
@@ -380,14 +430,18 @@ impl Notifier {
                     return Ok(None);
                 };
                 // language=PostgreSQL
-                let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(
-                    "select doc_type, review_reason_enc from documents where id = $1",
+                let row: Option<(String, Option<Vec<u8>>, Option<Uuid>)> = sqlx::query_as(
+                    "select doc_type, review_reason_enc, upload_link_id from documents where id = $1",
                 )
                 .bind(document)
                 .fetch_optional(&state.db)
                 .await
                 .map_err(transient)?;
-                if let (Some((doc_type, Some(sealed))), Some(to)) = (row, borrower_email.clone()) {
+                if let Some((doc_type, Some(sealed), link)) = row
+                    && let Some((to, link)) = self
+                        .rejection_recipient(&key, loan, link, borrower_email.clone())
+                        .await?
+                {
                     let reason =
                         decrypt(&key, "documents", "review_reason_enc", document, &sealed)?;
                     out.push(Outgoing {
@@ -398,7 +452,7 @@ impl Notifier {
                         subject: format!("{lender}: a document needs to be replaced"),
                         context: json!({"first_name": first_name, "agent": agent, "lender": lender,
                             "support_phone": phone, "doc_type": doc_type.replace('_', " "), "reason": reason,
-                            "link": self.link_url(&key, loan).await?}),
+                            "link": link}),
                         unsubscribe: false,
                     });
                 }

@@ -112,8 +112,11 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
         .await
         .unwrap();
     assert_eq!(reviewed.status(), 200);
+    // The file came through the invitee's link: the reason and the way back go to the
+    // address that link was issued to — never a link's token to anyone else (the lead's
+    // own address received the invitee's token before).
     let borrower = crate::leads::EMAIL;
-    let rejection = wait_for(&smtp, borrower, 1, 20).await;
+    let rejection = wait_for(&smtp, "invitee@example.net", 2, 20).await;
     assert!(
         rejection
             .iter()
@@ -132,7 +135,7 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
         .await
         .unwrap();
     assert_eq!(moved.status(), 200);
-    let to_borrower = wait_for(&smtp, borrower, 2, 20).await;
+    let to_borrower = wait_for(&smtp, borrower, 1, 20).await;
     assert!(to_borrower.iter().any(|m| m.contains("submitted")));
     let agent: Option<String> =
         sqlx::query_scalar("select email from agents where subject = 'agent-a1'")
@@ -154,6 +157,12 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
         .filter(|m| m.contains("is now: submitted"))
         .count();
     assert_eq!(status_mails, 1, "exactly once");
+    assert!(
+        smtp.messages_to(borrower)
+            .iter()
+            .all(|m| !decoded(m).contains(&secret)),
+        "another recipient's link token reached the lead's address"
+    );
 
     // What was sent about the loan, recipients masked.
     let list: Value = app

@@ -208,3 +208,86 @@ async fn concurrent_announcements_never_overrun_max_files() {
         .unwrap();
     assert_eq!(documents, 1);
 }
+
+/// Defect: `token_enc` kept tokens decryptable after revocation or expiry, and a link made
+/// without an address had no recipient (so the lead's newest link was mailed instead).
+#[tokio::test]
+async fn a_links_token_is_kept_only_for_its_recipient_and_only_while_it_lives() {
+    let app = spawn_app().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let sealed = |id: String| {
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<Vec<u8>>>(
+                "select token_enc from upload_links where id = $1::uuid",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    // Without an address the link goes to the borrower's own.
+    let own: Value = create_link(&app, &token, &loan, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(own["borrower_email"], crate::leads::EMAIL);
+    let own_id = own["id"].as_str().unwrap().to_owned();
+    assert!(sealed(own_id.clone()).await.is_some());
+    // Revoked: the sealed token is gone at once.
+    let revoked = app
+        .client
+        .delete(app.url(&format!("/v1/upload-links/{own_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert!(sealed(own_id).await.is_none(), "revocation wipes the token");
+
+    // Expired: housekeeping wipes it; a full link (a rejection could reopen it) keeps it.
+    let expiring: Value = create_link(
+        &app,
+        &token,
+        &loan,
+        json!({"borrower_email": "co@example.org"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let expiring_id = expiring["id"].as_str().unwrap().to_owned();
+    let full: Value = create_link(&app, &token, &loan, json!({"max_files": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let full_id = full["id"].as_str().unwrap().to_owned();
+    let announced = app
+        .client
+        .post(app.url(&format!(
+            "/v1/public/upload-links/{}/files",
+            full["token"].as_str().unwrap()
+        )))
+        .json(&json!({"filename": "a.pdf", "content_type": "application/pdf", "size_bytes": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(announced.status(), 201);
+    sqlx::query(
+        "update upload_links set expires_at = now() - interval '1 second' where id = $1::uuid",
+    )
+    .bind(&expiring_id)
+    .execute(&app.state.db)
+    .await
+    .unwrap();
+    loanfolio::housekeeping::sweep(&app.state).await.unwrap();
+    assert!(
+        sealed(expiring_id).await.is_none(),
+        "expiry wipes the token"
+    );
+    assert!(sealed(full_id).await.is_some(), "a full link may reopen");
+}
