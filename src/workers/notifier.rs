@@ -83,6 +83,9 @@ struct Outgoing {
     unsubscribe: bool,
 }
 
+/// A link's sealed recipient address and, while it lives, its sealed token.
+type SealedRecipient = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A link's sealed borrower email, sealed token and expiry.
 type LinkRow = (Option<Vec<u8>>, Option<Vec<u8>>, time::OffsetDateTime);
 
@@ -149,7 +152,7 @@ impl Notifier {
     ) -> Result<Option<(String, Option<String>)>, HandlerError> {
         if let Some(link) = link {
             // language=PostgreSQL
-            let row: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+            let row: Option<SealedRecipient> = sqlx::query_as(
                 "select borrower_email_enc,
                         case when revoked_at is null and expires_at > now() then token_enc end
                    from upload_links where id = $1",
