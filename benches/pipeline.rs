@@ -105,6 +105,12 @@ impl Bench {
             .await;
         let put = reqwest::Client::new()
             .put(upload["upload"]["url"].as_str().unwrap())
+            .header(
+                "content-type",
+                upload["upload"]["headers"]["Content-Type"]
+                    .as_str()
+                    .unwrap(),
+            )
             .body(bytes)
             .send()
             .await

@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use object_store::path::Path as ObjectPath;
-use object_store::signer::Signer;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{PgConnection, Postgres, QueryBuilder};
@@ -228,6 +227,10 @@ async fn fetch(
     query.build_query_as().fetch_optional(conn).await
 }
 
+/// The longest a borrower's pre-signed PUT lives (`documents.upload_url_ttl_secs` may be
+/// shorter); an object written after its link's revocation is rejected `link_revoked`.
+const BORROWER_UPLOAD_URL_TTL: Duration = Duration::from_secs(300);
+
 /// The opaque quarantine object key of a document: ids only, never a name.
 pub fn quarantine_key(document: Uuid) -> String {
     format!("uploads/{document}")
@@ -382,7 +385,11 @@ async fn start_upload(
         .map_err(kms_unavailable)?;
     let filename = sanitize_filename(&input.filename);
     let filename_enc = field::encrypt(&key, 1, filename_at(id), filename.as_bytes());
-    let ttl = Duration::from_secs(state.settings.documents.upload_url_ttl_secs);
+    let mut ttl = Duration::from_secs(state.settings.documents.upload_url_ttl_secs);
+    if link_id.is_some() {
+        // A borrower's URL outlives a revocation by at most its lifetime: keep it short.
+        ttl = ttl.min(BORROWER_UPLOAD_URL_TTL);
+    }
     let object = quarantine_key(id);
     // language=PostgreSQL
     sqlx::query(
@@ -421,13 +428,7 @@ async fn start_upload(
     .await?;
     let url = state
         .storage
-        .upload_signer
-        .signed_url(http::Method::PUT, &ObjectPath::from(object.as_str()), ttl)
-        .await
-        .map_err(|e| AppError::DependencyUnavailable {
-            dependency: "s3",
-            source: e.into(),
-        })?;
+        .presign_upload(&object, content_type, input.size_bytes, ttl);
     let row = fetch(&mut tx, id, &ReadScope::All, false)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the document just written is missing"))?;

@@ -17,8 +17,8 @@ use crate::config::S3Settings;
 pub struct Storage {
     pub quarantine: Arc<AmazonS3>,
     pub documents: Arc<AmazonS3>,
-    /// Signs upload URLs for browsers: the quarantine bucket at the public endpoint.
-    pub upload_signer: Arc<AmazonS3>,
+    /// Where browsers PUT uploads: the quarantine bucket at the public endpoint.
+    upload_bucket: rusty_s3::Bucket,
     settings: S3Settings,
     secret_key: SecretString,
     http: reqwest::Client,
@@ -78,17 +78,45 @@ impl Storage {
         Ok(Self {
             quarantine: build(&settings.quarantine_bucket)?,
             documents: build(&settings.documents_bucket)?,
-            upload_signer: build_at(
+            upload_bucket: rusty_s3::Bucket::new(
                 settings
                     .public_endpoint
-                    .as_ref()
-                    .unwrap_or(&settings.endpoint),
-                &settings.quarantine_bucket,
-            )?,
+                    .clone()
+                    .unwrap_or_else(|| settings.endpoint.clone()),
+                rusty_s3::UrlStyle::Path,
+                settings.quarantine_bucket.clone(),
+                settings.region.clone(),
+            )
+            .context("the quarantine bucket's upload address")?,
             settings: settings.clone(),
             secret_key,
             http,
         })
+    }
+
+    /// A pre-signed PUT of exactly `length` bytes of `content_type` to `key` in quarantine,
+    /// valid for `ttl`. Both headers are signed (SigV4 `X-Amz-SignedHeaders`), so the
+    /// store refuses any other size or type; the URL is the only capability it grants.
+    pub fn presign_upload(
+        &self,
+        key: &str,
+        content_type: &str,
+        length: u64,
+        ttl: Duration,
+    ) -> url::Url {
+        use rusty_s3::S3Action;
+        let credentials = rusty_s3::Credentials::new(
+            self.settings.access_key_id.clone(),
+            self.secret_key.expose_secret().to_owned(),
+        );
+        let mut action = self.upload_bucket.put_object(Some(&credentials), key);
+        action
+            .headers_mut()
+            .insert("content-length", length.to_string());
+        action
+            .headers_mut()
+            .insert("content-type", content_type.to_owned());
+        action.sign(ttl)
     }
 
     /// Stream exactly `length` bytes into the documents bucket with one PUT (no buffering,

@@ -64,6 +64,34 @@ async fn a_presigned_put_then_complete() {
         .unwrap();
     assert_eq!(stored.as_ref(), pdf.as_slice());
 
+    // The URL is scoped to the announced size and type: the storage server refuses any
+    // other (both are signed into it; before, only the host was).
+    let signed = url::Url::parse(url).unwrap();
+    let signed_headers = signed
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-SignedHeaders")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(
+        signed_headers.as_deref(),
+        Some("content-length;content-type;host")
+    );
+    let mut longer = pdf.clone();
+    longer.extend_from_slice(b"appended");
+    for (body, content_type) in [
+        (longer, "application/pdf"),
+        (pdf[..pdf.len() - 1].to_vec(), "application/pdf"),
+        (pdf.clone(), "image/png"),
+    ] {
+        let put = reqwest::Client::new()
+            .put(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 403, "another size or type is refused");
+    }
+
     // A tampered signature is refused by the storage server itself.
     let tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0");
     let put = reqwest::Client::new()
@@ -151,6 +179,12 @@ pub async fn upload(
     .unwrap();
     let put = reqwest::Client::new()
         .put(upload["upload"]["url"].as_str().unwrap())
+        .header(
+            "content-type",
+            upload["upload"]["headers"]["Content-Type"]
+                .as_str()
+                .unwrap(),
+        )
         .body(bytes.to_vec())
         .send()
         .await
@@ -276,8 +310,33 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
     let doc = settled(&app, &token, &id).await;
     assert_eq!(doc["reason"], "type_mismatch", "{doc}");
 
-    // More bytes than declared.
-    let id = upload(&app, &token, &loan, &pdf, "application/pdf", pdf.len() - 10).await;
+    // More bytes than declared. The signed URL makes the store refuse that PUT; the
+    // pipeline checks again in case a store does not (written here behind its back).
+    let announced: Value = announce(&app, &token, &loan, json!({
+        "filename": "file.bin", "content_type": "application/pdf", "size_bytes": pdf.len() - 10, "doc_type": "other"
+    }))
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = announced["document"]["id"].as_str().unwrap().to_owned();
+    app.state
+        .storage
+        .quarantine
+        .put(
+            &object_store::path::Path::from(format!("uploads/{id}")),
+            pdf.clone().into(),
+        )
+        .await
+        .unwrap();
+    let completed = app
+        .client
+        .post(app.url(&format!("/v1/documents/{id}/complete")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(completed.status(), 202);
     let doc = settled(&app, &token, &id).await;
     assert_eq!(doc["reason"], "size_mismatch", "{doc}");
     for reason in ["infected", "type_mismatch", "size_mismatch"] {
@@ -343,6 +402,12 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
     .unwrap();
     let put = reqwest::Client::new()
         .put(upload["upload"]["url"].as_str().unwrap())
+        .header(
+            "content-type",
+            upload["upload"]["headers"]["Content-Type"]
+                .as_str()
+                .unwrap(),
+        )
         .body(png.clone())
         .send()
         .await
@@ -485,6 +550,12 @@ async fn borrowers_upload_through_their_link_only() {
             assert!(
                 borrower
                     .put(upload["upload"]["url"].as_str().unwrap())
+                    .header(
+                        "content-type",
+                        upload["upload"]["headers"]["Content-Type"]
+                            .as_str()
+                            .unwrap()
+                    )
                     .body(bytes)
                     .send()
                     .await
@@ -580,6 +651,12 @@ async fn the_shortcut_and_soft_delete() {
     assert!(
         reqwest::Client::new()
             .put(upload["upload"]["url"].as_str().unwrap())
+            .header(
+                "content-type",
+                upload["upload"]["headers"]["Content-Type"]
+                    .as_str()
+                    .unwrap()
+            )
             .body(pdf)
             .send()
             .await
@@ -657,6 +734,12 @@ async fn the_reconciler_completes_abandoned_uploads_and_expires_empty_ones() {
     assert!(
         reqwest::Client::new()
             .put(put_but_never_completed["upload"]["url"].as_str().unwrap())
+            .header(
+                "content-type",
+                put_but_never_completed["upload"]["headers"]["Content-Type"]
+                    .as_str()
+                    .unwrap()
+            )
             .body(pdf.clone())
             .send()
             .await

@@ -51,6 +51,12 @@ async fn borrower_sends(app: &TestApp, secret: &str, body: Value, bytes: &[u8]) 
     let upload: Value = response.json().await.unwrap();
     let put = borrower
         .put(upload["upload"]["url"].as_str().unwrap())
+        .header(
+            "content-type",
+            upload["upload"]["headers"]["Content-Type"]
+                .as_str()
+                .unwrap(),
+        )
         .body(bytes.to_vec())
         .send()
         .await

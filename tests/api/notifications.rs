@@ -76,6 +76,12 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
         .unwrap();
     reqwest::Client::new()
         .put(upload["upload"]["url"].as_str().unwrap())
+        .header(
+            "content-type",
+            upload["upload"]["headers"]["Content-Type"]
+                .as_str()
+                .unwrap(),
+        )
         .body(pdf.to_vec())
         .send()
         .await

@@ -291,3 +291,111 @@ async fn a_links_token_is_kept_only_for_its_recipient_and_only_while_it_lives() 
     );
     assert!(sealed(full_id).await.is_some(), "a full link may reopen");
 }
+
+/// Defect: a borrower's pre-signed URL signed only the host, lived as long as an agent's,
+/// and worked after the link was revoked. Now it lives at most 5 minutes, and the
+/// reconciler completes only objects written before the revocation.
+#[tokio::test]
+async fn uploads_after_a_revocation_are_rejected_and_kept() {
+    use object_store::ObjectStoreExt;
+    let app = crate::helpers::app()
+        .settings(|s| s.documents.upload_url_ttl_secs = 900)
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let link: Value = create_link(&app, &token, &loan, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = link["token"].as_str().unwrap();
+    let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n".to_vec();
+    let announce = || async {
+        let upload: Value = app
+            .client
+            .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
+            .json(&json!({"filename": "p.pdf", "content_type": "application/pdf", "size_bytes": pdf.len()}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        upload
+    };
+    let put = |upload: &Value| {
+        reqwest::Client::new()
+            .put(upload["upload"]["url"].as_str().unwrap())
+            .header("content-type", "application/pdf")
+            .body(pdf.clone())
+            .send()
+    };
+    let before = announce().await;
+    let after = announce().await;
+    let expires = time::OffsetDateTime::parse(
+        before["upload"]["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let lifetime = expires - time::OffsetDateTime::now_utc();
+    assert!(lifetime <= time::Duration::seconds(300), "{lifetime}");
+
+    assert!(put(&before).await.unwrap().status().is_success());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let revoked = app
+        .client
+        .delete(app.url(&format!(
+            "/v1/upload-links/{}",
+            link["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // The URL itself still signs (S3 cannot know of the revocation)…
+    assert!(put(&after).await.unwrap().status().is_success());
+    // …and neither browser says `complete`: the reconciler finds both.
+    sqlx::query("update documents set upload_expires_at = now() - interval '1 second'")
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let swept = loanfolio::workers::reconciler::sweep(&app.state)
+        .await
+        .unwrap();
+    assert_eq!((swept.completed, swept.link_revoked), (1, 1), "{swept:?}");
+    let state = |upload: &Value| {
+        let id = upload["document"]["id"].as_str().unwrap().to_owned();
+        let db = app.state.db.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "select state, reason from documents where id = $1::uuid",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(state(&before).await, ("uploaded".into(), None));
+    assert_eq!(
+        state(&after).await,
+        ("rejected".into(), Some("link_revoked".into()))
+    );
+    // Kept in quarantine for review, even after another round.
+    loanfolio::workers::reconciler::sweep(&app.state)
+        .await
+        .unwrap();
+    let kept = app
+        .state
+        .storage
+        .quarantine
+        .head(&object_store::path::Path::from(format!(
+            "uploads/{}",
+            after["document"]["id"].as_str().unwrap()
+        )))
+        .await;
+    assert!(kept.is_ok(), "the late upload is kept in quarantine");
+}

@@ -109,6 +109,7 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
                     .unwrap();
                 let put = reqwest::Client::new()
                     .put(upload["upload"]["url"].as_str().unwrap())
+        .header("content-type", upload["upload"]["headers"]["Content-Type"].as_str().unwrap())
                     .body(pdf)
                     .send()
                     .await
