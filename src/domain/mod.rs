@@ -4,5 +4,6 @@ pub mod credit;
 pub mod document;
 pub mod lead;
 pub mod loan;
+pub mod mask;
 pub mod money;
 pub mod ssn;

@@ -83,8 +83,10 @@ struct PullRow {
     created_at: OffsetDateTime,
 }
 
-impl From<PullRow> for CreditPull {
-    fn from(r: PullRow) -> Self {
+impl CreditPull {
+    /// The API shape; the score is borrower data an admin does not see (DESIGN.md §2).
+    fn view(r: PullRow, actor: &Actor) -> Self {
+        let masked = actor.sees_masked_pii_only();
         CreditPull {
             id: r.id,
             lead_id: r.lead_id,
@@ -92,7 +94,7 @@ impl From<PullRow> for CreditPull {
             request_kind: r.request_kind,
             based_on: r.based_on,
             status: r.status,
-            score: r.score,
+            score: if masked { None } else { r.score },
             bureau: r.bureau,
             bureau_report_id: r.bureau_report_id,
             pulled_at: r.pulled_at.map(rfc3339),
@@ -260,14 +262,14 @@ pub(crate) async fn queue_pull(
     Ok(id)
 }
 
-async fn accepted(state: &AppState, id: Uuid) -> Result<Response, AppError> {
+async fn accepted(state: &AppState, actor: &Actor, id: Uuid) -> Result<Response, AppError> {
     let mut conn = state.db.acquire().await?;
     let row = fetch(&mut conn, id, &ReadScope::All)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the pull just written is missing"))?;
     Ok(with_location(
         StatusCode::ACCEPTED,
-        CreditPull::from(row),
+        CreditPull::view(row, actor),
         &format!("/v1/credit-reports/{id}"),
     ))
 }
@@ -305,7 +307,7 @@ async fn request_pull(
     )
     .await?;
     tx.commit().await?;
-    accepted(&state, id).await
+    accepted(&state, &actor, id).await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -333,7 +335,10 @@ async fn list_pulls(
     .fetch_all(&mut *conn)
     .await?;
     Ok(AppJson(CreditPullList {
-        items: rows.into_iter().map(Into::into).collect(),
+        items: rows
+            .into_iter()
+            .map(|r| CreditPull::view(r, &actor))
+            .collect(),
         next_cursor: None,
     }))
 }
@@ -354,7 +359,10 @@ async fn latest_pull(
     push_scope(&mut query, "l", &actor.read_scope());
     query.push(" order by c.id desc limit 1");
     let row: Option<PullRow> = query.build_query_as().fetch_optional(&state.db).await?;
-    Ok(AppJson(row.ok_or_else(AppError::not_found)?.into()))
+    Ok(AppJson(CreditPull::view(
+        row.ok_or_else(AppError::not_found)?,
+        &actor,
+    )))
 }
 
 /// A pull's state and summary.
@@ -369,7 +377,7 @@ async fn get_pull(
     let row = fetch(&mut conn, id, &actor.read_scope())
         .await?
         .ok_or_else(AppError::not_found)?;
-    Ok(AppJson(row.into()))
+    Ok(AppJson(CreditPull::view(row, &actor)))
 }
 
 /// The full bureau report of a completed pull (audited; a recent authentication is required).
@@ -555,5 +563,5 @@ async fn follow_up(
     )
     .await?;
     tx.commit().await?;
-    accepted(&state, new).await
+    accepted(&state, &actor, new).await
 }

@@ -24,6 +24,7 @@ use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self, Location};
 use crate::db::{audit, outbox};
 use crate::domain::document::{ALLOWED_CONTENT_TYPES, DocType, sanitize_filename};
+use crate::domain::mask;
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
 use crate::http::support::{
@@ -146,7 +147,10 @@ fn filename_at(id: Uuid) -> Location<'static> {
     }
 }
 
-async fn render(state: &AppState, row: &DocumentRow) -> Result<Document, AppError> {
+/// The API shape of a document for `actor`: a caller who sees masked PII only (admin) gets
+/// neither the original filename nor the reviewer's reason (DESIGN.md §2).
+async fn render(state: &AppState, row: &DocumentRow, actor: &Actor) -> Result<Document, AppError> {
+    let masked = actor.sees_masked_pii_only();
     let key = state
         .keys
         .file_key(&state.db, row.lead_id)
@@ -157,7 +161,8 @@ async fn render(state: &AppState, row: &DocumentRow) -> Result<Document, AppErro
     let review = match (&row.review_decision, row.reviewed_at) {
         (Some(decision), Some(at)) => Some(ReviewView {
             decision: decision.clone(),
-            reason: review_reason(&key, row.id, row.review_reason_enc.as_deref())?,
+            reason: review_reason(&key, row.id, row.review_reason_enc.as_deref())?
+                .map(|r| if masked { mask::HIDDEN.to_owned() } else { r }),
             by: row.reviewed_by.clone().unwrap_or_default(),
             at: rfc3339(at),
         }),
@@ -166,7 +171,11 @@ async fn render(state: &AppState, row: &DocumentRow) -> Result<Document, AppErro
     Ok(Document {
         id: row.id,
         loan_id: row.loan_id,
-        filename: String::from_utf8_lossy(&filename).into_owned(),
+        filename: if masked {
+            mask::filename(&String::from_utf8_lossy(&filename))
+        } else {
+            String::from_utf8_lossy(&filename).into_owned()
+        },
         content_type: row.content_type.clone(),
         size_bytes: row.size_bytes,
         doc_type: row.doc_type.clone(),
@@ -203,13 +212,13 @@ pub fn review_reason(
 }
 
 /// A document as it is now (200), for answers after a change.
-pub async fn current(state: &AppState, id: Uuid) -> Result<Response, AppError> {
+pub async fn current(state: &AppState, id: Uuid, actor: &Actor) -> Result<Response, AppError> {
     let mut conn = state.db.acquire().await?;
     let row = fetch(&mut conn, id, &ReadScope::All, false)
         .await?
         .ok_or_else(AppError::not_found)?;
     drop(conn);
-    Ok(AppJson(render(state, &row).await?).into_response())
+    Ok(AppJson(render(state, &row, actor).await?).into_response())
 }
 
 async fn fetch(
@@ -433,7 +442,7 @@ async fn start_upload(
         .await?
         .ok_or_else(|| anyhow::anyhow!("the document just written is missing"))?;
     tx.commit().await?;
-    let document = render(state, &row).await?;
+    let document = render(state, &row, actor).await?;
     Ok(Upload {
         document,
         upload: PutTarget {
@@ -470,7 +479,7 @@ async fn list_documents(
     }
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        items.push(render(&state, row).await?);
+        items.push(render(&state, row, &actor).await?);
     }
     Ok(AppJson(DocumentList {
         items,
@@ -491,7 +500,7 @@ async fn get_document(
         .await?
         .ok_or_else(AppError::not_found)?;
     drop(conn);
-    Ok(AppJson(render(&state, &row).await?))
+    Ok(AppJson(render(&state, &row, &actor).await?))
 }
 
 /// The client finished its PUT: the document becomes `uploaded` and the pipeline starts.
@@ -587,7 +596,11 @@ async fn finish_upload(
         .await?
         .ok_or_else(|| anyhow::anyhow!("document vanished"))?;
     tx.commit().await?;
-    Ok((StatusCode::ACCEPTED, AppJson(render(state, &row).await?)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        AppJson(render(state, &row, actor).await?),
+    )
+        .into_response())
 }
 
 /// The decrypted bytes of an `available` document (GET and HEAD); audited. An integrity
@@ -651,7 +664,7 @@ async fn download(
         .file_key(&state.db, row.lead_id)
         .await
         .map_err(kms_unavailable)?;
-    let filename = render(&state, &row).await?.filename;
+    let filename = render(&state, &row, &actor).await?.filename;
     let source = state
         .storage
         .documents

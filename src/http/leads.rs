@@ -22,6 +22,7 @@ use crate::crypto::field::{self, Location};
 use crate::crypto::{DataKey, blind_index};
 use crate::db::{audit, outbox};
 use crate::domain::lead::{Address, LeadInput, LeadStatus, LoanPurpose, ValidLead, merge_patch};
+use crate::domain::mask;
 use crate::domain::ssn::Ssn;
 use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
@@ -134,19 +135,6 @@ fn unseal(
     }
 }
 
-fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
-        None => "***".into(),
-    }
-}
-
-fn mask_tail(value: &str, keep: usize) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let tail: String = chars[chars.len().saturating_sub(keep)..].iter().collect();
-    format!("***{tail}")
-}
-
 /// Decrypt a row into the API shape. `reveal_ssn` shows the full SSN (audited by the caller).
 fn render(row: &LeadRow, key: &DataKey, actor: &Actor, reveal_ssn: bool) -> Result<Lead, AppError> {
     let id = row.id;
@@ -176,12 +164,12 @@ fn render(row: &LeadRow, key: &DataKey, actor: &Actor, reveal_ssn: bool) -> Resu
         first_name: row.first_name.clone(),
         last_name: row.last_name.clone(),
         email: if masked {
-            email.as_deref().map(mask_email)
+            email.as_deref().map(mask::email)
         } else {
             email
         },
         phone: if masked {
-            phone.as_deref().map(|p| mask_tail(p, 4))
+            phone.as_deref().map(|p| mask::tail(p, 4))
         } else {
             phone
         },

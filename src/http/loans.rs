@@ -646,7 +646,12 @@ async fn history(
             from,
             to,
             actor: actor_subject,
-            reason,
+            // Reasons are free text about the borrower: not for masked-only callers.
+            reason: if actor.sees_masked_pii_only() {
+                reason.map(|_| crate::domain::mask::HIDDEN.to_owned())
+            } else {
+                reason
+            },
             at: rfc3339(at),
         });
     }

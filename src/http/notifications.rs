@@ -41,23 +41,7 @@ pub struct NotificationList {
 
 /// `c***@example.org` / `***0187`: enough to recognise, not enough to harvest.
 pub fn mask(address: &str) -> String {
-    match address.split_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => {
-            let tail: String = address
-                .chars()
-                .rev()
-                .take(4)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            format!("***{tail}")
-        }
-    }
+    crate::domain::mask::address(address)
 }
 
 type Row = (

@@ -634,7 +634,7 @@ async fn review_document(
     )
     .await?;
     tx.commit().await?;
-    crate::http::documents::current(&state, id).await
+    crate::http::documents::current(&state, id, &actor).await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -111,10 +111,12 @@ fn link_url(state: &AppState, token: &str) -> String {
     )
 }
 
+/// The API shape of a link for `actor`; an admin sees the recipient masked.
 async fn render(
     state: &AppState,
     row: &LinkRow,
     token: Option<String>,
+    actor: &Actor,
 ) -> Result<UploadLink, AppError> {
     let borrower_email = match &row.borrower_email_enc {
         Some(enc) => {
@@ -125,7 +127,12 @@ async fn render(
                 .map_err(kms_unavailable)?;
             let plain = field::decrypt(&key, email_at(row.id), enc)
                 .map_err(|e| anyhow::anyhow!("decrypting a link's borrower email: {e}"))?;
-            Some(String::from_utf8_lossy(&plain).into_owned())
+            let email = String::from_utf8_lossy(&plain).into_owned();
+            Some(if actor.sees_masked_pii_only() {
+                crate::domain::mask::email(&email)
+            } else {
+                email
+            })
         }
         None => None,
     };
@@ -328,7 +335,7 @@ async fn create_link(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    let link = render(&state, &row, Some(token)).await?;
+    let link = render(&state, &row, Some(token), &actor).await?;
     Ok(with_location(
         StatusCode::CREATED,
         link,
@@ -362,7 +369,7 @@ async fn list_links(
     drop(conn);
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        items.push(render(&state, row, None).await?);
+        items.push(render(&state, row, None, &actor).await?);
     }
     Ok(AppJson(LinkList {
         items,

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{oidc, spawn_app};
 use crate::leads::{Client, DOB, EMAIL, INCOME, PHONE, SSN, SSN_DIGITS, full_lead};
 
 fn canary_forms() -> Vec<String> {
@@ -221,4 +221,211 @@ async fn credit_pulls_leave_no_canary_at_rest_in_events_or_in_logs() {
     .await
     .unwrap();
     assert_eq!(ip_at_rest, 0, "the consent IP is encrypted");
+}
+
+/// Defect: upload-link recipients, original filenames, review and transition reasons and
+/// the credit score reached the admin role unmasked. Every GET route of the OpenAPI
+/// document, called as admin over a borrower file seeded with canaries, shows none.
+#[tokio::test]
+async fn admins_see_no_canary_on_any_get_route_of_the_api() {
+    let app = crate::helpers::app()
+        .settings(|s| s.rate_limit.api_per_ip = 10_000)
+        .spawn()
+        .await;
+    let agent = Client::new(&app, "agent-a1").await;
+    let owner = oidc::access_token("agent-a1").await;
+    let lead: Value = agent.create(full_lead()).await.json().await.unwrap();
+    let lead = lead["id"].as_str().unwrap().to_owned();
+    let loan: Value = app
+        .create(&owner, "/v1/loans", &json!({"lead_id": lead, "loan_type": "fha", "amount": "250000.00",
+            "property": {"line1": "31 Canarywharf Lane", "line2": "Unit canary-7", "city": "Springfield", "state": "IL", "postal_code": "62704"}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let loan = loan["id"].as_str().unwrap().to_owned();
+    let moved = app
+        .client
+        .post(app.url(&format!("/v1/loans/{loan}/status")))
+        .bearer_auth(&owner)
+        .header("If-Match", "\"1\"")
+        .json(&json!({"status": "submitted", "reason": "canary-transition-reason"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let request: Value = app
+        .create(
+            &owner,
+            &format!("/v1/loans/{loan}/document-requests"),
+            &json!({"doc_type": "pay_stub", "note": "canary-request-note"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let request = request["id"].as_str().unwrap().to_owned();
+    let link: Value = app
+        .create(
+            &owner,
+            &format!("/v1/loans/{loan}/upload-links"),
+            &json!({"borrower_email": "canary.cosigner@example.net"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = link["token"].as_str().unwrap().to_owned();
+    let upload: Value = app
+        .client
+        .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
+        .json(&json!({"filename": "canary-paystub-march.pdf", "content_type": "application/pdf", "size_bytes": 100, "document_request_id": request}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let document = upload["document"]["id"].as_str().unwrap().to_owned();
+    sqlx::query("update documents set state = 'available' where id = $1::uuid")
+        .bind(&document)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let reviewed = app
+        .client
+        .post(app.url(&format!("/v1/documents/{document}/review")))
+        .bearer_auth(&owner)
+        .json(&json!({"decision": "reject", "reason": "canary-review-reason"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reviewed.status(), 200);
+    let pull: Value = app
+        .create(&owner, &format!("/v1/leads/{lead}/credit-reports"),
+            &json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "written", "text_version": "v1"}}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let pull = pull["id"].as_str().unwrap().to_owned();
+    sqlx::query("update credit_reports set status = 'completed', score = 812, pulled_at = now() where id = $1::uuid")
+        .bind(&pull)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+
+    let mut canaries = canary_forms();
+    canaries.extend(
+        [
+            "Canarywharf",
+            "canary-7",
+            "canary-transition-reason",
+            "canary-request-note",
+            "canary.cosigner@example.net",
+            "canary-paystub",
+            "canary-review-reason",
+        ]
+        .map(str::to_owned),
+    );
+    let ids = |path: &str| -> Option<String> {
+        let mut out = path.to_owned();
+        for (name, value) in [
+            ("{leadId}", &lead),
+            ("{token}", &secret),
+            ("{document_id}", &document),
+            ("{request_id}", &request),
+        ] {
+            out = out.replace(name, value);
+        }
+        let id = if path.starts_with("/v1/leads/") {
+            &lead
+        } else if path.starts_with("/v1/loans/") {
+            &loan
+        } else if path.starts_with("/v1/documents/") {
+            &document
+        } else if path.starts_with("/v1/credit-reports/") {
+            &pull
+        } else {
+            &lead
+        };
+        out = out.replace("{id}", id);
+        (!out.contains('{')).then_some(out)
+    };
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let admin = oidc::access_token("admin").await;
+    let mut walked = Vec::new();
+    let mut leaks = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if item.get("get").is_none()
+            || path.starts_with("/v1/public/")
+            || path.starts_with("/u/")
+            || path.starts_with("/auth/")
+        {
+            continue;
+        }
+        let concrete = ids(path).unwrap_or_else(|| panic!("no id for {path}"));
+        let mut urls = vec![concrete.clone()];
+        if path == "/v1/leads/{id}" {
+            urls.push(format!("{concrete}?reveal=ssn"));
+        }
+        if path == "/v1/loans/{id}/docs/upload-url" {
+            urls = vec![format!(
+                "{concrete}?filename=a.pdf&content_type=application/pdf&size_bytes=10"
+            )];
+        }
+        for url in urls {
+            let response = app
+                .client
+                .get(app.url(&url))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            walked.push(format!("{status} {url}"));
+            for canary in &canaries {
+                if body.contains(canary.as_str()) {
+                    leaks.push(format!("{canary} in GET {url} ({status})"));
+                }
+            }
+            if body.contains("\"score\":812") {
+                leaks.push(format!("the score in GET {url}"));
+            }
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "{}\nwalked:\n{}",
+        leaks.join("\n"),
+        walked.join("\n")
+    );
+    assert!(walked.len() >= 20, "{walked:#?}");
+    // Positive control: the owner sees the same routes with the values in them.
+    let owners_view = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}/documents")))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        owners_view.contains("canary-paystub") && owners_view.contains("canary-review-reason"),
+        "{owners_view}"
+    );
+    let owners_pull = app
+        .client
+        .get(app.url(&format!("/v1/credit-reports/{pull}")))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(owners_pull.contains("\"score\":812"), "{owners_pull}");
 }
