@@ -43,7 +43,9 @@ function loadKeys() {
 
 function accountClaims(id) {
   const user = users[id];
-  if (!user) return undefined;
+  // A disabled or deleted user has no account: refresh grants are refused (invalid_grant),
+  // as Keycloak refuses them for a disabled user.
+  if (!user || user.disabled) return undefined;
   return {
     accountId: id,
     async claims() {
@@ -64,6 +66,9 @@ function configuration(jwks) {
       token_endpoint_auth_method: 'client_secret_basic',
     }],
     jwks,
+    // Keycloak issues refresh tokens with every authorization-code grant; so does this one,
+    // so that the service can re-check a session's user (issue 13, defect 3).
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
     pkce: { required: () => true },
     scopes: ['openid', 'profile', 'email', 'offline_access'],
     claims: { openid: ['sub'], profile: ['name'], email: ['email', 'email_verified'] },
@@ -142,6 +147,23 @@ async function testRoutes(ctx, next) {
     const current = JSON.parse(fs.readFileSync(keysFile)).keys[0];
     const pem = crypto.createPublicKey({ key: current, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
     ctx.body = { kid: current.kid, pem };
+    return;
+  }
+  if (ctx.path === '/__test/users' && ctx.method === 'POST') {
+    // Tests create users of their own (unique ids), then change them: a new team or roles
+    // (seen at the next refresh), or `disabled` (refresh refused). Never on a real provider.
+    const body = await new Promise((resolve) => {
+      let data = '';
+      ctx.req.on('data', (c) => { data += c; });
+      ctx.req.on('end', () => resolve(JSON.parse(data || '{}')));
+    });
+    if (!body.id) { ctx.status = 400; ctx.body = { error: 'id required' }; return; }
+    users[body.id] = {
+      name: 'Test User', email: `${body.id}@lender.test`, roles: ['agent'], team: 'team-a',
+      amr: ['pwd', 'otp'], acr: 'mfa', ...(users[body.id] || {}), ...body,
+    };
+    delete users[body.id].id;
+    ctx.body = users[body.id];
     return;
   }
   if (ctx.path === '/__test/rotate-key' && ctx.method === 'POST') {

@@ -103,6 +103,9 @@ pub enum AdminCommand {
         #[arg(long, value_name = "MINUTES", default_value_t = 60)]
         minutes: u32,
     },
+    /// Agents: disable one (every session ends at once, tokens are refused) or enable it.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Add demo leads and loans for the test provider's agents (development only).
     DemoSeed {
         #[arg(long, default_value_t = 8)]
@@ -116,6 +119,14 @@ pub enum DlqCommand {
     List { consumer: String },
     /// Move a consumer's dead letters back to its queue (attempts reset).
     Replay { consumer: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// Disable an agent: ends every session of theirs, refuses their tokens (audited).
+    Disable { subject: String },
+    /// Enable a disabled agent again (audited).
+    Enable { subject: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +290,49 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 println!("demo borrower upload link (agent-a1's first loan): {url}");
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Admin(AdminCommand::Agents(command)) => {
+            let state = crate::app::AppState::new(settings, Role::Serve)?;
+            let (subject, disabled) = match &command {
+                AgentsCommand::Disable { subject } => (subject.as_str(), true),
+                AgentsCommand::Enable { subject } => (subject.as_str(), false),
+            };
+            // The operator at the host, recorded as such in the audit log.
+            let operator = crate::auth::Actor {
+                subject: "system:cli".into(),
+                display_name: "loanfolio admin".into(),
+                email: None,
+                roles: vec![crate::auth::Role::Admin],
+                team: None,
+                auth_time: None,
+                issued_at: None,
+            };
+            let outcome =
+                crate::auth::agents::set_disabled(&state, subject, disabled, &operator, None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            state.db.close().await;
+            match outcome {
+                crate::auth::agents::Changed::Unknown => {
+                    println!("no agent {subject}");
+                    Ok(ExitCode::FAILURE)
+                }
+                crate::auth::agents::Changed::Unchanged => {
+                    println!(
+                        "{subject} was already {}",
+                        if disabled { "disabled" } else { "enabled" }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                crate::auth::agents::Changed::Done { sessions_ended } => {
+                    if disabled {
+                        println!("{subject} disabled; {sessions_ended} session(s) ended");
+                    } else {
+                        println!("{subject} enabled");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
         }
         Command::Admin(AdminCommand::OutboxRedrive { minutes }) => {
             let pool = db::lazy_pool(&settings.database)?;

@@ -345,6 +345,10 @@ pub struct AuthSettings {
     pub mfa_acr: Vec<String>,
     pub step_up_max_age_secs: u64,
     pub session_ttl_secs: u64,
+    /// A session's rights are checked again at most this often (disabled agent, refresh).
+    pub session_recheck_secs: u64,
+    /// While the provider cannot be reached a session lives on this long, then ends.
+    pub recheck_grace_secs: u64,
     pub cookie_secure: bool,
     pub jwks_min_refresh_secs: u64,
     pub jwks_max_age_secs: u64,

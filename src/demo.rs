@@ -18,6 +18,7 @@ fn agent(subject: &str, name: &str, team: &str, role: Role) -> Actor {
         roles: vec![role],
         team: Some(team.into()),
         auth_time: None,
+        issued_at: None,
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Problem {
     pub request_id: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// With `step_up_required`: where a browser signs in again (`/auth/reauth`), coming back
+    /// to the page that asked. RFC 9470's `WWW-Authenticate` challenge carries no URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reauth_url: Option<String>,
 }
 
 impl Problem {
@@ -43,6 +47,7 @@ impl Problem {
             code: code.to_owned(),
             request_id: None,
             errors: Vec::new(),
+            reauth_url: None,
         }
     }
 

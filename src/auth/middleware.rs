@@ -72,6 +72,7 @@ pub fn actor_from_claims(
         roles,
         team,
         auth_time: claims.claims.get("auth_time").and_then(|v| v.as_i64()),
+        issued_at: claims.claims.get("iat").and_then(|v| v.as_i64()),
     })
 }
 
@@ -82,15 +83,15 @@ pub struct SessionContext {
     pub session: Session,
 }
 
-fn session_cookie(request: &Request) -> Option<String> {
-    request
-        .headers()
+/// The value of the cookie `name`, if the request carries it.
+pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == session::COOKIE)
+        .find(|c| c.name() == name)
         .map(|c| c.value().to_owned())
         .filter(|v| !v.is_empty())
 }
@@ -136,7 +137,10 @@ pub async fn authenticate(
     // Owned, so the future holds no reference to the (non-Sync) request across awaits.
     let credentials = if let Some(token) = bearer_token(&request) {
         Credentials::Bearer(token.to_owned())
-    } else if let Some(id) = session_cookie(&request) {
+    } else if let Some(id) = cookie_value(
+        request.headers(),
+        session::cookie_name(state.settings.auth.cookie_secure),
+    ) {
         Credentials::Cookie {
             id,
             unsafe_method: !request.method().is_safe(),
@@ -153,7 +157,11 @@ pub async fn authenticate(
     } else {
         Credentials::None
     };
-    match authenticate_request(&state, credentials).await {
+    let request_id = request
+        .extensions()
+        .get::<crate::http::edge::RequestId>()
+        .map(|r| r.0.clone());
+    match authenticate_request(&state, credentials, request_id.as_deref()).await {
         Ok((actor, session, side_effects)) => {
             tracing::Span::current().record("principal", actor.subject.as_str());
             request.extensions_mut().insert(actor);
@@ -170,16 +178,16 @@ pub async fn authenticate(
 async fn authenticate_request(
     state: &AppState,
     credentials: Credentials,
+    request_id: Option<&str>,
 ) -> Result<(Actor, Option<SessionContext>, SideEffects), AppError> {
     let (actor, context, side_effects) = match credentials {
         Credentials::None => return Err(AuthError::MissingCredentials.into()),
         Credentials::Bearer(token) => {
             let claims = state.verifier.verify(&token).await?;
-            (
-                actor_from_claims(&claims, &state.settings.auth)?,
-                None,
-                SideEffects(true),
-            )
+            let actor = actor_from_claims(&claims, &state.settings.auth)?;
+            // Fresh claims: provisioned (never over newer ones); a disabled agent stops here.
+            state.agents.ensure(&state.db, &actor).await?;
+            (actor, None, SideEffects(true))
         }
         Credentials::Cookie {
             id,
@@ -190,6 +198,13 @@ async fn authenticate_request(
             let session = session::load(&state.db, &state.cache, &id)
                 .await?
                 .ok_or(AuthError::SessionExpired)?;
+            // The session's roles and team are its sign-in's: re-checked when due, and a
+            // disabled agent is refused at once on this replica, everywhere within a minute.
+            let session = super::recheck::if_due(state, &id, session, request_id).await?;
+            state
+                .agents
+                .check_enabled(&state.db, &session.actor.subject)
+                .await?;
             let token_matches: bool = csrf_header
                 .unwrap_or_default()
                 .as_bytes()
@@ -214,7 +229,6 @@ async fn authenticate_request(
         )
         .await
         .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
-    state.agents.ensure(&state.db, &actor).await?;
     Ok((actor, context, side_effects))
 }
 

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod jwks;
 pub mod login;
 pub mod middleware;
+pub mod recheck;
 pub mod session;
 pub mod token;
 
@@ -64,6 +65,10 @@ pub struct Actor {
     pub team: Option<String>,
     /// When the person last authenticated (the token's `auth_time`), for step-up checks.
     pub auth_time: Option<i64>,
+    /// When the claims were issued (the token's `iat`): provisioning never writes claims
+    /// older than those it already holds.
+    #[serde(default)]
+    pub issued_at: Option<i64>,
 }
 
 impl Actor {
@@ -77,6 +82,7 @@ impl Actor {
             roles: Vec::new(),
             team: None,
             auth_time: None,
+            issued_at: None,
         }
     }
 
@@ -164,6 +170,8 @@ pub enum AuthError {
     MfaRequired,
     #[error("cookie-authenticated changes need the session's CSRF token")]
     CsrfFailed,
+    #[error("this account is disabled")]
+    AccountDisabled,
     #[error("the issuer's keys cannot be fetched")]
     IssuerUnavailable(#[source] anyhow::Error),
 }
@@ -184,6 +192,7 @@ impl AuthError {
             AuthError::StepUpRequired { .. } => "step_up_required",
             AuthError::MfaRequired => "mfa_required",
             AuthError::CsrfFailed => "csrf_failed",
+            AuthError::AccountDisabled => "account_disabled",
             AuthError::IssuerUnavailable(_) => "dependency_unavailable",
         }
     }
@@ -198,7 +207,9 @@ impl From<AuthError> for AppError {
 impl AuthError {
     pub fn into_response_with_problem(self) -> Response {
         let (status, challenge) = match &self {
-            AuthError::MfaRequired | AuthError::CsrfFailed => (StatusCode::FORBIDDEN, None),
+            AuthError::MfaRequired | AuthError::CsrfFailed | AuthError::AccountDisabled => {
+                (StatusCode::FORBIDDEN, None)
+            }
             AuthError::IssuerUnavailable(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "cannot fetch the issuer's keys");
                 (StatusCode::SERVICE_UNAVAILABLE, None)
@@ -246,6 +257,7 @@ mod tests {
             roles: roles.to_vec(),
             team: team.map(str::to_owned),
             auth_time: None,
+            issued_at: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //! durable copy. Reads try Redis and fall back to PostgreSQL when Redis is down or does not
 //! have the session; writes and revocations go to both (Redis best-effort). A Redis copy
 //! lives at most `CACHE_TTL`, so a logout made while Redis was unreachable still takes
-//! effect everywhere within that bound.
+//! effect everywhere within that bound. Each subject's Redis copies are listed in a set, so
+//! disabling an agent or a back-channel logout removes them at once on every replica.
 
 use std::time::Duration;
 
@@ -16,7 +17,26 @@ use sqlx::PgPool;
 use super::Actor;
 use crate::cache::Cache;
 
-pub const COOKIE: &str = "lf_session";
+/// The session cookie: `__Host-` whenever it is Secure (only this host, path `/`, HTTPS),
+/// so a sibling subdomain cannot set or shadow it.
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-lf_session"
+    } else {
+        "lf_session"
+    }
+}
+
+/// The short-lived pre-login cookie that binds an authorization request to the browser
+/// that started it (login CSRF).
+pub fn login_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-lf_login"
+    } else {
+        "lf_login"
+    }
+}
+
 const CACHE_TTL: i64 = 60;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +45,18 @@ pub struct Session {
     pub csrf_token: String,
     /// Unix seconds.
     pub expires_at: i64,
+    /// When the session's rights were last checked (unix seconds).
+    #[serde(default)]
+    pub checked_at: i64,
+}
+
+/// What a new session starts with besides its actor.
+#[derive(Debug, Default)]
+pub struct Origin {
+    /// The provider's refresh token, sealed under the installation's session key.
+    pub refresh_token_enc: Option<Vec<u8>>,
+    /// The provider's session id (`sid`), for back-channel logout.
+    pub provider_sid: Option<String>,
 }
 
 /// 256 random bits, URL-safe.
@@ -41,9 +73,32 @@ pub fn hash_id(id: &str) -> Vec<u8> {
     Sha256::digest(id.as_bytes()).to_vec()
 }
 
+/// A stable, non-reversible id for audit rows about a session (the audit log's entity ids
+/// are UUIDs; a cookie value must never be one).
+pub fn audit_id(id_hash: &[u8]) -> uuid::Uuid {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&Sha256::digest([b"session-audit\0".as_slice(), id_hash].concat())[..16]);
+    uuid::Uuid::from_bytes(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn redis_key(cache: &Cache, id_hash: &[u8]) -> String {
-    let hex: String = id_hash.iter().map(|b| format!("{b:02x}")).collect();
-    cache.key(&format!("session:{hex}"))
+    cache.key(&format!("session:{}", hex(id_hash)))
+}
+
+/// The set of a subject's cached session keys (its name hashes the subject).
+fn subject_key(cache: &Cache, subject: &str) -> String {
+    cache.key(&format!(
+        "sessions-of:{}",
+        hex(&Sha256::digest(subject.as_bytes())[..16])
+    ))
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Create a session for `actor`; returns the cookie value.
@@ -52,6 +107,7 @@ pub async fn create(
     cache: &Cache,
     actor: &Actor,
     ttl: Duration,
+    origin: Origin,
 ) -> Result<(String, Session), sqlx::Error> {
     let id = random_token();
     let id_hash = hash_id(&id);
@@ -60,17 +116,20 @@ pub async fn create(
         actor: actor.clone(),
         csrf_token: random_token(),
         expires_at: expires_at.unix_timestamp(),
+        checked_at: now(),
     };
     // language=PostgreSQL
     sqlx::query(
-        "insert into sessions (id_hash, subject, actor, csrf_token, expires_at)
-         values ($1, $2, $3, $4, $5)",
+        "insert into sessions (id_hash, subject, actor, csrf_token, expires_at, refresh_token_enc, provider_sid)
+         values ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&id_hash)
     .bind(&actor.subject)
     .bind(serde_json::to_value(actor).unwrap_or_default())
     .bind(&session.csrf_token)
     .bind(expires_at)
+    .bind(&origin.refresh_token_enc)
+    .bind(&origin.provider_sid)
     .execute(db)
     .await?;
     cache_put(cache, &id_hash, &session).await;
@@ -78,19 +137,29 @@ pub async fn create(
 }
 
 async fn cache_put(cache: &Cache, id_hash: &[u8], session: &Session) {
-    let ttl =
-        (session.expires_at - time::OffsetDateTime::now_utc().unix_timestamp()).min(CACHE_TTL);
+    let ttl = (session.expires_at - now()).min(CACHE_TTL);
     if ttl <= 0 {
         return;
     }
     let result = async {
         let mut connection = cache.connection().await?;
         let value = serde_json::to_string(session)?;
-        redis::cmd("SET")
+        let index = subject_key(cache, &session.actor.subject);
+        redis::pipe()
+            .cmd("SET")
             .arg(redis_key(cache, id_hash))
             .arg(value)
             .arg("EX")
             .arg(ttl)
+            .ignore()
+            .cmd("SADD")
+            .arg(&index)
+            .arg(hex(id_hash))
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&index)
+            .arg(CACHE_TTL * 2)
+            .ignore()
             .query_async::<()>(&mut connection)
             .await?;
         anyhow::Ok(())
@@ -104,7 +173,6 @@ async fn cache_put(cache: &Cache, id_hash: &[u8], session: &Session) {
 /// The live session for a cookie value, if any.
 pub async fn load(db: &PgPool, cache: &Cache, id: &str) -> Result<Option<Session>, sqlx::Error> {
     let id_hash = hash_id(id);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let cached = async {
         let mut connection = cache.connection().await?;
         let value: Option<String> = redis::cmd("GET")
@@ -114,22 +182,35 @@ pub async fn load(db: &PgPool, cache: &Cache, id: &str) -> Result<Option<Session
         anyhow::Ok(value.and_then(|v| serde_json::from_str::<Session>(&v).ok()))
     };
     match tokio::time::timeout(Duration::from_secs(1), cached).await {
-        Ok(Ok(Some(session))) if session.expires_at > now => return Ok(Some(session)),
+        Ok(Ok(Some(session))) if session.expires_at > now() => return Ok(Some(session)),
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
             tracing::debug!(error = %format!("{e:#}"), "Redis unavailable for sessions; reading PostgreSQL")
         }
         Err(_) => tracing::debug!("Redis too slow for sessions; reading PostgreSQL"),
     }
+    load_durable(db, cache, &id_hash).await
+}
+
+async fn load_durable(
+    db: &PgPool,
+    cache: &Cache,
+    id_hash: &[u8],
+) -> Result<Option<Session>, sqlx::Error> {
     // language=PostgreSQL
-    let row: Option<(serde_json::Value, String, time::OffsetDateTime)> = sqlx::query_as(
-        "select actor, csrf_token, expires_at from sessions
-          where id_hash = $1 and expires_at > now()",
+    let row: Option<(
+        serde_json::Value,
+        String,
+        time::OffsetDateTime,
+        time::OffsetDateTime,
+    )> = sqlx::query_as(
+        "select actor, csrf_token, expires_at, checked_at from sessions
+              where id_hash = $1 and expires_at > now()",
     )
-    .bind(&id_hash)
+    .bind(id_hash)
     .fetch_optional(db)
     .await?;
-    let Some((actor, csrf_token, expires_at)) = row else {
+    let Some((actor, csrf_token, expires_at, checked_at)) = row else {
         return Ok(None);
     };
     let Ok(actor) = serde_json::from_value::<Actor>(actor) else {
@@ -139,9 +220,113 @@ pub async fn load(db: &PgPool, cache: &Cache, id: &str) -> Result<Option<Session
         actor,
         csrf_token,
         expires_at: expires_at.unix_timestamp(),
+        checked_at: checked_at.unix_timestamp(),
     };
-    cache_put(cache, &id_hash, &session).await;
+    cache_put(cache, id_hash, &session).await;
     Ok(Some(session))
+}
+
+/// The part of a session only a re-check needs, with the row locked until `tx` ends: two
+/// requests of one session never refresh at once (a rotated refresh token works once).
+pub struct Locked {
+    pub checked_at: i64,
+    pub refresh_token_enc: Option<Vec<u8>>,
+    pub failing_since: Option<i64>,
+}
+
+pub async fn lock_for_recheck(
+    tx: &mut sqlx::PgConnection,
+    id: &str,
+) -> Result<Option<Locked>, sqlx::Error> {
+    // language=PostgreSQL
+    let row: Option<(
+        time::OffsetDateTime,
+        Option<Vec<u8>>,
+        Option<time::OffsetDateTime>,
+    )> = sqlx::query_as(
+        "select checked_at, refresh_token_enc, recheck_failing_since from sessions
+              where id_hash = $1 and expires_at > now() for update",
+    )
+    .bind(hash_id(id))
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(
+        row.map(|(checked_at, refresh_token_enc, failing_since)| Locked {
+            checked_at: checked_at.unix_timestamp(),
+            refresh_token_enc,
+            failing_since: failing_since.map(|t| t.unix_timestamp()),
+        }),
+    )
+}
+
+/// What a re-check found.
+pub enum Recheck {
+    /// Still valid: the (possibly new) actor and refresh token.
+    Valid {
+        actor: Actor,
+        refresh_token_enc: Option<Vec<u8>>,
+    },
+    /// The provider could not be asked; the grace period runs from `since`.
+    Unreachable { since: i64 },
+}
+
+/// Record a re-check in `tx` (the row is locked) and refresh the Redis copy after commit.
+pub async fn record_recheck(
+    tx: &mut sqlx::PgConnection,
+    id: &str,
+    outcome: &Recheck,
+) -> Result<(), sqlx::Error> {
+    let id_hash = hash_id(id);
+    match outcome {
+        Recheck::Valid {
+            actor,
+            refresh_token_enc,
+        } => {
+            // language=PostgreSQL
+            sqlx::query(
+                "update sessions set actor = $2, refresh_token_enc = $3, checked_at = now(),
+                        recheck_failing_since = null
+                  where id_hash = $1",
+            )
+            .bind(&id_hash)
+            .bind(serde_json::to_value(actor).unwrap_or_default())
+            .bind(refresh_token_enc)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Recheck::Unreachable { since } => {
+            // language=PostgreSQL
+            sqlx::query(
+                "update sessions set checked_at = now(), recheck_failing_since = to_timestamp($2)
+                  where id_hash = $1",
+            )
+            .bind(&id_hash)
+            .bind(*since as f64)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Put the durable copy of a session back into Redis (after a re-check changed it).
+pub async fn recache(db: &PgPool, cache: &Cache, id: &str) -> Result<Option<Session>, sqlx::Error> {
+    let id_hash = hash_id(id);
+    drop_cached(cache, std::slice::from_ref(&id_hash)).await;
+    load_durable(db, cache, &id_hash).await
+}
+
+async fn drop_cached(cache: &Cache, id_hashes: &[Vec<u8>]) {
+    if id_hashes.is_empty() {
+        return;
+    }
+    if let Ok(mut connection) = cache.connection().await {
+        let mut pipe = redis::pipe();
+        for id_hash in id_hashes {
+            pipe.cmd("DEL").arg(redis_key(cache, id_hash)).ignore();
+        }
+        let _ = pipe.query_async::<()>(&mut connection).await;
+    }
 }
 
 pub async fn revoke(db: &PgPool, cache: &Cache, id: &str) -> Result<(), sqlx::Error> {
@@ -151,11 +336,60 @@ pub async fn revoke(db: &PgPool, cache: &Cache, id: &str) -> Result<(), sqlx::Er
         .bind(&id_hash)
         .execute(db)
         .await?;
-    if let Ok(mut connection) = cache.connection().await {
+    drop_cached(cache, &[id_hash]).await;
+    Ok(())
+}
+
+/// Delete every session of `subject` (or only the provider session `sid`) in `tx`; the
+/// sessions deleted (id hash, subject). Call [`uncache`] after the commit.
+pub async fn delete_all(
+    tx: &mut sqlx::PgConnection,
+    subject: Option<&str>,
+    provider_sid: Option<&str>,
+) -> Result<Vec<(Vec<u8>, String)>, sqlx::Error> {
+    if subject.is_none() && provider_sid.is_none() {
+        return Ok(Vec::new());
+    }
+    // language=PostgreSQL
+    sqlx::query_as(
+        "delete from sessions
+          where ($1::text is null or subject = $1) and ($2::text is null or provider_sid = $2)
+          returning id_hash, subject",
+    )
+    .bind(subject)
+    .bind(provider_sid)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Drop the Redis copies of sessions [`delete_all`] ended; with `every_of_subject`, every
+/// copy the subject's index names too (a replica may have cached one a moment ago).
+pub async fn uncache(cache: &Cache, ended: &[(Vec<u8>, String)], every_of_subject: Option<&str>) {
+    let mut hashes: Vec<Vec<u8>> = ended.iter().map(|(h, _)| h.clone()).collect();
+    if let Some(subject) = every_of_subject
+        && let Ok(mut connection) = cache.connection().await
+    {
+        let index = subject_key(cache, subject);
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&index)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        for member in members {
+            let bytes: Option<Vec<u8>> = (0..member.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(member.get(i..i + 2)?, 16).ok())
+                .collect();
+            if let Some(bytes) = bytes
+                && !hashes.contains(&bytes)
+            {
+                hashes.push(bytes);
+            }
+        }
         let _ = redis::cmd("DEL")
-            .arg(redis_key(cache, &id_hash))
+            .arg(&index)
             .query_async::<()>(&mut connection)
             .await;
     }
-    Ok(())
+    drop_cached(cache, &hashes).await;
 }

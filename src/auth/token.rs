@@ -104,7 +104,13 @@ impl TokenVerifier {
         }
     }
 
-    pub async fn verify(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
+    /// A JWS from the issuer: alg allow-list, key by `kid`, signature, `iss`, `exp`/`nbf`
+    /// and the `required` claims. The raw header's `typ` comes back with the claims.
+    async fn decode_signed(
+        &self,
+        token: &str,
+        required: &[&str],
+    ) -> Result<(Option<String>, Map<String, Value>), AuthError> {
         let mut segments = token.split('.');
         let (Some(header_b64), Some(_), Some(_), None) = (
             segments.next(),
@@ -134,10 +140,10 @@ impl TokenVerifier {
 
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[issuer.as_str()]);
-        validation.validate_aud = false; // checked below, after the token type
+        validation.validate_aud = false; // each caller checks its own audience
         validation.validate_nbf = true;
         validation.leeway = self.leeway.as_secs();
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_required_spec_claims(required);
         let data = decode::<Map<String, Value>>(token, &key.key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
@@ -156,7 +162,63 @@ impl TokenVerifier {
                 _ => AuthError::MalformedToken,
             }
         })?;
-        let claims = data.claims;
+        Ok((header.typ, data.claims))
+    }
+
+    /// An OpenID Connect Back-Channel Logout 1.0 logout token (§2.6), verified like an ID
+    /// token: the issuer's signature, `iss`, `aud` = our client id, `iat` within the
+    /// leeway-extended last five minutes, the back-channel logout event, `sub` or `sid`,
+    /// and no `nonce`. Returns (sub, sid).
+    pub async fn verify_logout(
+        &self,
+        token: &str,
+        client_id: &str,
+    ) -> Result<(Option<String>, Option<String>), AuthError> {
+        let (typ, claims) = self.decode_signed(token, &["iss", "iat", "exp"]).await?;
+        if typ.is_some_and(|t| !t.eq_ignore_ascii_case("logout+jwt")) {
+            return Err(AuthError::WrongTokenType);
+        }
+        let audience_ok = match claims.get("aud") {
+            Some(Value::String(aud)) => aud == client_id,
+            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(client_id)),
+            _ => false,
+        };
+        if !audience_ok {
+            return Err(AuthError::InvalidAudience);
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
+        if (now - iat).abs() > 300 + self.leeway.as_secs() as i64 {
+            return Err(AuthError::TokenExpired);
+        }
+        let is_logout = claims
+            .get("events")
+            .and_then(Value::as_object)
+            .is_some_and(|e| e.contains_key("http://schemas.openid.net/event/backchannel-logout"));
+        if !is_logout || claims.contains_key("nonce") || !claims.contains_key("jti") {
+            return Err(AuthError::WrongTokenType);
+        }
+        let text = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let (sub, sid) = (text("sub"), text("sid"));
+        if sub.is_none() && sid.is_none() {
+            return Err(AuthError::MalformedToken);
+        }
+        Ok((sub, sid))
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<VerifiedClaims, AuthError> {
+        let (header_typ, claims) = self.decode_signed(token, &["exp", "iss", "sub"]).await?;
+        let header = RawHeader {
+            alg: None,
+            kid: None,
+            typ: header_typ,
+        };
 
         // RFC 9068 access tokens say `typ: at+jwt`; Keycloak's say `typ: Bearer` in the
         // payload. ID tokens (`typ: ID`, or carrying nonce/at_hash) are refused.

@@ -16,12 +16,14 @@ const CACHE_TTL: Duration = Duration::from_secs(300);
 const CACHE_MAX: usize = 10_000;
 const SSN_INDEX_KEY: &str = "ssn-blind-index";
 const RESPONSE_KEY: &str = "idempotent-responses";
+const SESSION_KEY: &str = "sessions";
 
 pub struct KeyRing {
     pub kms: Kms,
     cache: Mutex<HashMap<Uuid, (Arc<DataKey>, Instant)>>,
     index_key: OnceCell<Arc<DataKey>>,
     response_key: OnceCell<Arc<DataKey>>,
+    session_key: OnceCell<Arc<DataKey>>,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -39,6 +41,7 @@ impl KeyRing {
             cache: Mutex::default(),
             index_key: OnceCell::new(),
             response_key: OnceCell::new(),
+            session_key: OnceCell::new(),
         }
     }
 
@@ -112,6 +115,14 @@ impl KeyRing {
     pub async fn response_key(&self, db: &PgPool) -> anyhow::Result<Arc<DataKey>> {
         self.response_key
             .get_or_try_init(|| self.named_key(db, RESPONSE_KEY))
+            .await
+            .cloned()
+    }
+
+    /// The key that seals the provider's refresh tokens kept with browser sessions.
+    pub async fn session_key(&self, db: &PgPool) -> anyhow::Result<Arc<DataKey>> {
+        self.session_key
+            .get_or_try_init(|| self.named_key(db, SESSION_KEY))
             .await
             .cloned()
     }

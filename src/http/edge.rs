@@ -45,6 +45,15 @@ pub async fn edge(State(state): State<AppState>, mut request: Request, next: Nex
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let method = request.method().clone();
+    // Where a step-up sends the browser back to: this page, when it was one (GET).
+    let return_to = matches!(method, axum::http::Method::GET | axum::http::Method::HEAD)
+        .then(|| {
+            request
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+        })
+        .flatten();
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
@@ -60,7 +69,7 @@ pub async fn edge(State(state): State<AppState>, mut request: Request, next: Nex
         principal = tracing::field::Empty,
     );
     let response = next.run(request).instrument(span.clone()).await;
-    let mut response = finish_problem(response, &request_id).await;
+    let mut response = finish_problem(response, &request_id, return_to.as_deref()).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
@@ -89,13 +98,16 @@ pub async fn edge(State(state): State<AppState>, mut request: Request, next: Nex
 
 /// Stamp the request id into problem documents; turn bare error responses from inner
 /// layers (axum's 405, tower-http's 413 and 408) into problem documents.
-async fn finish_problem(response: Response, request_id: &str) -> Response {
+async fn finish_problem(response: Response, request_id: &str, return_to: Option<&str>) -> Response {
     let status = response.status();
     if let Some(ProblemMarker(problem)) = response.extensions().get::<ProblemMarker>().cloned() {
         let (mut parts, _) = response.into_parts();
         parts.extensions.remove::<ProblemMarker>();
         let mut problem = problem;
         problem.request_id = Some(request_id.to_owned());
+        if problem.code == "step_up_required" {
+            problem.reauth_url = Some(reauth_url(return_to));
+        }
         return rebuild(parts, &problem);
     }
     if !(status.is_client_error() || status.is_server_error()) {
@@ -133,6 +145,17 @@ async fn finish_problem(response: Response, request_id: &str) -> Response {
     problem.request_id = Some(request_id.to_owned());
     let (parts, _) = response.into_parts();
     rebuild(parts, &problem)
+}
+
+/// `/auth/reauth`, returning to `return_to` when it is a local page.
+fn reauth_url(return_to: Option<&str>) -> String {
+    match return_to.filter(|p| p.starts_with('/') && !p.starts_with("//")) {
+        Some(path) => format!(
+            "/auth/reauth?return_to={}",
+            percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => "/auth/reauth".to_owned(),
+    }
 }
 
 fn rebuild(mut parts: axum::http::response::Parts, problem: &Problem) -> Response {

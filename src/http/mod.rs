@@ -5,6 +5,7 @@
 //! the inner layers (413, 408, axum's 405) are plain; the edge turns every error response
 //! that is not already a problem document into one, so clients see one error format.
 
+pub mod agents;
 pub mod audit;
 pub mod credit;
 pub mod documents;
@@ -78,6 +79,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(session_routes::public_routes())
         .merge(authenticated(state, session_routes::session_routes()))
         .merge(authenticated(state, me::routes()))
+        .merge(authenticated(state, agents::routes()))
         .merge(authenticated(state, leads::routes(state)))
         .merge(authenticated(state, loans::routes(state)))
         .merge(authenticated(state, audit::routes()))

@@ -1,25 +1,34 @@
-//! Browser login: `/auth/login`, `/auth/callback`, `/auth/session`, `/auth/logout`.
+//! Browser login (docs/security.md, "Sessions"): `/auth/login`, `/auth/reauth`,
+//! `/auth/callback`, `/auth/session`, `/auth/logout`, and the provider's
+//! `/auth/backchannel-logout`. Sign-in, sign-out, failed callbacks, step-ups and ended
+//! sessions are audited (entity_type `session`; no PII).
 
 use std::time::Duration;
 
 use axum::Extension;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use cookie::{Cookie, SameSite};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::middleware::SessionContext;
-use crate::auth::{AuthError, login, session};
+use crate::auth::login::{self, Purpose};
+use crate::auth::middleware::{SessionContext, cookie_value};
+use crate::auth::recheck::{audit_session, seal_refresh_token};
+use crate::auth::{Actor, AuthError, session};
 use crate::error::{AppError, AppJson};
+use crate::http::edge::RequestId;
 
 pub fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(begin_login))
+        .routes(routes!(begin_reauth))
         .routes(routes!(callback))
+        .routes(routes!(backchannel_logout))
 }
 
 pub fn session_routes() -> OpenApiRouter<AppState> {
@@ -28,32 +37,18 @@ pub fn session_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
 }
 
+/// How long the pre-login cookie (and the login it binds) lives.
+const LOGIN_TTL: Duration = Duration::from_secs(600);
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LoginParams {
     /// A local path to return to after login (default `/`).
     return_to: Option<String>,
 }
 
-/// Start a browser login: redirects to the identity provider (authorization code + PKCE).
-#[utoipa::path(get, path = "/auth/login", tag = "sessions", params(LoginParams),
-    responses((status = 303, description = "To the identity provider")))]
-async fn begin_login(
-    State(state): State<AppState>,
-    Query(params): Query<LoginParams>,
-) -> Result<Response, AppError> {
-    let url = login::begin(&state, params.return_to.as_deref()).await?;
-    Ok(Redirect::to(&url).into_response())
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct CallbackParams {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-}
-
-fn session_cookie(state: &AppState, value: String, max_age: Duration) -> HeaderValue {
-    let cookie = Cookie::build((session::COOKIE, value))
+fn cookie(state: &AppState, name: &'static str, value: String, max_age: Duration) -> HeaderValue {
+    let cookie = Cookie::build((name, value))
         .path("/")
         .http_only(true)
         .secure(state.settings.auth.cookie_secure)
@@ -65,17 +60,107 @@ fn session_cookie(state: &AppState, value: String, max_age: Duration) -> HeaderV
     HeaderValue::from_str(&cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The identity provider returns here; on success a session cookie is set.
+fn session_cookie(state: &AppState, value: String, max_age: Duration) -> HeaderValue {
+    let name = session::cookie_name(state.settings.auth.cookie_secure);
+    cookie(state, name, value, max_age)
+}
+
+fn login_cookie(state: &AppState, value: String, max_age: Duration) -> HeaderValue {
+    let name = session::login_cookie_name(state.settings.auth.cookie_secure);
+    cookie(state, name, value, max_age)
+}
+
+/// Redirect to the provider, with the pre-login cookie that binds the login to this browser.
+async fn to_provider(
+    state: &AppState,
+    return_to: Option<&str>,
+    purpose: Purpose,
+) -> Result<Response, AppError> {
+    let (url, binding) = login::begin(state, return_to, purpose).await?;
+    let mut response = Redirect::to(&url).into_response();
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, login_cookie(state, binding, LOGIN_TTL));
+    Ok(response)
+}
+
+/// Start a browser login: redirects to the identity provider (authorization code + PKCE).
+#[utoipa::path(get, path = "/auth/login", tag = "sessions", params(LoginParams),
+    responses((status = 303, description = "To the identity provider; sets the short-lived pre-login cookie")))]
+async fn begin_login(
+    State(state): State<AppState>,
+    Query(params): Query<LoginParams>,
+) -> Result<Response, AppError> {
+    to_provider(&state, params.return_to.as_deref(), Purpose::SignIn).await
+}
+
+/// Step-up: sign in again at the provider (`prompt=login`, `max_age=0`) whatever its own
+/// session, for an operation that needs a recent authentication (401 `step_up_required`
+/// carries this URL as `reauth_url`).
+#[utoipa::path(get, path = "/auth/reauth", tag = "sessions", params(LoginParams),
+    responses((status = 303, description = "To the identity provider, asking for a fresh authentication")))]
+async fn begin_reauth(
+    State(state): State<AppState>,
+    Query(params): Query<LoginParams>,
+) -> Result<Response, AppError> {
+    to_provider(&state, params.return_to.as_deref(), Purpose::StepUp).await
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackParams {
+    /// The authorization code (absent when the provider reports an `error`).
+    code: Option<String>,
+    /// The state the login was started with.
+    state: Option<String>,
+    /// The provider's error code, when the login failed there.
+    error: Option<String>,
+}
+
+fn anonymous() -> Actor {
+    Actor::borrower("anonymous".to_owned())
+}
+
+/// Audit a failed callback (`session.login_failed`); its entity is the login attempt.
+async fn login_failed(state: &AppState, reason: &str, csrf_state: &str, request_id: &str) {
+    let result = async {
+        let mut tx = state.db.begin().await?;
+        audit_session(
+            &mut tx,
+            &anonymous(),
+            "session.login_failed",
+            &session::hash_id(csrf_state),
+            Some(request_id),
+            json!({ "reason": reason }),
+        )
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "a failed sign-in could not be audited");
+    }
+    tracing::info!(reason, "a sign-in failed");
+}
+
+/// The identity provider returns here; on success a session cookie is set. The login must
+/// finish in the browser that started it (the pre-login cookie), else 401.
 #[utoipa::path(get, path = "/auth/callback", tag = "sessions", params(CallbackParams),
     responses(
         (status = 303, description = "Signed in; to the page the login started from"),
-        (status = 401, description = "The login failed or expired", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Neither a code nor an error", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The login failed, expired, or was started in another browser", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No MFA, no role, or a disabled account", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 async fn callback(
     State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
     Query(params): Query<CallbackParams>,
 ) -> Result<Response, AppError> {
+    let csrf_state = params.state.clone().unwrap_or_default();
     if params.error.is_some() {
+        login_failed(&state, "provider_error", &csrf_state, &request_id.0).await;
         return Err(AuthError::SessionExpired.into());
     }
     let (Some(code), Some(csrf_state)) = (params.code, params.state) else {
@@ -85,14 +170,59 @@ async fn callback(
             "the callback needs `code` and `state`",
         ));
     };
-    let (actor, return_to) = login::finish(&state, &code, &csrf_state).await?;
+    let secure = state.settings.auth.cookie_secure;
+    let binding = cookie_value(&headers, session::login_cookie_name(secure));
+    let finished = match login::finish(&state, &code, &csrf_state, binding.as_deref()).await {
+        Ok(finished) => finished,
+        Err(failed) => {
+            login_failed(&state, failed.reason, &csrf_state, &request_id.0).await;
+            return Err(failed.error);
+        }
+    };
+    let actor = finished.actor;
+    let refresh_token_enc = match &finished.refresh_token {
+        Some(token) => Some(seal_refresh_token(&state, &actor.subject, token).await?),
+        None => None,
+    };
     let ttl = Duration::from_secs(state.settings.auth.session_ttl_secs);
-    let (id, _) = session::create(&state.db, &state.cache, &actor, ttl).await?;
-    tracing::info!(subject = %actor.subject, "signed in");
-    let mut response = Redirect::to(&return_to).into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&state, id, ttl));
+    let (id, _) = session::create(
+        &state.db,
+        &state.cache,
+        &actor,
+        ttl,
+        session::Origin {
+            refresh_token_enc,
+            provider_sid: finished.provider_sid,
+        },
+    )
+    .await?;
+    // A session the browser already had is replaced, never kept beside the new one.
+    if let Some(previous) = cookie_value(&headers, session::cookie_name(secure)) {
+        session::revoke(&state.db, &state.cache, &previous).await?;
+    }
+    let action = match finished.purpose {
+        Purpose::SignIn => "session.signed_in",
+        Purpose::StepUp => "session.stepped_up",
+    };
+    let mut tx = state.db.begin().await?;
+    audit_session(
+        &mut tx,
+        &actor,
+        action,
+        &session::hash_id(&id),
+        Some(&request_id.0),
+        json!({ "refresh_token": finished.refresh_token.is_some() }),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(subject = %actor.subject, action, "signed in");
+    let mut response = Redirect::to(&finished.return_to).into_response();
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, session_cookie(&state, id, ttl));
+    headers.append(
+        header::SET_COOKIE,
+        login_cookie(&state, String::new(), Duration::ZERO),
+    );
     Ok(response)
 }
 
@@ -132,18 +262,111 @@ async fn current_session(
 #[utoipa::path(post, path = "/auth/logout", tag = "sessions",
     responses(
         (status = 204, description = "Signed out"),
+        (status = 401, description = "No session", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Missing CSRF token", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
 async fn logout(
     State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
     context: Option<Extension<SessionContext>>,
 ) -> Result<Response, AppError> {
     let Extension(context) = context.ok_or(AuthError::SessionExpired)?;
+    let id_hash = session::hash_id(&context.id);
+    let mut tx = state.db.begin().await?;
+    // language=PostgreSQL
+    sqlx::query("delete from sessions where id_hash = $1")
+        .bind(&id_hash)
+        .execute(&mut *tx)
+        .await?;
+    audit_session(
+        &mut tx,
+        &context.session.actor,
+        "session.signed_out",
+        &id_hash,
+        Some(&request_id.0),
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
     session::revoke(&state.db, &state.cache, &context.id).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&state, String::new(), Duration::ZERO),
     );
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct LogoutToken {
+    /// A logout token (OpenID Connect Back-Channel Logout 1.0, §2.4).
+    logout_token: String,
+}
+
+/// OpenID Connect Back-Channel Logout 1.0: the provider ends a user's sessions (by `sub`)
+/// or one provider session (by `sid`). The logout token is verified like an ID token.
+#[utoipa::path(post, path = "/auth/backchannel-logout", tag = "sessions",
+    request_body(content = LogoutToken, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The sessions are ended"),
+        (status = 400, description = "Not a valid logout token", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn backchannel_logout(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    form: Result<axum::Form<LogoutToken>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, AppError> {
+    let invalid = |detail: &str| {
+        AppError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            detail.to_owned(),
+        )
+    };
+    let axum::Form(form) = form.map_err(|_| invalid("send logout_token as a form field"))?;
+    if form.logout_token.len() > 16 * 1024 {
+        return Err(invalid("the logout token is too long"));
+    }
+    let (sub, sid) = state
+        .verifier
+        .verify_logout(&form.logout_token, &state.settings.oidc.client_id)
+        .await
+        .map_err(|e| match e {
+            AuthError::IssuerUnavailable(source) => AppError::DependencyUnavailable {
+                dependency: "oidc",
+                source,
+            },
+            other => {
+                tracing::info!(error = %other, "a back-channel logout token was refused");
+                invalid("the logout token is not valid")
+            }
+        })?;
+    // With a `sid` only that provider session ends; with a `sub` alone, all of the user's.
+    let (by_subject, by_sid) = match (&sub, &sid) {
+        (_, Some(sid)) => (None, Some(sid.as_str())),
+        (Some(sub), None) => (Some(sub.as_str()), None),
+        (None, None) => return Err(invalid("the logout token names no one")),
+    };
+    let actor = Actor::borrower("system:backchannel-logout".to_owned());
+    let mut tx = state.db.begin().await?;
+    let ended = session::delete_all(&mut tx, by_subject, by_sid).await?;
+    for (id_hash, _) in &ended {
+        audit_session(
+            &mut tx,
+            &actor,
+            "session.ended",
+            id_hash,
+            Some(&request_id.0),
+            json!({ "reason": "backchannel_logout" }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    session::uncache(&state.cache, &ended, by_subject).await;
+    tracing::info!(sessions = ended.len(), "back-channel logout");
+    let mut response = StatusCode::OK.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }

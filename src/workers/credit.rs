@@ -43,6 +43,7 @@ fn worker_actor() -> Actor {
         roles: vec![Role::Admin],
         team: None,
         auth_time: None,
+        issued_at: None,
     }
 }
 

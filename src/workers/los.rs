@@ -30,6 +30,7 @@ pub fn los_actor() -> Actor {
         roles: Vec::new(),
         team: None,
         auth_time: None,
+        issued_at: None,
     }
 }
 

@@ -55,6 +55,7 @@ fn pipeline_actor() -> Actor {
         roles: vec![Role::Admin],
         team: None,
         auth_time: None,
+        issued_at: None,
     }
 }
 

@@ -28,6 +28,7 @@ fn reconciler() -> Actor {
         roles: vec![Role::Admin],
         team: None,
         auth_time: None,
+        issued_at: None,
     }
 }
 

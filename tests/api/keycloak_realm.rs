@@ -45,6 +45,18 @@ fn the_realm_emits_the_claims_the_service_reads() {
     assert_eq!(client["attributes"]["pkce.code.challenge.method"], "S256");
     assert_eq!(client["implicitFlowEnabled"], false);
     assert_eq!(client["directAccessGrantsEnabled"], false);
+    // Keycloak ends the service's sessions of a user it logs out or disables.
+    let backchannel = client["attributes"]["backchannel.logout.url"]
+        .as_str()
+        .expect("a back-channel logout URL");
+    assert!(
+        backchannel.ends_with("/auth/backchannel-logout"),
+        "{backchannel}"
+    );
+    assert_eq!(
+        client["attributes"]["backchannel.logout.session.required"],
+        "true"
+    );
 
     let audience = mapper(client, "oidc-audience-mapper");
     assert_eq!(

@@ -1,7 +1,7 @@
 //! Browser login against the real provider: /auth/login → provider → /auth/callback →
 //! cookie → /v1/me; CSRF on cookie writes; logout; sessions through a Redis outage.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::oidc::{REDIRECT_URI, shared_issuer};
 use crate::helpers::redis::PrivateRedis;
@@ -29,15 +29,29 @@ fn location(response: &reqwest::Response) -> String {
 
 /// Sign `user` in through the app's real login flow; returns the response of the callback.
 async fn sign_in(app: &TestApp, browser: &reqwest::Client, user: &str) -> reqwest::Response {
-    let issuer = shared_issuer();
-    let response = browser
-        .get(app.url("/auth/login?return_to=/dashboard"))
-        .send()
-        .await
-        .unwrap();
+    sign_in_at(
+        app,
+        browser,
+        &shared_issuer(),
+        user,
+        "/auth/login?return_to=/dashboard",
+    )
+    .await
+}
+
+/// The provider's answer to a login started at `start` by `browser`: the query string it
+/// sends to the registered callback (not yet delivered).
+async fn provider_answer(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    issuer: &str,
+    user: &str,
+    start: &str,
+) -> String {
+    let response = browser.get(app.url(start)).send().await.unwrap();
     assert_eq!(response.status(), 303);
     let mut next = location(&response);
-    assert!(next.starts_with(&issuer), "{next}");
+    assert!(next.starts_with(issuer), "{next}");
     loop {
         let url = if next.contains("/interaction/") {
             format!("{next}?user={user}")
@@ -47,12 +61,7 @@ async fn sign_in(app: &TestApp, browser: &reqwest::Client, user: &str) -> reqwes
         let response = browser.get(&url).send().await.unwrap();
         let to = location(&response);
         if let Some(query) = to.strip_prefix(REDIRECT_URI) {
-            // The provider sends the browser to the registered callback; deliver it here.
-            return browser
-                .get(app.url(&format!("/auth/callback{query}")))
-                .send()
-                .await
-                .unwrap();
+            return query.to_owned();
         }
         next = if to.starts_with("http") {
             to
@@ -60,6 +69,22 @@ async fn sign_in(app: &TestApp, browser: &reqwest::Client, user: &str) -> reqwes
             format!("{issuer}{to}")
         };
     }
+}
+
+/// Sign in at `issuer` through the login started at `start`; the callback's response.
+async fn sign_in_at(
+    app: &TestApp,
+    browser: &reqwest::Client,
+    issuer: &str,
+    user: &str,
+    start: &str,
+) -> reqwest::Response {
+    let query = provider_answer(app, browser, issuer, user, start).await;
+    browser
+        .get(app.url(&format!("/auth/callback{query}")))
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn csrf_token(app: &TestApp, browser: &reqwest::Client) -> String {
@@ -360,4 +385,541 @@ async fn side_effecting_gets_need_csrf_proof_with_a_cookie_but_not_with_a_bearer
         .await
         .unwrap();
     assert_eq!(bearer.status(), 200);
+}
+
+async fn audit_actions(app: &TestApp, prefix: &str) -> Vec<(String, Value)> {
+    sqlx::query_as::<_, (String, Value)>(
+        "select action, details from audit_log where action like $1 order by seq",
+    )
+    .bind(format!("{prefix}%"))
+    .fetch_all(&app.state.db)
+    .await
+    .unwrap()
+}
+
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Defect (login CSRF): the state was stored server-side only, so a callback URL completed
+/// by an attacker and opened in a victim's browser signed the victim into the attacker's
+/// account. Now the login is bound to the browser that started it.
+#[tokio::test]
+async fn a_callback_replayed_in_another_browser_signs_nobody_in() {
+    let app = app().spawn().await;
+    let attacker = browser();
+    let query = provider_answer(
+        &app,
+        &attacker,
+        &shared_issuer(),
+        "agent-b1",
+        "/auth/login?return_to=/",
+    )
+    .await;
+    let callback = app.url(&format!("/auth/callback{query}"));
+    // The victim's browser: no pre-login cookie, or one of its own login.
+    let victim = browser();
+    let response = victim.get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        set_cookies(&response)
+            .iter()
+            .all(|c| !c.starts_with("lf_session")),
+        "no session for the victim"
+    );
+    let _ = victim
+        .get(app.url("/auth/login?return_to=/"))
+        .send()
+        .await
+        .unwrap();
+    let response = victim.get(&callback).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "another login's cookie does not match"
+    );
+    assert_eq!(
+        victim.get(app.url("/v1/me")).send().await.unwrap().status(),
+        401
+    );
+    let failed = audit_actions(&app, "session.login_failed").await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0].1["reason"], "not_this_browser");
+    // The browser that started it still finishes its own login.
+    let response = attacker.get(&callback).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    let me: Value = attacker
+        .get(app.url("/v1/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["subject"], "agent-b1");
+    assert_eq!(audit_actions(&app, "session.signed_in").await.len(), 1);
+}
+
+/// Secure cookies carry the `__Host-` prefix: only this host, path `/`, HTTPS.
+#[tokio::test]
+async fn secure_cookies_are_host_prefixed() {
+    let app = app()
+        .settings(|s| s.auth.cookie_secure = true)
+        .spawn()
+        .await;
+    // The cookie store would not send Secure cookies over plain HTTP: carry them by hand.
+    let client = browser();
+    let response = client
+        .get(app.url("/auth/login?return_to=/"))
+        .send()
+        .await
+        .unwrap();
+    let login = set_cookies(&response).remove(0);
+    assert!(login.starts_with("__Host-lf_login="), "{login}");
+    assert!(login.contains("Secure") && login.contains("Path=/") && !login.contains("Domain"));
+    let binding = login.split(';').next().unwrap().to_owned();
+    let mut next = location(&response);
+    let issuer = shared_issuer();
+    let query = loop {
+        let url = if next.contains("/interaction/") {
+            format!("{next}?user=agent-a2")
+        } else {
+            next.clone()
+        };
+        let to = location(&client.get(&url).send().await.unwrap());
+        if let Some(query) = to.strip_prefix(REDIRECT_URI) {
+            break query.to_owned();
+        }
+        next = if to.starts_with("http") {
+            to
+        } else {
+            format!("{issuer}{to}")
+        };
+    };
+    let response = app
+        .client
+        .get(app.url(&format!("/auth/callback{query}")))
+        .header("cookie", &binding)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let session = set_cookies(&response)
+        .into_iter()
+        .find(|c| c.starts_with("__Host-lf_session="))
+        .expect("a __Host- session cookie");
+    assert!(
+        session.contains("Secure") && session.contains("HttpOnly") && session.contains("Path=/")
+    );
+    let me = app
+        .client
+        .get(app.url("/v1/me"))
+        .header("cookie", session.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+}
+
+async fn provider_user(issuer: &str, body: Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{issuer}/__test/users"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+}
+
+async fn me(app: &TestApp, browser: &reqwest::Client) -> (u16, Value) {
+    let response = browser.get(app.url("/v1/me")).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Defect: a session kept the roles and team of its sign-in for 8 hours; a moved, demoted
+/// or disabled agent kept the old scope. Now it follows the provider (refresh grant) and
+/// the agent's own `disabled_at`, re-checked at most every `auth.session_recheck_secs`.
+#[tokio::test]
+async fn sessions_follow_the_agents_rights() {
+    let app = app()
+        .settings(|s| s.auth.session_recheck_secs = 1)
+        .spawn()
+        .await;
+    let issuer = shared_issuer();
+    let mover = format!("mover-{}", crate::helpers::unique_id());
+    provider_user(
+        &issuer,
+        json!({"id": mover, "roles": ["agent"], "team": "team-a"}),
+    )
+    .await;
+    let browser = browser();
+    let start = "/auth/login?return_to=/";
+    assert_eq!(
+        sign_in_at(&app, &browser, &issuer, &mover, start)
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(me(&app, &browser).await.1["team"], "team-a");
+
+    // Moved and promoted at the provider: the next re-check takes the new rights.
+    provider_user(
+        &issuer,
+        json!({"id": mover, "roles": ["manager"], "team": "team-b"}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (status, now) = me(&app, &browser).await;
+    assert_eq!(status, 200, "{now}");
+    assert_eq!(
+        (now["team"].as_str(), now["roles"].clone()),
+        (Some("team-b"), json!(["manager"]))
+    );
+    let stored: Option<String> = sqlx::query_scalar("select team from agents where subject = $1")
+        .bind(&mover)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), Some("team-b"));
+
+    // Disabled at the provider: the refresh is refused and the session ends.
+    provider_user(&issuer, json!({"id": mover, "disabled": true})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let (status, problem) = me(&app, &browser).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("session_expired"))
+    );
+    let ended = audit_actions(&app, "session.ended").await;
+    assert_eq!(
+        ended.last().unwrap().1["reason"],
+        "provider_refused",
+        "{ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_admin_disables_an_agent_ending_sessions_and_refusing_tokens() {
+    let app = app().spawn().await;
+    let issuer = shared_issuer();
+    let leaver = format!("leaver-{}", crate::helpers::unique_id());
+    provider_user(&issuer, json!({"id": leaver})).await;
+    let first = browser();
+    let second = browser();
+    for b in [&first, &second] {
+        assert_eq!(
+            sign_in_at(&app, b, &issuer, &leaver, "/auth/login")
+                .await
+                .status(),
+            303
+        );
+    }
+    let token = crate::helpers::oidc::login(&issuer, &leaver)
+        .await
+        .access_token;
+    let admin = crate::helpers::oidc::access_token("admin").await;
+    let agents: Value = app
+        .client
+        .get(app.url("/v1/agents?limit=200"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        agents["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["subject"] == leaver.as_str())
+    );
+    // An agent may not, and the admin may not disable themselves.
+    let agent = crate::helpers::oidc::access_token("agent-a1").await;
+    let path = format!("/v1/agents/{leaver}/disable");
+    let denied = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let own = app
+        .client
+        .post(app.url("/v1/agents/admin/disable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 409);
+
+    let disabled = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 204);
+    for b in [&first, &second] {
+        assert_eq!(me(&app, b).await.0, 401, "every session ended at once");
+    }
+    let response = app
+        .client
+        .get(app.url("/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "account_disabled");
+    let relogin = browser();
+    let callback = sign_in_at(&app, &relogin, &issuer, &leaver, "/auth/login").await;
+    assert_eq!(callback.status(), 403, "no new session either");
+    assert_eq!(audit_actions(&app, "agent.disabled").await.len(), 1);
+    assert_eq!(audit_actions(&app, "session.ended").await.len(), 2);
+
+    let enabled = app
+        .client
+        .post(app.url(&format!("/v1/agents/{leaver}/enable")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enabled.status(), 204);
+    let response = app
+        .client
+        .get(app.url("/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(audit_actions(&app, "agent.enabled").await.len(), 1);
+}
+
+/// A token issued before a team move never writes the old team back.
+#[tokio::test]
+async fn provisioning_never_writes_older_claims_over_newer_ones() {
+    let app = app().spawn().await;
+    let issuer = shared_issuer();
+    let subject = format!("jit-{}", crate::helpers::unique_id());
+    provider_user(&issuer, json!({"id": subject, "team": "team-a"})).await;
+    let old = crate::helpers::oidc::login(&issuer, &subject)
+        .await
+        .access_token;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    provider_user(&issuer, json!({"id": subject, "team": "team-b"})).await;
+    let new = crate::helpers::oidc::login(&issuer, &subject)
+        .await
+        .access_token;
+    let team = || async {
+        sqlx::query_scalar::<_, Option<String>>("select team from agents where subject = $1")
+            .bind(&subject)
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap()
+    };
+    let call = |token: String| {
+        let request = app.client.get(app.url("/v1/me")).bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(call(new.clone()).await, 200);
+    assert_eq!(team().await.as_deref(), Some("team-b"));
+    assert_eq!(call(old).await, 200);
+    assert_eq!(
+        team().await.as_deref(),
+        Some("team-b"),
+        "the older token wrote nothing"
+    );
+}
+
+/// An unreachable provider: the session lives on for the grace period, then ends.
+#[tokio::test]
+async fn an_unreachable_provider_ends_sessions_after_the_grace_period() {
+    let provider = crate::helpers::oidc::PrivateOidc::start().await;
+    let issuer = provider.issuer.clone();
+    let configured = issuer.clone();
+    let app = app()
+        .settings(move |s| {
+            s.oidc.issuer_url = configured.parse().unwrap();
+            s.auth.session_recheck_secs = 1;
+            s.auth.recheck_grace_secs = 3;
+        })
+        .spawn()
+        .await;
+    let browser = browser();
+    assert_eq!(
+        sign_in_at(&app, &browser, &issuer, "agent-a1", "/auth/login")
+            .await
+            .status(),
+        303
+    );
+    drop(provider);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(me(&app, &browser).await.0, 200, "within the grace period");
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let (status, problem) = me(&app, &browser).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("session_expired"))
+    );
+    let ended = audit_actions(&app, "session.ended").await;
+    assert_eq!(ended.last().unwrap().1["reason"], "provider_unreachable");
+}
+
+/// OpenID Connect Back-Channel Logout 1.0: the provider ends a user's sessions.
+#[tokio::test]
+async fn the_provider_ends_sessions_by_back_channel_logout() {
+    let app = app()
+        .settings(|s| s.rate_limit.auth_per_ip = 1000)
+        .spawn()
+        .await;
+    let issuer = shared_issuer();
+    let subject = format!("bcl-{}", crate::helpers::unique_id());
+    provider_user(&issuer, json!({"id": subject})).await;
+    let browsers = [browser(), browser()];
+    for b in &browsers {
+        assert_eq!(
+            sign_in_at(&app, b, &issuer, &subject, "/auth/login")
+                .await
+                .status(),
+            303
+        );
+    }
+    let bystander = browser();
+    assert_eq!(sign_in(&app, &bystander, "agent-a2").await.status(), 303);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = |extra: Value| {
+        let mut c = json!({"iss": issuer, "aud": crate::helpers::oidc::CLIENT_ID, "iat": now,
+            "exp": now + 120, "jti": uuid::Uuid::new_v4().to_string(), "sub": subject,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let header = json!({"typ": "logout+jwt"});
+    let post = |token: String| {
+        let request = app
+            .client
+            .post(app.url("/auth/backchannel-logout"))
+            .form(&[("logout_token", token)]);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Forged or malformed logout tokens end nothing.
+    for bad in [
+        claims(json!({"aud": "someone-else"})),
+        claims(json!({"events": null})),
+        claims(json!({"nonce": "n"})),
+        claims(json!({"iat": now - 3600})),
+        claims(json!({"iss": "http://127.0.0.1:1"})),
+        claims(json!({"sub": null})),
+    ] {
+        let token = crate::helpers::oidc::sign(&issuer, header.clone(), bad).await;
+        assert_eq!(post(token).await, 400);
+    }
+    assert_eq!(post("not-a-jwt".into()).await, 400);
+    for b in &browsers {
+        assert_eq!(me(&app, b).await.0, 200);
+    }
+    let token = crate::helpers::oidc::sign(&issuer, header, claims(json!({}))).await;
+    assert_eq!(post(token).await, 200);
+    for b in &browsers {
+        assert_eq!(me(&app, b).await.0, 401);
+    }
+    assert_eq!(
+        me(&app, &bystander).await.0,
+        200,
+        "another user's session stays"
+    );
+    let ended = audit_actions(&app, "session.ended").await;
+    assert_eq!(ended.len(), 2);
+    assert!(
+        ended
+            .iter()
+            .all(|(_, d)| d["reason"] == "backchannel_logout")
+    );
+}
+
+/// Defect: `/auth/login` never asked for a fresh authentication, so a cookie user stuck on
+/// `step_up_required` could not clear it while the provider's session lived.
+#[tokio::test]
+async fn a_browser_clears_step_up_at_auth_reauth() {
+    let app = app()
+        .settings(|s| s.auth.step_up_max_age_secs = 2)
+        .spawn()
+        .await;
+    let token = crate::helpers::oidc::access_token("agent-a1").await;
+    let loan = crate::loans::agent_a1_loan(&app, &token).await;
+    let lead: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reveal = format!("/v1/leads/{}?reveal=ssn", lead["lead_id"].as_str().unwrap());
+    let browser = browser();
+    assert_eq!(sign_in(&app, &browser, "agent-a1").await.status(), 303);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let response = browser
+        .get(app.url(&reveal))
+        .header("Sec-Fetch-Site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "step_up_required");
+    let reauth = problem["reauth_url"].as_str().unwrap().to_owned();
+    assert!(
+        reauth.starts_with("/auth/reauth?return_to=%2Fv1%2Fleads%2F"),
+        "{reauth}"
+    );
+
+    // The provider is asked for a fresh authentication, whatever its own session.
+    let to_provider = browser.get(app.url(&reauth)).send().await.unwrap();
+    assert_eq!(to_provider.status(), 303);
+    let url = url::Url::parse(&location(&to_provider)).unwrap();
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query.get("prompt").map(String::as_str), Some("login"));
+    assert_eq!(query.get("max_age").map(String::as_str), Some("0"));
+    let callback = sign_in_at(&app, &browser, &shared_issuer(), "agent-a1", &reauth).await;
+    assert_eq!(callback.status(), 303);
+    assert_eq!(location(&callback), reveal, "back to the page that asked");
+    let response = browser
+        .get(app.url(&reveal))
+        .header("Sec-Fetch-Site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(audit_actions(&app, "session.stepped_up").await.len(), 1);
+    // Sign-out is audited too.
+    let csrf = csrf_token(&app, &browser).await;
+    let out = browser
+        .post(app.url("/auth/logout"))
+        .header("X-CSRF-Token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    assert_eq!(audit_actions(&app, "session.signed_out").await.len(), 1);
 }
