@@ -301,14 +301,22 @@ TOML
 }
 
 # The OpenAPI validator the test suite runs (a real one: openapi-spec-validator).
+# The OpenAPI validator the tests run on /openapi.json and schemathesis, which tests the
+# running service against it (scripts/checks/schemathesis.sh, scripts/fuzz api). Pinned to
+# the newest releases; a machine with older pins gets them replaced.
+OPENAPI_TOOL_PINS="openapi-spec-validator==0.9.0 schemathesis==4.32.5"
 ensure_openapi_validator() {
   local venv="$TOOLS/venv"
-  if [ ! -x "$venv/bin/openapi-spec-validator" ]; then
-    log "installing openapi-spec-validator (once per machine)"
+  if [ ! -x "$venv/bin/openapi-spec-validator" ] || [ ! -x "$venv/bin/schemathesis" ] \
+      || [ "$(cat "$venv/.pins" 2>/dev/null)" != "$OPENAPI_TOOL_PINS" ]; then
+    log "installing $OPENAPI_TOOL_PINS (once per machine)"
     python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
-    "$venv/bin/pip" install -q "openapi-spec-validator==0.7.2"
+    # shellcheck disable=SC2086 # the pins are words
+    "$venv/bin/pip" install -q $OPENAPI_TOOL_PINS
+    echo "$OPENAPI_TOOL_PINS" >"$venv/.pins"
   fi
   export LOANFOLIO_TEST_OPENAPI_VALIDATOR="$venv/bin/openapi-spec-validator"
+  export LOANFOLIO_SCHEMATHESIS="$venv/bin/schemathesis"
 }
 
 # A local SMTP server (Debian python3-aiosmtpd) delivering into a Maildir: .local/mail.

@@ -21,6 +21,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     entity_type: Option<String>,
     entity_id: Option<Uuid>,

@@ -26,14 +26,13 @@ use crate::http::edge::RequestId;
 use crate::http::support::{kms_unavailable, push_scope, rfc3339, with_location};
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
-    let creating = OpenApiRouter::new()
-        .routes(routes!(request_pull, list_pulls))
-        .routes(routes!(reissue))
-        .routes(routes!(upgrade))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::idempotency::require,
-        ));
+    let creating = crate::http::idempotency::layer(
+        state,
+        OpenApiRouter::new()
+            .routes(routes!(request_pull, list_pulls))
+            .routes(routes!(reissue))
+            .routes(routes!(upgrade)),
+    );
     OpenApiRouter::new()
         .routes(routes!(get_pull))
         .routes(routes!(get_report))
@@ -317,29 +316,39 @@ pub struct CreditPullList {
 }
 
 /// The lead's pulls, newest first.
-#[utoipa::path(get, path = "/v1/leads/{id}/credit-reports", tag = "credit", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/leads/{id}/credit-reports", tag = "credit",
+    params(("id" = Uuid, Path), crate::http::support::PageParams),
     responses((status = 200, description = "Pulls", body = CreditPullList)))]
 async fn list_pulls(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(lead_id): Path<Uuid>,
+    query: Result<
+        axum::extract::Query<crate::http::support::PageParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<AppJson<CreditPullList>, AppError> {
+    let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
     let mut conn = state.db.acquire().await?;
     if !lead_in_scope(&mut conn, lead_id, &actor.read_scope()).await? {
         return Err(AppError::not_found());
     }
-    let rows: Vec<PullRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_PULL} where c.lead_id = $1 order by c.id desc limit 200"
+    let mut rows: Vec<PullRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_PULL} where c.lead_id = $1 and ($2::uuid is null or c.id < $2)
+          order by c.id desc limit $3"
     )))
     .bind(lead_id)
+    .bind(page.after)
+    .bind(page.limit + 1)
     .fetch_all(&mut *conn)
     .await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
     Ok(AppJson(CreditPullList {
         items: rows
             .into_iter()
             .map(|r| CreditPull::view(r, &actor))
             .collect(),
-        next_cursor: None,
+        next_cursor,
     }))
 }
 

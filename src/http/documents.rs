@@ -32,12 +32,10 @@ use crate::http::support::{
 };
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
-    let creating = OpenApiRouter::new()
-        .routes(routes!(create_upload, list_documents))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::idempotency::require,
-        ));
+    let creating = crate::http::idempotency::layer(
+        state,
+        OpenApiRouter::new().routes(routes!(create_upload, list_documents)),
+    );
     OpenApiRouter::new()
         .routes(routes!(complete))
         .routes(routes!(download))
@@ -461,18 +459,30 @@ pub struct DocumentList {
 }
 
 /// The loan's documents, newest first.
-#[utoipa::path(get, path = "/v1/loans/{id}/documents", tag = "documents", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/loans/{id}/documents", tag = "documents",
+    params(("id" = Uuid, Path), crate::http::support::PageParams),
     responses((status = 200, description = "Documents", body = DocumentList)))]
 async fn list_documents(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(loan_id): Path<Uuid>,
+    query: Result<
+        axum::extract::Query<crate::http::support::PageParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<AppJson<DocumentList>, AppError> {
+    let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
     let mut query = QueryBuilder::<Postgres>::new(SELECT_DOCUMENT);
     query.push(" where d.loan_id = ").push_bind(loan_id);
     push_scope(&mut query, "o", &actor.read_scope());
-    query.push(" order by d.id desc limit 200");
-    let rows: Vec<DocumentRow> = query.build_query_as().fetch_all(&state.db).await?;
+    if let Some(after) = page.after {
+        query.push(" and d.id < ").push_bind(after);
+    }
+    query
+        .push(" order by d.id desc limit ")
+        .push_bind(page.limit + 1);
+    let mut rows: Vec<DocumentRow> = query.build_query_as().fetch_all(&state.db).await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
     if rows.is_empty() {
         let mut conn = state.db.acquire().await?;
         visible_loan(&mut conn, loan_id, &actor).await?;
@@ -481,10 +491,7 @@ async fn list_documents(
     for row in &rows {
         items.push(render(&state, row, &actor).await?);
     }
-    Ok(AppJson(DocumentList {
-        items,
-        next_cursor: None,
-    }))
+    Ok(AppJson(DocumentList { items, next_cursor }))
 }
 
 /// A document's metadata and state.
@@ -774,6 +781,7 @@ async fn borrower_complete(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadUrlParams {
     filename: String,
     content_type: String,
@@ -785,7 +793,10 @@ pub struct UploadUrlParams {
 /// `awaiting_upload` document that expires if no file arrives.
 #[utoipa::path(get, path = "/v1/loans/{id}/docs/upload-url", tag = "documents",
     params(("id" = Uuid, Path), UploadUrlParams),
-    responses((status = 201, description = "Upload target", body = Upload)))]
+    responses(
+        (status = 201, description = "Upload target", body = Upload),
+        (status = 422, description = "Too large, unsupported type or invalid", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
 async fn upload_url(
     state: State<AppState>,
     actor: Extension<Actor>,

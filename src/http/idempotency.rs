@@ -55,6 +55,42 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, AppError> {
         })
 }
 
+/// `routes` with the idempotency layer, and their creating operations documented with the
+/// required `Idempotency-Key` header.
+pub fn layer(
+    state: &AppState,
+    mut routes: utoipa_axum::router::OpenApiRouter<AppState>,
+) -> utoipa_axum::router::OpenApiRouter<AppState> {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{Required, schema::ObjectBuilder, schema::Type};
+    for item in routes.get_openapi_mut().paths.paths.values_mut() {
+        if let Some(operation) = item.post.as_mut() {
+            let header = ParameterBuilder::new()
+                .name("Idempotency-Key")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::True)
+                .description(Some(
+                    "1–255 visible ASCII characters, unique per request you mean to make once \
+                     (`X-Idempotency-Key` is accepted too); replays answer the stored response \
+                     with `Idempotent-Replayed: true`",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(255))
+                        .pattern(Some("^[!-~]+$")),
+                ))
+                .build();
+            let parameters = operation.parameters.get_or_insert_with(Vec::new);
+            if !parameters.iter().any(|p| p.name == "Idempotency-Key") {
+                parameters.push(header);
+            }
+        }
+    }
+    routes.route_layer(axum::middleware::from_fn_with_state(state.clone(), require))
+}
+
 pub async fn require(State(state): State<AppState>, request: Request, next: Next) -> Response {
     // Reads sharing a path with a creating route (GET and POST /…/upload-links) pass.
     if request.method().is_safe() {

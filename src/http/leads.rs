@@ -31,12 +31,8 @@ use crate::http::support::{
 };
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
-    let creating = OpenApiRouter::new()
-        .routes(routes!(create_lead))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::idempotency::require,
-        ));
+    let creating =
+        crate::http::idempotency::layer(state, OpenApiRouter::new().routes(routes!(create_lead)));
     OpenApiRouter::new()
         .routes(routes!(list_leads))
         .routes(routes!(get_lead, patch_lead))
@@ -501,9 +497,17 @@ pub async fn create_with_pull(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GetParams {
     /// `ssn` to return the full SSN (audited; needs a recent sign-in).
-    reveal: Option<String>,
+    #[param(inline)]
+    reveal: Option<Reveal>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reveal {
+    Ssn,
 }
 
 /// One lead; the SSN masked unless `?reveal=ssn`.
@@ -518,19 +522,10 @@ async fn get_lead(
     Extension(request_id): Extension<RequestId>,
     Extension(side_effects): Extension<SideEffects>,
     Path(id): Path<Uuid>,
-    Query(params): Query<GetParams>,
+    query: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
-    let reveal = match params.reveal.as_deref() {
-        None => false,
-        Some("ssn") => true,
-        Some(_) => {
-            return Err(AppError::client(
-                StatusCode::BAD_REQUEST,
-                "malformed_request",
-                "`reveal` accepts only `ssn`",
-            ));
-        }
-    };
+    let Query(params) = query.map_err(|_| malformed("`reveal` accepts only `ssn`"))?;
+    let reveal = matches!(params.reveal, Some(Reveal::Ssn));
     let mut conn = state.db.acquire().await?;
     let row = fetch_lead(&mut conn, id, &actor.read_scope(), false)
         .await?
@@ -572,6 +567,7 @@ async fn get_lead(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     status: Option<LeadStatus>,
     /// Case-insensitive match on first or last name.
@@ -678,7 +674,8 @@ fn as_input_json(view: &Lead, ssn: Option<String>) -> Value {
 }
 
 /// Update a lead with a JSON merge patch (RFC 7396); `If-Match` required.
-#[utoipa::path(patch, path = "/v1/leads/{id}", tag = "leads", params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/v1/leads/{id}", tag = "leads",
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The ETag you last read (428 without it, 412 when the lead changed since)")),
     request_body(content = Value, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "Updated", body = Lead),

@@ -32,12 +32,8 @@ use crate::http::support::{
 };
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
-    let creating = OpenApiRouter::new()
-        .routes(routes!(create_loan))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::idempotency::require,
-        ));
+    let creating =
+        crate::http::idempotency::layer(state, OpenApiRouter::new().routes(routes!(create_loan)));
     OpenApiRouter::new()
         .routes(routes!(dashboard))
         .routes(routes!(get_loan))
@@ -328,6 +324,7 @@ async fn get_loan(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DashboardParams {
     status: Option<LoanStatus>,
     /// 1–200, default 50.
@@ -424,7 +421,8 @@ pub struct TransitionRequest {
 
 /// Move a loan through its status machine; `If-Match` required. 409 for a move the
 /// machine never allows, then 403 for a move the caller's role may not make.
-#[utoipa::path(post, path = "/v1/loans/{id}/status", tag = "loans", params(("id" = Uuid, Path)),
+#[utoipa::path(post, path = "/v1/loans/{id}/status", tag = "loans",
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The ETag you last read (428 without it, 412 when the loan changed since)")),
     request_body = TransitionRequest,
     responses(
         (status = 200, description = "Moved", body = Loan),
@@ -585,7 +583,13 @@ pub async fn apply_transition(
 }
 
 /// from, to, actor, encrypted reason, at.
-type HistoryRow = (String, String, String, Option<Vec<u8>>, OffsetDateTime);
+type HistoryRow = (i64, String, String, String, Option<Vec<u8>>, OffsetDateTime);
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryList {
+    items: Vec<HistoryItem>,
+    next_cursor: Option<String>,
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryItem {
@@ -597,25 +601,35 @@ pub struct HistoryItem {
 }
 
 /// The loan's status history, oldest first.
-#[utoipa::path(get, path = "/v1/loans/{id}/history", tag = "loans", params(("id" = Uuid, Path)),
-    responses((status = 200, description = "Transitions", body = Vec<HistoryItem>)))]
+#[utoipa::path(get, path = "/v1/loans/{id}/history", tag = "loans",
+    params(("id" = Uuid, Path), crate::http::support::PageParams),
+    responses((status = 200, description = "Transitions", body = HistoryList)))]
 async fn history(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<Uuid>,
-) -> Result<AppJson<Vec<HistoryItem>>, AppError> {
+    query: Result<
+        axum::extract::Query<crate::http::support::PageParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<AppJson<HistoryList>, AppError> {
+    let page = crate::http::support::PageParams::from_query(query)?.page::<i64>()?;
     let mut conn = state.db.acquire().await?;
     let row = fetch_loan(&mut conn, id, &actor.read_scope(), false)
         .await?
         .ok_or_else(AppError::not_found)?;
     // language=PostgreSQL
-    let rows: Vec<HistoryRow> = sqlx::query_as(
-        "select from_status, to_status, actor_subject, reason_enc, at
-           from loan_status_history where loan_id = $1 order by id",
+    let mut rows: Vec<HistoryRow> = sqlx::query_as(
+        "select id, from_status, to_status, actor_subject, reason_enc, at
+           from loan_status_history where loan_id = $1 and ($2::bigint is null or id > $2)
+          order by id limit $3",
     )
     .bind(id)
+    .bind(page.after)
+    .bind(page.limit + 1)
     .fetch_all(&mut *conn)
     .await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.0.to_string());
     drop(conn);
     let key = state
         .keys
@@ -623,7 +637,7 @@ async fn history(
         .await
         .map_err(kms_unavailable)?;
     let mut items = Vec::with_capacity(rows.len());
-    for (from, to, actor_subject, reason_enc, at) in rows {
+    for (_, from, to, actor_subject, reason_enc, at) in rows {
         let reason = match reason_enc {
             Some(enc) => Some(
                 String::from_utf8(
@@ -655,5 +669,5 @@ async fn history(
             at: rfc3339(at),
         });
     }
-    Ok(AppJson(items))
+    Ok(AppJson(HistoryList { items, next_cursor }))
 }

@@ -27,9 +27,7 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
 }
 
 pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(resubmit)).route_layer(
-        axum::middleware::from_fn_with_state(state.clone(), crate::http::idempotency::require),
-    )
+    crate::http::idempotency::layer(state, OpenApiRouter::new().routes(routes!(resubmit)))
 }
 
 fn unauthorized(code: &'static str, detail: &str) -> AppError {

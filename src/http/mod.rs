@@ -17,6 +17,7 @@ pub mod loans;
 pub mod los;
 pub mod me;
 pub mod notifications;
+pub mod openapi;
 pub mod ops;
 pub mod requests;
 pub mod session_routes;
@@ -109,9 +110,80 @@ pub fn authenticated(state: &AppState, routes: OpenApiRouter<AppState>) -> OpenA
 
 /// The `serve` role's router.
 pub fn router(state: AppState) -> Router {
-    let (router, openapi) = api(&state).split_for_parts();
-    let router = router.layer(axum::Extension(std::sync::Arc::new(openapi)));
+    let (router, mut openapi) = api(&state).split_for_parts();
+    openapi::complete(&mut openapi);
+    let allowed = std::sync::Arc::new(allowed_methods(&openapi));
+    let router = router
+        .layer(axum::middleware::from_fn(move |request, next| {
+            let allowed = allowed.clone();
+            async move { method_check(&allowed, request, next).await }
+        }))
+        .layer(axum::Extension(std::sync::Arc::new(openapi)));
     finish(router, state)
+}
+
+/// Each documented path template with the methods the API answers on it.
+fn allowed_methods(
+    openapi: &utoipa::openapi::OpenApi,
+) -> std::collections::HashMap<String, Vec<axum::http::Method>> {
+    use axum::http::Method;
+    openapi
+        .paths
+        .paths
+        .iter()
+        .map(|(path, item)| {
+            let mut methods = Vec::new();
+            for (method, operation) in [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::PATCH, &item.patch),
+                (Method::DELETE, &item.delete),
+            ] {
+                if operation.is_some() {
+                    methods.push(method);
+                }
+            }
+            if item.get.is_some() {
+                methods.push(Method::HEAD);
+            }
+            (path.clone(), methods)
+        })
+        .collect()
+}
+
+/// A method the route does not have is 405 with `Allow`, before authentication and the
+/// idempotency layer look at the request (they wrap each route's method router).
+async fn method_check(
+    allowed: &std::collections::HashMap<String, Vec<axum::http::Method>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let methods = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|path| allowed.get(path.as_str()));
+    match methods {
+        Some(methods) if !methods.contains(request.method()) => {
+            let allow = methods
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut response = AppError::client(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the route does not support this method",
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, value);
+            }
+            response
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// The operations listener's router (`server.admin_listen` of `serve`, and `worker`'s

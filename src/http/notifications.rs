@@ -59,23 +59,33 @@ type Row = (
 );
 
 /// What was sent about this loan, newest first.
-#[utoipa::path(get, path = "/v1/loans/{id}/notifications", tag = "loans", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/loans/{id}/notifications", tag = "loans",
+    params(("id" = Uuid, Path), crate::http::support::PageParams),
     responses((status = 200, description = "Notifications", body = NotificationList)))]
 async fn list_notifications(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(loan): Path<Uuid>,
+    query: Result<
+        axum::extract::Query<crate::http::support::PageParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<AppJson<NotificationList>, AppError> {
+    let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
     let mut conn = state.db.acquire().await?;
     let lead = visible_loan(&mut conn, loan, &actor).await?;
     // language=PostgreSQL
-    let rows: Vec<Row> = sqlx::query_as(
+    let mut rows: Vec<Row> = sqlx::query_as(
         "select id, lead_id, channel, template, recipient_kind, recipient_enc, state, attempts, last_error, created_at, sent_at
-           from notifications where loan_id = $1 order by id desc limit 200",
+           from notifications where loan_id = $1 and ($2::uuid is null or id < $2)
+          order by id desc limit $3",
     )
     .bind(loan)
+    .bind(page.after)
+    .bind(page.limit + 1)
     .fetch_all(&mut *conn)
     .await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.0.to_string());
     let key = state
         .keys
         .file_key(&state.db, lead)
@@ -120,10 +130,7 @@ async fn list_notifications(
             sent_at: sent_at.map(rfc3339),
         });
     }
-    Ok(AppJson(NotificationList {
-        items,
-        next_cursor: None,
-    }))
+    Ok(AppJson(NotificationList { items, next_cursor }))
 }
 
 #[cfg(test)]

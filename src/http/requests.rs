@@ -28,12 +28,10 @@ use crate::http::support::{
 };
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
-    let creating = OpenApiRouter::new()
-        .routes(routes!(create_request, list_requests))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::idempotency::require,
-        ));
+    let creating = crate::http::idempotency::layer(
+        state,
+        OpenApiRouter::new().routes(routes!(create_request, list_requests)),
+    );
     OpenApiRouter::new()
         .routes(routes!(review_document))
         .merge(creating)
@@ -86,6 +84,7 @@ pub struct DocumentRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DocumentRequestList {
     items: Vec<DocumentRequest>,
+    next_cursor: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -484,18 +483,30 @@ async fn create_request(
 
 /// The loan's needs list with states and timelines.
 #[utoipa::path(get, path = "/v1/loans/{id}/document-requests", tag = "documents",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, description = "The needs list", body = DocumentRequestList)))]
+    params(("id" = Uuid, Path), crate::http::support::PageParams),
+    responses((status = 200, description = "The needs list, oldest first", body = DocumentRequestList)))]
 async fn list_requests(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(loan_id): Path<Uuid>,
+    query: Result<
+        axum::extract::Query<crate::http::support::PageParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<AppJson<DocumentRequestList>, AppError> {
+    let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
     let mut conn = state.db.acquire().await?;
     visible_loan(&mut conn, loan_id, &actor).await?;
-    let rows = loan_requests(&mut conn, loan_id).await?;
+    // A loan's needs list is short (one request per document asked for): paged in memory.
+    let mut rows: Vec<_> = loan_requests(&mut conn, loan_id)
+        .await?
+        .into_iter()
+        .filter(|r| page.after.is_none_or(|after| r.id > after))
+        .take(page.limit as usize + 1)
+        .collect();
+    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
     let items = render_all(&state, &mut conn, &rows, &actor).await?;
-    Ok(AppJson(DocumentRequestList { items }))
+    Ok(AppJson(DocumentRequestList { items, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

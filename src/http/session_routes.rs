@@ -109,9 +109,11 @@ async fn begin_reauth(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct CallbackParams {
-    /// The authorization code (absent when the provider reports an `error`).
+    /// The authorization code (the provider omits it when it reports an `error`).
+    #[param(required = true)]
     code: Option<String>,
     /// The state the login was started with.
+    #[param(required = true)]
     state: Option<String>,
     /// The provider's error code, when the login failed there.
     error: Option<String>,

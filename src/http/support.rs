@@ -137,3 +137,48 @@ pub fn next_page<T>(
         None
     }
 }
+
+/// `limit` and `cursor` of every list route (docs/api.md, "Lists").
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A validated page request: how many, and after which item.
+pub struct Page<C> {
+    pub limit: i64,
+    pub after: Option<C>,
+}
+
+impl PageParams {
+    /// From the extractor's result: a bad query is 400 `malformed_request`.
+    pub fn from_query(
+        query: Result<axum::extract::Query<PageParams>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<Self, AppError> {
+        query
+            .map(|axum::extract::Query(p)| p)
+            .map_err(|_| malformed("`limit` and `cursor` are not valid"))
+    }
+
+    /// The page, with a cursor that parses as `C` (ids are UUIDs, sequence numbers i64).
+    pub fn page<C: std::str::FromStr>(&self) -> Result<Page<C>, AppError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(malformed("`limit` must be between 1 and 200"));
+        }
+        let after = match &self.cursor {
+            Some(cursor) => Some(
+                cursor
+                    .parse::<C>()
+                    .map_err(|_| malformed("`cursor` is not valid"))?,
+            ),
+            None => None,
+        };
+        Ok(Page { limit, after })
+    }
+}

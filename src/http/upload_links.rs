@@ -26,12 +26,10 @@ use crate::http::support::{
 };
 
 pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
-    let creating = OpenApiRouter::new()
-        .routes(routes!(create_link, list_links))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::http::idempotency::require,
-        ));
+    let creating = crate::http::idempotency::layer(
+        state,
+        OpenApiRouter::new().routes(routes!(create_link, list_links)),
+    );
     OpenApiRouter::new()
         .routes(routes!(revoke_link))
         .merge(creating)
@@ -350,31 +348,37 @@ pub struct LinkList {
 }
 
 /// The loan's upload links (tokens are never shown again).
-#[utoipa::path(get, path = "/v1/loans/{id}/upload-links", tag = "upload links", params(("id" = Uuid, Path)),
+#[utoipa::path(get, path = "/v1/loans/{id}/upload-links", tag = "upload links",
+    params(("id" = Uuid, Path), crate::http::support::PageParams),
     responses((status = 200, description = "Links", body = LinkList)))]
 async fn list_links(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(loan_id): Path<Uuid>,
+    query: Result<
+        axum::extract::Query<crate::http::support::PageParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<AppJson<LinkList>, AppError> {
+    let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
     let mut conn = state.db.acquire().await?;
     visible_loan(&mut conn, loan_id, &actor).await?;
-    let rows: Vec<LinkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{} where loan_id = $1 order by id desc limit 200",
+    let mut rows: Vec<LinkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} where loan_id = $1 and ($2::uuid is null or id < $2) order by id desc limit $3",
         select_link()
     )))
     .bind(loan_id)
+    .bind(page.after)
+    .bind(page.limit + 1)
     .fetch_all(&mut *conn)
     .await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
     drop(conn);
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         items.push(render(&state, row, None, &actor).await?);
     }
-    Ok(AppJson(LinkList {
-        items,
-        next_cursor: None,
-    }))
+    Ok(AppJson(LinkList { items, next_cursor }))
 }
 
 /// Revoke a link at once.

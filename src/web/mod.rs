@@ -1,11 +1,11 @@
 //! The borrower upload page (DESIGN.md §4 `GET /u/{token}`): one HTML page, a stylesheet and
 //! a script, embedded in the binary — many sites are air-gapped, so nothing comes from a
-//! CDN. The page talks to the public API with the token from its own path; the token is
-//! checked by the API, not here, so an unknown or expired link still gets the page, which
-//! shows the API's answer in words a borrower understands.
+//! CDN. The page talks to the public API with the token from its own path. An unknown
+//! token answers 404 and an expired or revoked link 410 — with the same page, which shows
+//! the API's answer in words a borrower understands.
 
-use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa_axum::router::OpenApiRouter;
@@ -39,11 +39,27 @@ pub fn content_security_policy(state: &AppState) -> String {
 
 /// The borrower's upload page (HTML).
 #[utoipa::path(get, path = "/u/{token}", tag = "borrowers", params(("token" = String, Path)),
-    responses((status = 200, description = "The upload page", content_type = "text/html")))]
-async fn page(State(state): State<AppState>) -> Response {
+    responses(
+        (status = 200, description = "The upload page", content_type = "text/html"),
+        (status = 404, description = "No such link: the page, saying so", content_type = "text/html"),
+        (status = 410, description = "The link expired or was revoked: the page, saying so", content_type = "text/html"),
+    ))]
+async fn page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let status = match state.db.acquire().await {
+        Ok(mut conn) => {
+            match crate::http::upload_links::active_link(&mut conn, &token, false).await {
+                Ok(_) => StatusCode::OK,
+                Err(crate::error::AppError::Client { status, .. }) => status,
+                // The page asks the API itself; a database hiccup here must not hide it.
+                Err(_) => StatusCode::OK,
+            }
+        }
+        Err(_) => StatusCode::OK,
+    };
     let csp = HeaderValue::from_str(&content_security_policy(&state))
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     (
+        status,
         [
             (
                 header::CONTENT_TYPE,

@@ -235,3 +235,42 @@ async fn unknown_enum_values_are_not_echoed() {
     assert!(!body.to_string().contains("123-45-6789"), "{body}");
     assert_eq!(body["errors"][0]["field"], "loan_purpose", "{body}");
 }
+
+/// Defect: an undeclared method on a route with the idempotency layer answered 400
+/// `idempotency_key_required` (the layer ran before method matching); and an unknown
+/// method was refused only after authentication. Now it is 405 with `Allow` first.
+#[tokio::test]
+async fn undeclared_methods_are_405_before_any_layer() {
+    let app = app().spawn().await;
+    let token = crate::helpers::oidc::access_token("agent-a1").await;
+    let loan = crate::loans::agent_a1_loan(&app, &token).await;
+    for (method, path) in [
+        (
+            reqwest::Method::PUT,
+            format!("/v1/loans/{loan}/upload-links"),
+        ),
+        (reqwest::Method::DELETE, "/v1/leads".to_owned()),
+        (
+            reqwest::Method::PATCH,
+            format!("/v1/loans/{loan}/documents"),
+        ),
+        (reqwest::Method::PUT, "/v1/webhooks/los".to_owned()),
+    ] {
+        for authenticated in [true, false] {
+            let mut request = app.client.request(method.clone(), app.url(&path));
+            if authenticated {
+                request = request.bearer_auth(&token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 405, "{method} {path}");
+            assert!(response.headers().contains_key("allow"), "{method} {path}");
+            let body = assert_problem(
+                response,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            )
+            .await;
+            assert!(body["request_id"].is_string());
+        }
+    }
+}

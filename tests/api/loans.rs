@@ -234,7 +234,8 @@ async fn the_status_machine_and_the_role_matrix() {
         .json()
         .await
         .unwrap();
-    let moves: Vec<(String, String, String)> = history
+    assert!(history["next_cursor"].is_null(), "one page: {history}");
+    let moves: Vec<(String, String, String)> = history["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -258,7 +259,7 @@ async fn the_status_machine_and_the_role_matrix() {
             ("underwriting".into(), "withdrawn".into(), "agent-a1".into()),
         ]
     );
-    assert_eq!(history[0]["reason"], "test");
+    assert_eq!(history["items"][0]["reason"], "test");
 }
 
 #[tokio::test]
@@ -342,4 +343,135 @@ async fn twenty_concurrent_transitions_one_winner_with_one_history_audit_and_eve
     assert_eq!((history, audits, events.len()), (1, 1, 1));
     assert_eq!(events[0]["loanId"], loan.as_str());
     assert_eq!(events[0]["oldStatus"], "draft");
+}
+
+/// Every list route takes `limit` and `cursor` and answers `{items, next_cursor}`.
+#[tokio::test]
+async fn every_list_route_pages_with_limit_and_cursor() {
+    let app = crate::helpers::spawn_app().await;
+    let token = crate::helpers::oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let lead = {
+        let body: Value = app
+            .client
+            .get(app.url(&format!("/v1/loans/{loan}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["lead_id"].as_str().unwrap().to_owned()
+    };
+    for _ in 0..3 {
+        let made = [
+            app.create(&token, &format!("/v1/loans/{loan}/upload-links"), &json!({})).await,
+            app.create(&token, &format!("/v1/loans/{loan}/documents"),
+                &json!({"filename": "a.pdf", "content_type": "application/pdf", "size_bytes": 10, "doc_type": "w2"})).await,
+            app.create(&token, &format!("/v1/loans/{loan}/document-requests"), &json!({"doc_type": "w2"})).await,
+            app.create(&token, &format!("/v1/leads/{lead}/credit-reports"),
+                &json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "written", "text_version": "v"}})).await,
+        ];
+        assert!(made.iter().all(|r| r.status().is_success()));
+    }
+    for to in ["submitted", "withdrawn"] {
+        let version: Value = app
+            .client
+            .get(app.url(&format!("/v1/loans/{loan}")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            move_to_version(
+                &app,
+                &token,
+                &loan,
+                to,
+                version["version"].as_i64().unwrap()
+            )
+            .await,
+            200
+        );
+    }
+    for (path, total) in [
+        (format!("/v1/loans/{loan}/upload-links"), 3),
+        (format!("/v1/loans/{loan}/documents"), 3),
+        (format!("/v1/loans/{loan}/document-requests"), 3),
+        (format!("/v1/leads/{lead}/credit-reports"), 3),
+        (format!("/v1/loans/{loan}/history"), 2),
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{path}?limit=1&cursor={c}"),
+                None => format!("{path}?limit=1"),
+            };
+            let page: Value = app
+                .client
+                .get(app.url(&url))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let items = page["items"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{path}: {page}"));
+            assert!(items.len() <= 1, "{path}");
+            seen.extend(items.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), total, "{path}: {seen:?}");
+        for bad in ["limit=0", "limit=201", "cursor=not-a-cursor"] {
+            let response = app
+                .client
+                .get(app.url(&format!("{path}?{bad}")))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{path}?{bad}");
+        }
+    }
+    let notifications: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}/notifications?limit=5")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(notifications["items"].is_array() && notifications.get("next_cursor").is_some());
+}
+
+async fn move_to_version(
+    app: &TestApp,
+    token: &str,
+    loan: &str,
+    status: &str,
+    version: i64,
+) -> u16 {
+    app.client
+        .post(app.url(&format!("/v1/loans/{loan}/status")))
+        .bearer_auth(token)
+        .header("If-Match", format!("\"{version}\""))
+        .json(&json!({"status": status}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }

@@ -43,7 +43,10 @@ async fn history(app: &TestApp, token: &str, id: &str) -> Vec<Value> {
         .json()
         .await
         .unwrap();
-    body.as_array().cloned().expect("the history is a list")
+    body["items"]
+        .as_array()
+        .cloned()
+        .expect("the history is a list envelope")
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod auth;
 mod authorization;
 mod browser;
 mod config_startup;
+mod conformance;
 mod credit;
 mod documents;
 mod errors;

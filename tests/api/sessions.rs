@@ -878,15 +878,17 @@ async fn a_browser_clears_step_up_at_auth_reauth() {
     let reveal = format!("/v1/leads/{}?reveal=ssn", lead["lead_id"].as_str().unwrap());
     let browser = browser();
     assert_eq!(sign_in(&app, &browser, "agent-a1").await.status(), 303);
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // auth_time has whole seconds: more than max_age + 1 s must pass to be sure.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
     let response = browser
         .get(app.url(&reveal))
         .header("Sec-Fetch-Site", "same-origin")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 401);
+    let status = response.status();
     let problem: Value = response.json().await.unwrap();
+    assert_eq!(status, 401, "{problem}");
     assert_eq!(problem["code"], "step_up_required");
     let reauth = problem["reauth_url"].as_str().unwrap().to_owned();
     assert!(

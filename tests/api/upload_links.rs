@@ -103,7 +103,17 @@ async fn expired_revoked_and_unknown_links() {
         assert_eq!(response.status(), 404, "{unknown}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "link_not_found");
+        // The page too answers 404 for a link that does not exist (with the friendly page).
+        let page = app.get(&format!("/u/{unknown}")).await;
+        assert_eq!(page.status(), 404, "/u/{unknown}");
+        assert!(
+            page.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
     }
+    assert_eq!(app.get(&format!("/u/{secret}")).await.status(), 200);
 
     // Others cannot revoke it; compliance sees it but may not.
     let b1 = oidc::access_token("agent-b1").await;

@@ -1,0 +1,140 @@
+//! The API against its own OpenAPI document, as a client would see it: schemathesis
+//! (PyPI, installed by scripts/test) generates requests for every operation and checks
+//! that no answer is a server error, every status code, content type and body is the one
+//! the document declares. Authenticated as an agent, with a live upload-link token and
+//! real ids supplied as parameter overrides, rate limits raised for the run.
+//!
+//! Run by `scripts/test` as its own step (bounded: `--max-examples 20`); `scripts/fuzz api`
+//! runs it longer (`LOANFOLIO_SCHEMATHESIS_EXAMPLES`).
+
+use serde_json::{Value, json};
+
+use crate::helpers::{app, oidc};
+use crate::loans::agent_a1_loan;
+
+fn schemathesis() -> String {
+    std::env::var("LOANFOLIO_SCHEMATHESIS").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/loanfolio-tools/venv/bin/schemathesis")
+    })
+}
+
+#[tokio::test]
+#[ignore = "scripts/test runs it as its own step: it needs schemathesis and takes minutes"]
+async fn schemathesis_finds_no_failures() {
+    let tool = schemathesis();
+    assert!(
+        std::path::Path::new(&tool).is_file(),
+        "schemathesis not found at {tool}: scripts/test installs it"
+    );
+    let app = app()
+        .settings(|s| {
+            s.rate_limit.api_per_ip = 1_000_000;
+            s.rate_limit.api_per_principal = 1_000_000;
+            s.rate_limit.public_per_ip = 1_000_000;
+            s.rate_limit.public_per_token = 1_000_000;
+            s.rate_limit.auth_per_ip = 1_000_000;
+            s.readiness.public_per_ip = 1_000_000;
+            s.log.level = "warn".into();
+        })
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let get = |path: String| {
+        let request = app.client.get(app.url(&path)).bearer_auth(&token);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let lead = get(format!("/v1/loans/{loan}")).await["lead_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = |path: String, body: Value| {
+        let (app, token) = (&app, &token);
+        async move {
+            app.create(token, &path, &body)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let link = created(format!("/v1/loans/{loan}/upload-links"), json!({})).await;
+    let request = created(
+        format!("/v1/loans/{loan}/document-requests"),
+        json!({"doc_type": "w2"}),
+    )
+    .await;
+    let upload = created(
+        format!("/v1/loans/{loan}/documents"),
+        json!({"filename": "w2.pdf", "content_type": "application/pdf", "size_bytes": 10, "doc_type": "w2"}),
+    )
+    .await;
+    let pull = created(
+        format!("/v1/leads/{lead}/credit-reports"),
+        json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "written", "text_version": "v1"}}),
+    )
+    .await;
+    let string = |v: &Value| v.as_str().unwrap().to_owned();
+    let (secret, link_id) = (string(&link["token"]), string(&link["id"]));
+    let (request, document, pull) = (
+        string(&request["id"]),
+        string(&upload["document"]["id"]),
+        string(&pull["id"]),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("schemathesis.toml");
+    // Path ids by the resource a path names; the token of a live link; other operations'
+    // parameters are generated.
+    let operation = |regex: &str, id: &str| {
+        format!(
+            "[[operations]]\ninclude-path-regex = \"{regex}\"\nparameters = {{ \"path.id\" = \"{id}\" }}\n"
+        )
+    };
+    let toml = [
+        format!(
+            "[parameters]\n\"path.token\" = \"{secret}\"\n\"path.leadId\" = \"{lead}\"\n\"path.document_id\" = \"{document}\"\n\"path.request_id\" = \"{request}\"\n\"path.subject\" = \"agent-a1\"\n"
+        ),
+        operation("^/v1/leads/", &lead),
+        operation("^/v1/loans/", &loan),
+        operation("^/v1/documents/", &document),
+        operation("^/v1/credit-reports/", &pull),
+        operation("^/v1/upload-links/", &link_id),
+    ]
+    .join("\n");
+    std::fs::write(&config, toml).unwrap();
+    let examples = std::env::var("LOANFOLIO_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "20".into());
+    let checks = std::env::var("LOANFOLIO_SCHEMATHESIS_CHECKS").unwrap_or_else(|_| {
+        "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance".into()
+    });
+    let started = std::time::Instant::now();
+    // Async: this test's runtime must keep serving the app while schemathesis runs.
+    let output = tokio::process::Command::new(&tool)
+        .arg("--config-file")
+        .arg(&config)
+        .args(["run", &app.url("/openapi.json")])
+        .args(["--checks", &checks])
+        .args(["--max-examples", &examples])
+        .args(["--workers", "2", "--no-color", "--seed", "20261205"])
+        .args(["--request-timeout", "20"])
+        // The agent's requests; operations outside /v1 ignore the header.
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {token}"))
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("run schemathesis");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}\n{stderr}");
+    println!(
+        "schemathesis finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        output.status.success(),
+        "schemathesis found failures (exit {:?})",
+        output.status.code()
+    );
+}
