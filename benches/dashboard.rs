@@ -1,4 +1,4 @@
-//! The brief's scale (DESIGN.md §5): 10,000 agents × 100 loans (1 M leads, 1 M loans), bulk
+//! The brief's scale (docs/architecture.md): 10,000 agents × 100 loans (1 M leads, 1 M loans), bulk
 //! loaded once into `loanfolio_bench` (kept between runs), then, in the same run:
 //! - the dashboard `GET /v1/loans?limit=50` for one agent at a fixed arrival rate, p50/p99;
 //! - its raw SQL (the same two statements, same pool, same rate) as the baseline, and the ratio;

@@ -366,7 +366,7 @@ fn serve(
     });
     let listener = listener.into_std()?;
     Ok(match tls {
-        // HTTPS with rustls (DESIGN.md §2); the deployments also put a proxy in front.
+        // HTTPS with rustls (docs/security.md); the deployments also put a proxy in front.
         Some(config) => {
             let mut server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
             server

@@ -146,7 +146,7 @@ pub enum SmtpTls {
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
     /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
-    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// transit, docs/security.md): trusted alone, not beside the system's roots — except by the
     /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     pub host: String,
@@ -439,7 +439,7 @@ pub struct DatabaseSettings {
     /// unset: the URL's `sslmode`, else `prefer`. Production: `verify-full` with `ca_file`.
     pub ssl_mode: Option<String>,
     /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
-    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// transit, docs/security.md): trusted alone, not beside the system's roots — except by the
     /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
@@ -455,7 +455,7 @@ pub struct DatabaseSettings {
 #[serde(deny_unknown_fields)]
 pub struct RabbitMqSettings {
     /// For an `amqps://` URL: a PEM bundle of the CA(s) the broker's certificate is
-    /// verified against, added to the system's roots (TLS in transit, DESIGN.md §2).
+    /// verified against, added to the system's roots (TLS in transit, docs/security.md).
     pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
@@ -469,7 +469,7 @@ pub struct RabbitMqSettings {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// For a `rediss://` URL: a PEM bundle of the CA(s) the server's certificate is
-    /// verified against, trusted alone (TLS in transit, DESIGN.md §2).
+    /// verified against, trusted alone (TLS in transit, docs/security.md).
     pub ca_file: Option<PathBuf>,
     url: Option<SecretString>,
     url_file: Option<PathBuf>,
@@ -481,7 +481,7 @@ pub struct RedisSettings {
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
     /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
-    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// transit, docs/security.md): trusted alone, not beside the system's roots — except by the
     /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     pub endpoint: url::Url,
@@ -510,7 +510,7 @@ pub struct ClamdSettings {
 #[serde(deny_unknown_fields)]
 pub struct OidcSettings {
     /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
-    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// transit, docs/security.md): trusted alone, not beside the system's roots — except by the
     /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     /// The issuer identifier; discovery is `{issuer}/.well-known/openid-configuration`.
@@ -563,7 +563,7 @@ pub struct LocalKmsSettings {
 #[serde(deny_unknown_fields)]
 pub struct VaultKmsSettings {
     /// A PEM bundle of the CA(s) the server's certificate is verified against (TLS in
-    /// transit, DESIGN.md §2): trusted alone, not beside the system's roots — except by the
+    /// transit, docs/security.md): trusted alone, not beside the system's roots — except by the
     /// S3 object client and RabbitMQ, which add it to them.
     pub ca_file: Option<PathBuf>,
     pub address: url::Url,

@@ -1,5 +1,5 @@
 //! One error type for every handler, rendered as RFC 9457 `application/problem+json` with a
-//! stable machine `code` (DESIGN.md §4). 5xx bodies say nothing specific: the cause chain
+//! stable machine `code` (docs/api.md). 5xx bodies say nothing specific: the cause chain
 //! goes to the log, under the request's span (and so its request id).
 
 use axum::Json;

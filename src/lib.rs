@@ -1,4 +1,4 @@
-//! Loanfolio: a self-hosted platform for mortgage agents. See DESIGN.md for the model and
+//! Loanfolio: a self-hosted platform for mortgage agents. See docs/architecture.md for the model and
 //! README.md for the source layout.
 
 pub mod app;
@@ -12,6 +12,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod fuzzing;
 pub mod housekeeping;
 pub mod http;
 pub mod integrations;

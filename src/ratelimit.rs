@@ -1,4 +1,4 @@
-//! Rate limits at the edge (DESIGN.md §2): fixed one-second windows counted in Redis, so
+//! Rate limits at the edge (docs/security.md): fixed one-second windows counted in Redis, so
 //! every replica shares one budget; while Redis is unreachable an in-process limiter
 //! (governor) takes over, and the switch is logged once, not per request.
 

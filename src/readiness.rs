@@ -1,4 +1,4 @@
-//! Readiness (DESIGN.md §3): every dependency by name, up or down. 503 only when one the
+//! Readiness (docs/architecture.md): every dependency by name, up or down. 503 only when one the
 //! role cannot work without is down (serve: PostgreSQL; worker: PostgreSQL and RabbitMQ) or
 //! the schema is not at this release's version. The others degrade features and are
 //! reported, so one sidecar's outage never takes every replica out of the load balancer.
@@ -115,7 +115,7 @@ pub async fn cached(state: &AppState) -> ReadinessReport {
 }
 
 /// What the public listener shows: names and up/down, no reasons (they name internal
-/// hosts and ports), no integrations (DESIGN.md §7; docs/api.md).
+/// hosts and ports), no integrations (docs/api.md; docs/api.md).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PublicReadiness {
     /// `ready` or `not_ready`.

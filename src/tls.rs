@@ -1,4 +1,4 @@
-//! TLS in transit (DESIGN.md §2): the process's one rustls crypto provider, and the CA
+//! TLS in transit (docs/security.md): the process's one rustls crypto provider, and the CA
 //! bundles each client verifies its server against (`<section>.ca_file`).
 
 use std::path::Path;

@@ -3,7 +3,7 @@
 # a cluster): the roles and databases of the stack. Passwords come from compose/.env.
 #
 #   loanfolio_owner  owns the `loanfolio` database and schema; `loanfolio migrate` logs in
-#                    as it (DESIGN.md: migrations run as the schema owner)
+#                    as it (docs/architecture.md: migrations run as the schema owner)
 #   loanfolio_app    the runtime role the migrations grant to (read/write, audit log
 #                    INSERT + SELECT only); created here so the owner needs no CREATEROLE
 #   loanfolio        the login of `serve`, `worker` and `admin`: a member of loanfolio_app

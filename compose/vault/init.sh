@@ -4,7 +4,7 @@
 # vault/start.sh keeps in the vault-unseal volume.
 #
 #   transit/keys/loanfolio  aes256-gcm96, derived (context = borrower file id), not
-#                           exportable, no plaintext backup (DESIGN.md §2)
+#                           exportable, no plaintext backup (docs/security.md)
 #   loanfolio-service       policy: datakey + decrypt on that key  -> token for the service,
 #                           written to /run/loanfolio/vault-token (kms.vault.token_file)
 #   loanfolio-operator      policy: rotate, rewrap, read/update the key's config -> token for

@@ -1,4 +1,4 @@
-# The operator's Vault policy (DESIGN.md §2): the token given to
+# The operator's Vault policy (docs/security.md): the token given to
 # `loanfolio admin keys rotate|rewrap --operator-token-file …`, never to the service.
 # Rotation: rotate, then rewrap every stored data key, then raise min_decryption_version.
 

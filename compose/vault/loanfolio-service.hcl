@@ -1,4 +1,4 @@
-# The service's Vault policy (DESIGN.md §2): new data keys, and unwrapping them, on the
+# The service's Vault policy (docs/security.md): new data keys, and unwrapping them, on the
 # `loanfolio` transit key only. The service's token can neither rotate nor rewrap nor read
 # or change the key's configuration, and no other key or secret engine is reachable.
 # (src/crypto/vault.rs calls exactly these two; its readiness probe is a datakey.)

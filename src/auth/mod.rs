@@ -1,4 +1,4 @@
-//! Agent identity (DESIGN.md §2): bearer access tokens from the OIDC issuer, MFA, roles and
+//! Agent identity (docs/security.md): bearer access tokens from the OIDC issuer, MFA, roles and
 //! teams from configurable claims, the per-request `Actor`, and just-in-time agents.
 
 pub mod agents;
@@ -46,7 +46,7 @@ impl Role {
     }
 }
 
-/// Whose resources a caller may read (DESIGN.md §2's matrix). Repositories take this and
+/// Whose resources a caller may read (the authorization matrix (docs/security.md)). Repositories take this and
 /// put it in their SQL (`where owner = $1`, `where team = $1`), so no route can forget it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadScope {
@@ -90,7 +90,7 @@ impl Actor {
         self.roles.contains(&role)
     }
 
-    /// Admins read masked PII only and no document or report content (DESIGN.md §2): true
+    /// Admins read masked PII only and no document or report content (docs/security.md): true
     /// when no other role of the caller lifts that.
     pub fn sees_masked_pii_only(&self) -> bool {
         self.has(Role::Admin)
@@ -141,7 +141,7 @@ impl Actor {
     }
 }
 
-/// Why a request was not authenticated; each has its own code (DESIGN.md §4).
+/// Why a request was not authenticated; each has its own code (docs/api.md).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("no credentials were presented")]

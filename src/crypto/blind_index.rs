@@ -1,4 +1,4 @@
-//! SSN blind index (DESIGN.md §2): HMAC-SHA256 under a key of its own over the normalized
+//! SSN blind index (docs/security.md): HMAC-SHA256 under a key of its own over the normalized
 //! SSN, truncated to `BITS` bits. At the projected scale (10⁵–10⁶ leads) each index value is
 //! shared by many leads (1,000,000 / 65,536 ≈ 15), so the index alone never identifies a
 //! borrower; candidates are confirmed by decrypting.

@@ -1,4 +1,4 @@
-//! Field-level encryption (DESIGN.md §2): AES-256-GCM under the borrower file's data key,
+//! Field-level encryption (docs/security.md): AES-256-GCM under the borrower file's data key,
 //! a random 96-bit nonce per value, and a versioned envelope
 //! `0x01 | key-version (u32 BE) | nonce (12) | ciphertext | tag (16)`. The AAD names the
 //! table, the column and the row id, so a ciphertext copied into another row or column

@@ -1,4 +1,4 @@
-//! Key management (DESIGN.md §2): one 256-bit data key (DEK) per borrower file, generated
+//! Key management (docs/security.md): one 256-bit data key (DEK) per borrower file, generated
 //! and wrapped by the key provider (`vault` transit in production, `local` — a master key
 //! file — for development, tests and very small installs), stored only wrapped. Plaintext
 //! DEKs live in a small TTL cache, zeroized on drop.

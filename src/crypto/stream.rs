@@ -1,4 +1,4 @@
-//! Chunked streaming AEAD for documents (DESIGN.md §2), in the style of age / Tink
+//! Chunked streaming AEAD for documents (docs/security.md), in the style of age / Tink
 //! AES-GCM-HKDF streaming.
 //!
 //! ```text

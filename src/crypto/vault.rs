@@ -1,4 +1,4 @@
-//! The `vault` key provider: HashiCorp Vault's transit engine (DESIGN.md §2). Data keys come
+//! The `vault` key provider: HashiCorp Vault's transit engine (docs/security.md). Data keys come
 //! from `datakey/plaintext` on a derived key with `context` = the owner's id; unwrapping is
 //! `decrypt` with the same context. The service's token may only do those two; rotation and
 //! rewrapping take the operator's token, given at invocation.

@@ -1,4 +1,4 @@
-//! Credit pull requests and the consent that makes them permissible (FCRA; DESIGN.md §4
+//! Credit pull requests and the consent that makes them permissible (FCRA; docs/api.md
 //! "Consent", "Credit pull").
 
 use serde::{Deserialize, Serialize};

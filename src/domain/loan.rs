@@ -1,4 +1,4 @@
-//! Loan applications and their status machine (DESIGN.md §4):
+//! Loan applications and their status machine (docs/api.md):
 //!
 //! ```text
 //! draft ──► submitted ──► underwriting ──► closed
@@ -59,7 +59,7 @@ impl LoanStatus {
     }
 }
 
-/// Who asks for a transition (the role × action matrix of DESIGN.md §2).
+/// Who asks for a transition (the role × action matrix of docs/security.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mover {
     /// An agent on their own loan.

@@ -1,4 +1,4 @@
-//! What a caller who may see masked PII only (the admin role, DESIGN.md §2) is shown in
+//! What a caller who may see masked PII only (the admin role, docs/security.md) is shown in
 //! place of a value: enough to recognise a record, not enough to harvest a borrower.
 
 /// Free text (notes, reasons, comments): nothing of it.

@@ -1,4 +1,4 @@
-//! Credit pulls (DESIGN.md §3, §4): requested with a consent of the pull's type (FCRA
+//! Credit pulls (docs/architecture.md, docs/api.md): requested with a consent of the pull's type (FCRA
 //! permissible purpose) and complete subject data, performed asynchronously by the credit
 //! worker against the bureau, summarised in columns, the full report encrypted and shown
 //! only on an audited read.
@@ -83,7 +83,7 @@ struct PullRow {
 }
 
 impl CreditPull {
-    /// The API shape; the score is borrower data an admin does not see (DESIGN.md §2).
+    /// The API shape; the score is borrower data an admin does not see (docs/security.md).
     fn view(r: PullRow, actor: &Actor) -> Self {
         let masked = actor.sees_masked_pii_only();
         CreditPull {

@@ -1,4 +1,4 @@
-//! Documents, first part (DESIGN.md §2, §4): an agent announces an upload and gets a
+//! Documents, first part (docs/security.md, docs/api.md): an agent announces an upload and gets a
 //! pre-signed PUT into the quarantine bucket (the service never buffers uploads); the
 //! client says `complete`; the document is `uploaded` and `doc.uploaded` is emitted in the
 //! same transaction. The scanning/encrypting pipeline consumes that event (next step).
@@ -146,7 +146,7 @@ fn filename_at(id: Uuid) -> Location<'static> {
 }
 
 /// The API shape of a document for `actor`: a caller who sees masked PII only (admin) gets
-/// neither the original filename nor the reviewer's reason (DESIGN.md §2).
+/// neither the original filename nor the reviewer's reason (docs/security.md).
 async fn render(state: &AppState, row: &DocumentRow, actor: &Actor) -> Result<Document, AppError> {
     let masked = actor.sees_masked_pii_only();
     let key = state

@@ -23,7 +23,7 @@ pub struct RequestId(pub String);
 
 /// An incoming id is kept only if it is short and plain, so a client cannot inject log
 /// fields or header junk through it; otherwise we mint a UUIDv7.
-fn accept_request_id(value: Option<&HeaderValue>) -> String {
+pub fn accept_request_id(value: Option<&HeaderValue>) -> String {
     value
         .and_then(|v| v.to_str().ok())
         .filter(|v| {

@@ -1,4 +1,4 @@
-//! Idempotency keys for creating requests (DESIGN.md §3), as a layer: put it on a route
+//! Idempotency keys for creating requests (docs/architecture.md), as a layer: put it on a route
 //! with `route_layer` *inside* authentication, since keys are scoped per principal.
 //!
 //! The same key with the same request replays the stored response with
@@ -9,7 +9,7 @@
 //!
 //! Stored bodies can carry borrower PII (a created lead), so they are sealed with AES-GCM
 //! under the installation's response key, bound to the principal and the key (AAD); a
-//! database reader sees ciphertext only (DESIGN.md §3).
+//! database reader sees ciphertext only (docs/architecture.md).
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};

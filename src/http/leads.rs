@@ -1,4 +1,4 @@
-//! Leads (DESIGN.md §4): create, read (SSN masked unless `?reveal=ssn`, audited), list,
+//! Leads (docs/api.md): create, read (SSN masked unless `?reveal=ssn`, audited), list,
 //! JSON merge patch with `If-Match`. Every borrower field except the names is encrypted per
 //! field under the lead's own data key; reads are scoped in SQL by the caller's role.
 

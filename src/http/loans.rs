@@ -1,4 +1,4 @@
-//! Loan applications (DESIGN.md §4): create for a visible lead, read, the dashboard (status
+//! Loan applications (docs/api.md): create for a visible lead, read, the dashboard (status
 //! counts and a page of loans from one snapshot), status transitions with `If-Match`, and
 //! the status history.
 

@@ -1,4 +1,4 @@
-//! The LOS routes (DESIGN.md §4): the signed milestone webhook, and the agent's re-drive of
+//! The LOS routes (docs/api.md): the signed milestone webhook, and the agent's re-drive of
 //! a loan's LOS submission.
 
 use axum::Extension;
@@ -61,7 +61,7 @@ async fn webhook(
     request: axum::extract::Request,
 ) -> Result<Response, AppError> {
     // The header first: a forged or stale request is refused before one byte of its body
-    // is read, whatever its size (DESIGN.md §7; integrations::webhook_signature).
+    // is read, whatever its size (docs/api.md; integrations::webhook_signature).
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let header = request
         .headers()

@@ -1,4 +1,4 @@
-//! The needs list (DESIGN.md §4 "Doc request"): agents ask the borrower for document types,
+//! The needs list (docs/api.md "Doc request"): agents ask the borrower for document types,
 //! review what arrives, and the borrower may answer "not applicable". Each request keeps a
 //! timeline. States: `outstanding` → `received` (a file for it became available) →
 //! `accepted` | `rejected` (the borrower sees the reason and uploads a replacement, which

@@ -1,4 +1,4 @@
-//! Borrower upload links (DESIGN.md §2, §4): agents create (the token is shown once), list
+//! Borrower upload links (docs/security.md, docs/api.md): agents create (the token is shown once), list
 //! and revoke them; borrowers read a link's state with the token alone.
 
 use axum::Extension;
@@ -193,7 +193,7 @@ pub(crate) async fn insert_link(
         .await
         .map_err(kms_unavailable)?;
     // A link goes to the borrower's own address unless another was given at creation,
-    // which then becomes its only recipient (DESIGN.md §7).
+    // which then becomes its only recipient (docs/api.md).
     let email = match email {
         Some(given) => Some(given.to_owned()),
         None => lead_email(&mut *tx, &key, lead_id).await?,

@@ -1,4 +1,4 @@
-//! Clients of external systems (DESIGN.md §3 "Integrations"): timeouts on every call, a
+//! Clients of external systems (docs/architecture.md "Integrations"): timeouts on every call, a
 //! circuit breaker per system, and errors sorted into transient (retry) and permanent.
 
 pub mod breaker;

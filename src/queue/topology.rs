@@ -1,4 +1,4 @@
-//! The broker topology (DESIGN.md §1), declared idempotently at start by every role:
+//! The broker topology (docs/architecture.md), declared idempotently at start by every role:
 //!
 //! - `{p}.events`: the topic exchange the outbox relay publishes to;
 //! - per consumer `c`: a durable quorum queue `{p}.{c}` bound to its topics, with an explicit

@@ -1,5 +1,5 @@
 //! clamd over TCP (clamav-client). Clean means exactly `stream: OK`; anything else —
-//! FOUND, an error, a size-limit reply, a timeout — is never clean (DESIGN.md §2).
+//! FOUND, an error, a size-limit reply, a timeout — is never clean (docs/security.md).
 
 pub mod sniff;
 

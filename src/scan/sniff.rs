@@ -1,5 +1,5 @@
 //! The real file type by magic bytes: the declared Content-Type and the extension are never
-//! trusted (DESIGN.md §2).
+//! trusted (docs/security.md).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {

@@ -1,4 +1,4 @@
-//! The borrower upload page (DESIGN.md §4 `GET /u/{token}`): one HTML page, a stylesheet and
+//! The borrower upload page (docs/api.md `GET /u/{token}`): one HTML page, a stylesheet and
 //! a script, embedded in the binary — many sites are air-gapped, so nothing comes from a
 //! CDN. The page talks to the public API with the token from its own path. An unknown
 //! token answers 404 and an expired or revoked link 410 — with the same page, which shows

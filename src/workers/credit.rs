@@ -1,4 +1,4 @@
-//! The credit worker (DESIGN.md §1, §3): consumes `credit.requested`, decrypts the subject
+//! The credit worker (docs/architecture.md): consumes `credit.requested`, decrypts the subject
 //! only in memory, calls the bureau through its circuit breaker, and records `completed`
 //! (summary in columns, the full report encrypted) or `failed` with the reason. Transient
 //! failures retry through the queue's backoff tiers (1 s … 30 s); a short Retry-After is

@@ -1,4 +1,4 @@
-//! The LOS side of the saga (DESIGN.md §1, §3): a loan that becomes `submitted` is submitted
+//! The LOS side of the saga (docs/architecture.md): a loan that becomes `submitted` is submitted
 //! to the LOS (idempotent on our loan id) and its `los_loan_id` stored; milestones — from the
 //! signed webhook or from the periodic reconciliation — move the loan through the status
 //! machine as the LOS actor. A submission that fails for good flags the loan

@@ -112,7 +112,7 @@ impl Notifier {
     }
 
     /// The URL of the loan's newest live link that was issued to `to` — a link's token is
-    /// only ever sent to the address the link was created for (DESIGN.md §7).
+    /// only ever sent to the address the link was created for (docs/api.md).
     async fn link_url_for(
         &self,
         key: &[u8; 32],

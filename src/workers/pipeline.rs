@@ -1,4 +1,4 @@
-//! The document pipeline (DESIGN.md §2): the first production consumer. For each
+//! The document pipeline (docs/security.md): the first production consumer. For each
 //! `doc.uploaded`: HEAD the quarantine object (size within the limit and equal to the
 //! declared size), then ONE streaming pass that feeds clamd INSTREAM while hashing
 //! (SHA-256), sniffing the real type and encrypting chunk by chunk into a multipart upload

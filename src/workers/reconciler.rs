@@ -1,4 +1,4 @@
-//! The document reconciler (DESIGN.md §2), safe on every replica at once (`SKIP LOCKED`):
+//! The document reconciler (docs/security.md), safe on every replica at once (`SKIP LOCKED`):
 //! - an `awaiting_upload` document past its URL expiry whose object exists in quarantine is
 //!   completed — the borrower's browser died before saying so; a financial document a
 //!   borrower uploaded is never deleted by housekeeping — and one with no object `expired`;
@@ -60,7 +60,7 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// What becomes of an abandoned upload (DESIGN.md §7).
+/// What becomes of an abandoned upload (docs/api.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The object exists and was written while the upload was allowed: process it.

@@ -1,4 +1,4 @@
-//! Object-level authorization on every state-changing route (DESIGN.md §2's matrix): each
+//! Object-level authorization on every state-changing route (the authorization matrix (docs/security.md)): each
 //! writing route is called by every role combination on a borrower file of agent-a1 (team
 //! a). Callers who cannot see it get 404; callers who see it without the right to change
 //! it — compliance, admin, and above all users holding a reading role *and* a writing role

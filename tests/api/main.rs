@@ -14,6 +14,7 @@ mod credit;
 mod documents;
 mod errors;
 mod faults;
+mod fuzz_corpus;
 mod idempotency;
 mod keycloak_realm;
 mod keys;

@@ -1,4 +1,4 @@
-//! Borrower data at rest (DESIGN.md §6): canary values planted through the API are found in
+//! Borrower data at rest (docs/testing.md): canary values planted through the API are found in
 //! no column of any table (outbox, audit and idempotency included) and in no log line, in
 //! any of the forms they can take; a positive control proves the scan finds plaintext.
 

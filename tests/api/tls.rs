@@ -1,4 +1,4 @@
-//! TLS in transit (issue 8, DESIGN.md §2) against private servers this test starts with a
+//! TLS in transit (issue 8, docs/security.md) against private servers this test starts with a
 //! test CA: a PostgreSQL that accepts TLS connections only (run as the `postgres` user:
 //! initdb refuses root) and a TLS-only Redis. The service's own connection code reaches
 //! them when its CA bundle matches and refuses them when it does not. The HTTP listener

@@ -1,4 +1,4 @@
-//! A fault-injecting TCP proxy (DESIGN.md §6): sits between the service and a shared
+//! A fault-injecting TCP proxy (docs/testing.md): sits between the service and a shared
 //! dependency so a test can cut that dependency off without stopping it for everyone else.
 
 use std::net::SocketAddr;

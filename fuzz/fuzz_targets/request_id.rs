@@ -1,0 +1,5 @@
+#![no_main]
+//! See src/fuzzing.rs: the properties this target checks.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| loanfolio::fuzzing::request_id(data));
