@@ -12,7 +12,7 @@ create table agents (
 
 create index agents_team_idx on agents (team);
 
--- Idempotency keys (docs/architecture.md): one row per principal and key. `in_flight` while the
+-- Idempotency keys (DESIGN.md §3): one row per principal and key. `in_flight` while the
 -- first request runs; `completed` with the response to replay. Failed requests delete
 -- their row so the client can correct and retry with the same key.
 create table idempotency_keys (

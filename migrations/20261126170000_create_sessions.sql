@@ -1,5 +1,5 @@
 -- Browser sessions. Redis holds the hot copy; this table is the durable one, so sessions
--- survive a Redis outage (docs/architecture.md: Redis is never the only copy of anything). Ids are
+-- survive a Redis outage (DESIGN.md §3: Redis is never the only copy of anything). Ids are
 -- stored hashed: a database reader cannot replay a cookie.
 create table sessions (
     id_hash     bytea primary key,

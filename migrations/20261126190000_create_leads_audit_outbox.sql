@@ -1,6 +1,6 @@
 -- Leads. Names, status, purpose and source stay in the clear (search, lists); everything
 -- else about the borrower is encrypted per field under the borrower file's data key, with
--- the table, column and row id as AAD (docs/security.md).
+-- the table, column and row id as AAD (DESIGN.md §2).
 create table leads (
     id                uuid primary key references borrower_files (id),
     owner_subject     text not null references agents (subject),
@@ -31,7 +31,7 @@ create index leads_team_idx on leads (team, id desc);
 create index leads_ssn_index_idx on leads (ssn_index) where ssn_index is not null;
 create index leads_name_idx on leads (lower(last_name), lower(first_name));
 
--- The audit log (docs/security.md): append-only, PII-free, hash-chained. One chain per borrower
+-- The audit log (DESIGN.md §2): append-only, PII-free, hash-chained. One chain per borrower
 -- file (chain_id = the file; the nil uuid for installation-wide events) rather than one
 -- global chain: a global chain would serialise every audited write in the installation
 -- behind one row lock, and the leads benchmark needs hundreds of writes per second. Within
@@ -76,7 +76,7 @@ create trigger audit_log_no_update before update or delete on audit_log
 create trigger audit_log_no_truncate before truncate on audit_log
     for each statement execute function audit_log_is_append_only();
 
--- The transactional outbox (docs/architecture.md): written in the same transaction as the change;
+-- The transactional outbox (DESIGN.md §1): written in the same transaction as the change;
 -- the relay publishes and marks rows. Payloads carry ids and states only.
 create table outbox (
     id            uuid primary key,

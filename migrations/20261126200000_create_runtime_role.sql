@@ -1,4 +1,4 @@
--- The least-privilege role the service runs as (docs/security.md): it may read and write the
+-- The least-privilege role the service runs as (DESIGN.md §2): it may read and write the
 -- application's tables but only INSERT and SELECT the audit log. `loanfolio migrate` runs as
 -- the schema owner; the service's login user is made a member of `loanfolio_app`
 -- (`grant loanfolio_app to <login user>`), by IT or by this migration's caller.

@@ -1,4 +1,4 @@
--- Borrower upload links (docs/security.md): a capability bound to one loan. Only the SHA-256 of
+-- Borrower upload links (DESIGN.md §2): a capability bound to one loan. Only the SHA-256 of
 -- the token is stored; the token itself is shown once, at creation.
 create table upload_links (
     id                  uuid primary key,

@@ -1,4 +1,4 @@
--- Documents (docs/security.md, docs/api.md). The original filename is encrypted; object keys are opaque
+-- Documents (DESIGN.md §2, §4). The original filename is encrypted; object keys are opaque
 -- ids, never names. `quarantine_key` is where the client PUTs; `object_key` the encrypted
 -- copy in the documents bucket once the pipeline accepts it.
 create table documents (

@@ -1,4 +1,4 @@
--- The needs list (docs/api.md "Doc request"): what an agent asks the borrower for, its
+-- The needs list (DESIGN.md §4 "Doc request"): what an agent asks the borrower for, its
 -- state, and a timeline of what happened to it. Free text (the agent's note, a rejection
 -- reason, the borrower's not-applicable comment) may hold personal details, so it is stored
 -- encrypted under the borrower file's key like every other PII field.

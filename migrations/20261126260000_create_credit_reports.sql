@@ -1,4 +1,4 @@
--- Credit pulls (docs/architecture.md, docs/api.md "Credit pull", "Consent"). The consent that makes a pull
+-- Credit pulls (DESIGN.md §3, §4 "Credit pull", "Consent"). The consent that makes a pull
 -- permissible (FCRA) is stored with it; the consenting borrower's IP is PII and encrypted.
 -- The full bureau report is encrypted under the borrower file's key; the summary (score,
 -- bureau, report id, pulled_at) stays in columns for lists and the dashboard.

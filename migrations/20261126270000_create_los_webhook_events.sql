@@ -1,4 +1,4 @@
--- LOS webhook deliveries (docs/api.md): deduplicated by the LOS's event id, kept with what
+-- LOS webhook deliveries (DESIGN.md §4): deduplicated by the LOS's event id, kept with what
 -- became of them (applied, recorded without a status change, or kept for review).
 create table los_webhook_events (
     event_id     text primary key,

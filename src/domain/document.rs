@@ -50,7 +50,11 @@ pub fn sanitize_filename(raw: &str) -> String {
                 && !matches!(*c as u32, 0x202A..=0x202E | 0x2066..=0x2069 | 0x200E | 0x200F | 0x061C)
         })
         .collect();
-    let trimmed = cleaned.trim().trim_start_matches('.').trim();
+    // Leading dots and spaces together (" . .x" must not become ".x", a hidden file when
+    // saved); found by the `filename` fuzz target.
+    let trimmed = cleaned
+        .trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end();
     let limited: String = trimmed.chars().take(200).collect();
     if limited.is_empty() {
         "document".into()
@@ -74,6 +78,8 @@ mod tests {
         assert_eq!(sanitize_filename(&"x".repeat(300)).chars().count(), 200);
         assert_eq!(sanitize_filename("/../"), "document");
         assert_eq!(sanitize_filename("résumé 2024.pdf"), "résumé 2024.pdf");
+        assert_eq!(sanitize_filename("    \0  ../  ../  x.  p\0df"), "x.  pdf");
+        assert_eq!(sanitize_filename(" . .hidden"), "hidden");
     }
 }
 
