@@ -55,6 +55,17 @@ pub enum ReadScope {
     All,
 }
 
+impl ReadScope {
+    /// Whether a file owned by `owner` in `team` is within this scope.
+    pub fn covers(&self, owner: &str, team: Option<&str>) -> bool {
+        match self {
+            ReadScope::All => true,
+            ReadScope::Team(t) => team == Some(t.as_str()),
+            ReadScope::Own(subject) => owner == subject,
+        }
+    }
+}
+
 /// The authenticated caller of one request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Actor {
@@ -90,13 +101,32 @@ impl Actor {
         self.roles.contains(&role)
     }
 
-    /// Admins read masked PII only and no document or report content (docs/security.md): true
-    /// when no other role of the caller lifts that.
-    pub fn sees_masked_pii_only(&self) -> bool {
+    /// The scope in which the caller's roles other than admin show PII in the clear:
+    /// compliance all, a manager the team, an agent their own files; none for an admin only.
+    pub fn clear_scope(&self) -> Option<ReadScope> {
+        if self.has(Role::Compliance) {
+            Some(ReadScope::All)
+        } else if self.has(Role::Manager) {
+            Some(match &self.team {
+                Some(team) => ReadScope::Team(team.clone()),
+                None => ReadScope::Own(self.subject.clone()),
+            })
+        } else if self.has(Role::Agent) {
+            Some(ReadScope::Own(self.subject.clone()))
+        } else {
+            None
+        }
+    }
+
+    /// Whether a file owned by `owner` in `team` is shown to this caller with PII masked
+    /// and without document or report content: the admin role reads every file that way
+    /// (docs/security.md) unless another role of the caller covers that file — an admin who
+    /// is also an agent sees their own files in the clear and everyone else's masked.
+    pub fn masks(&self, owner: &str, team: Option<&str>) -> bool {
         self.has(Role::Admin)
-            && !self.has(Role::Agent)
-            && !self.has(Role::Manager)
-            && !self.has(Role::Compliance)
+            && !self
+                .clear_scope()
+                .is_some_and(|scope| scope.covers(owner, team))
     }
 
     /// The widest read scope the caller's roles give.
@@ -287,6 +317,24 @@ mod tests {
             actor(&[Role::Manager], None).read_scope(),
             ReadScope::Own("s".into())
         );
+    }
+
+    #[test]
+    fn admins_see_masked_pii_except_where_another_role_covers_the_file() {
+        let admin = actor(&[Role::Admin], None);
+        assert!(admin.masks("s", Some("t")) && admin.masks("x", None));
+        let two_hats = actor(&[Role::Admin, Role::Agent], Some("b"));
+        assert!(!two_hats.masks("s", Some("b")), "their own file");
+        assert!(two_hats.masks("other", Some("b")), "a colleague's file");
+        let manager_admin = actor(&[Role::Admin, Role::Manager], Some("b"));
+        assert!(!manager_admin.masks("other", Some("b")));
+        assert!(manager_admin.masks("other", Some("a")));
+        assert!(!actor(&[Role::Admin, Role::Compliance], None).masks("x", Some("a")));
+        assert!(
+            !actor(&[Role::Agent], Some("b")).masks("x", Some("a")),
+            "no admin role"
+        );
+        assert!(!Actor::borrower("borrower:link:1".into()).masks("x", None));
     }
 
     #[test]

@@ -80,12 +80,15 @@ struct PullRow {
     pulled_at: Option<OffsetDateTime>,
     failure_reason: Option<String>,
     created_at: OffsetDateTime,
+    /// The lead's owner and team: whom the score is withheld from.
+    owner_subject: String,
+    team: Option<String>,
 }
 
 impl CreditPull {
     /// The API shape; the score is borrower data an admin does not see (docs/security.md).
     fn view(r: PullRow, actor: &Actor) -> Self {
-        let masked = actor.sees_masked_pii_only();
+        let masked = actor.masks(&r.owner_subject, r.team.as_deref());
         CreditPull {
             id: r.id,
             lead_id: r.lead_id,
@@ -105,7 +108,8 @@ impl CreditPull {
 
 const SELECT_PULL: &str =
     "select c.id, c.lead_id, c.pull_type, c.request_kind, c.based_on, c.status,
-        c.score, c.bureau, c.bureau_report_id, c.pulled_at, c.failure_reason, c.created_at
+        c.score, c.bureau, c.bureau_report_id, c.pulled_at, c.failure_reason, c.created_at,
+        l.owner_subject, l.team
    from credit_reports c join leads l on l.id = c.lead_id";
 
 pub fn report_at(id: Uuid) -> Location<'static> {
@@ -406,7 +410,7 @@ async fn get_report(
     let row = fetch(&mut tx, id, &actor.read_scope())
         .await?
         .ok_or_else(AppError::not_found)?;
-    if actor.sees_masked_pii_only() {
+    if actor.masks(&row.owner_subject, row.team.as_deref()) {
         return Err(AppError::forbidden());
     }
     side_effects.require()?;

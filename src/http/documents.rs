@@ -128,13 +128,16 @@ struct DocumentRow {
     reviewed_at: Option<OffsetDateTime>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+    /// The loan's owner and team: whom the document's PII is masked for.
+    owner_subject: String,
+    team: Option<String>,
 }
 
 const SELECT_DOCUMENT: &str =
     "select d.id, d.loan_id, d.lead_id, d.document_request_id, d.filename_enc,
         d.content_type, d.size_bytes, d.doc_type, d.state, d.reason, d.sha256, d.detected_type,
         d.duplicate_of, d.uploaded_by, d.review_decision, d.review_reason_enc, d.reviewed_by,
-        d.reviewed_at, d.created_at, d.updated_at
+        d.reviewed_at, d.created_at, d.updated_at, o.owner_subject, o.team
    from documents d join loans o on o.id = d.loan_id";
 
 fn filename_at(id: Uuid) -> Location<'static> {
@@ -148,7 +151,7 @@ fn filename_at(id: Uuid) -> Location<'static> {
 /// The API shape of a document for `actor`: a caller who sees masked PII only (admin) gets
 /// neither the original filename nor the reviewer's reason (docs/security.md).
 async fn render(state: &AppState, row: &DocumentRow, actor: &Actor) -> Result<Document, AppError> {
-    let masked = actor.sees_masked_pii_only();
+    let masked = actor.masks(&row.owner_subject, row.team.as_deref());
     let key = state
         .keys
         .file_key(&state.db, row.lead_id)
@@ -632,7 +635,7 @@ async fn download(
     let row = fetch(&mut tx, id, &actor.read_scope(), false)
         .await?
         .ok_or_else(AppError::not_found)?;
-    if actor.sees_masked_pii_only() {
+    if actor.masks(&row.owner_subject, row.team.as_deref()) {
         return Err(AppError::forbidden());
     }
     if row.state != "available" {

@@ -134,7 +134,7 @@ fn unseal(
 /// Decrypt a row into the API shape. `reveal_ssn` shows the full SSN (audited by the caller).
 fn render(row: &LeadRow, key: &DataKey, actor: &Actor, reveal_ssn: bool) -> Result<Lead, AppError> {
     let id = row.id;
-    let masked = actor.sees_masked_pii_only();
+    let masked = actor.masks(&row.owner_subject, row.team.as_deref());
     let ssn = unseal(key, id, "ssn_enc", &row.ssn_enc)?
         .and_then(|s| Ssn::parse(&s).ok())
         .map(|s| {
@@ -532,7 +532,7 @@ async fn get_lead(
         .ok_or_else(AppError::not_found)?;
     drop(conn);
     if reveal {
-        if actor.sees_masked_pii_only() {
+        if actor.masks(&row.owner_subject, row.team.as_deref()) {
             return Err(AppError::forbidden());
         }
         side_effects.require()?;

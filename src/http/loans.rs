@@ -118,7 +118,7 @@ fn render(row: &LoanRow, key: &DataKey, actor: &Actor) -> Result<Loan, AppError>
         .map_err(|e| anyhow::anyhow!("decrypting loans.property_enc: {e}"))?;
     let mut property: Address =
         serde_json::from_slice(&plain).map_err(|e| anyhow::anyhow!("loans.property_enc: {e}"))?;
-    if actor.sees_masked_pii_only() {
+    if actor.masks(&row.owner_subject, row.team.as_deref()) {
         property.line1 = "***".into();
         property.line2 = None;
     }
@@ -637,6 +637,7 @@ async fn history(
         .await
         .map_err(kms_unavailable)?;
     let mut items = Vec::with_capacity(rows.len());
+    let masked = actor.masks(&row.owner_subject, row.team.as_deref());
     for (_, from, to, actor_subject, reason_enc, at) in rows {
         let reason = match reason_enc {
             Some(enc) => Some(
@@ -661,7 +662,7 @@ async fn history(
             to,
             actor: actor_subject,
             // Reasons are free text about the borrower: not for masked-only callers.
-            reason: if actor.sees_masked_pii_only() {
+            reason: if masked {
                 reason.map(|_| crate::domain::mask::HIDDEN.to_owned())
             } else {
                 reason

@@ -264,7 +264,13 @@ async fn render_all(
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
-    let masked = actor.sees_masked_pii_only();
+    // language=PostgreSQL
+    let (owner, team): (String, Option<String>) =
+        sqlx::query_as("select owner_subject, team from loans where id = $1")
+            .bind(first.loan_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let masked = actor.masks(&owner, team.as_deref());
     let key = state
         .keys
         .file_key(&state.db, first.lead_id)

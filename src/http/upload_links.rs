@@ -75,6 +75,9 @@ struct LinkRow {
     max_files: i32,
     revoked_at: Option<OffsetDateTime>,
     files_accepted: i64,
+    /// The loan's owner and team: whom the recipient is masked for.
+    owner_subject: String,
+    team: Option<String>,
 }
 
 pub fn token_hash(token: &str) -> Vec<u8> {
@@ -126,7 +129,7 @@ async fn render(
             let plain = field::decrypt(&key, email_at(row.id), enc)
                 .map_err(|e| anyhow::anyhow!("decrypting a link's borrower email: {e}"))?;
             let email = String::from_utf8_lossy(&plain).into_owned();
-            Some(if actor.sees_masked_pii_only() {
+            Some(if actor.masks(&row.owner_subject, row.team.as_deref()) {
                 crate::domain::mask::email(&email)
             } else {
                 email
@@ -166,7 +169,9 @@ const COUNTS_AGAINST_LINK: &str = "d.state not in ('rejected', 'expired', 'delet
 fn select_link() -> String {
     format!(
         "select id, loan_id, lead_id, borrower_email_enc, expires_at, max_files, revoked_at,
-                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}) as files_accepted
+                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}) as files_accepted,
+                (select o.owner_subject from loans o where o.id = l.loan_id) as owner_subject,
+                (select o.team from loans o where o.id = l.loan_id) as team
            from upload_links l"
     )
 }
