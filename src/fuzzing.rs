@@ -173,8 +173,11 @@ pub fn request_id(data: &[u8]) {
     );
 }
 
+/// A target: bytes in, a panic when a property breaks.
+pub type Target = fn(&[u8]);
+
 /// Every target by its directory name under `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("webhook_signature", webhook_signature),
     ("stream_aead", stream_aead),
     ("merge_patch", merge_patch),

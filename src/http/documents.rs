@@ -9,6 +9,7 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -565,6 +566,29 @@ async fn finish_upload(
     }
     match row.state.as_str() {
         "awaiting_upload" => {
+            // Only a file that has arrived: a `complete` said before the PUT would let the
+            // PUT come later (after a link's revocation, say) and still be processed.
+            match state
+                .storage
+                .quarantine
+                .head(&ObjectPath::from(quarantine_key(id)))
+                .await
+            {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(AppError::client(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        "the file has not arrived yet: PUT it to the upload URL, then complete",
+                    ));
+                }
+                Err(e) => {
+                    return Err(AppError::DependencyUnavailable {
+                        dependency: "s3",
+                        source: e.into(),
+                    });
+                }
+            }
             // language=PostgreSQL
             sqlx::query(
                 "update documents set state = 'uploaded', updated_at = now() where id = $1",

@@ -73,8 +73,18 @@ struct Pass {
     sink: Option<futures::channel::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
 }
 
-/// loan, lead, state, declared size, declared type, quarantine key, request.
-type PendingDocument = (Uuid, Uuid, String, i64, String, String, Option<Uuid>);
+/// loan, lead, state, declared size, declared type, quarantine key, request, and the
+/// revocation time of the link it came through.
+type PendingDocument = (
+    Uuid,
+    Uuid,
+    String,
+    i64,
+    String,
+    String,
+    Option<Uuid>,
+    Option<time::OffsetDateTime>,
+);
 
 enum Outcome {
     Available { sha256: String, detected: Detected },
@@ -86,7 +96,8 @@ impl DocumentPipeline {
         let state = &self.state;
         // language=PostgreSQL
         let row: Option<PendingDocument> = sqlx::query_as(
-            "select loan_id, lead_id, state, size_bytes, content_type, quarantine_key, document_request_id
+            "select loan_id, lead_id, state, size_bytes, content_type, quarantine_key, document_request_id,
+                    (select u.revoked_at from upload_links u where u.id = documents.upload_link_id)
                from documents where id = $1 for update",
         )
         .bind(document)
@@ -101,6 +112,7 @@ impl DocumentPipeline {
             declared_type,
             quarantine_key,
             request,
+            link_revoked_at,
         )) = row
         else {
             return Err(HandlerError::Permanent(anyhow::anyhow!("no such document")));
@@ -119,7 +131,17 @@ impl DocumentPipeline {
             .await
             .map_err(transient)?;
         let limit = state.settings.documents.max_upload_bytes;
-        let precheck = if meta.size == 0 {
+        // A borrower who said `complete` early could PUT after the link's revocation with a
+        // URL still valid: what was written after it is never processed (kept in
+        // quarantine, like the reconciler's `link_revoked`).
+        let late = link_revoked_at.is_some()
+            && crate::workers::reconciler::Outcome::of(
+                Some(meta.last_modified.timestamp()),
+                link_revoked_at,
+            ) == crate::workers::reconciler::Outcome::LinkRevoked;
+        let precheck = if late {
+            Some("link_revoked")
+        } else if meta.size == 0 {
             Some("empty")
         } else if meta.size > limit {
             Some("too_large")
@@ -400,7 +422,8 @@ pub async fn purge_quarantine(state: &AppState, document: Uuid) {
     let key: Option<String> = sqlx::query_scalar(
         "select quarantine_key from documents
           where id = $1 and not quarantine_purged
-            and state in ('available', 'rejected', 'expired', 'deleted')",
+            and state in ('available', 'rejected', 'expired', 'deleted')
+            and reason is distinct from 'link_revoked'",
     )
     .bind(document)
     .fetch_optional(&state.db)

@@ -239,7 +239,17 @@ async fn every_writing_route_checks_write_scope_on_the_object_itself() {
     let document_state = json(&app, &owner, &format!("/v1/documents/{document}")).await;
     assert_eq!(document_state["state"], "awaiting_upload");
 
-    // Positive control: the owner's manager may.
+    // Positive control: the owner's manager may (once the file has arrived).
+    use object_store::ObjectStoreExt;
+    app.state
+        .storage
+        .quarantine
+        .put(
+            &object_store::path::Path::from(format!("uploads/{document}")),
+            b"%PDF-1.7 1234".to_vec().into(),
+        )
+        .await
+        .unwrap();
     let manager = oidc::access_token("manager-a").await;
     let complete = call(
         Method::POST,

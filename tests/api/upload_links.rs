@@ -409,3 +409,92 @@ async fn uploads_after_a_revocation_are_rejected_and_kept() {
         .await;
     assert!(kept.is_ok(), "the late upload is kept in quarantine");
 }
+
+/// Review finding: a borrower could say `complete` before the PUT, wait for the link's
+/// revocation and then PUT with the still-valid URL, and the file was processed. Now
+/// `complete` needs the file to have arrived, and the pipeline rejects (and keeps) an
+/// object written after its link was revoked.
+#[tokio::test]
+async fn a_file_written_after_revocation_is_never_processed() {
+    use object_store::ObjectStoreExt;
+    let app = spawn_app().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let link: Value = create_link(&app, &token, &loan, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = link["token"].as_str().unwrap();
+    let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n".to_vec();
+    let upload: Value = app
+        .client
+        .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
+        .json(&json!({"filename": "p.pdf", "content_type": "application/pdf", "size_bytes": pdf.len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = upload["document"]["id"].as_str().unwrap().to_owned();
+    let complete = app.url(&format!(
+        "/v1/public/upload-links/{secret}/files/{id}/complete"
+    ));
+    let early = app.client.post(&complete).send().await.unwrap();
+    assert_eq!(early.status(), 409, "nothing has arrived yet");
+    let put = || {
+        reqwest::Client::new()
+            .put(upload["upload"]["url"].as_str().unwrap())
+            .header("content-type", "application/pdf")
+            .body(pdf.clone())
+            .send()
+    };
+    assert!(put().await.unwrap().status().is_success());
+    assert_eq!(
+        app.client.post(&complete).send().await.unwrap().status(),
+        202
+    );
+    // Revoked before the pipeline ran; then the URL is used again to replace the file.
+    let revoked = app
+        .client
+        .delete(app.url(&format!(
+            "/v1/upload-links/{}",
+            link["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert!(put().await.unwrap().status().is_success());
+    // Now a worker (same database and buckets) processes the queued event.
+    use secrecy::ExposeSecret;
+    let url = url::Url::parse(app.state.settings.database.url().unwrap().expose_secret()).unwrap();
+    let s3 = &app.state.settings.s3;
+    let _worker = crate::helpers::app()
+        .shared_database(url.path().trim_start_matches('/').to_owned())
+        .buckets(&s3.quarantine_bucket, &s3.documents_bucket)
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
+    let decided = crate::helpers::eventually(30, || async {
+        let row: (String, Option<String>) =
+            sqlx::query_as("select state, reason from documents where id = $1::uuid")
+                .bind(&id)
+                .fetch_one(&app.state.db)
+                .await
+                .unwrap();
+        row == ("rejected".to_owned(), Some("link_revoked".to_owned()))
+    })
+    .await;
+    assert!(decided, "the late file is rejected link_revoked");
+    let kept = app
+        .state
+        .storage
+        .quarantine
+        .head(&object_store::path::Path::from(format!("uploads/{id}")))
+        .await;
+    assert!(kept.is_ok(), "and kept in quarantine for review");
+}
