@@ -348,8 +348,10 @@ impl Application {
 type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 
 /// Serve `router` on `listener` (HTTPS when `tls` is given) until `stop` turns true, then
-/// finish in-flight requests. Every connection must send a request head within
-/// `header_timeout`, and an idle keep-alive connection is closed after it (slowloris).
+/// finish in-flight requests. HTTP/1.1 only (the deployments' proxies speak it upstream;
+/// protocol detection and HTTP/2 would each need timeouts of their own): a connection must
+/// send its first request, and every later request head, within `header_timeout`, and an
+/// idle keep-alive connection is closed after it (slowloris).
 fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -368,7 +370,10 @@ fn serve(
     Ok(match tls {
         // HTTPS with rustls (docs/security.md); the deployments also put a proxy in front.
         Some(config) => {
-            let mut server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            let mut server = axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .http1_only()
+                .first_request_timeout(header_timeout);
             server
                 .http_builder()
                 .http1()
@@ -376,7 +381,10 @@ fn serve(
             tokio::spawn(server.serve(make_service))
         }
         None => {
-            let mut server = axum_server::from_tcp(listener)?.handle(handle);
+            let mut server = axum_server::from_tcp(listener)?
+                .handle(handle)
+                .http1_only()
+                .first_request_timeout(header_timeout);
             server
                 .http_builder()
                 .http1()

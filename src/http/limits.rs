@@ -46,6 +46,18 @@ pub fn client_ip(request: &Request, trusted: &[IpAddr]) -> Option<IpAddr> {
         .or(Some(peer))
 }
 
+/// The rate-limit key of a client address: IPv6 clients are counted by their /64, which one
+/// subscriber usually holds whole (a key per address would give each a fresh budget).
+pub fn rate_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
 /// The upload-link token of a borrower route, if the path carries one.
 fn link_token(path: &str) -> Option<&str> {
     let rest = path
@@ -80,11 +92,7 @@ pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next)
     let Some(ip) = client_ip(&request, &state.settings.rate_limit.trusted_proxies) else {
         return next.run(request).await;
     };
-    match state
-        .rate_limiter
-        .check(bucket, &ip.to_string(), limit)
-        .await
-    {
+    match state.rate_limiter.check(bucket, &rate_key(ip), limit).await {
         Ok(()) => next.run(request).await,
         Err(retry_after_secs) => AppError::RateLimited { retry_after_secs }.into_response(),
     }
@@ -92,6 +100,17 @@ pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        use super::rate_key;
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(rate_key(a), rate_key(b));
+        assert_ne!(rate_key(a), rate_key(c));
+        assert_eq!(rate_key("10.0.0.1".parse().unwrap()), "10.0.0.1");
+    }
+
     #[test]
     fn link_tokens_are_found_in_borrower_paths_only() {
         use super::link_token;

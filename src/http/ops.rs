@@ -11,10 +11,6 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use std::net::SocketAddr;
-
-use axum::extract::ConnectInfo;
-
 use crate::app::AppState;
 use crate::error::AppError;
 use crate::readiness::{self, PublicReadiness, ReadinessReport};
@@ -80,20 +76,19 @@ async fn readyz(State(state): State<AppState>) -> Response {
     ))]
 async fn public_readyz(
     State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request: axum::extract::Request,
 ) -> Result<Response, AppError> {
-    if let Some(Extension(ConnectInfo(peer))) = peer
-        && !state
-            .settings
-            .rate_limit
-            .trusted_proxies
-            .contains(&peer.ip())
+    // The client behind a trusted proxy is limited like any other; the proxy's own probe
+    // (no forwarded client, so the client is the trusted peer itself) is not.
+    let trusted = &state.settings.rate_limit.trusted_proxies;
+    if let Some(client) = crate::http::limits::client_ip(&request, trusted)
+        && !trusted.contains(&client)
     {
         state
             .rate_limiter
             .check(
                 "readyz:ip",
-                &peer.ip().to_string(),
+                &crate::http::limits::rate_key(client),
                 state.settings.readiness.public_per_ip,
             )
             .await

@@ -124,6 +124,16 @@ async fn slow_heads_and_idle_connections_are_closed() {
         .settings(|s| s.server.header_read_timeout_secs = 1)
         .spawn()
         .await;
+    // A connection that never says anything (before the protocol is even known).
+    let silent = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let took = closed_after(silent).await;
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+    // Half of an HTTP/2 preface: still closed.
+    let mut h2 = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let took = closed_after(h2).await;
+    assert!(took < std::time::Duration::from_secs(4), "{took:?}");
+
     // A head that never ends.
     let mut slow = tokio::net::TcpStream::connect(app.address).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
