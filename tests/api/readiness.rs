@@ -221,4 +221,18 @@ async fn readiness_is_cached_single_flight_and_rate_limited_per_client() {
     let answers =
         futures::future::join_all((0..20).map(|_| app.client.get(app.url("/readyz")).send())).await;
     assert!(answers.into_iter().all(|r| r.unwrap().status() == 200));
+    // A client behind that proxy is limited by its own address (review finding: every
+    // client through nginx was exempt).
+    let answers = futures::future::join_all((0..20).map(|_| {
+        app.client
+            .get(app.url("/readyz"))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .send()
+    }))
+    .await;
+    let statuses: Vec<u16> = answers
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
 }
