@@ -199,6 +199,12 @@ pub async fn set_disabled(
     .bind(&by.subject)
     .execute(&mut *tx)
     .await?;
+    // Sessions first, then the audit chain: the order of every path that ends sessions.
+    let ended = if disabled {
+        super::session::delete_all(&mut tx, Some(subject), None).await?
+    } else {
+        Vec::new()
+    };
     crate::db::audit::record(
         &mut tx,
         crate::db::audit::Entry {
@@ -216,11 +222,6 @@ pub async fn set_disabled(
         },
     )
     .await?;
-    let ended = if disabled {
-        super::session::delete_all(&mut tx, Some(subject), None).await?
-    } else {
-        Vec::new()
-    };
     for (id_hash, _) in &ended {
         super::recheck::audit_session(
             &mut tx,

@@ -85,16 +85,18 @@ pub async fn audit_session(
     .await
 }
 
-/// End the locked session `id` for `reason` (audited `session.ended`) and commit.
+/// End session `id` for `reason`: the row's deletion and its `session.ended` audit row in
+/// one transaction (session row first, then the audit chain — the order every path that
+/// ends sessions takes, so two of them never deadlock), then its Redis copies.
 async fn end(
     state: &AppState,
-    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
     id: &str,
     actor: &Actor,
     reason: &str,
     request_id: Option<&str>,
 ) -> Result<(), AppError> {
     let id_hash = session::hash_id(id);
+    let mut tx = state.db.begin().await?;
     // language=PostgreSQL
     sqlx::query("delete from sessions where id_hash = $1")
         .bind(&id_hash)
@@ -116,7 +118,10 @@ async fn end(
 }
 
 /// Re-check `session` if it is due; the session to use for this request, or why there is
-/// none any more.
+/// none any more. One request claims the check (an atomic update of `checked_at`); it runs
+/// without holding a lock or a connection while it asks the provider, and concurrent
+/// requests carry on with the session as it is. So a rotated refresh token is used once,
+/// and a slow provider cannot tie up the database pool.
 pub async fn if_due(
     state: &AppState,
     id: &str,
@@ -128,27 +133,21 @@ pub async fn if_due(
     if now() - session.checked_at < every {
         return Ok(session);
     }
-    let mut tx = state.db.begin().await?;
-    // The row lock makes concurrent requests of one session wait for a single re-check.
-    let Some(locked) = session::lock_for_recheck(&mut tx, id).await? else {
-        return Err(AuthError::SessionExpired.into());
-    };
-    if now() - locked.checked_at < every {
-        // Another request re-checked it meanwhile: use what it found.
-        tx.commit().await?;
+    let Some(claim) = session::claim_recheck(&state.db, id, every).await? else {
+        // Another request holds the check, or the session is gone: read what is stored.
         return session::recache(&state.db, &state.cache, id)
             .await?
             .ok_or_else(|| AuthError::SessionExpired.into());
-    }
+    };
     let actor = session.actor.clone();
     state.agents.forget(&actor.subject);
     if let Err(e) = state.agents.check_enabled(&state.db, &actor.subject).await {
         if matches!(e, AppError::Auth(AuthError::AccountDisabled)) {
-            end(state, tx, id, &actor, "agent_disabled", request_id).await?;
+            end(state, id, &actor, "agent_disabled", request_id).await?;
         }
         return Err(e);
     }
-    let outcome = match &locked.refresh_token_enc {
+    let outcome = match &claim.refresh_token_enc {
         // Providers without refresh tokens rely on `disabled_at` and back-channel logout.
         None => Recheck::Valid {
             actor: actor.clone(),
@@ -162,13 +161,13 @@ pub async fn if_due(
                     refresh_token,
                 } => {
                     if fresh.subject != actor.subject {
-                        end(state, tx, id, &actor, "subject_changed", request_id).await?;
+                        end(state, id, &actor, "subject_changed", request_id).await?;
                         return Err(AuthError::SessionExpired.into());
                     }
                     // Fresh claims: provisioning takes the new roles and team.
                     if let Err(e) = state.agents.ensure(&state.db, &fresh).await {
                         if matches!(e, AppError::Auth(AuthError::AccountDisabled)) {
-                            end(state, tx, id, &actor, "agent_disabled", request_id).await?;
+                            end(state, id, &actor, "agent_disabled", request_id).await?;
                         }
                         return Err(e);
                     }
@@ -180,13 +179,13 @@ pub async fn if_due(
                     }
                 }
                 Refreshed::Refused(reason) => {
-                    end(state, tx, id, &actor, reason, request_id).await?;
+                    end(state, id, &actor, reason, request_id).await?;
                     return Err(AuthError::SessionExpired.into());
                 }
                 Refreshed::Unreachable => {
-                    let since = locked.failing_since.unwrap_or_else(now);
+                    let since = claim.failing_since.unwrap_or_else(now);
                     if now() - since > settings.recheck_grace_secs as i64 {
-                        end(state, tx, id, &actor, "provider_unreachable", request_id).await?;
+                        end(state, id, &actor, "provider_unreachable", request_id).await?;
                         return Err(AuthError::SessionExpired.into());
                     }
                     Recheck::Unreachable { since }
@@ -194,8 +193,7 @@ pub async fn if_due(
             }
         }
     };
-    session::record_recheck(&mut tx, id, &outcome).await?;
-    tx.commit().await?;
+    session::record_recheck(&state.db, id, &outcome).await?;
     session::recache(&state.db, &state.cache, id)
         .await?
         .ok_or_else(|| AuthError::SessionExpired.into())

@@ -136,7 +136,24 @@ pub async fn create(
     Ok((id, session))
 }
 
-async fn cache_put(cache: &Cache, id_hash: &[u8], session: &Session) {
+/// A session that ended leaves this mark in Redis for longer than any copy lives, and no
+/// copy is written while it is there: a request that read the row from PostgreSQL just
+/// before it was deleted cannot bring the session back into the cache.
+fn tombstone_key(cache: &Cache, id_hash: &[u8]) -> String {
+    cache.key(&format!("session-ended:{}", hex(id_hash)))
+}
+
+/// SET the copy unless the session's tombstone exists, and index it under its subject.
+const CACHE_PUT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return 1
+";
+
+/// Put a session's copy into Redis — refused once the session has ended.
+pub async fn cache_put(cache: &Cache, id_hash: &[u8], session: &Session) {
     let ttl = (session.expires_at - now()).min(CACHE_TTL);
     if ttl <= 0 {
         return;
@@ -145,22 +162,17 @@ async fn cache_put(cache: &Cache, id_hash: &[u8], session: &Session) {
         let mut connection = cache.connection().await?;
         let value = serde_json::to_string(session)?;
         let index = subject_key(cache, &session.actor.subject);
-        redis::pipe()
-            .cmd("SET")
+        redis::cmd("EVAL")
+            .arg(CACHE_PUT)
+            .arg(3)
             .arg(redis_key(cache, id_hash))
+            .arg(tombstone_key(cache, id_hash))
+            .arg(&index)
             .arg(value)
-            .arg("EX")
             .arg(ttl)
-            .ignore()
-            .cmd("SADD")
-            .arg(&index)
             .arg(hex(id_hash))
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&index)
             .arg(CACHE_TTL * 2)
-            .ignore()
-            .query_async::<()>(&mut connection)
+            .query_async::<i64>(&mut connection)
             .await?;
         anyhow::Ok(())
     }
@@ -226,37 +238,34 @@ async fn load_durable(
     Ok(Some(session))
 }
 
-/// The part of a session only a re-check needs, with the row locked until `tx` ends: two
-/// requests of one session never refresh at once (a rotated refresh token works once).
-pub struct Locked {
-    pub checked_at: i64,
+/// What a re-check needs of a session it has claimed.
+pub struct Claim {
     pub refresh_token_enc: Option<Vec<u8>>,
     pub failing_since: Option<i64>,
 }
 
-pub async fn lock_for_recheck(
-    tx: &mut sqlx::PgConnection,
+/// Claim the re-check of session `id` if it is due (`checked_at` older than `every`
+/// seconds): one atomic update, so exactly one of several concurrent requests gets it.
+pub async fn claim_recheck(
+    db: &PgPool,
     id: &str,
-) -> Result<Option<Locked>, sqlx::Error> {
+    every: i64,
+) -> Result<Option<Claim>, sqlx::Error> {
     // language=PostgreSQL
-    let row: Option<(
-        time::OffsetDateTime,
-        Option<Vec<u8>>,
-        Option<time::OffsetDateTime>,
-    )> = sqlx::query_as(
-        "select checked_at, refresh_token_enc, recheck_failing_since from sessions
-              where id_hash = $1 and expires_at > now() for update",
+    let row: Option<(Option<Vec<u8>>, Option<time::OffsetDateTime>)> = sqlx::query_as(
+        "update sessions set checked_at = now()
+          where id_hash = $1 and expires_at > now()
+            and checked_at < now() - make_interval(secs => $2)
+          returning refresh_token_enc, recheck_failing_since",
     )
     .bind(hash_id(id))
-    .fetch_optional(&mut *tx)
+    .bind(every as f64)
+    .fetch_optional(db)
     .await?;
-    Ok(
-        row.map(|(checked_at, refresh_token_enc, failing_since)| Locked {
-            checked_at: checked_at.unix_timestamp(),
-            refresh_token_enc,
-            failing_since: failing_since.map(|t| t.unix_timestamp()),
-        }),
-    )
+    Ok(row.map(|(refresh_token_enc, failing_since)| Claim {
+        refresh_token_enc,
+        failing_since: failing_since.map(|t| t.unix_timestamp()),
+    }))
 }
 
 /// What a re-check found.
@@ -270,12 +279,8 @@ pub enum Recheck {
     Unreachable { since: i64 },
 }
 
-/// Record a re-check in `tx` (the row is locked) and refresh the Redis copy after commit.
-pub async fn record_recheck(
-    tx: &mut sqlx::PgConnection,
-    id: &str,
-    outcome: &Recheck,
-) -> Result<(), sqlx::Error> {
+/// Record what a claimed re-check found.
+pub async fn record_recheck(db: &PgPool, id: &str, outcome: &Recheck) -> Result<(), sqlx::Error> {
     let id_hash = hash_id(id);
     match outcome {
         Recheck::Valid {
@@ -284,25 +289,25 @@ pub async fn record_recheck(
         } => {
             // language=PostgreSQL
             sqlx::query(
-                "update sessions set actor = $2, refresh_token_enc = $3, checked_at = now(),
+                "update sessions set actor = $2, refresh_token_enc = $3,
                         recheck_failing_since = null
                   where id_hash = $1",
             )
             .bind(&id_hash)
             .bind(serde_json::to_value(actor).unwrap_or_default())
             .bind(refresh_token_enc)
-            .execute(&mut *tx)
+            .execute(db)
             .await?;
         }
         Recheck::Unreachable { since } => {
             // language=PostgreSQL
             sqlx::query(
-                "update sessions set checked_at = now(), recheck_failing_since = to_timestamp($2)
+                "update sessions set recheck_failing_since = to_timestamp($2)
                   where id_hash = $1",
             )
             .bind(&id_hash)
             .bind(*since as f64)
-            .execute(&mut *tx)
+            .execute(db)
             .await?;
         }
     }
@@ -329,8 +334,31 @@ async fn drop_cached(cache: &Cache, id_hashes: &[Vec<u8>]) {
     }
 }
 
+/// Mark sessions as ended in Redis (see [`tombstone_key`]), then drop their copies.
+async fn bury(cache: &Cache, id_hashes: &[Vec<u8>]) {
+    if id_hashes.is_empty() {
+        return;
+    }
+    if let Ok(mut connection) = cache.connection().await {
+        let mut pipe = redis::pipe();
+        for id_hash in id_hashes {
+            pipe.cmd("SET")
+                .arg(tombstone_key(cache, id_hash))
+                .arg(1)
+                .arg("EX")
+                .arg(CACHE_TTL * 3)
+                .ignore();
+            pipe.cmd("DEL").arg(redis_key(cache, id_hash)).ignore();
+        }
+        let _ = pipe.query_async::<()>(&mut connection).await;
+    }
+}
+
+/// End session `id` everywhere: the tombstone first (no copy may be written from here on),
+/// then the durable row, then the copy.
 pub async fn revoke(db: &PgPool, cache: &Cache, id: &str) -> Result<(), sqlx::Error> {
     let id_hash = hash_id(id);
+    bury(cache, std::slice::from_ref(&id_hash)).await;
     // language=PostgreSQL
     sqlx::query("delete from sessions where id_hash = $1")
         .bind(&id_hash)
@@ -391,5 +419,5 @@ pub async fn uncache(cache: &Cache, ended: &[(Vec<u8>, String)], every_of_subjec
             .query_async::<()>(&mut connection)
             .await;
     }
-    drop_cached(cache, &hashes).await;
+    bury(cache, &hashes).await;
 }

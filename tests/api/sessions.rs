@@ -567,6 +567,17 @@ async fn sessions_follow_the_agents_rights() {
         303
     );
     assert_eq!(me(&app, &browser).await.1["team"], "team-a");
+    // Ten requests at once when a re-check is due: one refresh (a rotated refresh token
+    // works once), and every request goes through.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let answers = futures::future::join_all((0..10).map(|_| me(&app, &browser))).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert_eq!(
+        me(&app, &browser).await.0,
+        200,
+        "the session survived its re-checks"
+    );
 
     // Moved and promoted at the provider: the next re-check takes the new rights.
     provider_user(
@@ -924,4 +935,40 @@ async fn a_browser_clears_step_up_at_auth_reauth() {
         .unwrap();
     assert_eq!(out.status(), 204);
     assert_eq!(audit_actions(&app, "session.signed_out").await.len(), 1);
+}
+
+/// Review finding: a request that read a session from PostgreSQL just before the session
+/// ended could write it back to Redis, where it lived on for a minute. An ended session now
+/// leaves a tombstone that refuses such a write.
+#[tokio::test]
+async fn an_ended_session_cannot_be_cached_back() {
+    use loanfolio::auth::session;
+    let app = app().spawn().await;
+    let state = &app.state;
+    let actor = loanfolio::auth::Actor::borrower("agent-a1".into());
+    let (id, _) = session::create(
+        &state.db,
+        &state.cache,
+        &actor,
+        std::time::Duration::from_secs(600),
+        session::Origin::default(),
+    )
+    .await
+    .unwrap();
+    // A reader holds the session as it was read from PostgreSQL…
+    let stale = session::load(&state.db, &state.cache, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    // …the session ends…
+    session::revoke(&state.db, &state.cache, &id).await.unwrap();
+    // …and the reader writes its copy afterwards.
+    session::cache_put(&state.cache, &session::hash_id(&id), &stale).await;
+    assert!(
+        session::load(&state.db, &state.cache, &id)
+            .await
+            .unwrap()
+            .is_none(),
+        "the ended session came back from Redis"
+    );
 }
