@@ -64,6 +64,9 @@ function configuration(jwks) {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
+      // Keycloak's client setting: logout tokens (and so ID tokens) carry the session's sid.
+      backchannel_logout_uri: new URL('/auth/backchannel-logout', redirectUris[0]).toString(),
+      backchannel_logout_session_required: true,
     }],
     jwks,
     // Keycloak issues refresh tokens with every authorization-code grant; so does this one,
@@ -75,6 +78,8 @@ function configuration(jwks) {
     findAccount: (ctx, id) => accountClaims(id),
     features: {
       devInteractions: { enabled: false },
+      // As Keycloak: ID tokens carry the provider session's `sid`, which logout tokens name.
+      backchannelLogout: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => audience,

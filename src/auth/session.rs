@@ -381,7 +381,9 @@ pub async fn delete_all(
     // language=PostgreSQL
     sqlx::query_as(
         "delete from sessions
-          where ($1::text is null or subject = $1) and ($2::text is null or provider_sid = $2)
+          where ($1::text is null or subject = $1)
+            and ($2::text is null or provider_sid = $2
+                 or ($1::text is not null and provider_sid is null))
           returning id_hash, subject",
     )
     .bind(subject)

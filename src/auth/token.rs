@@ -22,6 +22,14 @@ struct RawHeader {
     typ: Option<String>,
 }
 
+/// Who a verified logout token logs out, and its id (each is used once).
+#[derive(Debug, Clone)]
+pub struct LogoutClaims {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub jti: String,
+}
+
 /// What a verified access token says about its holder.
 #[derive(Debug, Clone)]
 pub struct VerifiedClaims {
@@ -168,12 +176,12 @@ impl TokenVerifier {
     /// An OpenID Connect Back-Channel Logout 1.0 logout token (§2.6), verified like an ID
     /// token: the issuer's signature, `iss`, `aud` = our client id, `iat` within the
     /// leeway-extended last five minutes, the back-channel logout event, `sub` or `sid`,
-    /// and no `nonce`. Returns (sub, sid).
+    /// and no `nonce`.
     pub async fn verify_logout(
         &self,
         token: &str,
         client_id: &str,
-    ) -> Result<(Option<String>, Option<String>), AuthError> {
+    ) -> Result<LogoutClaims, AuthError> {
         let (typ, claims) = self.decode_signed(token, &["iss", "iat", "exp"]).await?;
         if typ.is_some_and(|t| !t.eq_ignore_ascii_case("logout+jwt")) {
             return Err(AuthError::WrongTokenType);
@@ -209,7 +217,8 @@ impl TokenVerifier {
         if sub.is_none() && sid.is_none() {
             return Err(AuthError::MalformedToken);
         }
-        Ok((sub, sid))
+        let jti = text("jti").ok_or(AuthError::MalformedToken)?;
+        Ok(LogoutClaims { sub, sid, jti })
     }
 
     pub async fn verify(&self, token: &str) -> Result<VerifiedClaims, AuthError> {

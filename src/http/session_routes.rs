@@ -299,6 +299,33 @@ async fn logout(
     Ok(response)
 }
 
+/// Record a logout token's `jti` for ten minutes (longer than a logout token is accepted);
+/// false when it was seen already. Without Redis the token is accepted: replaying a
+/// logout ends nothing that was not ended already.
+async fn first_use_of(state: &AppState, jti: &str) -> bool {
+    let key = state.cache.key(&format!(
+        "logout-jti:{}",
+        session::hash_id(jti)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
+    let result = async {
+        let mut connection = state.cache.connection().await?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(600)
+            .query_async(&mut connection)
+            .await?;
+        anyhow::Ok(set.is_some())
+    }
+    .await;
+    result.unwrap_or(true)
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LogoutToken {
     /// A logout token (OpenID Connect Back-Channel Logout 1.0, §2.4).
@@ -329,7 +356,7 @@ async fn backchannel_logout(
     if form.logout_token.len() > 16 * 1024 {
         return Err(invalid("the logout token is too long"));
     }
-    let (sub, sid) = state
+    let claims = state
         .verifier
         .verify_logout(&form.logout_token, &state.settings.oidc.client_id)
         .await
@@ -343,12 +370,13 @@ async fn backchannel_logout(
                 invalid("the logout token is not valid")
             }
         })?;
-    // With a `sid` only that provider session ends; with a `sub` alone, all of the user's.
-    let (by_subject, by_sid) = match (&sub, &sid) {
-        (_, Some(sid)) => (None, Some(sid.as_str())),
-        (Some(sub), None) => (Some(sub.as_str()), None),
-        (None, None) => return Err(invalid("the logout token names no one")),
-    };
+    // Each logout token works once (§2.6: its `jti`); a replay is refused.
+    if !first_use_of(&state, &claims.jti).await {
+        return Err(invalid("the logout token was used before"));
+    }
+    // A `sid` ends that provider session (and, with a `sub`, that user's sessions that
+    // recorded no provider session); a `sub` alone ends all of the user's.
+    let (by_subject, by_sid) = (claims.sub.as_deref(), claims.sid.as_deref());
     let actor = Actor::borrower("system:backchannel-logout".to_owned());
     let mut tx = state.db.begin().await?;
     let ended = session::delete_all(&mut tx, by_subject, by_sid).await?;
@@ -364,7 +392,9 @@ async fn backchannel_logout(
         .await?;
     }
     tx.commit().await?;
-    session::uncache(&state.cache, &ended, by_subject).await;
+    // Every Redis copy of the subject's only when all of them ended.
+    let whole_subject = if by_sid.is_none() { by_subject } else { None };
+    session::uncache(&state.cache, &ended, whole_subject).await;
     tracing::info!(sessions = ended.len(), "back-channel logout");
     let mut response = StatusCode::OK.into_response();
     response

@@ -847,8 +847,28 @@ async fn the_provider_ends_sessions_by_back_channel_logout() {
     for b in &browsers {
         assert_eq!(me(&app, b).await.0, 200);
     }
-    let token = crate::helpers::oidc::sign(&issuer, header, claims(json!({}))).await;
+    // Another provider session of the user (its `sid`): these sessions stay.
+    let token = crate::helpers::oidc::sign(
+        &issuer,
+        header.clone(),
+        claims(json!({"sid": "another-session"})),
+    )
+    .await;
     assert_eq!(post(token).await, 200);
+    for b in &browsers {
+        assert_eq!(
+            me(&app, b).await.0,
+            200,
+            "a different sid ends other sessions only"
+        );
+    }
+    let token = crate::helpers::oidc::sign(&issuer, header, claims(json!({}))).await;
+    assert_eq!(post(token.clone()).await, 200);
+    assert_eq!(
+        post(token).await,
+        400,
+        "a logout token is used once (its jti)"
+    );
     for b in &browsers {
         assert_eq!(me(&app, b).await.0, 401);
     }
