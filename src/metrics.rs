@@ -40,6 +40,8 @@ pub struct Metrics {
     pub dlq_messages: Family<ConsumerLabels, Gauge>,
     /// Readiness checks that went out to the dependencies (not answered from the cache).
     pub readiness_checks: Counter,
+    /// Browser sign-ins refused at the callback, by reason.
+    pub login_failures: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -140,7 +142,14 @@ impl Metrics {
             "Readiness checks that probed every dependency (cached answers not counted)",
             readiness_checks.clone(),
         );
+        let login_failures = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "login_failures",
+            "Browser sign-ins refused at the callback, by reason (not_this_browser, provider_error, …)",
+            login_failures.clone(),
+        );
         Self {
+            login_failures,
             readiness_checks,
             outbox_unpublished,
             outbox_oldest_unpublished,

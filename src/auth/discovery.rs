@@ -15,10 +15,30 @@ pub struct ProviderMetadata {
     pub token_endpoint: Option<url::Url>,
 }
 
-#[derive(Debug, Clone)]
+/// The provider's metadata for browser logins, with when it was fetched.
+pub type LoginMetadata = std::sync::Arc<
+    std::sync::Mutex<
+        Option<(
+            std::time::Instant,
+            openidconnect::core::CoreProviderMetadata,
+        )>,
+    >,
+>;
+
+#[derive(Clone)]
 pub struct Discovery {
     issuer: url::Url,
     http: reqwest::Client,
+    /// Cached by `auth::login` (discovery + JWKS), so logins do not fetch it each time.
+    pub login_metadata: LoginMetadata,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("issuer", &self.issuer.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Discovery {
@@ -32,6 +52,7 @@ impl Discovery {
         Ok(Self {
             issuer: settings.issuer_url.clone(),
             http: http.build()?,
+            login_metadata: LoginMetadata::default(),
         })
     }
 

@@ -77,12 +77,34 @@ async fn client(
             .to_owned(),
     )
     .map_err(anyhow::Error::from)?;
-    let metadata = CoreProviderMetadata::discover_async(issuer, http)
-        .await
-        .map_err(|e| AppError::DependencyUnavailable {
-            dependency: "oidc",
-            source: anyhow::anyhow!("discovery: {e}"),
-        })?;
+    // Discovery (and the JWKS fetch it includes) once per `METADATA_TTL`, not per login:
+    // `/auth/login` is reachable by anyone.
+    let cached = state
+        .oidc
+        .login_metadata
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < METADATA_TTL)
+        .map(|(_, m)| m.clone());
+    let metadata = match cached {
+        Some(metadata) => metadata,
+        None => {
+            let metadata = CoreProviderMetadata::discover_async(issuer, http)
+                .await
+                .map_err(|e| AppError::DependencyUnavailable {
+                    dependency: "oidc",
+                    source: anyhow::anyhow!("discovery: {e}"),
+                })?;
+            *state
+                .oidc
+                .login_metadata
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) =
+                Some((std::time::Instant::now(), metadata.clone()));
+            metadata
+        }
+    };
     Ok(CoreClient::from_provider_metadata(
         metadata,
         ClientId::new(state.settings.oidc.client_id.clone()),
@@ -90,6 +112,10 @@ async fn client(
     )
     .set_redirect_uri(RedirectUrl::new(redirect_url(state)).map_err(anyhow::Error::from)?))
 }
+
+/// How long the provider's metadata (discovery and keys) is reused for logins. Its signing
+/// keys rotate far more slowly; a failed verification with an unknown key re-discovers.
+const METADATA_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Only local paths: `return_to` must never send a freshly signed-in agent elsewhere.
 pub fn safe_return_to(candidate: Option<&str>) -> String {
@@ -190,18 +216,32 @@ pub struct Finished {
     pub provider_sid: Option<String>,
 }
 
-/// Why a callback did not sign anyone in (audited as `session.login_failed`; no PII).
+/// Why a callback did not sign anyone in (no PII). `started` when it answered a login this
+/// service started: only those are audited (`session.login_failed`), one row per login at
+/// most — a made-up callback must not be able to write the append-only audit log.
 #[derive(Debug)]
 pub struct Failed {
     pub reason: &'static str,
     pub error: AppError,
+    pub started: bool,
 }
 
 fn failed(reason: &'static str, error: impl Into<AppError>) -> Failed {
     Failed {
         reason,
         error: error.into(),
+        started: true,
     }
+}
+
+/// Consume the login `csrf_state` names, if this service started one: whether it did.
+pub async fn abandon(state: &AppState, csrf_state: &str) -> bool {
+    // language=PostgreSQL
+    sqlx::query("delete from oidc_logins where state_hash = $1")
+        .bind(super::session::hash_id(csrf_state))
+        .execute(&state.db)
+        .await
+        .is_ok_and(|r| r.rows_affected() > 0)
 }
 
 /// Finish a login started by the browser holding `binding` (the pre-login cookie): exchange
@@ -221,7 +261,12 @@ pub async fn finish(
         .ct_eq(csrf_state.as_bytes())
         .into();
     if !bound {
-        return Err(failed("not_this_browser", AuthError::SessionExpired));
+        // The login, if it was ours, cannot be finished by anyone now.
+        let started = abandon(state, csrf_state).await;
+        return Err(Failed {
+            started,
+            ..failed("not_this_browser", AuthError::SessionExpired)
+        });
     }
     // language=PostgreSQL
     let login: Option<(String, String, String, String)> = sqlx::query_as(
@@ -232,8 +277,10 @@ pub async fn finish(
     .fetch_optional(&state.db)
     .await
     .map_err(|e| failed("storage", e))?;
-    let (verifier, nonce, return_to, purpose) =
-        login.ok_or_else(|| failed("unknown_or_expired_state", AuthError::SessionExpired))?;
+    let (verifier, nonce, return_to, purpose) = login.ok_or_else(|| Failed {
+        started: false,
+        ..failed("unknown_or_expired_state", AuthError::SessionExpired)
+    })?;
     let purpose = if purpose == "step_up" {
         Purpose::StepUp
     } else {
@@ -257,12 +304,27 @@ pub async fn finish(
     let id_token = tokens
         .id_token()
         .ok_or_else(|| failed("no_id_token", AuthError::WrongTokenType))?;
-    id_token
-        .claims(&client.id_token_verifier(), &Nonce::new(nonce))
-        .map_err(|e| {
-            tracing::warn!(error = %e, "the ID token did not verify");
-            failed("id_token_invalid", AuthError::InvalidSignature)
-        })?;
+    let nonce = Nonce::new(nonce);
+    if id_token
+        .claims(&client.id_token_verifier(), &nonce)
+        .is_err()
+    {
+        // Perhaps signed with a key newer than the cached metadata: discover again, once.
+        *state
+            .oidc
+            .login_metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        let fresh = self::client(state, &http)
+            .await
+            .map_err(|e| failed("provider", e))?;
+        id_token
+            .claims(&fresh.id_token_verifier(), &nonce)
+            .map_err(|e| {
+                tracing::warn!(error = %e, "the ID token did not verify");
+                failed("id_token_invalid", AuthError::InvalidSignature)
+            })?;
+    }
     let claims = state
         .verifier
         .verify(tokens.access_token().secret())

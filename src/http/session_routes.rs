@@ -123,8 +123,26 @@ fn anonymous() -> Actor {
     Actor::borrower("anonymous".to_owned())
 }
 
-/// Audit a failed callback (`session.login_failed`); its entity is the login attempt.
-async fn login_failed(state: &AppState, reason: &str, csrf_state: &str, request_id: &str) {
+/// Count a failed callback; audit it (`session.login_failed`, its entity the login attempt)
+/// when it answered a login this service started.
+async fn login_failed(
+    state: &AppState,
+    reason: &'static str,
+    csrf_state: &str,
+    started: bool,
+    request_id: &str,
+) {
+    state
+        .metrics
+        .login_failures
+        .get_or_create(&crate::metrics::OutcomeLabels {
+            outcome: reason.to_owned(),
+        })
+        .inc();
+    if !started {
+        tracing::info!(reason, "a callback for no login of ours was refused");
+        return;
+    }
     let result = async {
         let mut tx = state.db.begin().await?;
         audit_session(
@@ -162,7 +180,15 @@ async fn callback(
 ) -> Result<Response, AppError> {
     let csrf_state = params.state.clone().unwrap_or_default();
     if params.error.is_some() {
-        login_failed(&state, "provider_error", &csrf_state, &request_id.0).await;
+        let started = login::abandon(&state, &csrf_state).await;
+        login_failed(
+            &state,
+            "provider_error",
+            &csrf_state,
+            started,
+            &request_id.0,
+        )
+        .await;
         return Err(AuthError::SessionExpired.into());
     }
     let (Some(code), Some(csrf_state)) = (params.code, params.state) else {
@@ -177,7 +203,14 @@ async fn callback(
     let finished = match login::finish(&state, &code, &csrf_state, binding.as_deref()).await {
         Ok(finished) => finished,
         Err(failed) => {
-            login_failed(&state, failed.reason, &csrf_state, &request_id.0).await;
+            login_failed(
+                &state,
+                failed.reason,
+                &csrf_state,
+                failed.started,
+                &request_id.0,
+            )
+            .await;
             return Err(failed.error);
         }
     };

@@ -411,7 +411,10 @@ fn set_cookies(response: &reqwest::Response) -> Vec<String> {
 /// account. Now the login is bound to the browser that started it.
 #[tokio::test]
 async fn a_callback_replayed_in_another_browser_signs_nobody_in() {
-    let app = app().spawn().await;
+    let app = app()
+        .settings(|s| s.rate_limit.auth_per_ip = 1000)
+        .spawn()
+        .await;
     let attacker = browser();
     let query = provider_answer(
         &app,
@@ -447,12 +450,40 @@ async fn a_callback_replayed_in_another_browser_signs_nobody_in() {
         victim.get(app.url("/v1/me")).send().await.unwrap().status(),
         401
     );
+    // One audit row for the login that was replayed (which can no longer be finished by
+    // anyone); a callback for no login of ours is counted, never audited — a made-up
+    // callback must not be able to write the append-only audit log.
     let failed = audit_actions(&app, "session.login_failed").await;
-    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].1["reason"], "not_this_browser");
-    // The browser that started it still finishes its own login.
     let response = attacker.get(&callback).send().await.unwrap();
-    assert_eq!(response.status(), 303);
+    assert_eq!(response.status(), 401, "the replayed login is void");
+    for _ in 0..5 {
+        let made_up = app
+            .get(&format!(
+                "/auth/callback?code=x&state={}",
+                uuid::Uuid::new_v4()
+            ))
+            .await;
+        assert_eq!(made_up.status(), 401);
+        let errored = app
+            .get(&format!(
+                "/auth/callback?error=access_denied&state={}",
+                uuid::Uuid::new_v4()
+            ))
+            .await;
+        assert_eq!(errored.status(), 401);
+    }
+    assert_eq!(audit_actions(&app, "session.login_failed").await.len(), 1);
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    for counted in [
+        r#"loanfolio_login_failures_total{outcome="not_this_browser"} 7"#,
+        r#"loanfolio_login_failures_total{outcome="provider_error"} 5"#,
+    ] {
+        assert!(metrics.contains(counted), "{counted}:\n{metrics}");
+    }
+    // A login started and finished in one browser works.
+    assert_eq!(sign_in(&app, &attacker, "agent-b1").await.status(), 303);
     let me: Value = attacker
         .get(app.url("/v1/me"))
         .send()
