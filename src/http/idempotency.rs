@@ -177,7 +177,12 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Result<Respon
             Some((name.as_str().to_owned(), value.into()))
         })
         .collect();
-    let sealed = match seal(state, &principal, &key, &body).await {
+    // A capability shown once (an upload link's token) is not kept for replays.
+    let stored_body = match response_parts.extensions.get::<StoreWithout>() {
+        Some(StoreWithout(fields)) => redact(&body, fields),
+        None => body.to_vec(),
+    };
+    let sealed = match seal(state, &principal, &key, &stored_body).await {
         Ok(sealed) => sealed,
         Err(e) => {
             // The work is done and committed; only the replay copy is lost.
@@ -207,6 +212,29 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Result<Respon
     }
     response_parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(response_parts, Body::from(body)))
+}
+
+/// A handler's note on its response: these top-level JSON fields are shown once and never
+/// stored for a replay; each is replaced by the given text, or left out when `None`.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreWithout(pub &'static [(&'static str, Option<&'static str>)]);
+
+fn redact(body: &[u8], fields: &[(&'static str, Option<&'static str>)]) -> Vec<u8> {
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_slice(body) else {
+        // Not the JSON the handler promised: keep nothing rather than the capability.
+        return b"{}".to_vec();
+    };
+    for (field, replacement) in fields {
+        match replacement {
+            Some(text) => {
+                object.insert((*field).to_owned(), serde_json::Value::from(*text));
+            }
+            None => {
+                object.remove(*field);
+            }
+        }
+    }
+    serde_json::to_vec(&object).unwrap_or_default()
 }
 
 /// Take the key for this request, or learn what to answer instead.

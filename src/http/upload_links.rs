@@ -80,6 +80,9 @@ struct LinkRow {
     team: Option<String>,
 }
 
+/// What a link's `url` reads after its creation response: the token is shown once.
+const NOT_SHOWN_AGAIN: &str = "(shown once, at creation)";
+
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
@@ -143,7 +146,7 @@ async fn render(
         url: token
             .as_deref()
             .map(|t| link_url(state, t))
-            .unwrap_or_else(|| "(shown once, at creation)".into()),
+            .unwrap_or_else(|| NOT_SHOWN_AGAIN.into()),
         token,
         expires_at: rfc3339(row.expires_at),
         max_files: row.max_files,
@@ -339,11 +342,20 @@ async fn create_link(
     .await?;
     tx.commit().await?;
     let link = render(&state, &row, Some(token), &actor).await?;
-    Ok(with_location(
+    let mut response = with_location(
         StatusCode::CREATED,
         link,
         &format!("/v1/loans/{loan_id}/upload-links"),
-    ))
+    );
+    // The token is a capability shown once: a replay of this creation answers without it
+    // (the stored copy would outlive a revocation).
+    response
+        .extensions_mut()
+        .insert(crate::http::idempotency::StoreWithout(&[
+            ("token", None),
+            ("url", Some(NOT_SHOWN_AGAIN)),
+        ]));
+    Ok(response)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -498,3 +498,30 @@ async fn a_file_written_after_revocation_is_never_processed() {
         .await;
     assert!(kept.is_ok(), "and kept in quarantine for review");
 }
+
+/// Review finding: the idempotency store kept a link's creation response — token included
+/// — for 24 hours, past any revocation. A replay now answers without the token.
+#[tokio::test]
+async fn a_replayed_link_creation_never_shows_the_token_again() {
+    let app = spawn_app().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let create = || {
+        app.client
+            .post(app.url(&format!("/v1/loans/{loan}/upload-links")))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", &key)
+            .json(&json!({"max_files": 2}))
+            .send()
+    };
+    let first: Value = create().await.unwrap().json().await.unwrap();
+    let secret = first["token"].as_str().unwrap().to_owned();
+    let replay = create().await.unwrap();
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replayed: Value = replay.json().await.unwrap();
+    assert_eq!(replayed["id"], first["id"], "the same link");
+    assert!(replayed.get("token").is_none(), "{replayed}");
+    assert!(!replayed.to_string().contains(&secret), "{replayed}");
+}
