@@ -180,11 +180,14 @@ pub fn validate_address(errors: &mut Vec<FieldError>, prefix: &str, address: Add
     let postal_code = address.postal_code.trim().to_owned();
     let zip_ok = match postal_code.len() {
         5 => postal_code.bytes().all(|b| b.is_ascii_digit()),
-        10 => {
-            postal_code[..5].bytes().all(|b| b.is_ascii_digit())
-                && &postal_code[5..6] == "-"
-                && postal_code[6..].bytes().all(|b| b.is_ascii_digit())
-        }
+        // Bytes, not string slices (a multi-byte character at byte 5 would panic).
+        10 => postal_code.bytes().enumerate().all(|(i, b)| {
+            if i == 5 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        }),
         _ => false,
     };
     if !zip_ok {

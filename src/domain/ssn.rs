@@ -18,8 +18,11 @@ impl Ssn {
     /// 900–999; group 00; serial 0000).
     pub fn parse(input: &str) -> Result<Self, &'static str> {
         let digits: String = input.chars().filter(|c| *c != '-').collect();
+        // Bytes, not string slices: `&input[3..4]` panicked inside a multi-byte character
+        // (found by the merge_patch fuzz target).
+        let bytes = input.as_bytes();
         let dashed_ok =
-            input.len() == 9 || (input.len() == 11 && &input[3..4] == "-" && &input[6..7] == "-");
+            input.len() == 9 || (input.len() == 11 && bytes[3] == b'-' && bytes[6] == b'-');
         if !dashed_ok || digits.len() != 9 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err("must be 9 digits, as 123-45-6789 or 123456789");
         }
@@ -81,6 +84,9 @@ mod tests {
             "abc-de-fghi",
             "123 45 6789",
             "",
+            // Eleven bytes with a multi-byte character across the dash positions.
+            "123\u{34c}sn9s.I",
+            "12\u{e9}-45-678",
         ] {
             assert!(Ssn::parse(bad).is_err(), "{bad}");
         }
