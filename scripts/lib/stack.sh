@@ -319,6 +319,14 @@ ensure_openapi_validator() {
   export LOANFOLIO_SCHEMATHESIS="$venv/bin/schemathesis"
 }
 
+# cargo-deny (licences, bans, sources), installed once per machine like s3s-fs.
+ensure_cargo_deny() {
+  if ! command -v cargo-deny >/dev/null; then
+    log "installing cargo-deny (once per machine, a few minutes)"
+    cargo install cargo-deny@0.20.2 --locked
+  fi
+}
+
 # A local SMTP server (Debian python3-aiosmtpd) delivering into a Maildir: .local/mail.
 ensure_smtp() {
   apt_install python3-aiosmtpd
