@@ -227,11 +227,16 @@ impl Application {
             &state.settings.server.tls_cert_file,
             &state.settings.server.tls_key_file,
         ) {
-            (Role::Serve, Some(cert), Some(key)) => Some(
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            (Role::Serve, Some(cert), Some(key)) => {
+                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
-                    .context("server.tls_cert_file / tls_key_file")?,
-            ),
+                    .context("server.tls_cert_file / tls_key_file")?;
+                // The listeners speak HTTP/1.1 only: never offer h2 in ALPN.
+                let mut inner = (*config.get_inner()).clone();
+                inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+                config.reload_from_config(Arc::new(inner));
+                Some(config)
+            }
             _ => None,
         };
         let header_timeout = Duration::from_secs(state.settings.server.header_read_timeout_secs);
