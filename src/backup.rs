@@ -1,16 +1,24 @@
 //! `loanfolio admin backup` / `admin restore` (issue 8): everything needed to bring an
 //! installation back on an empty stack — the PostgreSQL database (`pg_dump` custom format),
 //! both buckets (every object, through the same S3 client the service uses), and the master
-//! key (the `local` key file, or Vault's transit key backup). Without the master key the
-//! documents and every PII field are unrecoverable, so the key is part of every backup.
+//! key when it is the `local` key file. Without the master key the documents and every PII
+//! field are unrecoverable.
+//!
+//! With the `vault` provider the key never leaves Vault: transit keys are not exportable
+//! (docs/security.md), and the Vault is usually the lender's shared one, which a restore of
+//! Loanfolio must never roll back. The backup records instead which versions of the transit
+//! key its wrapped data keys need, and `restore` refuses to change anything unless Vault
+//! still has every one of them (Vault's own backups — raft snapshots — are the Vault team's
+//! runbook: docs/operations/backup-restore.md).
 //!
 //! The backup folder holds encrypted documents, a database whose PII columns are encrypted,
 //! and the key that decrypts them: store it like the production system itself (encrypted
 //! at rest, access-controlled, off site), and keep the key backup apart where possible.
 //!
-//! Layout: `database.dump`, `buckets/{quarantine,documents}/<object path>`, `master.key` or
-//! `vault-transit-key.json`, and `manifest.json` (every file with its size and SHA-256, so a
-//! restore refuses a damaged backup before it changes anything).
+//! Layout: `database.dump`, `buckets/{quarantine,documents}/<object path>`, `master.key`
+//! (local provider), and `manifest.json` (every file with its size and SHA-256, so a restore
+//! refuses a damaged backup before it changes anything; with Vault, the transit key and the
+//! versions needed).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,7 +45,20 @@ pub struct Manifest {
     pub kms_provider: String,
     /// Relative path → (bytes, hex SHA-256).
     pub files: BTreeMap<String, (u64, String)>,
+    /// Vault only: the transit key and the versions of it the wrapped data keys need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transit: Option<TransitKeyNeeds>,
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TransitKeyNeeds {
+    pub mount: String,
+    pub key: String,
+    pub versions: Vec<u32>,
+}
+
+/// Format 2: Vault keys are referenced (versions needed), never copied.
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -101,25 +122,64 @@ async fn sha256_file(path: &Path) -> anyhow::Result<(u64, String)> {
     Ok((size, hex(&hasher.finalize())))
 }
 
-/// A client for Vault's transit backup/restore with the service's CA bundle and a timeout.
-fn vault_http(settings: &Settings) -> anyhow::Result<reqwest::Client> {
-    let builder = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none());
-    Ok(crate::tls::pin_roots(
-        builder,
-        "kms.vault.ca_file",
-        settings.kms.vault.ca_file.as_deref(),
-    )?
-    .build()?)
+/// The transit key versions that wrapped the stored data keys.
+async fn kek_versions_in_use(settings: &Settings) -> anyhow::Result<Vec<u32>> {
+    let pool = crate::db::lazy_pool(&settings.database)?;
+    let versions: Vec<i32> = sqlx::query_scalar(
+        "select kek_version from borrower_files union select kek_version from keyring order by 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .context("reading the key versions in use")?;
+    pool.close().await;
+    Ok(versions.into_iter().map(|v| v.max(0) as u32).collect())
+}
+
+/// What Vault must still have for a restore: every version in `needs`, not below the key's
+/// minimum decryption version. Nothing is changed when it does not.
+async fn check_transit_versions(
+    settings: &Settings,
+    needs: &TransitKeyNeeds,
+    vault_token_file: Option<&Path>,
+) -> anyhow::Result<()> {
+    let vault = &settings.kms.vault;
+    ensure!(
+        needs.mount == vault.transit_mount && needs.key == vault.key_name,
+        "the backup's data keys are wrapped by {}/keys/{}, but this configuration names {}/keys/{}",
+        needs.mount,
+        needs.key,
+        vault.transit_mount,
+        vault.key_name
+    );
+    let token = read_token(vault_token_file)?;
+    let keys = crate::crypto::vault::VaultKeys::new(vault, &token)?;
+    let (available, min_decryption) = keys
+        .versions()
+        .await
+        .context("reading the transit key (operator token, policy loanfolio-operator)")?;
+    let missing: Vec<u32> = needs
+        .versions
+        .iter()
+        .copied()
+        .filter(|v| !available.contains(v) || *v < min_decryption)
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "Vault cannot unwrap this backup: it needs versions {:?} of {}/keys/{}, and Vault has {:?} \
+         (min_decryption_version {}); missing {:?}. Nothing was changed. Restore Vault from its \
+         own snapshot first (docs/operations/backup-restore.md), never the other way round",
+        needs.versions,
+        needs.mount,
+        needs.key,
+        available,
+        min_decryption,
+        missing
+    );
+    Ok(())
 }
 
 /// Back up into `dir`, which must not exist or be empty.
-pub async fn backup(
-    settings: &Settings,
-    dir: &Path,
-    vault_token_file: Option<&Path>,
-) -> anyhow::Result<Summary> {
+pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> {
     if dir.exists() {
         ensure!(
             std::fs::read_dir(dir)?.next().is_none(),
@@ -184,6 +244,7 @@ pub async fn backup(
         }
     }
 
+    let mut transit = None;
     let kms_provider = match settings.kms.provider {
         KmsProvider::Local => {
             let key = dir.join("master.key");
@@ -195,30 +256,12 @@ pub async fn backup(
             "local"
         }
         KmsProvider::Vault => {
-            let token = read_token(vault_token_file)?;
-            let vault = &settings.kms.vault;
-            let url = vault.address.join(&format!(
-                "v1/{}/backup/{}",
-                vault.transit_mount, vault.key_name
-            ))?;
-            let answer: serde_json::Value = vault_http(settings)?
-                .get(url)
-                .header("X-Vault-Token", token)
-                .send()
-                .await?
-                .error_for_status()
-                .context(
-                    "Vault transit backup (the key needs exportable and allow_plaintext_backup)",
-                )?
-                .json()
-                .await?;
-            let key = dir.join("vault-transit-key.json");
-            tokio::fs::write(&key, serde_json::to_vec(&answer["data"])?).await?;
-            restrict(&key)?;
-            files.insert(
-                "vault-transit-key.json".to_owned(),
-                sha256_file(&key).await?,
-            );
+            // The key stays in Vault (not exportable): only which versions are needed.
+            transit = Some(TransitKeyNeeds {
+                mount: settings.kms.vault.transit_mount.clone(),
+                key: settings.kms.vault.key_name.clone(),
+                versions: kek_versions_in_use(settings).await?,
+            });
             "vault"
         }
     };
@@ -231,12 +274,13 @@ pub async fn backup(
         .unwrap_or(0);
     pool.close().await;
     let manifest = Manifest {
-        format: 1,
+        format: FORMAT,
         created_at: time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)?,
         schema_version,
         kms_provider: kms_provider.to_owned(),
         files,
+        transit,
     };
     tokio::fs::write(
         dir.join("manifest.json"),
@@ -253,7 +297,10 @@ fn restrict(path: &Path) -> anyhow::Result<()> {
 }
 
 fn read_token(file: Option<&Path>) -> anyhow::Result<String> {
-    let file = file.context("--vault-token-file is required with the vault key provider (an operator token: transit backup/restore)")?;
+    let file = file.context(
+        "--vault-token-file is required to restore with the vault key provider (an operator \
+         token: the restore checks the transit key's versions)",
+    )?;
     Ok(std::fs::read_to_string(file)
         .with_context(|| format!("reading {}", file.display()))?
         .trim()
@@ -270,9 +317,15 @@ pub async fn restore(
         &std::fs::read(dir.join("manifest.json")).context("reading manifest.json")?,
     )?;
     ensure!(
-        manifest.format == 1,
+        manifest.format == 1 || manifest.format == FORMAT,
         "unknown backup format {}",
         manifest.format
+    );
+    ensure!(
+        manifest.kms_provider != "vault" || manifest.format == FORMAT,
+        "a format-1 backup with the vault provider holds a transit key export, which this \
+         release never restores (transit keys are not exportable): restore Vault from its \
+         snapshot, then take a new backup"
     );
     // Verify everything before changing anything.
     for (relative, (size, sha)) in &manifest.files {
@@ -288,6 +341,14 @@ pub async fn restore(
         manifest.schema_version,
         crate::db::expected_version()
     );
+
+    if manifest.kms_provider == "vault" {
+        let needs = manifest
+            .transit
+            .as_ref()
+            .context("the manifest names the vault provider but no transit key")?;
+        check_transit_versions(settings, needs, vault_token_file).await?;
+    }
 
     let pool = crate::db::lazy_pool(&settings.database)?;
     let tables: i64 = sqlx::query_scalar(
@@ -322,24 +383,8 @@ pub async fn restore(
                 }
             }
         }
-        "vault" => {
-            let token = read_token(vault_token_file)?;
-            let vault = &settings.kms.vault;
-            let backup: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(dir.join("vault-transit-key.json"))?)?;
-            let url = vault.address.join(&format!(
-                "v1/{}/restore/{}",
-                vault.transit_mount, vault.key_name
-            ))?;
-            vault_http(settings)?
-                .post(url)
-                .header("X-Vault-Token", token)
-                .json(&serde_json::json!({"backup": backup["backup"]}))
-                .send()
-                .await?
-                .error_for_status()
-                .context("Vault transit restore")?;
-        }
+        // Checked above, before anything changed: Vault has every version needed.
+        "vault" => {}
         other => bail!("unknown key provider {other} in the manifest"),
     }
 

@@ -72,21 +72,19 @@ pub enum AdminCommand {
     /// Key management.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Back up the database (pg_dump), both buckets and the master key into a new folder,
-    /// with a manifest of checksums (docs/operations/backup-restore.md).
+    /// Back up the database (pg_dump), both buckets and the local master key into a new
+    /// folder, with a manifest of checksums; with Vault, the transit key versions the data
+    /// needs (the key itself stays in Vault). docs/operations/backup-restore.md.
     Backup {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
-        /// Vault only: an operator token file (transit backup).
-        #[arg(long, value_name = "PATH")]
-        vault_token_file: Option<PathBuf>,
     },
     /// Restore a backup into an empty database, the buckets and the key provider; the
     /// backup is verified against its manifest before anything changes.
     Restore {
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
-        /// Vault only: an operator token file (transit restore).
+        /// Vault only: an operator token file (reads the transit key's versions).
         #[arg(long, value_name = "PATH")]
         vault_token_file: Option<PathBuf>,
     },
@@ -156,8 +154,8 @@ pub enum KeysCommand {
     Rewrap {
         #[arg(long, value_name = "PATH", env = "LOANFOLIO_VAULT_OPERATOR_TOKEN_FILE")]
         operator_token_file: Option<PathBuf>,
-        /// Vault only: the newest key version (from `vault read transit/keys/<key>`); data
-        /// keys wrapped under older versions are rewrapped.
+        /// Vault only: the key version to rewrap to; by default the transit key's newest
+        /// (read with the operator token). Data keys under older versions are rewrapped.
         #[arg(long)]
         newest_version: Option<u32>,
     },
@@ -244,17 +242,33 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 "buckets ready: {}, {}",
                 settings.s3.quarantine_bucket, settings.s3.documents_bucket
             );
+            // Borrowers' browsers PUT from the service's own origin.
+            let origin = settings
+                .server
+                .public_base_url
+                .origin()
+                .ascii_serialization();
+            if storage.allow_browser_uploads(&origin).await? {
+                println!(
+                    "CORS: {origin} may PUT into {}",
+                    settings.s3.quarantine_bucket
+                );
+            } else {
+                println!(
+                    "CORS: this S3 server has no bucket CORS API; allow PUT from {origin} in its own settings (docs/operations/)"
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin(AdminCommand::Backup {
-            to,
-            vault_token_file,
-        }) => {
+        Command::Admin(AdminCommand::Backup { to }) => {
             let started = std::time::Instant::now();
-            let summary =
-                crate::backup::backup(&settings, &to, vault_token_file.as_deref()).await?;
+            let summary = crate::backup::backup(&settings, &to).await?;
+            let key = match settings.kms.provider {
+                crate::config::KmsProvider::Local => "master key",
+                crate::config::KmsProvider::Vault => "transit key versions needed",
+            };
             println!(
-                "backup written to {}: database, {} objects ({} bytes), master key; {:.1} s",
+                "backup written to {}: database, {} objects ({} bytes), {key}; {:.1} s",
                 to.display(),
                 summary.objects,
                 summary.bytes,
@@ -270,7 +284,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             let summary =
                 crate::backup::restore(&settings, &from, vault_token_file.as_deref()).await?;
             println!(
-                "restored from {}: database, {} objects ({} bytes), master key; {:.1} s",
+                "restored from {}: database, {} objects ({} bytes), key checked; {:.1} s",
                 from.display(),
                 summary.objects,
                 summary.bytes,
@@ -400,7 +414,9 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             let newest = match (&kms, newest_version) {
                 (crate::crypto::Kms::Local(file), _) => file.newest_version()?,
                 (_, Some(v)) => v,
-                (_, None) => anyhow::bail!("--newest-version is required with the vault provider"),
+                // The operator's policy may read the key's versions.
+                (crate::crypto::Kms::Vault(keys), None) => keys.newest_version().await?,
+                (crate::crypto::Kms::Misconfigured(why), None) => anyhow::bail!("{why}"),
             };
             let pool = db::lazy_pool(&settings.database)?;
             let keys = crate::crypto::keyring::KeyRing::new(kms);

@@ -569,6 +569,13 @@ pub struct VaultKmsSettings {
     pub address: url::Url,
     token: Option<SecretString>,
     token_file: Option<PathBuf>,
+    /// AppRole instead of a token: files holding the role id and the secret id (both, or
+    /// neither). The service logs in, renews its token before it expires and logs in again
+    /// when renewal fails.
+    pub role_id_file: Option<PathBuf>,
+    pub secret_id_file: Option<PathBuf>,
+    /// Where the AppRole auth method is mounted.
+    pub approle_mount: String,
     pub transit_mount: String,
     pub key_name: String,
 }
@@ -644,7 +651,19 @@ impl Settings {
         self.oidc.client_secret()?;
         self.los.webhook_secrets()?;
         if self.kms.provider == KmsProvider::Vault {
-            self.kms.vault.token()?;
+            let vault = &self.kms.vault;
+            match (&vault.role_id_file, &vault.secret_id_file) {
+                (Some(_), Some(_)) => {}
+                (None, None) => {
+                    vault.token()?;
+                }
+                _ => {
+                    return Err(ConfigError::key(
+                        "kms.vault.role_id_file",
+                        "kms.vault.role_id_file and kms.vault.secret_id_file go together",
+                    ));
+                }
+            }
         }
         for alg in &self.auth.algorithms {
             if !matches!(
@@ -794,6 +813,13 @@ impl RedisSettings {
 }
 
 impl S3Settings {
+    /// Another S3 server's credentials (tests run against two implementations).
+    pub fn set_credentials(&mut self, access_key_id: &str, secret_access_key: &str) {
+        self.access_key_id = access_key_id.to_owned();
+        self.secret_access_key = Some(SecretString::from(secret_access_key.to_owned()));
+        self.secret_access_key_file = None;
+    }
+
     pub fn secret_access_key(&self) -> Result<SecretString, ConfigError> {
         resolve_secret(
             "s3.secret_access_key",

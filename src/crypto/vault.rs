@@ -7,18 +7,76 @@ use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use secrecy::ExposeSecret;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use vaultrs::api::transit::requests::{
     DataKeyType, DecryptDataRequest, GenerateDataKeyRequest, RewrapDataRequest,
 };
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+
+use vaultrs::api::AuthInfo;
+use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
 use zeroize::Zeroizing;
 
 use crate::config::VaultKmsSettings;
 
 pub struct VaultKeys {
-    client: VaultClient,
+    /// The client and the token it sends; replaced on an AppRole login.
+    client: tokio::sync::RwLock<VaultClient>,
+    login: Option<AppRole>,
+    /// When the current token must be renewed or replaced (AppRole only).
+    lease: std::sync::Mutex<Option<Lease>>,
+    /// One login or renewal at a time; other callers wait and reuse its token.
+    refreshing: tokio::sync::Mutex<()>,
+    /// AppRole logins and token renewals so far (the metrics and tests read them).
+    logins: AtomicU64,
+    renewals: AtomicU64,
     mount: String,
     key: String,
+}
+
+/// The service's AppRole identity: role id and secret id, read from files at each login so
+/// that a rotated secret id is picked up without a restart.
+struct AppRole {
+    mount: String,
+    role_id_file: PathBuf,
+    secret_id_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// When the token expires.
+    expires: Instant,
+    /// The token's TTL as granted at login: renewals extend it by as much until the role's
+    /// maximum TTL caps them.
+    ttl: Duration,
+    /// False once a renewal came back capped: the next refresh is a new login.
+    renewable: bool,
+}
+
+impl Lease {
+    fn login(auth: &AuthInfo) -> Self {
+        let ttl = Duration::from_secs(auth.lease_duration);
+        Lease {
+            expires: Instant::now() + ttl,
+            ttl,
+            renewable: auth.renewable,
+        }
+    }
+
+    fn renewed(self, granted: Duration, renewable: bool) -> Self {
+        Lease {
+            expires: Instant::now() + granted,
+            ttl: self.ttl,
+            renewable: renewable && granted >= self.ttl,
+        }
+    }
+
+    /// Refresh once two thirds of the TTL have passed (Vault's own agent renews at that
+    /// point), so a request never presents a token that expires under it.
+    fn due(&self) -> bool {
+        self.expires.saturating_duration_since(Instant::now()) < self.ttl / 3
+    }
 }
 
 impl std::fmt::Debug for VaultKeys {
@@ -26,6 +84,7 @@ impl std::fmt::Debug for VaultKeys {
         f.debug_struct("VaultKeys")
             .field("mount", &self.mount)
             .field("key", &self.key)
+            .field("approle", &self.login.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -39,50 +98,159 @@ pub fn version_of(ciphertext: &str) -> anyhow::Result<u32> {
         .context("not a Vault transit ciphertext")
 }
 
+fn read_secret_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    let raw = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    let value = Zeroizing::new(raw.trim().to_owned());
+    anyhow::ensure!(!value.is_empty(), "{} is empty", path.display());
+    Ok(value)
+}
+
 impl VaultKeys {
+    /// A client presenting `token` (an operator's, or the service's long-lived one).
     pub fn new(settings: &VaultKmsSettings, token: &str) -> anyhow::Result<Self> {
-        let client = VaultClient::new(
-            VaultClientSettingsBuilder::default()
-                .address(settings.address.as_str())
-                .token(token)
-                // Never from VAULT_SKIP_VERIFY in the environment.
-                .verify(true)
-                .ca_certs(
-                    settings
-                        .ca_file
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect(),
-                )
-                .build()
-                .context("Vault client settings")?,
-        )
-        .context("Vault client")?;
         Ok(Self {
-            client,
+            client: tokio::sync::RwLock::new(client(settings, token)?),
+            login: None,
+            lease: std::sync::Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            logins: AtomicU64::new(0),
+            renewals: AtomicU64::new(0),
             mount: settings.transit_mount.clone(),
             key: settings.key_name.clone(),
         })
     }
 
+    /// The service's keys: an AppRole login when `role_id_file` is set (the token is
+    /// obtained, renewed before it expires and replaced by a new login when renewal fails,
+    /// all in-process), else the configured token.
     pub fn from_settings(settings: &VaultKmsSettings) -> anyhow::Result<Self> {
-        let token = settings.token()?;
-        Self::new(settings, token.expose_secret())
+        match (&settings.role_id_file, &settings.secret_id_file) {
+            (Some(role_id_file), Some(secret_id_file)) => Ok(Self {
+                client: tokio::sync::RwLock::new(client(settings, "")?),
+                login: Some(AppRole {
+                    mount: settings.approle_mount.clone(),
+                    role_id_file: role_id_file.clone(),
+                    secret_id_file: secret_id_file.clone(),
+                }),
+                lease: std::sync::Mutex::new(None),
+                refreshing: tokio::sync::Mutex::new(()),
+                logins: AtomicU64::new(0),
+                renewals: AtomicU64::new(0),
+                mount: settings.transit_mount.clone(),
+                key: settings.key_name.clone(),
+            }),
+            _ => {
+                let token = settings.token()?;
+                Self::new(settings, token.expose_secret())
+            }
+        }
+    }
+
+    fn lease(&self) -> Option<Lease> {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_lease(&self, lease: Option<Lease>) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
+    }
+
+    /// The client, with a token that is valid now: AppRole tokens are renewed when two
+    /// thirds of their grant have passed, and replaced by a new login when renewal fails or
+    /// no longer extends them (their maximum TTL is near).
+    async fn client(&self) -> anyhow::Result<tokio::sync::RwLockReadGuard<'_, VaultClient>> {
+        let Some(login) = &self.login else {
+            return Ok(self.client.read().await);
+        };
+        if self.lease().is_some_and(|l| !l.due()) {
+            return Ok(self.client.read().await);
+        }
+        let _one_at_a_time = self.refreshing.lock().await;
+        if self.lease().is_some_and(|l| !l.due()) {
+            return Ok(self.client.read().await);
+        }
+        if let Some(lease) = self.lease()
+            && lease.renewable
+            && lease.expires > Instant::now()
+        {
+            let renewed = {
+                let client = self.client.read().await;
+                vaultrs::token::renew_self(&*client, None).await
+            };
+            match renewed {
+                Ok(auth) => {
+                    let fresh =
+                        lease.renewed(Duration::from_secs(auth.lease_duration), auth.renewable);
+                    // A renewal capped by the role's maximum TTL is kept while it lasts;
+                    // the refresh after it is a new login.
+                    if !fresh.due() {
+                        self.renewals.fetch_add(1, Ordering::Relaxed);
+                        self.set_lease(Some(fresh));
+                        return Ok(self.client.read().await);
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "the Vault token could not be renewed; logging in again");
+                }
+            }
+        }
+        let role_id = read_secret_file(&login.role_id_file).context("kms.vault.role_id_file")?;
+        let secret_id =
+            read_secret_file(&login.secret_id_file).context("kms.vault.secret_id_file")?;
+        let auth = {
+            let client = self.client.read().await;
+            vaultrs::auth::approle::login(&*client, &login.mount, &role_id, &secret_id)
+                .await
+                .context("Vault AppRole login")?
+        };
+        self.client.write().await.set_token(&auth.client_token);
+        self.set_lease(Some(Lease::login(&auth)));
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            ttl_secs = auth.lease_duration,
+            "logged in to Vault with AppRole"
+        );
+        Ok(self.client.read().await)
+    }
+
+    /// AppRole logins and token renewals since start.
+    pub fn token_events(&self) -> (u64, u64) {
+        (
+            self.logins.load(Ordering::Relaxed),
+            self.renewals.load(Ordering::Relaxed),
+        )
+    }
+
+    /// After Vault refused the token (revoked, expired early): forget it, so that the next
+    /// call logs in again.
+    fn forget_token_on(&self, error: &vaultrs::error::ClientError) {
+        if self.login.is_some()
+            && matches!(
+                error,
+                vaultrs::error::ClientError::APIError { code: 403, .. }
+            )
+        {
+            self.set_lease(None);
+        }
     }
 
     pub async fn generate(
         &self,
         context: &str,
     ) -> anyhow::Result<(Zeroizing<[u8; 32]>, String, u32)> {
+        let client = self.client().await?;
         let response = vaultrs::transit::generate::data_key(
-            &self.client,
+            &*client,
             &self.mount,
             &self.key,
             DataKeyType::Plaintext,
             Some(GenerateDataKeyRequest::builder().context(STANDARD.encode(context))),
         )
         .await
+        .inspect_err(|e| self.forget_token_on(e))
         .context("Vault transit datakey")?;
+        drop(client);
         // The base64 text is the key too: wiped on drop like the decoded bytes.
         let encoded = Zeroizing::new(
             response
@@ -109,15 +277,18 @@ impl VaultKeys {
         ciphertext: &str,
         context: &str,
     ) -> anyhow::Result<Zeroizing<[u8; 32]>> {
+        let client = self.client().await?;
         let response = vaultrs::transit::data::decrypt(
-            &self.client,
+            &*client,
             &self.mount,
             &self.key,
             ciphertext,
             Some(DecryptDataRequest::builder().context(STANDARD.encode(context))),
         )
         .await
+        .inspect_err(|e| self.forget_token_on(e))
         .context("Vault transit decrypt")?;
+        drop(client);
         let encoded = Zeroizing::new(response.plaintext);
         let plaintext = Zeroizing::new(STANDARD.decode(encoded.as_bytes()).context("not base64")?);
         anyhow::ensure!(plaintext.len() == 32, "the unwrapped key is not 256 bits");
@@ -128,8 +299,9 @@ impl VaultKeys {
 
     /// Operator: re-encrypt under the newest key version without exposing the key.
     pub async fn rewrap(&self, ciphertext: &str, context: &str) -> anyhow::Result<(String, u32)> {
+        let client = self.client().await?;
         let response = vaultrs::transit::data::rewrap(
-            &self.client,
+            &*client,
             &self.mount,
             &self.key,
             ciphertext,
@@ -143,16 +315,65 @@ impl VaultKeys {
 
     /// Operator: a new key version.
     pub async fn rotate(&self) -> anyhow::Result<()> {
-        vaultrs::transit::key::rotate(&self.client, &self.mount, &self.key)
+        let client = self.client().await?;
+        vaultrs::transit::key::rotate(&*client, &self.mount, &self.key)
             .await
             .context("Vault transit rotate")?;
         Ok(())
+    }
+
+    /// Operator: the newest version of the transit key (what `rewrap` wraps under).
+    pub async fn newest_version(&self) -> anyhow::Result<u32> {
+        let (versions, _) = self.versions().await?;
+        versions
+            .last()
+            .copied()
+            .context("the transit key has no versions")
+    }
+
+    /// Operator: the transit key's versions and its minimum decryption version (what a
+    /// restore checks before it changes anything).
+    pub async fn versions(&self) -> anyhow::Result<(Vec<u32>, u32)> {
+        let client = self.client().await?;
+        let key = vaultrs::transit::key::read(&*client, &self.mount, &self.key)
+            .await
+            .context("Vault transit key read")?;
+        let vaultrs::api::transit::responses::ReadKeyData::Symmetric(versions) = key.keys else {
+            anyhow::bail!("the transit key is not symmetric");
+        };
+        let mut versions: Vec<u32> = versions.keys().filter_map(|v| v.parse().ok()).collect();
+        versions.sort_unstable();
+        Ok((versions, u32::try_from(key.min_decryption_version)?))
     }
 
     /// The service's policy allows only datakey and decrypt, so the probe is a datakey.
     pub async fn check(&self) -> anyhow::Result<()> {
         self.generate("readiness-probe").await.map(|_| ())
     }
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn client(settings: &VaultKmsSettings, token: &str) -> anyhow::Result<VaultClient> {
+    VaultClient::new(
+        VaultClientSettingsBuilder::default()
+            .address(settings.address.as_str())
+            .token(token)
+            // A Vault that does not answer is down: fail the request (503) rather than hold it.
+            .timeout(Some(REQUEST_TIMEOUT))
+            // Never from VAULT_SKIP_VERIFY in the environment.
+            .verify(true)
+            .ca_certs(
+                settings
+                    .ca_file
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            )
+            .build()
+            .context("Vault client settings")?,
+    )
+    .context("Vault client")
 }
 
 #[cfg(test)]
@@ -164,5 +385,27 @@ mod tests {
         assert_eq!(version_of("vault:v3:abcd").unwrap(), 3);
         assert!(version_of("local:v3:abcd").is_err());
         assert!(version_of("vault:vx:abcd").is_err());
+    }
+
+    #[test]
+    fn a_token_is_refreshed_after_two_thirds_and_a_capped_renewal_is_the_last() {
+        let ttl = Duration::from_secs(30);
+        let fresh = Lease {
+            expires: Instant::now() + ttl,
+            ttl,
+            renewable: true,
+        };
+        assert!(!fresh.due());
+        let late = Lease {
+            expires: Instant::now() + Duration::from_secs(9),
+            ..fresh
+        };
+        assert!(late.due(), "less than a third left");
+        let renewed = late.renewed(ttl, true);
+        assert!(!renewed.due() && renewed.renewable);
+        let capped = late.renewed(Duration::from_secs(20), true);
+        assert!(!capped.due(), "kept while it lasts");
+        assert!(!capped.renewable, "the next refresh logs in again");
+        assert!(!late.renewed(ttl, false).renewable);
     }
 }

@@ -215,7 +215,68 @@ impl Storage {
         bail!("creating bucket {name}: {status}")
     }
 
+    /// Let browsers of `origin` PUT into the quarantine bucket (the borrower page's
+    /// pre-signed uploads): a bucket CORS rule, set by the bucket's owner key. Servers that
+    /// keep CORS outside the bucket API (MinIO: a server setting; s3s-fs) answer 501, which
+    /// is reported as `Ok(false)`: their CORS is configured elsewhere (docs/operations/).
+    pub async fn allow_browser_uploads(&self, origin: &str) -> anyhow::Result<bool> {
+        use base64::Engine;
+        use md5::Digest;
+        let document = format!(
+            "<CORSConfiguration><CORSRule><AllowedOrigin>{}</AllowedOrigin>\
+             <AllowedMethod>PUT</AllowedMethod><AllowedHeader>content-type</AllowedHeader>\
+             <AllowedHeader>content-length</AllowedHeader><ExposeHeader>ETag</ExposeHeader>\
+             <MaxAgeSeconds>600</MaxAgeSeconds></CORSRule></CORSConfiguration>",
+            xml_escape(origin)
+        );
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&document));
+        let mut url = self.settings.endpoint.clone();
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("s3.endpoint cannot be a base URL"))?
+            .pop_if_empty()
+            .push(&self.settings.quarantine_bucket);
+        let query = [("cors", "")];
+        let headers = [("content-md5", md5.as_str())];
+        let signed = rusty_s3::signing::sign(
+            &jiff::Timestamp::now(),
+            rusty_s3::Method::Put,
+            url,
+            &self.settings.access_key_id,
+            self.secret_key.expose_secret(),
+            None,
+            &self.settings.region,
+            60,
+            query.iter().copied(),
+            headers.iter().copied(),
+        );
+        let response = self
+            .http
+            .put(signed)
+            .header("content-md5", &md5)
+            .body(document)
+            .send()
+            .await
+            .context("setting the quarantine bucket's CORS rule")?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(true);
+        }
+        if status == reqwest::StatusCode::NOT_IMPLEMENTED {
+            return Ok(false);
+        }
+        bail!(
+            "setting the quarantine bucket's CORS rule: {status} {}",
+            response.text().await.unwrap_or_default()
+        )
+    }
+
     pub fn settings(&self) -> &S3Settings {
         &self.settings
     }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -109,6 +109,35 @@ async fn a_borrower_uploads_two_files_through_the_page() {
         .workers_only(&["document-pipeline"])
         .spawn()
         .await;
+    borrower_uploads_two_files(app).await;
+}
+
+/// The browser PUTs straight to Garage: the preflight is answered by the quarantine
+/// bucket's own CORS rule, which `admin storage create-buckets` sets for the service's
+/// origin (s3s-fs has no bucket CORS: the stack puts a CORS front before it).
+#[tokio::test]
+async fn a_borrower_uploads_two_files_through_the_page_to_garage() {
+    let app = crate::helpers::app()
+        .settings(crate::helpers::garage::use_garage)
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
+    let origin = url::Url::parse(&app.url("/"))
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    assert!(
+        app.state
+            .storage
+            .allow_browser_uploads(&origin)
+            .await
+            .unwrap(),
+        "Garage has the bucket CORS API"
+    );
+    borrower_uploads_two_files(app).await;
+}
+
+async fn borrower_uploads_two_files(app: TestApp) {
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let request = app

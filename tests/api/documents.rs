@@ -15,7 +15,72 @@ async fn announce(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwes
 
 #[tokio::test]
 async fn a_presigned_put_then_complete() {
-    let app = spawn_app().await;
+    presigned_put_then_complete(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn a_presigned_put_then_complete_on_garage() {
+    let app = crate::helpers::app()
+        .settings(crate::helpers::garage::use_garage)
+        .spawn()
+        .await;
+    presigned_put_then_complete(app).await;
+}
+
+/// Browsers read the upload's answer only when the storage server allows the page's
+/// origin. Garage answers the actual PUT with the bucket's CORS rule: none before
+/// `allow_browser_uploads`, the service's origin after it, never another origin.
+#[tokio::test]
+async fn garage_allows_browser_uploads_from_the_service_origin_only() {
+    let app = crate::helpers::app()
+        .settings(crate::helpers::garage::use_garage)
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let origin = "https://loanfolio.lender.example";
+    let pdf = b"%PDF-1.7\n%%EOF\n".to_vec();
+    let put_from = |origin: &'static str| {
+        let (app, token, loan, pdf) = (&app, token.clone(), loan.clone(), pdf.clone());
+        async move {
+            let upload: Value = announce(app, &token, &loan, json!({
+                "filename": "a.pdf", "content_type": "application/pdf", "size_bytes": pdf.len(), "doc_type": "other"
+            }))
+            .await
+            .json()
+            .await
+            .unwrap();
+            let put = reqwest::Client::new()
+                .put(upload["upload"]["url"].as_str().unwrap())
+                .header("content-type", "application/pdf")
+                .header("origin", origin)
+                .body(pdf)
+                .send()
+                .await
+                .unwrap();
+            assert!(put.status().is_success(), "{}", put.status());
+            put.headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(
+        put_from(origin).await,
+        None,
+        "no rule yet: browsers may not read it"
+    );
+    assert!(
+        app.state
+            .storage
+            .allow_browser_uploads(origin)
+            .await
+            .unwrap()
+    );
+    assert_eq!(put_from(origin).await.as_deref(), Some(origin));
+    assert_eq!(put_from("https://evil.example").await, None);
+}
+
+async fn presigned_put_then_complete(app: TestApp) {
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n".to_vec();
@@ -816,7 +881,7 @@ async fn with_clamd_down_documents_wait_and_are_never_available_unscanned() {
     }
 }
 
-async fn settled_within(app: &TestApp, token: &str, id: &str, seconds: u64) -> Value {
+pub async fn settled_within(app: &TestApp, token: &str, id: &str, seconds: u64) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
     loop {
         let doc: Value = app
@@ -852,12 +917,26 @@ pub fn sample(magic: &[u8], seed: u64, len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn pdf_jpeg_and_png_round_trip_and_no_plaintext_run_is_stored() {
-    use futures::TryStreamExt;
-    use object_store::ObjectStore;
     let app = crate::helpers::app()
         .workers_only(&["document-pipeline"])
         .spawn()
         .await;
+    round_trip_stores_no_plaintext(app).await;
+}
+
+#[tokio::test]
+async fn pdf_jpeg_and_png_round_trip_on_garage() {
+    let app = crate::helpers::app()
+        .settings(crate::helpers::garage::use_garage)
+        .workers_only(&["document-pipeline"])
+        .spawn()
+        .await;
+    round_trip_stores_no_plaintext(app).await;
+}
+
+async fn round_trip_stores_no_plaintext(app: TestApp) {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
     let originals = [

@@ -1,4 +1,5 @@
-//! Key rotation and rewrap on a private master key file; the Vault provider's contract test.
+//! Key rotation and rewrap on a private master key file (the `local` provider; the `vault`
+//! provider's are in vault.rs).
 
 use std::process::Command;
 
@@ -101,31 +102,4 @@ async fn app_with_key(
         .shared_database(db)
         .spawn()
         .await
-}
-
-/// The `vault` provider against a real Vault (compose): transit enabled and a `loanfolio`
-/// key with derivation on. No Vault can run on the development machines, so it is ignored
-/// here with the reason; `scripts/test` runs it when VAULT_ADDR and VAULT_TOKEN are set.
-#[tokio::test]
-#[ignore = "needs a real Vault: set VAULT_ADDR and VAULT_TOKEN (the compose stack has one)"]
-async fn vault_provider_contract() {
-    let address = std::env::var("VAULT_ADDR").expect("VAULT_ADDR");
-    let token = std::env::var("VAULT_TOKEN").expect("VAULT_TOKEN");
-    let mut settings = crate::helpers::base_settings();
-    settings.kms.vault.address = address.parse().unwrap();
-    let keys = loanfolio::crypto::vault::VaultKeys::new(&settings.kms.vault, &token).unwrap();
-    let (plain, wrapped, version) = keys.generate("file-1").await.unwrap();
-    assert!(wrapped.starts_with(&format!("vault:v{version}:")));
-    assert_eq!(*keys.unwrap_key(&wrapped, "file-1").await.unwrap(), *plain);
-    assert!(
-        keys.unwrap_key(&wrapped, "file-2").await.is_err(),
-        "bound to its context"
-    );
-    keys.rotate().await.unwrap();
-    let (rewrapped, newer) = keys.rewrap(&wrapped, "file-1").await.unwrap();
-    assert!(newer > version);
-    assert_eq!(
-        *keys.unwrap_key(&rewrapped, "file-1").await.unwrap(),
-        *plain
-    );
 }

@@ -34,4 +34,5 @@ mod restore_drill;
 mod sessions;
 mod tls;
 mod upload_links;
+mod vault;
 mod worker_crash;

@@ -2,9 +2,11 @@
 
 pub mod bureau;
 pub mod clamd;
+pub mod garage;
 pub mod logs;
 pub mod los;
 pub mod oidc;
+pub mod openbao;
 pub mod proxy;
 pub mod redis;
 pub mod smtp;
@@ -27,9 +29,10 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The configuration `scripts/test` (or `scripts/dev`) wrote for the local stack.
+/// The configuration `scripts/test` (or `scripts/dev`) wrote for the tests: the local stack
+/// with the `local` key provider (`.local/dev.toml` runs the `vault` one).
 pub fn stack_config_path() -> PathBuf {
-    let path = repo_root().join(".local/dev.toml");
+    let path = repo_root().join(".local/test.toml");
     assert!(
         path.is_file(),
         "{} is missing: run scripts/test (or scripts/dev) once to provision the local stack",
