@@ -5,11 +5,11 @@
 #   loanfolio-quarantine  uploads land here (pre-signed PUT), deleted once scanned
 #   loanfolio-documents   scanned, encrypted documents; versioning ON, so an overwrite or a
 #                         delete keeps the previous version (no loss of financial documents)
-#   user `loanfolio`      s3.access_key_id; may read/write/delete objects in those two
+#   user $S3_ACCESS_KEY_ID s3.access_key_id; may read/write/delete objects in those two
 #                         buckets only (loanfolio-policy.json), not create or drop buckets
 set -eu
 
-: "${MINIO_ROOT_USER:?}" "${MINIO_ROOT_PASSWORD:?}" "${S3_SECRET_ACCESS_KEY:?}"
+: "${MINIO_ROOT_USER:?}" "${MINIO_ROOT_PASSWORD:?}" "${S3_ACCESS_KEY_ID:?}" "${S3_SECRET_ACCESS_KEY:?}"
 
 quarantine=loanfolio-quarantine
 documents=loanfolio-documents
@@ -25,10 +25,10 @@ mc anonymous set none "local/$documents"
 
 mc admin policy create local loanfolio-service /loanfolio/minio/loanfolio-policy.json
 # `user add` on an existing user sets its secret (picks up a changed .env).
-mc admin user add local loanfolio "$S3_SECRET_ACCESS_KEY"
-if ! mc admin user info local loanfolio | grep -q 'loanfolio-service'; then
-    mc admin policy attach local loanfolio-service --user loanfolio
+mc admin user add local "$S3_ACCESS_KEY_ID" "$S3_SECRET_ACCESS_KEY"
+if ! mc admin user info local "$S3_ACCESS_KEY_ID" | grep -q 'loanfolio-service'; then
+    mc admin policy attach local loanfolio-service --user "$S3_ACCESS_KEY_ID"
 fi
 
 mc version info "local/$documents"
-echo "minio-init: buckets $quarantine and $documents ready; user loanfolio has loanfolio-service"
+echo "minio-init: buckets $quarantine and $documents ready; the service's user has loanfolio-service"

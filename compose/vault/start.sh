@@ -1,5 +1,6 @@
 #!/bin/sh
-# The vault container's entrypoint: DEVELOPMENT-ONLY automatic initialization and unseal.
+# The vault / openbao container's entrypoint: DEVELOPMENT-ONLY automatic initialization and
+# unseal (HashiCorp Vault and OpenBao have the same CLI; OpenBao's is `bao`).
 #
 # Starts the server as the image would, then on the very first start initializes Vault with
 # a single unseal key and keeps that key and the root token in the vault-unseal volume, and
@@ -7,7 +8,8 @@
 # fine for a developer's throw-away stack and never acceptable anywhere else.
 set -eu
 
-export VAULT_ADDR=http://127.0.0.1:8200
+export VAULT_ADDR=http://127.0.0.1:8200 BAO_ADDR=http://127.0.0.1:8200
+if command -v bao >/dev/null 2>&1; then cli=bao; else cli=vault; fi
 keys=/vault/unseal
 
 docker-entrypoint.sh server &
@@ -20,10 +22,10 @@ stop() {
 }
 trap stop TERM INT
 
-# `vault status` exits 0 (unsealed), 2 (sealed or not initialized) or 1 (no answer).
+# `status` exits 0 (unsealed), 2 (sealed or not initialized) or 1 (no answer).
 while :; do
     rc=0
-    vault status >/dev/null 2>&1 || rc=$?
+    $cli status >/dev/null 2>&1 || rc=$?
     [ "$rc" -ne 1 ] && break
     if ! kill -0 "$server" 2>/dev/null; then
         echo "vault-start: the Vault server exited" >&2
@@ -35,11 +37,11 @@ done
 
 # `operator init -status` exits 0 when initialized, 2 when not.
 rc=0
-vault operator init -status >/dev/null 2>&1 || rc=$?
+$cli operator init -status >/dev/null 2>&1 || rc=$?
 if [ "$rc" -eq 2 ]; then
     echo "vault-start: first start, initializing (1 key share; DEVELOPMENT ONLY)"
     umask 077
-    vault operator init -key-shares=1 -key-threshold=1 >"$keys/init.txt"
+    $cli operator init -key-shares=1 -key-threshold=1 >"$keys/init.txt"
     sed -n 's/^Unseal Key 1: //p' "$keys/init.txt" >"$keys/unseal-key"
     sed -n 's/^Initial Root Token: //p' "$keys/init.txt" >"$keys/root-token"
     rm -f "$keys/init.txt"
@@ -57,7 +59,7 @@ if [ ! -s "$keys/unseal-key" ]; then
         "the vault-data and vault-unseal volumes are out of step (docker compose down -v resets both)" >&2
     exit 1
 fi
-vault operator unseal "$(cat "$keys/unseal-key")" >/dev/null
+$cli operator unseal "$(cat "$keys/unseal-key")" >/dev/null
 echo "vault-start: unsealed"
 
 # Stay in the foreground with the server.

@@ -105,8 +105,10 @@ validate() { # compose-file
     "${schema_args[@]}"
 }
 
-# A copy of the stack with three deliberate faults: a misspelt key (schema), a service
-# others wait for as healthy without a healthcheck, and the realm taken from elsewhere.
+# A copy of the stack with four deliberate faults: a misspelt key (schema), a service
+# others wait for as healthy without a healthcheck, the realm taken from elsewhere, and a
+# secret from an environment variable in a read_only service (which Compose >= 2.34
+# refuses at create time, docker/compose#12531: the state this stack was in before).
 positive_control() {
   local status=0
   tmp=$(mktemp -d)
@@ -121,6 +123,9 @@ broken = text.replace("    restart: unless-stopped\n    environment:\n      POST
                       "    restrat: unless-stopped\n    environment:\n      POSTGRES_PASSWORD", 1)
 broken = re.sub(r"(\n  postgres:\n(?:    .*\n|\n)*?)    healthcheck:\n(?:      .*\n)+", r"\1", broken, count=1)
 broken = broken.replace("../config/keycloak-realm.json", "./keycloak-realm.json", 1)
+broken = broken.replace('    command: ["serve", "--no-workers"]\n',
+                        '    command: ["serve", "--no-workers"]\n    secrets:\n      - oidc-client-secret\n', 1)
+broken += "\nsecrets:\n  oidc-client-secret:\n    environment: OIDC_CLIENT_SECRET\n"
 assert broken != text, "the positive control could not break the file"
 open(path, "w").write(broken)
 PY
@@ -134,7 +139,8 @@ PY
   # Each fault must be named, not just some failure reported.
   local expected
   for expected in "restrat" "postgres: others wait for it with service_healthy but it has no healthcheck" \
-    "not config/keycloak-realm.json"; do
+    "not config/keycloak-realm.json" \
+    "serve: read_only service with secret 'oidc-client-secret' from environment"; do
     if ! grep -qF "$expected" "$tmp/out"; then
       echo "  FAIL positive control: the broken copy failed, but nothing said: $expected" >&2
       status=1

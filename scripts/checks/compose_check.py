@@ -14,6 +14,13 @@ clone); not meant to be run alone. Exit status 0 only when every check passed.
    bound to 127.0.0.1 and unique, the Keycloak realm from config/, no literal secrets,
    .env.example commented, compose/loanfolio.toml and LOANFOLIO__* keys known to
    config/default.toml, clamd's limits >= the upload limit, the Dockerfile's essentials.
+4. What Compose or the engine refuses only when it creates the containers, which the schema
+   cannot express (check_create_time): a secret or config that is not a file mounted into a
+   `read_only` service (Compose >= 2.34 refuses it, docker/compose#12531; older versions
+   fail in the engine), uid/gid/mode on a file-sourced secret (ignored outside Swarm: the
+   file keeps the host's owner and mode), `network_mode: service:…` beside ports or
+   networks, `container_name` on a scaled service, dependency cycles, and an image with
+   `pull_policy: never` that no service of the file builds.
 """
 
 from __future__ import annotations
@@ -304,6 +311,8 @@ def main() -> int:
     doc = interpolate_tree(raw, env, "compose", used)
     if len(FAILURES) == before:
         ok(f"interpolation: {len(used)} variables, all defined in {args.env_file.name}")
+    # Compose itself reads COMPOSE_PROFILES from the env file.
+    used.add("COMPOSE_PROFILES")
 
     if "version" in doc:
         fail("top-level `version` is obsolete in the Compose Specification: remove it")
@@ -364,15 +373,15 @@ def main() -> int:
             fail(f"{target}: a one-shot (service_completed_successfully) must not restart: {restart}")
     long_running = [
         n for n, s in services.items()
-        if n not in completed_targets and not s.get("profiles") and str(s.get("restart", "no")) != "no"
+        if n not in completed_targets and not is_tool(s) and str(s.get("restart", "no")) != "no"
     ]
     for name in long_running:
         if not has_healthcheck(services[name]):
             fail(f"{name}: a long-running service without a healthcheck")
     # Every service is either long-running (a restart policy), a one-shot another service
-    # waits for, or an on-demand tool (a profile).
+    # waits for, or an on-demand tool (the `tools` profile).
     for name, service in services.items():
-        if (name not in completed_targets and not service.get("profiles")
+        if (name not in completed_targets and not is_tool(service)
                 and str(service.get("restart", "no")) == "no"):
             fail(f"{name}: neither long-running (no restart policy) nor a one-shot anyone waits for")
     ok(f"depends_on: {len(healthy_targets)} service_healthy targets, "
@@ -442,7 +451,7 @@ def main() -> int:
                 published = parts[-2] if len(parts) >= 2 else ""
             if host_ip != "127.0.0.1":
                 fail(f"{name}: port {port} is not bound to 127.0.0.1 (a development stack stays off the network)")
-            if published in host_ports:
+            if published in host_ports and not alternatives(services[host_ports[published]], service):
                 fail(f"{name}: host port {published} is also published by {host_ports[published]}")
             host_ports[published] = name
     ok(f"{len(host_ports)} published ports, all on 127.0.0.1: {', '.join(sorted(host_ports, key=lambda p: int(p) if p.isdigit() else 0))}")
@@ -477,10 +486,118 @@ def main() -> int:
     else:
         fail("config/keycloak-realm.json does not exist")
 
+    check_create_time(doc, services)
+    check_profiles(services, env)
     check_env_example(args.env_file)
     check_service_config(compose_dir, root, services, realm_name, doc)
     check_clamd(compose_dir, root, services)
     return report()
+
+
+def is_tool(service: dict) -> bool:
+    """An on-demand tool (`docker compose run`), not part of the stack `up` starts."""
+    return "tools" in (service.get("profiles") or [])
+
+
+# Profiles that pick one of several interchangeable services: COMPOSE_PROFILES must name
+# exactly one of each group.
+PROFILE_GROUPS = {"S3 server": {"garage", "minio"}, "key service": {"openbao", "vault"}}
+
+
+def alternatives(a: dict, b: dict) -> bool:
+    """Two services that never run together: different profiles of one group."""
+    pa, pb = set(a.get("profiles") or []), set(b.get("profiles") or [])
+    return any(pa & g and pb & g and not pa & pb for g in PROFILE_GROUPS.values())
+
+
+def check_profiles(services: dict, env: dict) -> None:
+    before = len(FAILURES)
+    defined = {p for s in services.values() for p in (s.get("profiles") or [])}
+    chosen = {p.strip() for p in env.get("COMPOSE_PROFILES", "").split(",") if p.strip()}
+    for profile in sorted(chosen - defined):
+        fail(f"COMPOSE_PROFILES names {profile!r}, which no service has")
+    for what, group in PROFILE_GROUPS.items():
+        missing = group - defined
+        if missing:
+            fail(f"{what}: no service has the profile(s) {', '.join(sorted(missing))}")
+        picked = chosen & group
+        if len(picked) != 1:
+            fail(f"COMPOSE_PROFILES must pick exactly one {what} of {', '.join(sorted(group))}"
+                 f" (it picks {', '.join(sorted(picked)) or 'none'})")
+    if len(FAILURES) == before:
+        ok(f"profiles: COMPOSE_PROFILES={','.join(sorted(chosen))} picks one of each"
+           f" ({'; '.join(' or '.join(sorted(g)) for g in PROFILE_GROUPS.values())})")
+
+
+def check_create_time(doc: dict, services: dict) -> None:
+    """What `docker compose up` refuses while creating containers (see the module doc)."""
+    before = len(FAILURES)
+    definitions = {"secrets": doc.get("secrets") or {}, "configs": doc.get("configs") or {}}
+    for name, service in services.items():
+        read_only = str(service.get("read_only", "false")).lower() == "true"
+        for kind, declared in definitions.items():
+            for entry in service.get(kind) or []:
+                source = entry if isinstance(entry, str) else entry.get("source")
+                spec = declared.get(source) or {}
+                from_file = "file" in spec
+                if read_only and not from_file and not spec.get("external"):
+                    origin = "environment" if "environment" in spec else "content"
+                    fail(f"{name}: read_only service with {kind[:-1]} {source!r} from {origin}:"
+                         " Compose >= 2.34 refuses to create it (docker/compose#12531);"
+                         " mount it as a file")
+                if from_file and isinstance(entry, dict) and any(k in entry for k in ("uid", "gid", "mode")):
+                    fail(f"{name}: {kind[:-1]} {source!r} is a file: uid/gid/mode are ignored outside"
+                         " Swarm (it keeps the host file's owner and mode)")
+        network_mode = str(service.get("network_mode", ""))
+        if network_mode.startswith(("service:", "container:")) and (service.get("ports") or service.get("networks")):
+            fail(f"{name}: network_mode {network_mode} cannot be combined with ports or networks")
+        # A required dependency on a service that runs only under a profile the dependent
+        # does not share: `up` fails when that profile is not picked.
+        own = set(service.get("profiles") or [])
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):
+            depends = {d: {} for d in depends}
+        for target, spec in depends.items():
+            theirs = set((services.get(target) or {}).get("profiles") or [])
+            required = str((spec or {}).get("required", "true")).lower() == "true"
+            if theirs and required and not (own and own <= theirs):
+                fail(f"{name}: depends_on {target}, which runs only under profile(s)"
+                     f" {', '.join(sorted(theirs))}; mark it `required: false`")
+        replicas = (service.get("deploy") or {}).get("replicas", service.get("scale", 1))
+        if service.get("container_name") and int(replicas or 1) > 1:
+            fail(f"{name}: container_name on a service with {replicas} replicas")
+
+    # Dependency cycles: Compose refuses to order them.
+    graph = {
+        name: list((s.get("depends_on") or {}).keys() if isinstance(s.get("depends_on"), dict)
+                   else s.get("depends_on") or [])
+        for name, s in services.items()
+    }
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        if state.get(node) == 2 or node not in graph:
+            return
+        if state.get(node) == 1:
+            cycle = trail[trail.index(node):] + [node]
+            fail(f"depends_on cycle: {' -> '.join(cycle)}")
+            return
+        state[node] = 1
+        for target in graph[node]:
+            visit(target, trail + [node])
+        state[node] = 2
+
+    for name in graph:
+        visit(name, [])
+
+    built = {s.get("image") for s in services.values() if s.get("build") and s.get("image")}
+    for name, service in services.items():
+        if service.get("pull_policy") == "never" and not service.get("build") and service.get("image") not in built:
+            fail(f"{name}: pull_policy never, but no service of this file builds {service.get('image')}")
+    if len(FAILURES) == before:
+        ok("create-time rules: no non-file secret in a read-only service, no ignored secret"
+           " modes, no network_mode conflicts, no required dependency on another profile's service,"
+           " no dependency cycles, every never-pulled image built here")
 
 
 def check_dockerfile(path: Path) -> None:
