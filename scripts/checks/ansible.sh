@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The Ansible installation (issue 8, Must-show 2 and 3), against this machine itself:
+# The Ansible installation, against this machine itself:
 #   1. ansible-lint --offline (production profile) and ansible-playbook --syntax-check;
 #   2. converge site.yml on localhost (-c local, loanfolio_manage_systemd=false: no systemd
-#      here), pointed at the local stack, with secrets from ansible-vault encrypted files;
+#      here), pointed at the local stack, with secrets from ansible-vault encrypted files,
+#      installing a release artefact: one build packed by scripts/release under two version
+#      numbers, signed with a throw-away minisign key;
 #   3. start the INSTALLED binary exactly as the rendered serve unit would (its ExecStart,
 #      User/Group, UMask, its LoadCredential= files in a private credentials directory and
 #      its Environment=) and wait for /readyz 200, then stop it;
 #   4. converge again: the PLAY RECAP must say changed=0;
-#   5. systemd-analyze verify on the rendered units, and every hardening option present.
+#   5. upgrade to the second version (a backup first), then roll back to the first, /readyz
+#      200 from the release `current` points at after each; an archive that does not match
+#      its signed checksum, and a checksum file signed by another key, are refused with
+#      nothing changed;
+#   6. systemd-analyze verify on the rendered units and timers, every hardening option present.
 # And the sidecar roles' templates: clamd.conf through clamconf, the nginx site through
 # `nginx -t` and a real nginx (Debian's package unpacked, not installed) in front of the
 # process of step 3: TLS 1.2+, HSTS, the redirect, the body limit, token-free access logs.
@@ -109,6 +115,37 @@ trap cleanup EXIT
 # A stable copy: the binary in target/ may be rebuilt while this runs.
 cp "$BIN_SRC" "$WORK/loanfolio"
 
+# Release artefacts of that one build under two version numbers (and two more for the
+# refusals), signed with a key made for this run; its public key is what the role trusts.
+command -v minisign >/dev/null || apt_install minisign
+mkdir -m 0700 "$WORK/release-key"
+minisign -G -W -p "$WORK/release-key/pub" -s "$WORK/release-key/sec" >/dev/null
+RELEASE_PUBKEY=$(tail -n1 "$WORK/release-key/pub")
+# Versions of this run (a machine that ran the check keeps earlier runs' releases, which
+# the role prunes beyond loanfolio_releases_keep, and whose binaries may be older builds).
+run=$(date +%s)
+V1=0.0.1-check.$run.1 V2=0.0.1-check.$run.2 V3=0.0.1-check.$run.3 V4=0.0.1-check.$run.4
+for v in "$V1" "$V2" "$V3"; do
+  "$ROOT/scripts/release" --binary "$WORK/loanfolio" --version "$v" --out "$WORK/releases/$v" \
+    --sign-key "$WORK/release-key/sec" >"$WORK/release-$v.log" 2>&1 \
+    || { cat "$WORK/release-$v.log"; die "scripts/release --version $v failed"; }
+done
+for f in SHA256SUMS SHA256SUMS.minisig "loanfolio-$V1-linux-x86_64.tar.gz" "loanfolio-$V1.cdx.json"; do
+  [ -s "$WORK/releases/$V1/$f" ] || die "scripts/release did not write $f"
+done
+tar -tzf "$WORK/releases/$V1/loanfolio-$V1-linux-x86_64.tar.gz" >"$WORK/release-contents"
+for f in bin/loanfolio config/default.toml systemd/loanfolio-serve.service sbom/loanfolio.cdx.json README.md VERSION; do
+  grep -qx "loanfolio-$V1-linux-x86_64/$f" "$WORK/release-contents" || die "the archive lacks $f"
+done
+grep -q '"bomFormat": *"CycloneDX"' "$WORK/releases/$V1/loanfolio-$V1.cdx.json" || die "the SBOM is not CycloneDX"
+# V3: its archive altered after signing. V4: V3's files re-hashed, signed by another key.
+printf 'tampered' >>"$WORK/releases/$V3/loanfolio-$V3-linux-x86_64.tar.gz"
+mkdir -m 0700 "$WORK/other-key"
+minisign -G -W -p "$WORK/other-key/pub" -s "$WORK/other-key/sec" >/dev/null
+"$ROOT/scripts/release" --binary "$WORK/loanfolio" --version "$V4" --out "$WORK/releases/$V4" \
+  --sign-key "$WORK/other-key/sec" >"$WORK/release-$V4.log" 2>&1 || { cat "$WORK/release-$V4.log"; die "scripts/release $V4"; }
+note "release artefacts: $V1..$V4 packed from one build (tar.gz, SHA256SUMS, minisign signature, CycloneDX SBOM)"
+
 # --- 1. lint and syntax --------------------------------------------------------------------
 cd "$ANSIBLE_DIR"
 log "ansible-lint --offline (profile from ansible/.ansible-lint)"
@@ -158,7 +195,7 @@ all:
 YAML
 cat >"$WORK/vars.yml" <<YAML
 loanfolio_manage_systemd: false
-loanfolio_binary_src: "$WORK/loanfolio"
+loanfolio_release_public_key: "$RELEASE_PUBKEY"
 loanfolio_listen: "127.0.0.1:$CHECK_PORT"
 loanfolio_admin_listen: "127.0.0.1:$CHECK_SERVE_ADMIN_PORT"
 loanfolio_public_base_url: "http://127.0.0.1:$CHECK_PORT"
@@ -185,20 +222,28 @@ loanfolio_config_overrides:
     check_timeout_ms: 2000
 YAML
 
-converge() { # log-file
-  if ! ansible-playbook -i "$WORK/inventory.yml" -c local site.yml \
-      -e @"$WORK/vars.yml" -e @"$WORK/secrets/secrets.yml" "${VAULT[@]}" >"$1" 2>&1; then
+playbook() { # log-file version [extra ansible-playbook arguments]: the converge's exit status
+  local log=$1 version=$2
+  shift 2
+  ansible-playbook -i "$WORK/inventory.yml" -c local site.yml \
+    -e @"$WORK/vars.yml" -e @"$WORK/secrets/secrets.yml" "${VAULT[@]}" \
+    -e loanfolio_version="$version" -e loanfolio_release_dir_src="$WORK/releases/$version" "$@" >"$log" 2>&1
+}
+converge() { # log-file version [extra arguments]
+  if ! playbook "$@"; then
     cat "$1"
     die "ansible-playbook failed (output above)"
   fi
   grep -A3 '^PLAY RECAP' "$1" | sed '/^$/d' >&2
 }
+current_release() { readlink /opt/loanfolio/current; }
 changed_of() { # log-file -> the changed= count of localhost in the PLAY RECAPs, summed
   grep -E '^localhost +: ok=' "$1" | sed -E 's/.* changed=([0-9]+).*/\1/' | awk '{ n += $1 } END { print n + 0 }'
 }
 
 log "converge 1: site.yml on localhost (-c local, loanfolio_manage_systemd=false)"
-converge "$WORK/converge1.log"
+converge "$WORK/converge1.log" "$V1"
+[ "$(current_release)" = "/opt/loanfolio/releases/$V1" ] || die "current is $(current_release), not $V1"
 note "converge 1: changed=$(changed_of "$WORK/converge1.log") (first run on a machine installs everything; a re-run changes only what differs)"
 
 # What the converge must have produced, and what must never be in it.
@@ -304,7 +349,8 @@ run_unit() { # command...: exec it as the prepared unit's user, environment and 
     --no-new-privs --bounding-set=-all --inh-caps=-all -- "$@"
 }
 read -r -a SERVE_CMD <<<"$(unit_value loanfolio-serve ExecStart)"
-[ "${SERVE_CMD[0]}" = /usr/local/bin/loanfolio ] || die "unexpected ExecStart: ${SERVE_CMD[*]}"
+[ "${SERVE_CMD[0]}" = /opt/loanfolio/current/bin/loanfolio ] || die "unexpected ExecStart: ${SERVE_CMD[*]}"
+grep -qx 'RestartPreventExitStatus=2' "$UNIT_DIR/loanfolio-serve.service" || die "no RestartPreventExitStatus=2"
 CONFIG_ARGS=("${SERVE_CMD[@]:1:2}") # --config /etc/loanfolio/loanfolio.toml
 
 prepare_unit loanfolio-serve
@@ -314,20 +360,34 @@ if port_open "$S3_PORT"; then
     || { cat "$WORK/buckets.log"; die "admin storage create-buckets failed"; }
 fi
 
-log "starting the installed binary as its unit would: ${SERVE_CMD[*]} (user $SERVICE_USER)"
-run_unit "${SERVE_CMD[@]}" >"$WORK/serve.log" 2>&1 &
-SERVE_PID=$!
-code=000
-for _ in $(seq 600); do
-  kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log"; die "loanfolio serve exited (log above)"; }
-  code=$(curl -s -o "$WORK/readyz.json" -w '%{http_code}' "http://127.0.0.1:$CHECK_PORT/readyz" || true)
-  [ "$code" = 200 ] && break
-  sleep 0.1
-done
-if [ "$code" != 200 ]; then
-  cat "$WORK/readyz.json" 2>/dev/null || true; echo; tail -n 40 "$WORK/serve.log"
-  die "/readyz did not answer 200 within 60 s (last: $code)"
-fi
+start_serve() { # start the installed release as its unit would; wait for /readyz 200
+  prepare_unit loanfolio-serve
+  log "starting the installed binary as its unit would: ${SERVE_CMD[*]} (user $SERVICE_USER)"
+  run_unit "${SERVE_CMD[@]}" >"$WORK/serve.log" 2>&1 &
+  SERVE_PID=$!
+  local code=000
+  for _ in $(seq 600); do
+    kill -0 "$SERVE_PID" 2>/dev/null || { cat "$WORK/serve.log"; die "loanfolio serve exited (log above)"; }
+    code=$(curl -s -o "$WORK/readyz.json" -w '%{http_code}' "http://127.0.0.1:$CHECK_PORT/readyz" || true)
+    [ "$code" = 200 ] && break
+    sleep 0.1
+  done
+  if [ "$code" != 200 ]; then
+    cat "$WORK/readyz.json" 2>/dev/null || true; echo; tail -n 40 "$WORK/serve.log"
+    die "/readyz did not answer 200 within 60 s (last: $code)"
+  fi
+}
+stop_serve() {
+  kill -TERM "$SERVE_PID"
+  local status=0
+  wait "$SERVE_PID" || status=$?
+  SERVE_PID=
+  [ "$status" -eq 0 ] || { tail -n 20 "$WORK/serve.log"; die "loanfolio serve exited $status on SIGTERM"; }
+}
+running_release() { # the release directory the serve process runs from
+  readlink "/proc/$SERVE_PID/exe" | sed 's#/bin/loanfolio$##'
+}
+start_serve
 # Every dependency the rendered configuration and credentials reach must be up; the ones
 # scripts/test starts but that are not running here are named, not silently passed.
 deps=$(python3 - "$WORK/readyz.json" <<'PY'
@@ -355,8 +415,19 @@ NGINX_PID=$!
 wait_port "$PROXY_PORT" "the test nginx" 10
 HTTPS="https://localhost:$PROXY_PORT"
 CURL=(curl -s --cacert "$R/cert.pem" --resolve "localhost:$PROXY_PORT:127.0.0.1")
-headers=$("${CURL[@]}" -D - -o /dev/null "$HTTPS/readyz" | tr -d '\r')
-grep -qE '^HTTP/[0-9.]+ 200' <<<"$headers" || { echo "$headers"; die "nginx: /readyz through the proxy is not 200"; }
+headers=$("${CURL[@]}" -D - -o /dev/null "$HTTPS/v1/me" | tr -d '\r')
+grep -qE '^HTTP/[0-9.]+ 401' <<<"$headers" || { echo "$headers"; die "nginx: /v1/me through the proxy is not the service's 401"; }
+grep -qi '^content-type: application/problem+json' <<<"$headers" || die "nginx: /v1/me did not reach the service"
+# Only the public routes pass: the operations endpoints stay on the host (the service
+# itself answers them on its listener: the 404s below are the proxy's).
+for internal in /readyz /metrics /openapi.json /healthz /status /v2/anything; do
+  code=$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$HTTPS$internal")
+  [ "$code" = 404 ] || die "nginx: $internal answered $code through the public proxy, not 404"
+done
+direct=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CHECK_PORT/openapi.json")
+[ "$direct" = 200 ] || die "the service's own /openapi.json answered $direct (the 404 check above proves nothing)"
+code=$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$HTTPS/assets/upload.js")
+[ "$code" = 200 ] || die "nginx: the borrower page's /assets/upload.js answered $code through the proxy"
 grep -qi '^strict-transport-security: max-age=[0-9]\+; includeSubDomains' <<<"$headers" || die "nginx: no HSTS header"
 grep -qi '^server: nginx$' <<<"$headers" || die "nginx: the Server header shows a version (server_tokens)"
 tls12=$(openssl s_client -connect "127.0.0.1:$PROXY_PORT" -servername localhost -tls1_2 </dev/null 2>&1 | grep -c 'Protocol *: TLSv1.2' || true)
@@ -377,18 +448,15 @@ for redacted in '/u/REDACTED ' '/v1/public/upload-links/REDACTED/files '; do
     || { cat "$R/log/loanfolio.access.log"; die "nginx: the access log lacks $redacted"; }
 done
 ! grep -rq "$token" "$R/log" || die "nginx: an upload-link token reached a log"
-note "reverse proxy: /readyz 200 through nginx over TLS with HSTS; TLS 1.1 refused, 1.2 accepted; HTTP redirects; 3 MB body 413; upload-link tokens redacted from the access log"
+note "reverse proxy: /v1/ reaches the service through nginx over TLS with HSTS; /readyz, /metrics, /openapi.json, /healthz 404 (internal); TLS 1.1 refused, 1.2 accepted; HTTP redirects; 3 MB body 413; upload-link tokens redacted from the access log"
 
-kill -TERM "$SERVE_PID"
-status=0
-wait "$SERVE_PID" || status=$?
-SERVE_PID=
-[ "$status" -eq 0 ] || { tail -n 20 "$WORK/serve.log"; die "loanfolio serve exited $status on SIGTERM"; }
+[ "$(running_release)" = "/opt/loanfolio/releases/$V1" ] || die "serve runs $(running_release), not $V1"
+stop_serve
 note "serve stopped on SIGTERM (exit 0)"
 
 # --- 4. a second converge changes nothing ------------------------------------------------------
 log "converge 2: must report changed=0"
-converge "$WORK/converge2.log"
+converge "$WORK/converge2.log" "$V1"
 changed=$(changed_of "$WORK/converge2.log")
 if [ "$changed" != 0 ]; then
   grep -E '^changed:' -B2 "$WORK/converge2.log" || true
@@ -396,14 +464,56 @@ if [ "$changed" != 0 ]; then
 fi
 note "converge 2: changed=0"
 
-# --- 5. the units: systemd-analyze verify and the hardening ------------------------------------
-for unit in "${UNITS[@]}"; do
-  if ! out=$(systemd-analyze verify "$UNIT_DIR/$unit.service" 2>&1); then
-    printf '%s\n' "$out"; die "systemd-analyze verify $unit.service failed"
+# --- 5. upgrade, roll back, and refuse what is not signed ----------------------------------------
+backups_before=$(find /var/backups/loanfolio -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)
+log "converge 3: upgrade $V1 -> $V2"
+converge "$WORK/converge3.log" "$V2"
+[ "$(current_release)" = "/opt/loanfolio/releases/$V2" ] || die "after the upgrade current is $(current_release)"
+[ -x "/opt/loanfolio/releases/$V1/bin/loanfolio" ] || die "the upgrade removed the previous release"
+backup=$(find /var/backups/loanfolio -mindepth 1 -maxdepth 1 -type d -name "before-$V2-*" | sort | tail -n1)
+[ -n "$backup" ] && [ -s "$backup/manifest.json" ] && [ -s "$backup/database.dump" ] \
+  || die "the upgrade took no backup before switching (backups: $backups_before before)"
+start_serve
+[ "$(running_release)" = "/opt/loanfolio/releases/$V2" ] || die "serve runs $(running_release) after the upgrade"
+stop_serve
+note "upgrade: $V1 -> $V2, a backup first ($(basename "$backup")), /readyz 200 from $V2; $V1 kept"
+
+log "converge 4: roll back to $V1 (loanfolio_rollback_to)"
+converge "$WORK/converge4.log" "$V2" -e loanfolio_rollback_to="$V1"
+[ "$(current_release)" = "/opt/loanfolio/releases/$V1" ] || die "after the rollback current is $(current_release)"
+start_serve
+[ "$(running_release)" = "/opt/loanfolio/releases/$V1" ] || die "serve runs $(running_release) after the rollback"
+stop_serve
+note "rollback: loanfolio_rollback_to=$V1 -> current $V1, /readyz 200 from it"
+
+for refused in "$V3:does not match the signed SHA256SUMS" "$V4:but the key id in the public key is"; do
+  version=${refused%%:*} expected=${refused#*:}
+  if playbook "$WORK/refused-$version.log" "$version"; then
+    die "a converge with $version (altered or signed by another key) passed"
+  fi
+  grep -qF "$expected" "$WORK/refused-$version.log" || { tail -n 30 "$WORK/refused-$version.log"; die "$version: refused, but not with: $expected"; }
+  [ ! -e "/opt/loanfolio/releases/$version" ] || die "$version reached the host"
+  [ "$(current_release)" = "/opt/loanfolio/releases/$V1" ] || die "a refused release moved current"
+done
+note "refused: an archive altered after signing ($V3) and SHA256SUMS signed by another key ($V4); nothing reached the host"
+
+# --- 6. the units: systemd-analyze verify and the hardening ------------------------------------
+# The alert template verified as an instance of itself.
+cp "$UNIT_DIR/loanfolio-alert@.service" "$WORK/loanfolio-alert@loanfolio-backup.service"
+out=$(systemd-analyze verify "$WORK/loanfolio-alert@loanfolio-backup.service" 2>&1) \
+  || { printf '%s\n' "$out"; die "systemd-analyze verify loanfolio-alert@.service failed"; }
+VERIFIED=("${UNITS[@]/%/.service}" loanfolio-backup.service loanfolio-backup.timer
+  loanfolio-audit-verify.service loanfolio-audit-verify.timer)
+for unit in "${VERIFIED[@]}"; do
+  if ! out=$(systemd-analyze verify "$UNIT_DIR/$unit" 2>&1); then
+    printf '%s\n' "$out"; die "systemd-analyze verify $unit failed"
   fi
   [ -z "$out" ] || printf '%s\n' "$out" >&2
 done
-note "systemd-analyze verify: ${UNITS[*]/%/.service} pass ($(systemd-analyze --version | head -n1))"
+for unit in loanfolio-backup.service loanfolio-audit-verify.service; do
+  grep -qx 'OnFailure=loanfolio-alert@%n.service' "$UNIT_DIR/$unit" || die "$unit has no OnFailure= alert"
+done
+note "systemd-analyze verify: ${VERIFIED[*]} pass ($(systemd-analyze --version | head -n1)); backup and audit-verify alert on failure"
 
 HARDENING=(
   '^User=loanfolio$' '^Group=loanfolio$'
