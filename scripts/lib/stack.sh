@@ -36,6 +36,27 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A server with state of its own (OpenBao, Garage) already on `port`, started by another
+# checkout on this machine (CI clones beside a developer's tree): use that checkout's state
+# folder (a symlink at `dir`), whose tokens and keys the running server knows. Returns 0
+# when the server on the port is ours or adopted, 1 when nothing listens.
+adopt_state_dir() { # dir port name
+  local dir=$1 port=$2 name=$3 pid theirs
+  port_open "$port" || return 1
+  pid=$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)
+  [ -n "$pid" ] || die "port $port is taken by a process this user cannot see; $name needs it"
+  theirs=$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 's#^\(-config=\)\{0,1\}\(/.*\)/\(config\.hcl\|garage\.toml\)$#\2#p' | head -n1)
+  [ -n "$theirs" ] || die "port $port is taken by something that is not a $name of scripts/lib/stack.sh (pid $pid)"
+  [ "$(realpath -m "$theirs")" = "$(realpath -m "$dir")" ] && return 0
+  [ -d "$theirs" ] || die "the $name on port $port (pid $pid) belongs to a removed checkout ($theirs): stop it"
+  if [ -e "$dir" ] && [ ! -L "$dir" ]; then
+    mv "$dir" "$dir.unused-$(date +%s)"
+  fi
+  ln -sfn "$theirs" "$dir"
+  log "using the $name of another checkout on this machine ($theirs), already on port $port"
+  return 0
+}
+
 wait_port() { # port name [seconds]
   local i
   for ((i = 0; i < ${3:-60} * 10; i++)); do
@@ -347,6 +368,8 @@ ensure_garage() {
     log "installing garage $GARAGE_VERSION (once per machine, about 10 minutes)"
     cargo install "garage@$GARAGE_VERSION" --locked
   fi
+  local running=false
+  adopt_state_dir "$dir" "$GARAGE_S3_PORT" Garage && running=true
   mkdir -p "$dir/meta" "$dir/data"
   chmod 700 "$dir"
   [ -s "$dir/rpc-secret" ] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/rpc-secret")
@@ -354,7 +377,7 @@ ensure_garage() {
   # Garage's key format: GK + 24 hex digits, a 64-hex-digit secret. Development only.
   local key_id=GK6c6f616e666f6c696f6465 key_secret
   key_secret=$(printf 'loanfolio-dev-garage' | sha256sum | cut -d' ' -f1)
-  cat >"$dir/garage.toml" <<TOML
+  $running || cat >"$dir/garage.toml" <<TOML
 # Written by scripts/lib/stack.sh; development only.
 metadata_dir = "$dir/meta"
 data_dir = "$dir/data"
@@ -412,9 +435,11 @@ ensure_openbao() {
     "$venv/bin/pip" install -q "$OPENBAO_PIN"
     echo "$OPENBAO_PIN" >"$venv/.pins"
   fi
+  local running=false
+  adopt_state_dir "$dir" "$BAO_PORT" OpenBao && running=true
   mkdir -p "$dir/raft"
   chmod 700 "$dir"
-  cat >"$dir/config.hcl" <<HCL
+  $running || cat >"$dir/config.hcl" <<HCL
 # Written by scripts/lib/stack.sh; development only.
 storage "raft" {
   path    = "$dir/raft"
