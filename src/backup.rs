@@ -200,6 +200,13 @@ pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> 
 
     // The database first: objects written after it are harmless extras on restore, while
     // an object missing for a row would be a lost document.
+    // The key versions the dump needs are among those in use just before it and just after
+    // it (a rewrap running meanwhile moves rows from one to the other): both, so the
+    // restore's check can never pass for data it cannot unwrap.
+    let versions_before = match settings.kms.provider {
+        KmsProvider::Vault => kek_versions_in_use(settings).await?,
+        KmsProvider::Local => Vec::new(),
+    };
     let (url, env) = pg_env(settings)?;
     let dump = dir.join("database.dump");
     let status = tokio::process::Command::new("pg_dump")
@@ -257,10 +264,14 @@ pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> 
         }
         KmsProvider::Vault => {
             // The key stays in Vault (not exportable): only which versions are needed.
+            let mut versions = versions_before;
+            versions.extend(kek_versions_in_use(settings).await?);
+            versions.sort_unstable();
+            versions.dedup();
             transit = Some(TransitKeyNeeds {
                 mount: settings.kms.vault.transit_mount.clone(),
                 key: settings.kms.vault.key_name.clone(),
-                versions: kek_versions_in_use(settings).await?,
+                versions,
             });
             "vault"
         }

@@ -248,15 +248,16 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 .public_base_url
                 .origin()
                 .ascii_serialization();
-            if storage.allow_browser_uploads(&origin).await? {
-                println!(
-                    "CORS: {origin} may PUT into {}",
-                    settings.s3.quarantine_bucket
-                );
-            } else {
-                println!(
-                    "CORS: this S3 server has no bucket CORS API; allow PUT from {origin} in its own settings (docs/operations/)"
-                );
+            use crate::storage::CorsOutcome;
+            let bucket = &settings.s3.quarantine_bucket;
+            match storage.allow_browser_uploads(&origin).await? {
+                CorsOutcome::Set => println!("CORS: {origin} may PUT into {bucket}"),
+                CorsOutcome::Unsupported => println!(
+                    "CORS: this S3 server has no bucket CORS API; allow PUT from {origin} to {bucket} in its own settings (docs/operations/network.md)"
+                ),
+                CorsOutcome::Denied => println!(
+                    "CORS: this key may not set {bucket}'s CORS rule; have the storage administrator allow PUT from {origin} (docs/operations/network.md)"
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -59,9 +59,15 @@ install_file() { # file (from $1.new)
 umask 077
 $cli read -field=role_id "auth/approle/role/$role/role-id" >"$secrets/vault-role-id.new"
 install_file "$secrets/vault-role-id"
-# A secret id is kept across `up`s (a running service keeps logging in with it); a missing
-# one is generated. Rotating it: delete the file and run `up` again.
-if [ ! -s "$secrets/vault-secret-id" ]; then
+# A secret id is kept across `up`s while the key service still knows it (a running service
+# keeps logging in with it); a missing or unknown one (a reset key service) is replaced.
+# Rotating it: delete the file and run `up` again.
+known=""
+if [ -s "$secrets/vault-secret-id" ]; then
+    known=$($cli write -format=json "auth/approle/role/$role/secret-id/lookup" \
+        secret_id=@"$secrets/vault-secret-id" 2>/dev/null || true)
+fi
+if ! printf '%s' "$known" | grep -q '"secret_id_accessor"'; then
     $cli write -f -field=secret_id "auth/approle/role/$role/secret-id" >"$secrets/vault-secret-id.new"
     install_file "$secrets/vault-secret-id"
     echo "vault-init: new AppRole secret id in $secrets/vault-secret-id"

@@ -420,8 +420,10 @@ grep -qE '^HTTP/[0-9.]+ 401' <<<"$headers" || { echo "$headers"; die "nginx: /v1
 grep -qi '^content-type: application/problem+json' <<<"$headers" || die "nginx: /v1/me did not reach the service"
 # Only the public routes pass: the operations endpoints stay on the host (the service
 # itself answers them on its listener: the 404s below are the proxy's).
-for internal in /readyz /metrics /openapi.json /healthz /status /v2/anything; do
-  code=$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$HTTPS$internal")
+# (--path-as-is: curl would otherwise resolve the dot segments itself, before nginx.)
+for internal in /readyz /metrics /openapi.json /healthz /status /v2/anything /%72eadyz //readyz \
+  /v1/../readyz /v1/%2e%2e/metrics /u/../openapi.json /assets/..%2freadyz; do
+  code=$("${CURL[@]}" --path-as-is -o /dev/null -w '%{http_code}' "$HTTPS$internal")
   [ "$code" = 404 ] || die "nginx: $internal answered $code through the public proxy, not 404"
 done
 direct=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CHECK_PORT/openapi.json")

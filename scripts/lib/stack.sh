@@ -38,15 +38,20 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # A server with state of its own (OpenBao, Garage) already on `port`, started by another
 # checkout on this machine (CI clones beside a developer's tree): use that checkout's state
-# folder (a symlink at `dir`), whose tokens and keys the running server knows. Returns 0
-# when the server on the port is ours or adopted, 1 when nothing listens.
+# folder (a symlink at `dir`), whose tokens and keys the running server knows. Only a server
+# these scripts started (its configuration file carries their marker) is adopted, and it is
+# used as it is, never reconfigured. Returns 0 when the server on the port is ours, 2 when
+# adopted, 1 when nothing listens.
 adopt_state_dir() { # dir port name
-  local dir=$1 port=$2 name=$3 pid theirs
+  local dir=$1 port=$2 name=$3 pid theirs config
   port_open "$port" || return 1
   pid=$(ss -ltnpH "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2)
   [ -n "$pid" ] || die "port $port is taken by a process this user cannot see; $name needs it"
-  theirs=$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 's#^\(-config=\)\{0,1\}\(/.*\)/\(config\.hcl\|garage\.toml\)$#\2#p' | head -n1)
-  [ -n "$theirs" ] || die "port $port is taken by something that is not a $name of scripts/lib/stack.sh (pid $pid)"
+  config=$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 's#^\(-config=\)\{0,1\}\(/.*/\(config\.hcl\|garage\.toml\)\)$#\2#p' | head -n1)
+  if [ -z "$config" ] || ! head -n1 "$config" 2>/dev/null | grep -q '^# Written by scripts/lib/stack.sh'; then
+    die "port $port is taken by something that is not a $name of scripts/lib/stack.sh (pid $pid)"
+  fi
+  theirs=$(dirname "$config")
   [ "$(realpath -m "$theirs")" = "$(realpath -m "$dir")" ] && return 0
   [ -d "$theirs" ] || die "the $name on port $port (pid $pid) belongs to a removed checkout ($theirs): stop it"
   if [ -e "$dir" ] && [ ! -L "$dir" ]; then
@@ -54,7 +59,7 @@ adopt_state_dir() { # dir port name
   fi
   ln -sfn "$theirs" "$dir"
   log "using the $name of another checkout on this machine ($theirs), already on port $port"
-  return 0
+  return 2
 }
 
 wait_port() { # port name [seconds]
@@ -368,8 +373,9 @@ ensure_garage() {
     log "installing garage $GARAGE_VERSION (once per machine, about 10 minutes)"
     cargo install "garage@$GARAGE_VERSION" --locked
   fi
-  local running=false
-  adopt_state_dir "$dir" "$GARAGE_S3_PORT" Garage && running=true
+  local running=false adopted=0
+  adopt_state_dir "$dir" "$GARAGE_S3_PORT" Garage || adopted=$?
+  [ "$adopted" -ne 1 ] && running=true
   mkdir -p "$dir/meta" "$dir/data"
   chmod 700 "$dir"
   [ -s "$dir/rpc-secret" ] || (umask 077; od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$dir/rpc-secret")
@@ -435,8 +441,9 @@ ensure_openbao() {
     "$venv/bin/pip" install -q "$OPENBAO_PIN"
     echo "$OPENBAO_PIN" >"$venv/.pins"
   fi
-  local running=false
-  adopt_state_dir "$dir" "$BAO_PORT" OpenBao && running=true
+  local running=false adopted=0
+  adopt_state_dir "$dir" "$BAO_PORT" OpenBao || adopted=$?
+  [ "$adopted" -ne 1 ] && running=true
   mkdir -p "$dir/raft"
   chmod 700 "$dir"
   $running || cat >"$dir/config.hcl" <<HCL
@@ -483,7 +490,8 @@ HCL
     VAULT_TOKEN=$root BAO_TOKEN=$root bao secrets list >/dev/null 2>&1 && break
     sleep 0.2
   done
-  BAO_TOKEN=$root configure_openbao "$dir"
+  # Another checkout's OpenBao is used as that checkout configured it.
+  [ "$adopted" -eq 2 ] || BAO_TOKEN=$root configure_openbao "$dir"
 }
 
 # The same transit key, policies and service identity as compose/vault/init.sh, with the

@@ -26,8 +26,12 @@ pub struct VaultKeys {
     login: Option<AppRole>,
     /// When the current token must be renewed or replaced (AppRole only).
     lease: std::sync::Mutex<Option<Lease>>,
-    /// One login or renewal at a time; other callers wait and reuse its token.
+    /// One login or renewal at a time; other callers keep using the current token while
+    /// it is valid, and wait only when there is none.
     refreshing: tokio::sync::Mutex<()>,
+    /// After a failed login or renewal: no new attempt before this instant (a Vault that
+    /// refuses or does not answer costs one attempt per interval, not one per request).
+    retry_at: std::sync::Mutex<Option<Instant>>,
     /// AppRole logins and token renewals so far (the metrics and tests read them).
     logins: AtomicU64,
     renewals: AtomicU64,
@@ -43,8 +47,18 @@ struct AppRole {
     secret_id_file: PathBuf,
 }
 
+/// Between two failed logins or renewals.
+const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+/// A token this close to its expiry is not presented any more.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+/// A token refused (403) sooner than this after its login is kept: a policy refusal must not
+/// turn every request into a new login.
+const MIN_TOKEN_AGE_TO_DROP: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy)]
 struct Lease {
+    /// When the token was obtained.
+    obtained: Instant,
     /// When the token expires.
     expires: Instant,
     /// The token's TTL as granted at login: renewals extend it by as much until the role's
@@ -55,10 +69,11 @@ struct Lease {
 }
 
 impl Lease {
-    fn login(auth: &AuthInfo) -> Self {
+    fn login(auth: &AuthInfo, now: Instant) -> Self {
         let ttl = Duration::from_secs(auth.lease_duration);
         Lease {
-            expires: Instant::now() + ttl,
+            obtained: now,
+            expires: now + ttl,
             ttl,
             renewable: auth.renewable,
         }
@@ -66,6 +81,7 @@ impl Lease {
 
     fn renewed(self, granted: Duration, renewable: bool) -> Self {
         Lease {
+            obtained: self.obtained,
             expires: Instant::now() + granted,
             ttl: self.ttl,
             renewable: renewable && granted >= self.ttl,
@@ -76,6 +92,11 @@ impl Lease {
     /// point), so a request never presents a token that expires under it.
     fn due(&self) -> bool {
         self.expires.saturating_duration_since(Instant::now()) < self.ttl / 3
+    }
+
+    /// Still safe to present.
+    fn usable(&self) -> bool {
+        self.expires > Instant::now() + EXPIRY_MARGIN
     }
 }
 
@@ -115,6 +136,7 @@ impl VaultKeys {
             login: None,
             lease: std::sync::Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            retry_at: std::sync::Mutex::new(None),
             logins: AtomicU64::new(0),
             renewals: AtomicU64::new(0),
             mount: settings.transit_mount.clone(),
@@ -136,6 +158,7 @@ impl VaultKeys {
                 }),
                 lease: std::sync::Mutex::new(None),
                 refreshing: tokio::sync::Mutex::new(()),
+                retry_at: std::sync::Mutex::new(None),
                 logins: AtomicU64::new(0),
                 renewals: AtomicU64::new(0),
                 mount: settings.transit_mount.clone(),
@@ -156,23 +179,63 @@ impl VaultKeys {
         *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
     }
 
-    /// The client, with a token that is valid now: AppRole tokens are renewed when two
+    fn backing_off(&self) -> bool {
+        self.retry_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| Instant::now() < at)
+    }
+
+    fn set_retry_at(&self, at: Option<Instant>) {
+        *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+
+    /// The client, with a token that is valid now. AppRole tokens are renewed when two
     /// thirds of their grant have passed, and replaced by a new login when renewal fails or
-    /// no longer extends them (their maximum TTL is near).
+    /// no longer extends them (their maximum TTL is near). While the current token is still
+    /// valid, one caller refreshes and the others go on with it; a failed refresh is
+    /// retried after `RETRY_INTERVAL`, so an outage never queues requests behind logins.
     async fn client(&self) -> anyhow::Result<tokio::sync::RwLockReadGuard<'_, VaultClient>> {
         let Some(login) = &self.login else {
             return Ok(self.client.read().await);
         };
-        if self.lease().is_some_and(|l| !l.due()) {
+        let lease = self.lease();
+        if lease.is_some_and(|l| !l.due()) {
             return Ok(self.client.read().await);
         }
+        if lease.is_some_and(|l| l.usable()) {
+            if !self.backing_off()
+                && let Ok(_one_at_a_time) = self.refreshing.try_lock()
+                && let Err(e) = self.refresh(login).await
+            {
+                self.set_retry_at(Some(Instant::now() + RETRY_INTERVAL));
+                tracing::warn!(error = %format!("{e:#}"), "could not refresh the Vault token; the current one is still valid");
+            }
+            return Ok(self.client.read().await);
+        }
+        // No usable token: wait for the refresh in progress, or make one.
         let _one_at_a_time = self.refreshing.lock().await;
-        if self.lease().is_some_and(|l| !l.due()) {
+        if self.lease().is_some_and(|l| l.usable()) {
             return Ok(self.client.read().await);
         }
+        anyhow::ensure!(
+            !self.backing_off(),
+            "no Vault token: the last login failed less than {} s ago",
+            RETRY_INTERVAL.as_secs()
+        );
+        if let Err(e) = self.refresh(login).await {
+            self.set_retry_at(Some(Instant::now() + RETRY_INTERVAL));
+            return Err(e);
+        }
+        Ok(self.client.read().await)
+    }
+
+    /// Renew the token when it can be extended, else log in again. The caller holds
+    /// `refreshing`.
+    async fn refresh(&self, login: &AppRole) -> anyhow::Result<()> {
         if let Some(lease) = self.lease()
             && lease.renewable
-            && lease.expires > Instant::now()
+            && lease.usable()
         {
             let renewed = {
                 let client = self.client.read().await;
@@ -187,7 +250,8 @@ impl VaultKeys {
                     if !fresh.due() {
                         self.renewals.fetch_add(1, Ordering::Relaxed);
                         self.set_lease(Some(fresh));
-                        return Ok(self.client.read().await);
+                        self.set_retry_at(None);
+                        return Ok(());
                     }
                 }
                 Err(e) => {
@@ -198,20 +262,24 @@ impl VaultKeys {
         let role_id = read_secret_file(&login.role_id_file).context("kms.vault.role_id_file")?;
         let secret_id =
             read_secret_file(&login.secret_id_file).context("kms.vault.secret_id_file")?;
+        let asked = Instant::now();
         let auth = {
             let client = self.client.read().await;
             vaultrs::auth::approle::login(&*client, &login.mount, &role_id, &secret_id)
                 .await
                 .context("Vault AppRole login")?
         };
+        // The lease counts from the request, not from whenever the write lock is free.
+        let lease = Lease::login(&auth, asked);
         self.client.write().await.set_token(&auth.client_token);
-        self.set_lease(Some(Lease::login(&auth)));
+        self.set_lease(Some(lease));
+        self.set_retry_at(None);
         self.logins.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             ttl_secs = auth.lease_duration,
             "logged in to Vault with AppRole"
         );
-        Ok(self.client.read().await)
+        Ok(())
     }
 
     /// AppRole logins and token renewals since start.
@@ -223,7 +291,8 @@ impl VaultKeys {
     }
 
     /// After Vault refused the token (revoked, expired early): forget it, so that the next
-    /// call logs in again.
+    /// call logs in again — unless it is fresh (a refusal by policy would otherwise turn
+    /// every request into a login).
     fn forget_token_on(&self, error: &vaultrs::error::ClientError) {
         if self.login.is_some()
             && matches!(
@@ -231,7 +300,10 @@ impl VaultKeys {
                 vaultrs::error::ClientError::APIError { code: 403, .. }
             )
         {
-            self.set_lease(None);
+            let mut lease = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+            if lease.is_some_and(|l| l.obtained.elapsed() >= MIN_TOKEN_AGE_TO_DROP) {
+                *lease = None;
+            }
         }
     }
 
@@ -391,6 +463,7 @@ mod tests {
     fn a_token_is_refreshed_after_two_thirds_and_a_capped_renewal_is_the_last() {
         let ttl = Duration::from_secs(30);
         let fresh = Lease {
+            obtained: Instant::now(),
             expires: Instant::now() + ttl,
             ttl,
             renewable: true,

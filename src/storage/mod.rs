@@ -216,10 +216,12 @@ impl Storage {
     }
 
     /// Let browsers of `origin` PUT into the quarantine bucket (the borrower page's
-    /// pre-signed uploads): a bucket CORS rule, set by the bucket's owner key. Servers that
-    /// keep CORS outside the bucket API (MinIO: a server setting; s3s-fs) answer 501, which
-    /// is reported as `Ok(false)`: their CORS is configured elsewhere (docs/operations/).
-    pub async fn allow_browser_uploads(&self, origin: &str) -> anyhow::Result<bool> {
+    /// pre-signed uploads): a bucket CORS rule, replacing the bucket's CORS configuration.
+    /// Servers that keep CORS outside the bucket API (MinIO: a server setting; s3s-fs)
+    /// answer 501, and a key without the bucket owner's rights (least privilege) 403: both
+    /// are reported, not errors — CORS is then the storage administrator's to configure
+    /// (docs/operations/network.md).
+    pub async fn allow_browser_uploads(&self, origin: &str) -> anyhow::Result<CorsOutcome> {
         use base64::Engine;
         use md5::Digest;
         let document = format!(
@@ -259,10 +261,13 @@ impl Storage {
             .context("setting the quarantine bucket's CORS rule")?;
         let status = response.status();
         if status.is_success() {
-            return Ok(true);
+            return Ok(CorsOutcome::Set);
         }
         if status == reqwest::StatusCode::NOT_IMPLEMENTED {
-            return Ok(false);
+            return Ok(CorsOutcome::Unsupported);
+        }
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Ok(CorsOutcome::Denied);
         }
         bail!(
             "setting the quarantine bucket's CORS rule: {status} {}",
@@ -273,6 +278,17 @@ impl Storage {
     pub fn settings(&self) -> &S3Settings {
         &self.settings
     }
+}
+
+/// What `allow_browser_uploads` could do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CorsOutcome {
+    /// The bucket's CORS rule now allows the origin.
+    Set,
+    /// The server has no bucket CORS API (501).
+    Unsupported,
+    /// The key may not change the bucket's CORS configuration (403).
+    Denied,
 }
 
 fn xml_escape(text: &str) -> String {

@@ -75,6 +75,7 @@ async fn garage_allows_browser_uploads_from_the_service_origin_only() {
             .allow_browser_uploads(origin)
             .await
             .unwrap()
+            == loanfolio::storage::CorsOutcome::Set
     );
     assert_eq!(put_from(origin).await.as_deref(), Some(origin));
     assert_eq!(put_from("https://evil.example").await, None);

@@ -431,6 +431,17 @@ async fn restore_drill_with_openbao_and_garage() {
     .await
     .unwrap();
     assert_eq!(tables, 0, "the refused restore changed the database");
+    for store in [&storage.quarantine, &storage.documents] {
+        assert!(
+            store
+                .list(None)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .is_empty(),
+            "the refused restore wrote objects"
+        );
+    }
 
     // The Vault team's runbook: restore the snapshot (force: another cluster's), which
     // brings back the original keys — unseal with the DR kit's key, its tokens work again.

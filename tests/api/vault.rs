@@ -44,7 +44,7 @@ async fn vault_provider_contract() {
     assert!(service.rotate().await.is_err(), "the service cannot rotate");
     assert!(service.rewrap(&wrapped, "file-1").await.is_err());
     assert!(service.newest_version().await.is_err());
-    // …and a refused call does not leave it without a token.
+    // …and after those refusals its token still unwraps.
     assert_eq!(
         *service.unwrap_key(&wrapped, "file-1").await.unwrap(),
         *plain
