@@ -407,6 +407,7 @@ TOML
       garage -c "$dir/garage.toml" server --single-node --default-access-key
     wait_port "$GARAGE_S3_PORT" Garage
   fi
+  command -v curl >/dev/null || apt_install curl
   local admin="http://127.0.0.1:$GARAGE_ADMIN_PORT" token
   token=$(cat "$dir/admin-token")
   for _ in $(seq 100); do
