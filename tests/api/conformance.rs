@@ -109,23 +109,38 @@ async fn schemathesis_finds_no_failures() {
         "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance".into()
     });
     let started = std::time::Instant::now();
-    // Async: this test's runtime must keep serving the app while schemathesis runs.
-    let output = tokio::process::Command::new(&tool)
-        .arg("--config-file")
-        .arg(&config)
-        .args(["run", &app.url("/openapi.json")])
-        .args(["--checks", &checks])
-        .args(["--max-examples", &examples])
-        .args(["--workers", "2", "--no-color", "--seed", "20261205"])
-        .args(["--request-timeout", "20"])
-        // The agent's requests; operations outside /v1 ignore the header.
-        .arg("-H")
-        .arg(format!("Authorization: Bearer {token}"))
-        .env("NO_COLOR", "1")
-        .output()
-        .await
-        .expect("run schemathesis");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let run = || {
+        // Async: this test's runtime must keep serving the app while schemathesis runs.
+        tokio::process::Command::new(&tool)
+            .arg("--config-file")
+            .arg(&config)
+            .args(["run", &app.url("/openapi.json")])
+            .args(["--checks", &checks])
+            .args(["--max-examples", &examples])
+            .args(["--workers", "2", "--no-color", "--seed", "20261205"])
+            .args(["--request-timeout", "20"])
+            // The agent's requests; operations outside /v1 ignore the header.
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .env("NO_COLOR", "1")
+            .output()
+    };
+    let mut output = run().await.expect("run schemathesis");
+    let mut stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    // CPython 3.11.7's ast.parse sometimes raises "AST constructor recursion depth
+    // mismatch" inside hypothesis (python/cpython#106905, fixed in 3.11.8): a crash of the
+    // tool, reported as a runtime error, not a finding about the API. One more run then —
+    // only when that crash is the only thing reported.
+    if !output.status.success()
+        && stdout.contains("AST constructor recursion depth mismatch")
+        && !stdout.contains("= FAILURES =")
+    {
+        println!(
+            "{stdout}\nschemathesis crashed (CPython ast bug, not a finding); running it again"
+        );
+        output = run().await.expect("run schemathesis");
+        stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    }
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}\n{stderr}");
     println!(
