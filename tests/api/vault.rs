@@ -106,6 +106,55 @@ async fn an_approle_token_with_a_10s_ttl_is_kept_alive_through_60s_of_traffic() 
     assert!(renewals >= 3, "renewed in between: {renewals}");
 }
 
+/// A refresh that fails while the token is still valid costs no request: calls go on with
+/// the current token until it expires; then they fail fast (one login attempt per 5 s, not
+/// one per call); a fixed secret id brings the next login. The role's maximum equals its
+/// TTL, so every refresh is a login (renewal cannot extend it).
+#[tokio::test]
+async fn a_failed_refresh_keeps_serving_with_the_valid_token_and_backs_off_after_expiry() {
+    let key = TestKey::create().await;
+    let approle = key.approle("8s", "8s").await;
+    let (address, _) = openbao::root();
+    let mut settings = base_settings();
+    key.use_in(&mut settings, &address, approle.path());
+    let service = VaultKeys::from_settings(&settings.kms.vault).unwrap();
+    let started = Instant::now();
+    service.generate("file-0").await.unwrap();
+    assert_eq!(service.token_events().0, 1);
+    // From now on every login is refused.
+    let secret_id_file = approle.path().join("secret-id");
+    let secret_id = std::fs::read_to_string(&secret_id_file).unwrap();
+    std::fs::write(&secret_id_file, "00000000-0000-0000-0000-000000000000").unwrap();
+    // The refresh is due after 2/3 of 8 s (≈5.3 s); the token is valid until ≈8 s.
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(started.elapsed())).await;
+    // (It is not presented in its last second.)
+    while started.elapsed() < Duration::from_millis(6800) {
+        service
+            .generate("file-1")
+            .await
+            .unwrap_or_else(|e| panic!("at {:?}, the token still valid: {e:#}", started.elapsed()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(service.token_events().0, 1, "no login succeeded meanwhile");
+    // Expired: calls fail, each at once.
+    tokio::time::sleep(Duration::from_secs(9).saturating_sub(started.elapsed())).await;
+    for _ in 0..20 {
+        let call = Instant::now();
+        assert!(service.generate("file-2").await.is_err());
+        assert!(
+            call.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            call.elapsed()
+        );
+    }
+    std::fs::write(&secret_id_file, secret_id).unwrap();
+    assert!(
+        eventually(12, || async { service.generate("file-3").await.is_ok() }).await,
+        "a fixed secret id logs in again"
+    );
+    assert_eq!(service.token_events().0, 2);
+}
+
 #[tokio::test]
 async fn a_refused_approle_login_shows_kms_down_and_recovers_when_the_secret_id_is_fixed() {
     let key = TestKey::create().await;
