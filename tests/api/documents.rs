@@ -81,6 +81,35 @@ async fn garage_allows_browser_uploads_from_the_service_origin_only() {
     assert_eq!(put_from("https://evil.example").await, None);
 }
 
+/// A least-privilege key (read and write, not the bucket's owner) may not set bucket CORS:
+/// `allow_browser_uploads` reports it (create-buckets then says to ask the storage
+/// administrator) instead of failing.
+#[tokio::test]
+async fn a_key_without_owner_rights_is_told_to_ask_for_cors() {
+    use crate::helpers::garage;
+    let mut settings = crate::helpers::base_settings();
+    garage::use_garage(&mut settings);
+    let bucket = format!("lf-cors-{}", crate::helpers::unique_id());
+    let created = garage::admin("CreateBucket", Some(json!({ "globalAlias": bucket }))).await;
+    garage::admin(
+        "AllowBucketKey",
+        Some(json!({
+            "bucketId": created["id"], "accessKeyId": settings.s3.access_key_id,
+            "permissions": {"read": true, "write": true, "owner": false}
+        })),
+    )
+    .await;
+    settings.s3.quarantine_bucket = bucket;
+    let storage = loanfolio::storage::Storage::new(&settings.s3).unwrap();
+    assert_eq!(
+        storage
+            .allow_browser_uploads("https://loanfolio.lender.example")
+            .await
+            .unwrap(),
+        loanfolio::storage::CorsOutcome::Denied
+    );
+}
+
 async fn presigned_put_then_complete(app: TestApp) {
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;

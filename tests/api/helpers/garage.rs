@@ -26,3 +26,21 @@ pub fn use_garage(settings: &mut Settings) {
         garage["secret_access_key"].as_str().unwrap(),
     );
 }
+
+/// A call to the local Garage's admin API (v2) with its development admin token.
+pub async fn admin(endpoint: &str, body: Option<Value>) -> Value {
+    let dir = repo_root().join(".local/garage");
+    let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
+    let port = std::env::var("LOANFOLIO_DEV_GARAGE_ADMIN_PORT").unwrap_or_else(|_| "3903".into());
+    let url = format!("http://127.0.0.1:{port}/v2/{endpoint}");
+    let client = reqwest::Client::new();
+    let request = match body {
+        Some(body) => client.post(url).json(&body),
+        None => client.get(url),
+    };
+    let response = request.bearer_auth(token.trim()).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "Garage {endpoint}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
