@@ -131,9 +131,37 @@ fn read_secret_file(path: &Path) -> anyhow::Result<Zeroizing<String>> {
 impl VaultKeys {
     /// A client presenting `token` (an operator's, or the service's long-lived one).
     pub fn new(settings: &VaultKmsSettings, token: &str) -> anyhow::Result<Self> {
+        Self::with(settings, token, None)
+    }
+
+    /// The service's keys: an AppRole login when `role_id_file` is set (the token is
+    /// obtained, renewed before it expires and replaced by a new login when renewal fails,
+    /// all in-process), else the configured token.
+    pub fn from_settings(settings: &VaultKmsSettings) -> anyhow::Result<Self> {
+        match (&settings.role_id_file, &settings.secret_id_file) {
+            (Some(role_id_file), Some(secret_id_file)) => {
+                let login = AppRole {
+                    mount: settings.approle_mount.clone(),
+                    role_id_file: role_id_file.clone(),
+                    secret_id_file: secret_id_file.clone(),
+                };
+                Self::with(settings, "", Some(login))
+            }
+            _ => {
+                let token = settings.token()?;
+                Self::new(settings, token.expose_secret())
+            }
+        }
+    }
+
+    fn with(
+        settings: &VaultKmsSettings,
+        token: &str,
+        login: Option<AppRole>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             client: tokio::sync::RwLock::new(client(settings, token)?),
-            login: None,
+            login,
             lease: std::sync::Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             retry_at: std::sync::Mutex::new(None),
@@ -142,33 +170,6 @@ impl VaultKeys {
             mount: settings.transit_mount.clone(),
             key: settings.key_name.clone(),
         })
-    }
-
-    /// The service's keys: an AppRole login when `role_id_file` is set (the token is
-    /// obtained, renewed before it expires and replaced by a new login when renewal fails,
-    /// all in-process), else the configured token.
-    pub fn from_settings(settings: &VaultKmsSettings) -> anyhow::Result<Self> {
-        match (&settings.role_id_file, &settings.secret_id_file) {
-            (Some(role_id_file), Some(secret_id_file)) => Ok(Self {
-                client: tokio::sync::RwLock::new(client(settings, "")?),
-                login: Some(AppRole {
-                    mount: settings.approle_mount.clone(),
-                    role_id_file: role_id_file.clone(),
-                    secret_id_file: secret_id_file.clone(),
-                }),
-                lease: std::sync::Mutex::new(None),
-                refreshing: tokio::sync::Mutex::new(()),
-                retry_at: std::sync::Mutex::new(None),
-                logins: AtomicU64::new(0),
-                renewals: AtomicU64::new(0),
-                mount: settings.transit_mount.clone(),
-                key: settings.key_name.clone(),
-            }),
-            _ => {
-                let token = settings.token()?;
-                Self::new(settings, token.expose_secret())
-            }
-        }
     }
 
     fn lease(&self) -> Option<Lease> {

@@ -29,24 +29,9 @@ async fn rotate_then_rewrap_keeps_every_lead_readable() {
     }
 
     let admin = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_loanfolio"))
-            .arg("--config")
-            .arg(stack_config_path())
-            .args(["admin", "keys"])
-            .args(args)
-            .env(
-                "LOANFOLIO__DATABASE__URL",
-                app.state.settings.database.url().unwrap().expose_secret(),
-            )
-            .env("LOANFOLIO__KMS__LOCAL__MASTER_KEY_FILE", &key_file)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        admin_keys(&app, args, |c| {
+            c.env("LOANFOLIO__KMS__LOCAL__MASTER_KEY_FILE", &key_file);
+        })
     };
     admin(&["rotate"]);
     let out = admin(&["rewrap"]);
@@ -102,4 +87,31 @@ async fn app_with_key(
         .shared_database(db)
         .spawn()
         .await
+}
+
+/// `loanfolio admin keys ARGS` against the app's database (the key provider as `configure`
+/// sets it); its stdout, after asserting success.
+pub fn admin_keys(
+    app: &crate::helpers::TestApp,
+    args: &[&str],
+    configure: impl FnOnce(&mut Command),
+) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loanfolio"));
+    command
+        .arg("--config")
+        .arg(stack_config_path())
+        .args(["admin", "keys"])
+        .args(args)
+        .env(
+            "LOANFOLIO__DATABASE__URL",
+            app.state.settings.database.url().unwrap().expose_secret(),
+        );
+    configure(&mut command);
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

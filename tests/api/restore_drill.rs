@@ -110,6 +110,49 @@ async fn leads_of(app: &TestApp, ids: &[String]) -> Vec<Value> {
     out
 }
 
+/// Every object of both buckets deleted (the disaster).
+async fn empty_both_buckets(storage: &loanfolio::storage::Storage) {
+    for store in [&storage.quarantine, &storage.documents] {
+        let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
+        for meta in objects {
+            store.delete(&meta.location).await.unwrap();
+        }
+        assert!(
+            store
+                .list(None)
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
+/// The restored installation as a new service process sees it: ready, every document
+/// byte-identical, every lead as before, the audit chain intact (its report returned).
+async fn restored_intact(
+    app: &TestApp,
+    token: &str,
+    document_ids: &[String],
+    originals: &[Vec<u8>],
+    lead_ids: &[String],
+    leads_before: &[Value],
+) -> String {
+    let (status, readyz) = app.readyz().await;
+    assert_eq!(status, 200, "{readyz}");
+    assert_eq!(
+        documents_of(app, token, document_ids).await,
+        originals,
+        "every document downloads byte-identical"
+    );
+    assert_eq!(
+        leads_of(app, lead_ids).await,
+        leads_before,
+        "every lead decrypts"
+    );
+    audit_verify(app)
+}
+
 /// `admin audit verify` on the app's database: the hash chain is intact.
 fn audit_verify(app: &TestApp) -> String {
     use secrecy::ExposeSecret;
@@ -204,21 +247,7 @@ async fn restore_drill() {
 
     // Disaster: the database (dropped with the app), every object and the key file are gone.
     drop(app);
-    for store in [&storage.quarantine, &storage.documents] {
-        let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
-        for meta in objects {
-            store.delete(&meta.location).await.unwrap();
-        }
-        assert_eq!(
-            store
-                .list(None)
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap()
-                .len(),
-            0
-        );
-    }
+    empty_both_buckets(&storage).await;
     std::fs::remove_file(&key).unwrap();
     let empty = TestDatabase::empty().await;
     let mut target = (*settings).clone();
@@ -234,19 +263,15 @@ async fn restore_drill() {
         .settings(|s| s.kms.local.master_key_file = key.clone())
         .spawn()
         .await;
-    let (status, readyz) = app.readyz().await;
-    assert_eq!(status, 200, "{readyz}");
-    assert_eq!(
-        documents_of(&app, &token, &document_ids).await,
-        originals,
-        "every document downloads byte-identical"
-    );
-    assert_eq!(
-        leads_of(&app, &lead_ids).await,
-        leads_before,
-        "every lead decrypts"
-    );
-    let verified = audit_verify(&app);
+    let verified = restored_intact(
+        &app,
+        &token,
+        &document_ids,
+        &originals,
+        &lead_ids,
+        &leads_before,
+    )
+    .await;
     let total = drill.elapsed();
     println!(
         "restore drill: backup {:.1} s, wipe + restore {:.1} s (restore alone {:.1} s), verified; total {:.1} s against an RTO of {} s ({:.1} %); audit: {}",
@@ -372,20 +397,7 @@ async fn restore_drill_with_openbao_and_garage() {
 
     // Disaster: the database, every object of both buckets and OpenBao's storage are gone.
     drop(app);
-    for store in [&storage.quarantine, &storage.documents] {
-        let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
-        for meta in objects {
-            store.delete(&meta.location).await.unwrap();
-        }
-        assert!(
-            store
-                .list(None)
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
+    empty_both_buckets(&storage).await;
     drop(bao);
     std::fs::remove_dir_all(&bao_dir).unwrap();
 
@@ -492,19 +504,15 @@ async fn restore_drill_with_openbao_and_garage() {
         .settings(on_openbao_and_garage(bao.address.clone(), identity.clone()))
         .spawn()
         .await;
-    let (status, readyz) = app.readyz().await;
-    assert_eq!(status, 200, "{readyz}");
-    assert_eq!(
-        documents_of(&app, &token, &document_ids).await,
-        originals,
-        "every document downloads byte-identical"
-    );
-    assert_eq!(
-        leads_of(&app, &lead_ids).await,
-        leads_before,
-        "every lead decrypts"
-    );
-    let verified = audit_verify(&app);
+    let verified = restored_intact(
+        &app,
+        &token,
+        &document_ids,
+        &originals,
+        &lead_ids,
+        &leads_before,
+    )
+    .await;
     let total = drill.elapsed();
     println!(
         "restore drill (OpenBao + Garage): backup + raft snapshot {:.1} s, wipe + restore {:.1} s (new OpenBao, snapshot, Loanfolio restore {:.1} s), verified; total {:.1} s against an RTO of {} s ({:.1} %); audit: {}",

@@ -2,18 +2,17 @@
 //! service's and the operator's policies of compose/vault/*.hcl, AppRole tokens kept alive,
 //! rotation and rewrap through the CLI, and OpenBao cut off behind the fault proxy.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::documents::{settled_within, upload};
 use crate::helpers::openbao::{self, TestKey};
 use crate::helpers::proxy::FaultProxy;
-use crate::helpers::{TestApp, app, base_settings, eventually, oidc, stack_config_path};
+use crate::helpers::{TestApp, app, eventually, oidc};
+use crate::keys::admin_keys;
 use crate::leads::{Client, SSN, full_lead};
 use loanfolio::crypto::vault::VaultKeys;
 
@@ -21,10 +20,7 @@ use loanfolio::crypto::vault::VaultKeys;
 async fn vault_provider_contract() {
     let key = TestKey::create().await;
     let approle = key.approle("1h", "24h").await;
-    let (address, _) = openbao::root();
-    let mut settings = base_settings();
-    key.use_in(&mut settings, &address, approle.path());
-    let service = VaultKeys::from_settings(&settings.kms.vault).unwrap();
+    let (settings, service) = key.service_keys(approle.path());
 
     let (plain, wrapped, version) = service.generate("file-1").await.unwrap();
     assert_eq!(version, 1);
@@ -77,10 +73,7 @@ async fn an_approle_token_with_a_10s_ttl_is_kept_alive_through_60s_of_traffic() 
     let key = TestKey::create().await;
     // A 25 s maximum: within the minute the token is renewed AND replaced by new logins.
     let approle = key.approle("10s", "25s").await;
-    let (address, _) = openbao::root();
-    let mut settings = base_settings();
-    key.use_in(&mut settings, &address, approle.path());
-    let service = VaultKeys::from_settings(&settings.kms.vault).unwrap();
+    let (_, service) = key.service_keys(approle.path());
     let started = Instant::now();
     let mut calls = 0;
     while started.elapsed() < Duration::from_secs(60) {
@@ -114,10 +107,7 @@ async fn an_approle_token_with_a_10s_ttl_is_kept_alive_through_60s_of_traffic() 
 async fn a_failed_refresh_keeps_serving_with_the_valid_token_and_backs_off_after_expiry() {
     let key = TestKey::create().await;
     let approle = key.approle("8s", "8s").await;
-    let (address, _) = openbao::root();
-    let mut settings = base_settings();
-    key.use_in(&mut settings, &address, approle.path());
-    let service = VaultKeys::from_settings(&settings.kms.vault).unwrap();
+    let (_, service) = key.service_keys(approle.path());
     let started = Instant::now();
     service.generate("file-0").await.unwrap();
     assert_eq!(service.token_events().0, 1);
@@ -217,33 +207,18 @@ async fn rotate_then_rewrap_against_transit_keeps_every_lead_readable() {
     std::fs::write(&operator_token_file, key.operator_token().await).unwrap();
 
     let admin = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_loanfolio"))
-            .arg("--config")
-            .arg(stack_config_path())
-            .args(["admin", "keys"])
-            .args(args)
-            .arg("--operator-token-file")
-            .arg(&operator_token_file)
-            .env(
-                "LOANFOLIO__DATABASE__URL",
-                app.state.settings.database.url().unwrap().expose_secret(),
-            )
-            .env("LOANFOLIO__KMS__PROVIDER", "vault")
-            .env("LOANFOLIO__KMS__VAULT__ADDRESS", &address)
-            .env("LOANFOLIO__KMS__VAULT__KEY_NAME", &key.name)
-            .env("LOANFOLIO__KMS__VAULT__ROLE_ID_FILE", dir.join("role-id"))
-            .env(
-                "LOANFOLIO__KMS__VAULT__SECRET_ID_FILE",
-                dir.join("secret-id"),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        admin_keys(&app, args, |c| {
+            c.arg("--operator-token-file")
+                .arg(&operator_token_file)
+                .env("LOANFOLIO__KMS__PROVIDER", "vault")
+                .env("LOANFOLIO__KMS__VAULT__ADDRESS", &address)
+                .env("LOANFOLIO__KMS__VAULT__KEY_NAME", &key.name)
+                .env("LOANFOLIO__KMS__VAULT__ROLE_ID_FILE", dir.join("role-id"))
+                .env(
+                    "LOANFOLIO__KMS__VAULT__SECRET_ID_FILE",
+                    dir.join("secret-id"),
+                );
+        })
     };
     let stored: i64 = sqlx::query_scalar(
         "select (select count(*) from borrower_files) + (select count(*) from keyring)",

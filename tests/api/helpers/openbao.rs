@@ -128,6 +128,22 @@ impl TestKey {
             .to_owned()
     }
 
+    /// The service's keys on the shared OpenBao, logging in with the AppRole whose files
+    /// are in `dir`, and the settings naming them.
+    pub fn service_keys(
+        &self,
+        dir: &Path,
+    ) -> (
+        loanfolio::config::Settings,
+        loanfolio::crypto::vault::VaultKeys,
+    ) {
+        let (address, _) = root();
+        let mut settings = super::base_settings();
+        self.use_in(&mut settings, &address, dir);
+        let keys = loanfolio::crypto::vault::VaultKeys::from_settings(&settings.kms.vault).unwrap();
+        (settings, keys)
+    }
+
     /// Point `settings` at this key on OpenBao at `address`, logging in with the AppRole
     /// whose files are in `dir`.
     pub fn use_in(&self, settings: &mut loanfolio::config::Settings, address: &str, dir: &Path) {
