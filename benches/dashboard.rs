@@ -60,7 +60,7 @@ async fn ensure_database() {
 
 /// Bulk load with COPY. Every lead gets its own wrapped data key and an encrypted email;
 /// every loan an encrypted property address, as the API would write them.
-async fn seed(state: &loanfolio::app::AppState, agents: usize) {
+async fn seed(state: &loanfolio::state::AppState, agents: usize) {
     let db = &state.db;
     let have: i64 = sqlx::query_scalar("select count(*) from loans")
         .fetch_one(db)

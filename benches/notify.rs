@@ -136,8 +136,7 @@ async fn main() {
     wait_sent(&app.state.db, 1).await; // the link's own invitation
 
     // Raw: the service's SMTP client alone, same rendered message, same concurrency.
-    let mailer =
-        Arc::new(loanfolio::notify::Mailer::new(&app.state.settings.notifications).unwrap());
+    let mailer = Arc::new(loanfolio::mail::Mailer::new(&app.state.settings.notifications).unwrap());
     let body = mailer
         .templates
         .render(

@@ -39,8 +39,8 @@ fn main() {
         settings.log.level = "warn".into();
         settings.los.set_webhook_secrets(&["current-secret", "previous-secret"]);
         let state =
-            loanfolio::app::AppState::new(settings, loanfolio::app::Role::Serve).unwrap();
-        let router = loanfolio::http::router(state.clone());
+            loanfolio::state::AppState::new(settings, loanfolio::state::Role::Serve).unwrap();
+        let router = loanfolio::app::router(state.clone());
         let body = vec![b'{'; BODY_BYTES];
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let forged = format!(

@@ -1,115 +1,114 @@
-//! Composition root: `Settings` → `AppState` (pools and clients, none of which connects
-//! before it is used) → a listening `Application`.
+//! Composition root: `Settings` → `AppState` (crate::state) → a listening `Application`
+//! with the role's router and background tasks.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
-use sqlx::PgPool;
-use tokio::net::TcpListener;
-
 use std::time::Duration;
 
-use crate::auth::agents::Provisioned;
-use crate::auth::discovery::Discovery;
-use crate::auth::jwks::JwksCache;
-use crate::auth::token::TokenVerifier;
-use crate::cache::Cache;
+use anyhow::Context;
+use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
 use crate::config::Settings;
-use crate::crypto::Kms;
-use crate::crypto::keyring::KeyRing;
-use crate::metrics::Metrics;
-use crate::queue::Broker;
-use crate::ratelimit::RateLimiter;
-use crate::readiness::Transitions;
-use crate::scan::Clamd;
-use crate::storage::Storage;
+use crate::state::{AppState, Role};
 use crate::{db, http};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The HTTP API and borrower page (plus the workers unless `--no-workers`).
-    Serve,
-    /// Queue consumers, outbox relay and schedulers, with an admin port.
-    Worker,
-}
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Loanfolio API",
+        description = "Leads, loan applications, borrower document collection, credit reports and LOS tracking for mortgage agents. Errors are application/problem+json (RFC 9457) with a stable `code`.",
+        version = "1"
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Serve => "serve",
-            Role::Worker => "worker",
-        }
-    }
-}
+struct BearerAuth;
 
-#[derive(Clone, Debug)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub role: Role,
-    pub db: PgPool,
-    pub broker: Arc<Broker>,
-    pub cache: Arc<Cache>,
-    pub storage: Storage,
-    pub clamd: Clamd,
-    pub oidc: Discovery,
-    pub keys: Arc<KeyRing>,
-    pub metrics: Arc<Metrics>,
-    pub readiness_transitions: Arc<Transitions>,
-    pub readiness_cache: Arc<crate::readiness::Cache>,
-    pub verifier: Arc<TokenVerifier>,
-    pub rate_limiter: Arc<RateLimiter>,
-    pub agents: Arc<Provisioned>,
-    pub bureau: Arc<crate::integrations::bureau::BureauClient>,
-    pub los: Arc<crate::integrations::los::LosClient>,
-    pub mailer: Arc<crate::notify::Mailer>,
-    /// The LOS webhook's accepted secrets, loaded once (not on every request).
-    pub webhook_keys: Arc<crate::integrations::webhook_signature::WebhookSecrets>,
-}
-
-impl AppState {
-    /// Builds every client; connects to nothing.
-    pub fn new(settings: Settings, role: Role) -> anyhow::Result<Self> {
-        crate::tls::install_crypto_provider();
-        let oidc = Discovery::new(&settings.oidc).context("oidc")?;
-        let jwks = JwksCache::new(
-            oidc.clone(),
-            Duration::from_secs(settings.auth.jwks_min_refresh_secs),
-            Duration::from_secs(settings.auth.jwks_max_age_secs),
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "An OIDC access token from the lender's identity provider",
+                    ))
+                    .build(),
+            ),
         );
-        let verifier = TokenVerifier::new(jwks, settings.oidc.audience.clone(), &settings.auth);
-        let cache = Arc::new(Cache::new(&settings.redis).context("redis")?);
-        Ok(Self {
-            db: db::lazy_pool(&settings.database).context("database")?,
-            broker: Arc::new(Broker::new(&settings.rabbitmq).context("rabbitmq")?),
-            rate_limiter: Arc::new(RateLimiter::new(cache.clone())),
-            cache,
-            storage: Storage::new(&settings.s3).context("s3")?,
-            clamd: Clamd::new(&settings.clamd),
-            oidc,
-            keys: Arc::new(KeyRing::new(Kms::new(&settings.kms))),
-            metrics: Arc::new(Metrics::new()),
-            readiness_transitions: Arc::default(),
-            readiness_cache: Arc::default(),
-            verifier: Arc::new(verifier),
-            agents: Arc::default(),
-            bureau: Arc::new(
-                crate::integrations::bureau::BureauClient::new(&settings.bureau)
-                    .context("bureau")?,
-            ),
-            los: Arc::new(crate::integrations::los::LosClient::new(&settings.los).context("los")?),
-            mailer: Arc::new(
-                crate::notify::Mailer::new(&settings.notifications).context("notifications")?,
-            ),
-            webhook_keys: Arc::new(
-                crate::integrations::webhook_signature::WebhookSecrets::load(&settings.los)
-                    .context("los")?,
-            ),
-            settings: Arc::new(settings),
-            role,
-        })
     }
+}
+
+/// Every route with its OpenAPI description; `router()` and the `/openapi.json` document
+/// come from this one list, so the document cannot miss a route.
+pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(http::ops::public_routes())
+        .merge(http::session_routes::public_routes())
+        .merge(http::authenticated(
+            state,
+            http::session_routes::session_routes(),
+        ))
+        .merge(http::authenticated(state, http::me::routes()))
+        .merge(http::authenticated(state, crate::agents::http::routes()))
+        .merge(http::authenticated(
+            state,
+            crate::leads::http::routes(state),
+        ))
+        .merge(http::authenticated(
+            state,
+            crate::loans::http::routes(state),
+        ))
+        .merge(http::authenticated(state, http::audit::routes()))
+        .merge(http::authenticated(
+            state,
+            crate::links::http::agent_routes(state),
+        ))
+        .merge(crate::links::http::public_routes())
+        .merge(http::authenticated(
+            state,
+            crate::documents::http::routes(state),
+        ))
+        .merge(crate::documents::http::public_routes())
+        .merge(http::authenticated(
+            state,
+            crate::requests::http::routes(state),
+        ))
+        .merge(crate::requests::http::public_routes())
+        .merge(crate::web::routes())
+        .merge(http::authenticated(
+            state,
+            crate::credit::http::routes(state),
+        ))
+        .merge(http::authenticated(
+            state,
+            crate::los::http::agent_routes(state),
+        ))
+        .merge(crate::los::http::public_routes())
+        .merge(http::authenticated(
+            state,
+            crate::notifications::http::routes(),
+        ))
+        .merge(http::authenticated(
+            state,
+            crate::notifications::http::sms_consent::routes(),
+        ))
+        .merge(crate::notifications::http::unsubscribe::routes())
+}
+
+/// The `serve` role's router.
+pub fn router(state: AppState) -> axum::Router {
+    http::serve_router(api(&state), state)
 }
 
 pub struct Application {
@@ -134,7 +133,7 @@ impl Application {
 
     pub async fn with_state(state: AppState, address: SocketAddr) -> anyhow::Result<Self> {
         let router = match state.role {
-            Role::Serve => http::router(state.clone()),
+            Role::Serve => router(state.clone()),
             Role::Worker => http::ops_router(state.clone()),
         };
         Self::with_router(state, address, router).await
@@ -251,62 +250,17 @@ impl Application {
             )?),
             None => None,
         };
-        let housekeeping = tokio::spawn(crate::housekeeping::run(state.clone()));
-        let relay = workers.then(|| tokio::spawn(crate::queue::relay::run(state.clone())));
-        let reconciler =
-            workers.then(|| tokio::spawn(crate::workers::reconciler::run(state.clone())));
-        let credit = (workers && state.settings.worker.runs(crate::workers::credit::CONSUMER))
-            .then(|| {
-                tokio::spawn(crate::queue::consumer::run(
-                    state.clone(),
-                    Arc::new(crate::workers::credit::CreditWorker::new(state.clone())),
-                    8,
-                ))
-            });
-        let los =
-            (workers && state.settings.worker.runs(crate::workers::los::CONSUMER)).then(|| {
-                tokio::spawn(crate::queue::consumer::run(
-                    state.clone(),
-                    Arc::new(crate::workers::los::LosSubmitter::new(state.clone())),
-                    8,
-                ))
-            });
-        let notifier = (workers
-            && state
-                .settings
-                .worker
-                .runs(crate::workers::notifier::CONSUMER))
-        .then(|| {
-            tokio::spawn(crate::queue::consumer::run(
-                state.clone(),
-                Arc::new(crate::workers::notifier::Notifier::new(state.clone())),
-                8,
-            ))
-        });
-        let reminders = (workers
-            && state.settings.reminders.enabled
-            && state
-                .settings
-                .worker
-                .runs(crate::workers::reminders::RUNNER))
-        .then(|| tokio::spawn(crate::workers::reminders::run(state.clone())));
-        let los_reconciliation = (workers
-            && state.settings.worker.runs(crate::workers::los::CONSUMER))
-        .then(|| tokio::spawn(crate::workers::los::run_reconciliation(state.clone())));
-        let pipeline = (workers
-            && state
-                .settings
-                .worker
-                .runs(crate::workers::pipeline::CONSUMER))
-        .then(|| {
-            tokio::spawn(crate::queue::consumer::run(
-                state.clone(),
-                Arc::new(crate::workers::pipeline::DocumentPipeline::new(
-                    state.clone(),
-                )),
-                4,
-            ))
-        });
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(crate::admin::housekeeping::run(state.clone()));
+        if workers {
+            for task in BACKGROUND_TASKS
+                .iter()
+                .filter(|task| (task.runs)(&state.settings))
+            {
+                tracing::debug!(task = task.name, "starting background task");
+                tasks.spawn((task.start)(state.clone()));
+            }
+        }
         tokio::select! {
             result = &mut server => {
                 result.context("server task")?.context("server")?;
@@ -327,28 +281,108 @@ impl Application {
         if let Some(admin_server) = admin_server {
             admin_server.abort();
         }
-        housekeeping.abort();
-        for task in [
-            relay,
-            pipeline,
-            credit,
-            los,
-            notifier,
-            los_reconciliation,
-            reminders,
-            reconciler,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            task.abort();
-        }
+        tasks.shutdown().await;
         state.broker.close().await;
         state.db.close().await;
         tracing::info!("stopped");
         Ok(())
     }
 }
+
+type TaskFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A background task of a process that runs workers (`serve` without `--no-workers`, and
+/// `worker`): its name (the one `worker.consumers` selects it by), whether this
+/// configuration runs it, and how to start it.
+struct BackgroundTask {
+    name: &'static str,
+    runs: fn(&Settings) -> bool,
+    start: fn(AppState) -> TaskFuture,
+}
+
+/// Deliveries each queue consumer handles at once (its AMQP prefetch).
+const DOCUMENT_PIPELINE_CONCURRENCY: u16 = 4;
+const CREDIT_WORKER_CONCURRENCY: u16 = 8;
+const LOS_SUBMITTER_CONCURRENCY: u16 = 8;
+const NOTIFIER_CONCURRENCY: u16 = 8;
+
+const BACKGROUND_TASKS: &[BackgroundTask] = &[
+    BackgroundTask {
+        name: "outbox-relay",
+        runs: |_| true,
+        start: |state| Box::pin(crate::queue::relay::run(state)),
+    },
+    BackgroundTask {
+        name: "stuck-document-reconciler",
+        runs: |_| true,
+        start: |state| Box::pin(crate::documents::reconciler::run(state)),
+    },
+    BackgroundTask {
+        name: crate::documents::worker::CONSUMER,
+        runs: |settings| settings.worker.runs(crate::documents::worker::CONSUMER),
+        start: |state| {
+            let handler = Arc::new(crate::documents::worker::DocumentPipeline::new(
+                state.clone(),
+            ));
+            Box::pin(crate::queue::consumer::run(
+                state,
+                handler,
+                DOCUMENT_PIPELINE_CONCURRENCY,
+            ))
+        },
+    },
+    BackgroundTask {
+        name: crate::credit::worker::CONSUMER,
+        runs: |settings| settings.worker.runs(crate::credit::worker::CONSUMER),
+        start: |state| {
+            let handler = Arc::new(crate::credit::worker::CreditWorker::new(state.clone()));
+            Box::pin(crate::queue::consumer::run(
+                state,
+                handler,
+                CREDIT_WORKER_CONCURRENCY,
+            ))
+        },
+    },
+    BackgroundTask {
+        name: crate::los::worker::CONSUMER,
+        runs: |settings| settings.worker.runs(crate::los::worker::CONSUMER),
+        start: |state| {
+            let handler = Arc::new(crate::los::worker::LosSubmitter::new(state.clone()));
+            Box::pin(crate::queue::consumer::run(
+                state,
+                handler,
+                LOS_SUBMITTER_CONCURRENCY,
+            ))
+        },
+    },
+    BackgroundTask {
+        name: "los-reconciliation",
+        runs: |settings| settings.worker.runs(crate::los::worker::CONSUMER),
+        start: |state| Box::pin(crate::los::worker::run_reconciliation(state)),
+    },
+    BackgroundTask {
+        name: crate::notifications::worker::CONSUMER,
+        runs: |settings| settings.worker.runs(crate::notifications::worker::CONSUMER),
+        start: |state| {
+            let handler = Arc::new(crate::notifications::worker::Notifier::new(state.clone()));
+            Box::pin(crate::queue::consumer::run(
+                state,
+                handler,
+                NOTIFIER_CONCURRENCY,
+            ))
+        },
+    },
+    BackgroundTask {
+        name: crate::notifications::reminders::RUNNER,
+        runs: |settings| {
+            settings.reminders.enabled
+                && settings
+                    .worker
+                    .runs(crate::notifications::reminders::RUNNER)
+        },
+        start: |state| Box::pin(crate::notifications::reminders::run(state)),
+    },
+];
 
 type ServerTask = tokio::task::JoinHandle<std::io::Result<()>>;
 

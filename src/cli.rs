@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::app::{Application, Role, shutdown_signal};
+use crate::app::{Application, shutdown_signal};
 use crate::config::Settings;
+use crate::state::Role;
 use crate::{db, telemetry};
 
 #[derive(Debug, Parser)]
@@ -263,7 +264,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         }
         Command::Admin(AdminCommand::Backup { to }) => {
             let started = std::time::Instant::now();
-            let summary = crate::backup::backup(&settings, &to).await?;
+            let summary = crate::admin::backup::backup(&settings, &to).await?;
             let key = match settings.kms.provider {
                 crate::config::KmsProvider::Local => "master key",
                 crate::config::KmsProvider::Vault => "transit key versions needed",
@@ -283,7 +284,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         }) => {
             let started = std::time::Instant::now();
             let summary =
-                crate::backup::restore(&settings, &from, vault_token_file.as_deref()).await?;
+                crate::admin::backup::restore(&settings, &from, vault_token_file.as_deref())
+                    .await?;
             println!(
                 "restored from {}: database, {} objects ({} bytes), key checked; {:.1} s",
                 from.display(),
@@ -294,8 +296,8 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(AdminCommand::DemoSeed { per_agent }) => {
-            let state = crate::app::AppState::new(settings, Role::Serve)?;
-            let seeded = crate::demo::seed(&state, per_agent).await?;
+            let state = crate::state::AppState::new(settings, Role::Serve)?;
+            let seeded = crate::admin::demo::seed(&state, per_agent).await?;
             println!(
                 "seeded {} demo leads (and loans for half of them)",
                 seeded.leads
@@ -307,7 +309,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin(AdminCommand::Agents(command)) => {
-            let state = crate::app::AppState::new(settings, Role::Serve)?;
+            let state = crate::state::AppState::new(settings, Role::Serve)?;
             let (subject, disabled) = match &command {
                 AgentsCommand::Disable { subject } => (subject.as_str(), true),
                 AgentsCommand::Enable { subject } => (subject.as_str(), false),
@@ -323,23 +325,23 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 issued_at: None,
             };
             let outcome =
-                crate::auth::agents::set_disabled(&state, subject, disabled, &operator, None)
+                crate::agents::ops::set_disabled(&state, subject, disabled, &operator, None)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             state.db.close().await;
             match outcome {
-                crate::auth::agents::Changed::Unknown => {
+                crate::agents::Changed::Unknown => {
                     println!("no agent {subject}");
                     Ok(ExitCode::FAILURE)
                 }
-                crate::auth::agents::Changed::Unchanged => {
+                crate::agents::Changed::Unchanged => {
                     println!(
                         "{subject} was already {}",
                         if disabled { "disabled" } else { "enabled" }
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                crate::auth::agents::Changed::Done { sessions_ended } => {
+                crate::agents::Changed::Done { sessions_ended } => {
                     if disabled {
                         println!("{subject} disabled; {sessions_ended} session(s) ended");
                     } else {
@@ -382,7 +384,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
         }
         Command::Admin(AdminCommand::Audit(AuditCommand::Verify)) => {
             let pool = db::lazy_pool(&settings.database)?;
-            let (checked, broken) = db::audit::verify(&pool).await?;
+            let (checked, broken) = crate::audit::verify(&pool).await?;
             match broken {
                 None => {
                     println!("audit log intact: {checked} entries verified");
@@ -458,7 +460,7 @@ async fn serve(settings: Settings, role: Role, workers: bool) -> anyhow::Result<
         .await?
         .with_workers(workers);
     // Say at once whether we can take traffic, and why not.
-    let report = crate::readiness::check(app.state()).await;
+    let report = crate::state::readiness::check(app.state()).await;
     if !report.is_ready() {
         tracing::warn!(schema = %report.schema.detail, "starting not ready; /readyz says why");
     }

@@ -89,7 +89,7 @@ pub enum AppError {
         source: anyhow::Error,
     },
     #[error(transparent)]
-    Auth(crate::auth::AuthError),
+    Auth(AuthError),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
     #[error(transparent)]
@@ -289,6 +289,126 @@ fn json_error_path(text: &str) -> String {
         Some((path, _)) if !path.contains(' ') => path.to_owned(),
         _ => String::new(),
     }
+}
+
+/// Why a request was not authenticated; each has its own code (docs/api.md).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials were presented")]
+    MissingCredentials,
+    #[error("the token is not a well-formed JWT")]
+    MalformedToken,
+    #[error("the token's signature does not verify")]
+    InvalidSignature,
+    #[error("the token's signing algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    #[error("the token was signed with a key the issuer does not publish")]
+    UnknownKey,
+    #[error("the token has expired or is not valid yet")]
+    TokenExpired,
+    #[error("the token was issued by another issuer")]
+    InvalidIssuer,
+    #[error("the token is not meant for this API")]
+    InvalidAudience,
+    #[error("the token is not an access token")]
+    WrongTokenType,
+    #[error("the session has expired; sign in again")]
+    SessionExpired,
+    #[error("this operation needs a recent sign-in")]
+    StepUpRequired { max_age_secs: u64 },
+    #[error("multi-factor authentication is required")]
+    MfaRequired,
+    #[error("cookie-authenticated changes need the session's CSRF token")]
+    CsrfFailed,
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("the issuer's keys cannot be fetched")]
+    IssuerUnavailable(#[source] anyhow::Error),
+}
+
+impl AuthError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::MissingCredentials => "missing_credentials",
+            AuthError::MalformedToken => "malformed_token",
+            AuthError::InvalidSignature => "invalid_signature",
+            AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::TokenExpired => "token_expired",
+            AuthError::InvalidIssuer => "invalid_issuer",
+            AuthError::InvalidAudience => "invalid_audience",
+            AuthError::WrongTokenType => "wrong_token_type",
+            AuthError::SessionExpired => "session_expired",
+            AuthError::StepUpRequired { .. } => "step_up_required",
+            AuthError::MfaRequired => "mfa_required",
+            AuthError::CsrfFailed => "csrf_failed",
+            AuthError::AccountDisabled => "account_disabled",
+            AuthError::IssuerUnavailable(_) => "dependency_unavailable",
+        }
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(error: AuthError) -> Self {
+        AppError::Auth(error)
+    }
+}
+
+impl AuthError {
+    pub fn into_response_with_problem(self) -> Response {
+        let (status, challenge) = match &self {
+            AuthError::MfaRequired | AuthError::CsrfFailed | AuthError::AccountDisabled => {
+                (StatusCode::FORBIDDEN, None)
+            }
+            AuthError::IssuerUnavailable(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot fetch the issuer's keys");
+                (StatusCode::SERVICE_UNAVAILABLE, None)
+            }
+            AuthError::MissingCredentials => (StatusCode::UNAUTHORIZED, Some("Bearer".to_owned())),
+            AuthError::StepUpRequired { max_age_secs } => (
+                StatusCode::UNAUTHORIZED,
+                Some(format!(
+                    r#"Bearer error="insufficient_user_authentication", error_description="A more recent authentication is required", max_age={max_age_secs}"#
+                )),
+            ),
+            other => (
+                StatusCode::UNAUTHORIZED,
+                Some(format!(
+                    r#"Bearer error="invalid_token", error_description="{other}""#
+                )),
+            ),
+        };
+        let mut response = Problem::new(status, self.code(), self.to_string()).into_response();
+        if let Some(challenge) = challenge
+            && let Ok(value) = HeaderValue::from_str(&challenge)
+        {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        response
+    }
+}
+
+/// The key service failed: 503 with `kms` named (never a 500).
+pub fn kms_unavailable(e: anyhow::Error) -> AppError {
+    AppError::DependencyUnavailable {
+        dependency: "kms",
+        source: e,
+    }
+}
+
+pub fn malformed(detail: &str) -> AppError {
+    AppError::client(
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        detail.to_owned(),
+    )
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ pub fn stream_aead(data: &[u8]) {
 /// JSON merge patches (RFC 7396) on a lead: applying a patch twice is applying it once,
 /// and whatever comes out is validated without panicking.
 pub fn merge_patch(data: &[u8]) {
-    use crate::domain::lead::{LeadInput, merge_patch};
+    use crate::leads::{LeadInput, merge_patch};
     let Ok(patch) = serde_json::from_slice::<Value>(data) else {
         return;
     };
@@ -145,7 +145,7 @@ pub fn sniff(data: &[u8]) {
 /// Filenames and the Content-Disposition made of them: never empty, at most 200
 /// characters, no separator, control or bidi override; the header is a valid ASCII value.
 pub fn filename(data: &[u8]) {
-    use crate::domain::document::{content_disposition, sanitize_filename};
+    use crate::documents::{content_disposition, sanitize_filename};
     let raw = String::from_utf8_lossy(data);
     let clean = sanitize_filename(&raw);
     assert!(!clean.is_empty() && clean.chars().count() <= 200);
@@ -165,7 +165,7 @@ pub fn request_id(data: &[u8]) {
     let Ok(value) = http::HeaderValue::from_bytes(data) else {
         return;
     };
-    let id = crate::http::edge::accept_request_id(Some(&value));
+    let id = crate::telemetry::accept_request_id(Some(&value));
     assert!(!id.is_empty() && id.len() <= 128);
     assert!(
         id.bytes()

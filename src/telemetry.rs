@@ -45,3 +45,41 @@ where
 pub fn init(settings: &LogSettings) {
     let _ = tracing::subscriber::set_global_default(subscriber(settings, std::io::stdout));
 }
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The request id, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// An incoming id is kept only if it is short and plain, so a client cannot inject log
+/// fields or header junk through it; otherwise we mint a UUIDv7.
+pub fn accept_request_id(value: Option<&axum::http::HeaderValue>) -> String {
+    value
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn request_ids_are_kept_only_when_plain() {
+        let keep = HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(accept_request_id(Some(&keep)), "abc-123_x.y:z");
+        let evil = HeaderValue::from_static("a b\"}{");
+        assert_ne!(accept_request_id(Some(&evil)), "a b\"}{");
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_eq!(accept_request_id(Some(&long)).len(), 36);
+        assert_eq!(accept_request_id(None).len(), 36);
+    }
+}

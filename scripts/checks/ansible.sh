@@ -241,6 +241,13 @@ changed_of() { # log-file -> the changed= count of localhost in the PLAY RECAPs,
   grep -E '^localhost +: ok=' "$1" | sed -E 's/.* changed=([0-9]+).*/\1/' | awk '{ n += $1 } END { print n + 0 }'
 }
 
+# The check's own buckets, before the first converge (a site creates them with versioning:
+# ansible/README.md): on a machine that ran the check, converge 1 is an upgrade from that
+# run's release, whose backup reads both buckets — and a clean clone's S3 starts empty.
+LOANFOLIO__S3__QUARANTINE_BUCKET=loanfolio-ansible-quarantine LOANFOLIO__S3__DOCUMENTS_BUCKET=loanfolio-ansible-documents \
+  "$WORK/loanfolio" --config "$LOCAL/test.toml" admin storage create-buckets >"$WORK/buckets.log" 2>&1 \
+  || { cat "$WORK/buckets.log"; die "admin storage create-buckets failed"; }
+
 log "converge 1: site.yml on localhost (-c local, loanfolio_manage_systemd=false)"
 converge "$WORK/converge1.log" "$V1"
 [ "$(current_release)" = "/opt/loanfolio/releases/$V1" ] || die "current is $(current_release), not $V1"
@@ -354,11 +361,6 @@ grep -qx 'RestartPreventExitStatus=2' "$UNIT_DIR/loanfolio-serve.service" || die
 CONFIG_ARGS=("${SERVE_CMD[@]:1:2}") # --config /etc/loanfolio/loanfolio.toml
 
 prepare_unit loanfolio-serve
-# The check's own buckets (a site creates them with versioning: ansible/README.md).
-if port_open "$S3_PORT"; then
-  (run_unit "${SERVE_CMD[0]}" "${CONFIG_ARGS[@]}" admin storage create-buckets) >"$WORK/buckets.log" 2>&1 \
-    || { cat "$WORK/buckets.log"; die "admin storage create-buckets failed"; }
-fi
 
 start_serve() { # start the installed release as its unit would; wait for /readyz 200
   prepare_unit loanfolio-serve

@@ -348,15 +348,36 @@ TOML
 # running service against it (tests/api/conformance.rs, scripts/fuzz api). Pinned to the
 # newest releases; a machine with older pins gets them replaced.
 OPENAPI_TOOL_PINS="openapi-spec-validator==0.9.0 schemathesis==4.32.5"
+# CPython 3.11.0-3.11.7 and 3.12.0-3.12.1 crash inside hypothesis now and then ("AST
+# constructor recursion depth mismatch", python/cpython#106905): schemathesis gets the newest
+# Python on the machine that has the fix, else python3 (the conformance test retries the crash).
+python_for_schemathesis() {
+  local candidate pyenv_root
+  pyenv_root=$(pyenv root 2>/dev/null || true)
+  # shellcheck disable=SC2046 # a list of paths without spaces
+  for candidate in python3.14 python3.13 python3.12 \
+      $([ -n "$pyenv_root" ] && ls -d "$pyenv_root"/versions/3.*/bin/python3 2>/dev/null | sort -rV) python3; do
+    command -v "$candidate" >/dev/null || continue
+    if "$candidate" -c 'import sys; v = sys.version_info[:3]; sys.exit(not (v >= (3, 12, 2) or (3, 11, 8) <= v < (3, 12)))' 2>/dev/null \
+        && "$candidate" -m venv --help >/dev/null 2>&1; then
+      echo "$candidate"
+      return
+    fi
+  done
+  echo python3
+}
 ensure_openapi_validator() {
-  local venv="$TOOLS/venv"
+  local venv="$TOOLS/venv" python
+  python=$(python_for_schemathesis)
+  local pins="$OPENAPI_TOOL_PINS on $("$python" -c 'import platform; print(platform.python_version())')"
   if [ ! -x "$venv/bin/openapi-spec-validator" ] || [ ! -x "$venv/bin/schemathesis" ] \
-      || [ "$(cat "$venv/.pins" 2>/dev/null)" != "$OPENAPI_TOOL_PINS" ]; then
-    log "installing $OPENAPI_TOOL_PINS (once per machine)"
-    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+      || [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
+    log "installing $pins (once per machine)"
+    rm -rf "$venv"
+    "$python" -m venv "$venv" 2>/dev/null || { apt_install python3-venv; "$python" -m venv "$venv"; }
     # shellcheck disable=SC2086 # the pins are words
     "$venv/bin/pip" install -q $OPENAPI_TOOL_PINS
-    echo "$OPENAPI_TOOL_PINS" >"$venv/.pins"
+    echo "$pins" >"$venv/.pins"
   fi
   export LOANFOLIO_TEST_OPENAPI_VALIDATOR="$venv/bin/openapi-spec-validator"
   export LOANFOLIO_SCHEMATHESIS="$venv/bin/schemathesis"

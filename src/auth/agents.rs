@@ -152,42 +152,26 @@ pub fn audit_id(subject: &str) -> uuid::Uuid {
     uuid::Uuid::from_bytes(bytes)
 }
 
-/// What [`set_disabled`] did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Changed {
-    /// No such agent.
-    Unknown,
-    /// Already in that state: nothing written.
-    Unchanged,
-    /// Changed; with disabling, this many sessions ended.
-    Done { sessions_ended: usize },
+/// Whether the agent is disabled, the row locked for the rest of the caller's transaction;
+/// `None` for an unknown subject.
+pub async fn disabled_for_update(
+    tx: &mut sqlx::PgConnection,
+    subject: &str,
+) -> Result<Option<bool>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select disabled_at is not null from agents where subject = $1 for update")
+        .bind(subject)
+        .fetch_optional(tx)
+        .await
 }
 
-/// Disable (or enable) an agent: `disabled_at`, the audit row (`agent.disabled` /
-/// `agent.enabled`, entity_type `agent`) and — disabling — the end of every session of
-/// theirs (each audited `session.ended`), in one transaction; the sessions' Redis copies go
-/// after the commit. Tokens are refused from then on (403 `account_disabled`).
-pub async fn set_disabled(
-    state: &crate::app::AppState,
+/// Disable (`disabled`) or enable the agent, recording who did it.
+pub async fn set_disabled_at(
+    tx: &mut sqlx::PgConnection,
     subject: &str,
     disabled: bool,
-    by: &Actor,
-    request_id: Option<&str>,
-) -> Result<Changed, AppError> {
-    let mut tx = state.db.begin().await?;
-    // language=PostgreSQL
-    let current: Option<bool> = sqlx::query_scalar(
-        "select disabled_at is not null from agents where subject = $1 for update",
-    )
-    .bind(subject)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(current) = current else {
-        return Ok(Changed::Unknown);
-    };
-    if current == disabled {
-        return Ok(Changed::Unchanged);
-    }
+    by: &str,
+) -> Result<(), sqlx::Error> {
     // language=PostgreSQL
     sqlx::query(
         "update agents set disabled_at = case when $2 then now() end,
@@ -196,49 +180,8 @@ pub async fn set_disabled(
     )
     .bind(subject)
     .bind(disabled)
-    .bind(&by.subject)
-    .execute(&mut *tx)
+    .bind(by)
+    .execute(tx)
     .await?;
-    // Sessions first, then the audit chain: the order of every path that ends sessions.
-    let ended = if disabled {
-        super::session::delete_all(&mut tx, Some(subject), None).await?
-    } else {
-        Vec::new()
-    };
-    crate::db::audit::record(
-        &mut tx,
-        crate::db::audit::Entry {
-            chain: crate::db::audit::GLOBAL_CHAIN,
-            actor: by,
-            action: if disabled {
-                "agent.disabled"
-            } else {
-                "agent.enabled"
-            },
-            entity_type: "agent",
-            entity_id: audit_id(subject),
-            request_id,
-            details: serde_json::json!({ "subject": subject }),
-        },
-    )
-    .await?;
-    for (id_hash, _) in &ended {
-        super::recheck::audit_session(
-            &mut tx,
-            by,
-            "session.ended",
-            id_hash,
-            request_id,
-            serde_json::json!({ "reason": "agent_disabled" }),
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    if disabled {
-        super::session::uncache(&state.cache, &ended, Some(subject)).await;
-    }
-    state.agents.forget(subject);
-    Ok(Changed::Done {
-        sessions_ended: ended.len(),
-    })
+    Ok(())
 }

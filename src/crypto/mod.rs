@@ -143,3 +143,10 @@ impl Kms {
         }
     }
 }
+
+/// The SHA-256 of a bearer token (upload links, unsubscribe links): what is stored and
+/// looked up, never the token itself.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes()).to_vec()
+}

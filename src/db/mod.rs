@@ -12,10 +12,11 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder};
 
+use crate::auth::ReadScope;
 use crate::config::DatabaseSettings;
 
-pub mod audit;
 pub mod migration_check;
 pub mod outbox;
 
@@ -182,6 +183,54 @@ fn compare(applied: &[(i64, bool, Vec<u8>)]) -> SchemaState {
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     MIGRATOR.run(pool).await.context("applying migrations")?;
     Ok(())
+}
+
+/// Make the transaction a read-only snapshot: every later statement in it sees the same data.
+pub async fn read_only_snapshot(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Append the caller's read scope to a query over a table aliased `alias` with
+/// `owner_subject` and `team` columns.
+pub fn push_scope(query: &mut QueryBuilder<Postgres>, alias: &str, scope: &ReadScope) {
+    match scope {
+        ReadScope::Own(subject) => {
+            query
+                .push(format!(" and {alias}.owner_subject = "))
+                .push_bind(subject.clone());
+        }
+        ReadScope::Team(team) => {
+            query
+                .push(format!(" and {alias}.team = "))
+                .push_bind(team.clone());
+        }
+        ReadScope::All => {}
+    }
+}
+
+/// Keyset pagination: the query fetched `limit + 1` rows; keep `limit` and say where the
+/// next page starts (`None` on the last page).
+pub fn next_page<T>(
+    rows: &mut Vec<T>,
+    limit: i64,
+    cursor_of: impl Fn(&T) -> String,
+) -> Option<String> {
+    if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(cursor_of)
+    } else {
+        None
+    }
+}
+
+/// A validated page request: how many, and after which item.
+pub struct Page<C> {
+    pub limit: i64,
+    pub after: Option<C>,
 }
 
 #[cfg(test)]

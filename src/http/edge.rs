@@ -11,30 +11,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::app::AppState;
 use crate::error::{PROBLEM_JSON, Problem, ProblemMarker};
 use crate::metrics::HttpLabels;
+use crate::state::AppState;
 
-pub const REQUEST_ID: &str = "x-request-id";
-
-/// The request id, available to handlers as an extension.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// An incoming id is kept only if it is short and plain, so a client cannot inject log
-/// fields or header junk through it; otherwise we mint a UUIDv7.
-pub fn accept_request_id(value: Option<&HeaderValue>) -> String {
-    value
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 128
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
-}
+pub use crate::telemetry::{REQUEST_ID, RequestId, accept_request_id};
 
 pub async fn edge(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -181,20 +162,4 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         "the server could not complete the request",
     )
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_kept_only_when_plain() {
-        let keep = HeaderValue::from_static("abc-123_x.y:z");
-        assert_eq!(accept_request_id(Some(&keep)), "abc-123_x.y:z");
-        let evil = HeaderValue::from_static("a b\"}{");
-        assert_ne!(accept_request_id(Some(&evil)), "a b\"}{");
-        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
-        assert_eq!(accept_request_id(Some(&long)).len(), 36);
-        assert_eq!(accept_request_id(None).len(), 36);
-    }
 }

@@ -7,8 +7,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The rate-limit group of a path, with its per-IP limit; `None` is exempt.
 fn group(state: &AppState, path: &str) -> Option<(&'static str, u32)> {
@@ -73,7 +73,7 @@ pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next)
     // A link is limited on its own too, whichever addresses use it (a token shared or
     // leaked across many clients). Counted by the token's hash: tokens never reach Redis.
     if let Some(token) = link_token(request.uri().path()) {
-        let id: String = crate::http::upload_links::token_hash(token)[..16]
+        let id: String = crate::crypto::token_hash(token)[..16]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();

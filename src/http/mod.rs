@@ -5,26 +5,16 @@
 //! the inner layers (413, 408, axum's 405) are plain; the edge turns every error response
 //! that is not already a problem document into one, so clients see one error format.
 
-pub mod agents;
 pub mod audit;
-pub mod credit;
-pub mod documents;
+pub mod auth;
 pub mod edge;
 pub mod idempotency;
-pub mod leads;
 pub mod limits;
-pub mod loans;
-pub mod los;
 pub mod me;
-pub mod notifications;
 pub mod openapi;
 pub mod ops;
-pub mod requests;
 pub mod session_routes;
-pub mod sms_consent;
 pub mod support;
-pub mod unsubscribe;
-pub mod upload_links;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -33,84 +23,24 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::AppState;
 use crate::error::AppError;
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Loanfolio API",
-        description = "Leads, loan applications, borrower document collection, credit reports and LOS tracking for mortgage agents. Errors are application/problem+json (RFC 9457) with a stable `code`.",
-        version = "1"
-    ),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
-    modifiers(&BearerAuth)
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some(
-                        "An OIDC access token from the lender's identity provider",
-                    ))
-                    .build(),
-            ),
-        );
-    }
-}
-
-/// Every route with its OpenAPI description; `router()` and the `/openapi.json` document
-/// come from this one list, so the document cannot miss a route.
-fn api(state: &AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(ops::public_routes())
-        .merge(session_routes::public_routes())
-        .merge(authenticated(state, session_routes::session_routes()))
-        .merge(authenticated(state, me::routes()))
-        .merge(authenticated(state, agents::routes()))
-        .merge(authenticated(state, leads::routes(state)))
-        .merge(authenticated(state, loans::routes(state)))
-        .merge(authenticated(state, audit::routes()))
-        .merge(authenticated(state, upload_links::agent_routes(state)))
-        .merge(upload_links::public_routes())
-        .merge(authenticated(state, documents::routes(state)))
-        .merge(documents::public_routes())
-        .merge(authenticated(state, requests::routes(state)))
-        .merge(requests::public_routes())
-        .merge(crate::web::routes())
-        .merge(authenticated(state, credit::routes(state)))
-        .merge(authenticated(state, los::agent_routes(state)))
-        .merge(los::public_routes())
-        .merge(authenticated(state, notifications::routes()))
-        .merge(authenticated(state, sms_consent::routes()))
-        .merge(unsubscribe::routes())
-}
+use crate::state::AppState;
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched
 /// routes, so an unknown path is a 404 before any credentials are looked at.
 pub fn authenticated(state: &AppState, routes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
     routes.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        crate::auth::middleware::authenticate,
+        auth::middleware::authenticate,
     ))
 }
 
-/// The `serve` role's router.
-pub fn router(state: AppState) -> Router {
-    let (router, mut openapi) = api(&state).split_for_parts();
+/// The `serve` role's router around its documented routes (`app::api`): the OpenAPI
+/// document completed and served, 405 for a method a route lacks, and the edge middleware.
+pub fn serve_router(api: OpenApiRouter<AppState>, state: AppState) -> Router {
+    let (router, mut openapi) = api.split_for_parts();
     openapi::complete(&mut openapi);
     let allowed = std::sync::Arc::new(allowed_methods(&openapi));
     let router = router

@@ -11,9 +11,9 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::error::AppError;
-use crate::readiness::{self, PublicReadiness, ReadinessReport};
+use crate::readiness::{PublicReadiness, ReadinessReport};
+use crate::state::AppState;
 
 /// The operations listeners (`server.admin_listen`, `worker.admin_listen`): liveness, the
 /// detailed readiness report and Prometheus metrics. Keep them off the public network.
@@ -55,7 +55,7 @@ async fn healthz() -> Json<Health> {
         (status = 503, description = "Not ready; the body says why", body = ReadinessReport),
     ))]
 async fn readyz(State(state): State<AppState>) -> Response {
-    let report = readiness::cached(&state).await;
+    let report = crate::state::readiness::cached(&state).await;
     let status = if report.is_ready() {
         StatusCode::OK
     } else {
@@ -94,7 +94,7 @@ async fn public_readyz(
             .await
             .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs })?;
     }
-    let report = readiness::cached(&state).await;
+    let report = crate::state::readiness::cached(&state).await;
     let status = if report.is_ready() {
         StatusCode::OK
     } else {
@@ -133,7 +133,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.outbox_oldest_unpublished.set(oldest);
     }
     let prefix = &state.settings.rabbitmq.prefix;
-    for (consumer, _) in crate::workers::SUBSCRIPTIONS {
+    for (consumer, _) in crate::events::SUBSCRIPTIONS {
         let depth = crate::queue::dlq::depth(&state.broker, prefix, consumer);
         if let Ok(Ok(n)) = tokio::time::timeout(budget, depth).await {
             state

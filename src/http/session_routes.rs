@@ -15,13 +15,14 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::auth::login::{self, Purpose};
-use crate::auth::middleware::{SessionContext, cookie_value};
-use crate::auth::recheck::{audit_session, seal_refresh_token};
+use crate::audit::session_event as audit_session;
 use crate::auth::{Actor, AuthError, session};
 use crate::error::{AppError, AppJson};
+use crate::http::auth::login::{self, Purpose};
+use crate::http::auth::middleware::{SessionContext, cookie_value};
+use crate::http::auth::recheck::seal_refresh_token;
 use crate::http::edge::RequestId;
+use crate::state::AppState;
 
 pub fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -20,8 +20,8 @@ use sqlx::PgConnection;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::QueueContext;
 use super::topology::{self, Names, RETRY_TIERS};
-use crate::app::AppState;
 
 /// Attached as context to a transient error when the other side said how long to wait
 /// (`Retry-After`, an open circuit breaker): the retry waits at least that long.
@@ -157,7 +157,8 @@ async fn republish(
 }
 
 /// Consume until the task is dropped, reconnecting after broker failures.
-pub async fn run(state: AppState, handler: Arc<dyn Handler>, prefetch: u16) {
+pub async fn run(state: impl Into<QueueContext>, handler: Arc<dyn Handler>, prefetch: u16) {
+    let state: QueueContext = state.into();
     let mut backoff = Duration::from_millis(250);
     loop {
         // A panic in a handler must not silently end consumption for the life of the
@@ -177,7 +178,11 @@ pub async fn run(state: AppState, handler: Arc<dyn Handler>, prefetch: u16) {
     }
 }
 
-async fn consume(state: &AppState, handler: Arc<dyn Handler>, prefetch: u16) -> anyhow::Result<()> {
+async fn consume(
+    state: &QueueContext,
+    handler: Arc<dyn Handler>,
+    prefetch: u16,
+) -> anyhow::Result<()> {
     let names = Names {
         prefix: state.settings.rabbitmq.prefix.clone(),
     };
@@ -213,7 +218,7 @@ async fn consume(state: &AppState, handler: Arc<dyn Handler>, prefetch: u16) -> 
 }
 
 async fn process(
-    state: &AppState,
+    state: &QueueContext,
     channel: &Channel,
     names: &Names,
     handler: &dyn Handler,
@@ -265,7 +270,7 @@ async fn process(
 }
 
 async fn handle(
-    state: &AppState,
+    state: &QueueContext,
     channel: &Channel,
     names: &Names,
     handler: &dyn Handler,

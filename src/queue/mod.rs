@@ -108,3 +108,11 @@ impl Broker {
         }
     }
 }
+
+/// What the queue consumers and the outbox relay use of the process state.
+#[derive(Clone, Debug)]
+pub struct QueueContext {
+    pub db: sqlx::PgPool,
+    pub broker: std::sync::Arc<Broker>,
+    pub settings: std::sync::Arc<crate::config::Settings>,
+}

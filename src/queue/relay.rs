@@ -13,14 +13,14 @@ use lapin::{BasicProperties, Channel, Confirmation};
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
+use super::QueueContext;
 use super::topology::{self, Names};
-use crate::app::AppState;
 
 const BATCH: i64 = 200;
 const POLL: Duration = Duration::from_secs(1);
 
 /// A channel in confirm mode with the exchanges declared, for the relay to keep.
-pub async fn open_channel(state: &AppState) -> anyhow::Result<Channel> {
+pub async fn open_channel(state: &QueueContext) -> anyhow::Result<Channel> {
     let names = Names {
         prefix: state.settings.rabbitmq.prefix.clone(),
     };
@@ -29,7 +29,7 @@ pub async fn open_channel(state: &AppState) -> anyhow::Result<Channel> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     topology::declare_exchanges(&channel, &names).await?;
-    for (consumer, topics) in crate::workers::SUBSCRIPTIONS {
+    for (consumer, topics) in crate::events::SUBSCRIPTIONS {
         if state.settings.worker.runs(consumer) {
             topology::declare_consumer(&channel, &names, consumer, topics).await?;
         }
@@ -38,7 +38,7 @@ pub async fn open_channel(state: &AppState) -> anyhow::Result<Channel> {
 }
 
 /// Publish everything pending on `channel`; the number published.
-pub async fn publish_pending(state: &AppState, channel: &Channel) -> anyhow::Result<u64> {
+pub async fn publish_pending(state: &QueueContext, channel: &Channel) -> anyhow::Result<u64> {
     let names = Names {
         prefix: state.settings.rabbitmq.prefix.clone(),
     };
@@ -115,7 +115,8 @@ pub async fn publish_pending(state: &AppState, channel: &Channel) -> anyhow::Res
 }
 
 /// Run the relay until the task is dropped.
-pub async fn run(state: AppState) {
+pub async fn run(state: impl Into<QueueContext>) {
+    let state: QueueContext = state.into();
     let mut listener = match PgListener::connect_with(&state.db).await {
         Ok(mut l) => match l.listen("loanfolio_outbox").await {
             Ok(()) => Some(l),

@@ -11,7 +11,7 @@ use axum::routing::get;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 const PAGE: &str = include_str!("assets/upload.html");
 const STYLE: &str = include_str!("assets/upload.css");
@@ -47,7 +47,7 @@ pub fn content_security_policy(state: &AppState) -> String {
 async fn page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let status = match state.db.acquire().await {
         Ok(mut conn) => {
-            match crate::http::upload_links::active_link(&mut conn, &token, false).await {
+            match crate::links::ops::active_link(&mut conn, &token, false).await {
                 Ok(_) => StatusCode::OK,
                 Err(crate::error::AppError::Client { status, .. }) => status,
                 // The page asks the API itself; a database hiccup here must not hide it.

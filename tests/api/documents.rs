@@ -848,7 +848,7 @@ async fn the_reconciler_completes_abandoned_uploads_and_expires_empty_ones() {
         .await
         .unwrap();
 
-    let swept = loanfolio::workers::reconciler::sweep(&app.state)
+    let swept = loanfolio::documents::reconciler::sweep(&app.state)
         .await
         .unwrap();
     assert_eq!((swept.completed, swept.expired), (1, 1));
@@ -861,7 +861,7 @@ async fn the_reconciler_completes_abandoned_uploads_and_expires_empty_ones() {
     let expired = never_uploaded["document"]["id"].as_str().unwrap();
     assert_eq!(settled(&app, &token, expired).await["state"], "expired");
     assert_eq!(
-        loanfolio::workers::reconciler::sweep(&app.state)
+        loanfolio::documents::reconciler::sweep(&app.state)
             .await
             .unwrap()
             .completed,

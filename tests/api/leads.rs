@@ -389,7 +389,7 @@ async fn demo_seed_gives_each_agent_their_own_files() {
         .workers_only(&["document-pipeline"])
         .spawn()
         .await;
-    let seeded = loanfolio::demo::seed(&app.state, 4).await.unwrap();
+    let seeded = loanfolio::admin::demo::seed(&app.state, 4).await.unwrap();
     assert_eq!(seeded.leads, 12);
     let agent = Client::new(&app, "agent-a1").await;
     let leads: Value = agent.get("/v1/leads").await.json().await.unwrap();

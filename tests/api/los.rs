@@ -93,7 +93,7 @@ async fn submitted_loans_reach_the_los_and_follow_its_milestones() {
     let lost = los.milestone(&los_id, "closed", false).await;
     assert!(lost["delivered"].is_null());
     assert_eq!(loan(&app, &token, &id).await["status"], "underwriting");
-    let applied = loanfolio::workers::los::reconcile_once(&app.state)
+    let applied = loanfolio::los::worker::reconcile_once(&app.state)
         .await
         .unwrap();
     assert_eq!(applied, 1);

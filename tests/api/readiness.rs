@@ -1,7 +1,7 @@
 //! /readyz: every dependency by name; 503 only for what the role cannot work without or a
 //! schema that is not at this release's version.
 
-use loanfolio::app::Role;
+use loanfolio::state::Role;
 
 use crate::helpers::clamd::PrivateClamd;
 use crate::helpers::proxy::FaultProxy;

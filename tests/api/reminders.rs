@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use loanfolio::workers::reminders::{self, Schedule};
+use loanfolio::config::Schedule;
+use loanfolio::notifications::reminders;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

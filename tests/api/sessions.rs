@@ -215,7 +215,7 @@ async fn sessions_survive_a_redis_outage_and_new_logins_work_without_it() {
 
 #[tokio::test]
 async fn return_to_never_leaves_the_site() {
-    use loanfolio::auth::login::safe_return_to;
+    use loanfolio::http::auth::login::safe_return_to;
     assert_eq!(safe_return_to(Some("/loans/1")), "/loans/1");
     for hostile in [
         "//evil.example/x",
@@ -278,7 +278,9 @@ async fn housekeeping_removes_only_what_expired() {
         .await
         .unwrap();
     }
-    let removed = loanfolio::housekeeping::sweep(&app.state).await.unwrap();
+    let removed = loanfolio::admin::housekeeping::sweep(&app.state)
+        .await
+        .unwrap();
     assert_eq!(removed, 3);
     let left: Vec<Vec<u8>> = sqlx::query_scalar("select id_hash from sessions")
         .fetch_all(db)

@@ -294,7 +294,9 @@ async fn a_links_token_is_kept_only_for_its_recipient_and_only_while_it_lives() 
     .execute(&app.state.db)
     .await
     .unwrap();
-    loanfolio::housekeeping::sweep(&app.state).await.unwrap();
+    loanfolio::admin::housekeeping::sweep(&app.state)
+        .await
+        .unwrap();
     assert!(
         sealed(expiring_id).await.is_none(),
         "expiry wipes the token"
@@ -372,7 +374,7 @@ async fn uploads_after_a_revocation_are_rejected_and_kept() {
         .execute(&app.state.db)
         .await
         .unwrap();
-    let swept = loanfolio::workers::reconciler::sweep(&app.state)
+    let swept = loanfolio::documents::reconciler::sweep(&app.state)
         .await
         .unwrap();
     assert_eq!((swept.completed, swept.link_revoked), (1, 1), "{swept:?}");
@@ -395,7 +397,7 @@ async fn uploads_after_a_revocation_are_rejected_and_kept() {
         ("rejected".into(), Some("link_revoked".into()))
     );
     // Kept in quarantine for review, even after another round.
-    loanfolio::workers::reconciler::sweep(&app.state)
+    loanfolio::documents::reconciler::sweep(&app.state)
         .await
         .unwrap();
     let kept = app

@@ -145,7 +145,7 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
     let after = wait_for_available(&app, DOCUMENTS as i64, Duration::from_secs(120)).await;
     // One sweep of the reconciler, as the restarted worker would run it, for a quarantine
     // copy whose clean-up the kill interrupted.
-    loanfolio::workers::reconciler::sweep(&app.state)
+    loanfolio::documents::reconciler::sweep(&app.state)
         .await
         .unwrap();
     worker.kill().unwrap();

@@ -16,8 +16,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use loanfolio::app::{AppState, Application, Role};
+use loanfolio::app::Application;
 use loanfolio::config::Settings;
+use loanfolio::state::{AppState, Role};
 use secrecy::ExposeSecret;
 // Database names below are ours (prefix + hex id), never user input.
 use sqlx::{AssertSqlSafe, Connection, PgConnection};

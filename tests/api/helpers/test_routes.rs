@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::{get, post};
-use loanfolio::app::AppState;
 use loanfolio::error::AppJson;
+use loanfolio::state::AppState;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, Serialize)]

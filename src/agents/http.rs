@@ -1,0 +1,172 @@
+//! Agents (docs/api.md, "Agents"): who has signed in, and disabling an account — which
+//! ends every session of it at once and refuses its tokens (403 `account_disabled`).
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Changed;
+use super::ops::set_disabled;
+use crate::auth::{Actor, Role};
+use crate::error::{AppError, AppJson};
+use crate::http::edge::RequestId;
+use crate::http::support::{malformed, rfc3339};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents))
+        .routes(routes!(disable_agent))
+        .routes(routes!(enable_agent))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// 1–200, default 50.
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Agent {
+    subject: String,
+    display_name: String,
+    email: Option<String>,
+    roles: Vec<String>,
+    team: Option<String>,
+    disabled_at: Option<String>,
+    first_seen_at: String,
+    last_seen_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AgentList {
+    items: Vec<Agent>,
+    next_cursor: Option<String>,
+}
+
+type AgentRow = (
+    String,
+    String,
+    Option<String>,
+    Vec<String>,
+    Option<String>,
+    Option<OffsetDateTime>,
+    OffsetDateTime,
+    OffsetDateTime,
+);
+
+/// Agents known to the service (provisioned at first sign-in): admins see all, managers
+/// their own team.
+#[utoipa::path(get, path = "/v1/agents", tag = "agents", params(ListParams),
+    responses((status = 200, description = "A page of agents", body = AgentList)))]
+async fn list_agents(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<AppJson<AgentList>, AppError> {
+    let Query(params) = query.map_err(|_| malformed("a query parameter is not valid"))?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(malformed("`limit` must be between 1 and 200"));
+    }
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select subject, display_name, email, roles, team, disabled_at, first_seen_at, last_seen_at
+           from agents where true",
+    );
+    // Admins see every agent; a manager their own team; nobody else any.
+    if !actor.has(Role::Admin) {
+        match (&actor.team, actor.has(Role::Manager)) {
+            (Some(team), true) => {
+                query.push(" and team = ").push_bind(team.clone());
+            }
+            _ => return Err(AppError::forbidden()),
+        }
+    }
+    if let Some(cursor) = &params.cursor {
+        query.push(" and subject > ").push_bind(cursor.clone());
+    }
+    query.push(" order by subject limit ").push_bind(limit + 1);
+    let mut rows: Vec<AgentRow> = query.build_query_as().fetch_all(&state.db).await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, limit, |r| r.0.clone());
+    Ok(AppJson(AgentList {
+        items: rows
+            .into_iter()
+            .map(
+                |(subject, display_name, email, roles, team, disabled_at, first, last)| Agent {
+                    subject,
+                    display_name,
+                    email,
+                    roles,
+                    team,
+                    disabled_at: disabled_at.map(rfc3339),
+                    first_seen_at: rfc3339(first),
+                    last_seen_at: rfc3339(last),
+                },
+            )
+            .collect(),
+        next_cursor,
+    }))
+}
+
+async fn change(
+    state: &AppState,
+    actor: &Actor,
+    request_id: &str,
+    subject: &str,
+    disabled: bool,
+) -> Result<Response, AppError> {
+    if !actor.has(Role::Admin) {
+        return Err(AppError::forbidden());
+    }
+    if disabled && subject == actor.subject {
+        return Err(AppError::client(
+            StatusCode::CONFLICT,
+            "conflict",
+            "an admin cannot disable their own account",
+        ));
+    }
+    match set_disabled(state, subject, disabled, actor, Some(request_id)).await? {
+        Changed::Unknown => Err(AppError::not_found()),
+        Changed::Unchanged | Changed::Done { .. } => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+/// Disable an agent (admin): every session of theirs ends at once and their tokens are
+/// refused with 403 `account_disabled`; audited `agent.disabled`.
+#[utoipa::path(post, path = "/v1/agents/{subject}/disable", tag = "agents",
+    params(("subject" = String, Path, description = "The agent's subject")),
+    responses(
+        (status = 204, description = "Disabled (or already)"),
+        (status = 409, description = "Your own account", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn disable_agent(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(subject): Path<String>,
+) -> Result<Response, AppError> {
+    change(&state, &actor, &request_id.0, &subject, true).await
+}
+
+/// Enable a disabled agent again (admin); audited `agent.enabled`.
+#[utoipa::path(post, path = "/v1/agents/{subject}/enable", tag = "agents",
+    params(("subject" = String, Path, description = "The agent's subject")),
+    responses((status = 204, description = "Enabled (or already)")))]
+async fn enable_agent(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(subject): Path<String>,
+) -> Result<Response, AppError> {
+    change(&state, &actor, &request_id.0, &subject, false).await
+}

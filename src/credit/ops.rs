@@ -1,0 +1,91 @@
+//! The credit operations the other aggregates call: queueing a pull (with its consent,
+//! audit row and `credit.requested` event) in the caller's transaction.
+
+use axum::http::StatusCode;
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::store::{self, QueuedPull};
+use super::{Consent, PullType, ip_at};
+use crate::audit;
+use crate::auth::Actor;
+use crate::crypto::field;
+use crate::db::outbox;
+use crate::error::{AppError, kms_unavailable};
+use crate::state::AppState;
+
+/// Record a queued pull with its consent, audit row and `credit.requested` event (in `tx`).
+/// The subject must be complete: SSN, date of birth and address.
+#[allow(clippy::too_many_arguments)]
+pub async fn queue_pull(
+    state: &AppState,
+    tx: &mut PgConnection,
+    actor: &Actor,
+    lead_id: Uuid,
+    pull_type: PullType,
+    consent: &Consent,
+    (kind, based_on): (&str, Option<Uuid>),
+    request_id: &str,
+) -> Result<Uuid, AppError> {
+    let complete = crate::leads::ops::subject_complete(tx, lead_id).await?;
+    if complete != Some(true) {
+        return Err(AppError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "subject_incomplete",
+            "a credit pull needs the borrower's SSN, date of birth and address",
+        ));
+    }
+    let id = Uuid::now_v7();
+    let ip_enc = match consent.ip {
+        Some(ip) => {
+            let key = state
+                .keys
+                .file_key(&state.db, lead_id)
+                .await
+                .map_err(kms_unavailable)?;
+            Some(field::encrypt(
+                &key,
+                1,
+                ip_at(id),
+                ip.to_string().as_bytes(),
+            ))
+        }
+        None => None,
+    };
+    store::insert_queued(
+        tx,
+        &QueuedPull {
+            id,
+            lead_id,
+            pull_type,
+            consent,
+            ip_enc: ip_enc.as_deref(),
+            requested_by: &actor.subject,
+            kind,
+            based_on,
+        },
+    )
+    .await?;
+    audit::record(
+        &mut *tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "credit_report.requested",
+            entity_type: "credit_report",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "pull_type": pull_type.as_str(), "kind": kind, "consent_method": consent.method.as_str(), "consent_text_version": consent.text_version }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut *tx,
+        "credit.requested",
+        json!({ "creditReportId": id, "leadId": lead_id }),
+        Some(request_id),
+    )
+    .await?;
+    Ok(id)
+}

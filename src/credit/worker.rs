@@ -1,0 +1,369 @@
+//! The credit worker (docs/architecture.md): consumes `credit.requested`, decrypts the subject
+//! only in memory, calls the bureau through its circuit breaker, and records `completed`
+//! (summary in columns, the full report encrypted) or `failed` with the reason. Transient
+//! failures retry through the queue's backoff tiers (1 s … 30 s); a short Retry-After is
+//! honoured in place. A pull that fails for good marks the lead's open loans
+//! `needs_attention` and emits `loan.needs_attention`.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::auth::{Actor, Role};
+use crate::crypto::field::{self, Location};
+use crate::db::outbox;
+use crate::integrations::bureau::{BureauError, Kind, Subject};
+use crate::queue::consumer::{Handler, HandlerError, Message};
+use crate::state::AppState;
+
+pub use crate::events::{CREDIT_WORKER as CONSUMER, CREDIT_WORKER_TOPICS as TOPICS};
+
+/// The longest Retry-After waited for in place; longer ones go back to the queue.
+const WAIT_IN_PLACE: Duration = Duration::from_secs(5);
+
+pub struct CreditWorker {
+    state: AppState,
+}
+
+impl CreditWorker {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+fn worker_actor() -> Actor {
+    Actor {
+        subject: "system:credit-worker".into(),
+        display_name: "Credit worker".into(),
+        email: None,
+        roles: vec![Role::Admin],
+        team: None,
+        auth_time: None,
+        issued_at: None,
+    }
+}
+
+fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
+    HandlerError::Transient(e.into())
+}
+
+fn pull_of(message: &Message) -> Option<Uuid> {
+    message
+        .payload
+        .get("creditReportId")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
+type PullRow = (Uuid, String, String, String, Option<Uuid>);
+/// first name, last name, and the sealed SSN, date of birth and address.
+type SubjectRow = (
+    String,
+    String,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+);
+
+/// The lead's subject in the clear, for the length of one call.
+async fn subject(
+    state: &AppState,
+    tx: &mut PgConnection,
+    lead: Uuid,
+) -> Result<Subject, HandlerError> {
+    // language=PostgreSQL
+    let row: SubjectRow = sqlx::query_as(
+        "select first_name, last_name, ssn_enc, date_of_birth_enc, address_enc from leads where id = $1",
+    )
+    .bind(lead)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(transient)?;
+    let key = state
+        .keys
+        .file_key(&state.db, lead)
+        .await
+        .map_err(transient)?;
+    let open = |column: &'static str, sealed: Option<Vec<u8>>| -> Result<String, HandlerError> {
+        let sealed =
+            sealed.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("subject_incomplete")))?;
+        let plain = field::decrypt(
+            &key,
+            Location {
+                table: "leads",
+                column,
+                row: lead,
+            },
+            &sealed,
+        )
+        .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("decrypting leads.{column}: {e}")))?;
+        String::from_utf8(plain)
+            .map_err(|_| HandlerError::Permanent(anyhow::anyhow!("leads.{column} is not UTF-8")))
+    };
+    let digits = open("ssn_enc", row.2)?;
+    let ssn = if digits.len() == 9 {
+        format!("{}-{}-{}", &digits[..3], &digits[3..5], &digits[5..])
+    } else {
+        digits
+    };
+    let address: Value = serde_json::from_str(&open("address_enc", row.4)?)
+        .map_err(|_| HandlerError::Permanent(anyhow::anyhow!("the stored address is not JSON")))?;
+    Ok(Subject {
+        first_name: row.0,
+        last_name: row.1,
+        ssn,
+        date_of_birth: open("date_of_birth_enc", row.3)?,
+        address,
+    })
+}
+
+/// A pull that failed for good: its state, the audit row, `credit.failed`, and every open
+/// loan of the lead marked `needs_attention` with `loan.needs_attention`.
+pub async fn fail_pull(
+    tx: &mut PgConnection,
+    id: Uuid,
+    lead: Uuid,
+    reason: &str,
+) -> anyhow::Result<()> {
+    // language=PostgreSQL
+    let changed = sqlx::query(
+        "update credit_reports set status = 'failed', failure_reason = $2, updated_at = now()
+          where id = $1 and status in ('queued', 'in_progress')",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Ok(());
+    }
+    let actor = worker_actor();
+    audit::record(
+        &mut *tx,
+        audit::Entry {
+            chain: lead,
+            actor: &actor,
+            action: "credit_report.failed",
+            entity_type: "credit_report",
+            entity_id: id,
+            request_id: None,
+            details: json!({ "reason": reason }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut *tx,
+        "credit.failed",
+        json!({ "creditReportId": id, "leadId": lead, "reason": reason }),
+        None,
+    )
+    .await?;
+    let attention = format!("credit_pull_failed: {reason}");
+    // language=PostgreSQL
+    let loans: Vec<Uuid> = sqlx::query_scalar(
+        "update loans set needs_attention_reason = $2, needs_attention_since = now(), updated_at = now()
+          where lead_id = $1 and status in ('draft', 'submitted', 'underwriting')
+          returning id",
+    )
+    .bind(lead)
+    .bind(&attention)
+    .fetch_all(&mut *tx)
+    .await?;
+    for loan in loans {
+        outbox::enqueue(
+            &mut *tx,
+            "loan.needs_attention",
+            json!({ "loanId": loan, "reason": attention }),
+            None,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+impl CreditWorker {
+    async fn process(&self, tx: &mut PgConnection, id: Uuid) -> Result<(), HandlerError> {
+        let state = &self.state;
+        // language=PostgreSQL
+        let row: Option<PullRow> = sqlx::query_as(
+            "select c.lead_id, c.status, c.pull_type, c.request_kind, c.based_on
+               from credit_reports c where c.id = $1 for update",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(transient)?;
+        let Some((lead, status, pull_type, kind, based_on)) = row else {
+            return Err(HandlerError::Permanent(anyhow::anyhow!(
+                "no such credit pull"
+            )));
+        };
+        if status != "queued" && status != "in_progress" {
+            return Ok(()); // decided already: a redelivery
+        }
+        let base_report: Option<String> = match based_on {
+            // language=PostgreSQL
+            Some(base) => {
+                sqlx::query_scalar("select bureau_report_id from credit_reports where id = $1")
+                    .bind(base)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(transient)?
+            }
+            None => None,
+        };
+        let kind = match (kind.as_str(), base_report.as_deref()) {
+            ("reissue", Some(r)) => Kind::Reissue(r),
+            ("upgrade", Some(r)) => Kind::Upgrade(r),
+            _ => Kind::New,
+        };
+        let subject = match subject(state, tx, lead).await {
+            Ok(s) => s,
+            Err(HandlerError::Permanent(_)) => {
+                fail_pull(tx, id, lead, "subject_incomplete")
+                    .await
+                    .map_err(transient)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut outcome = state.bureau.pull(kind, id, &pull_type, &subject).await;
+        if let Err(BureauError::Transient {
+            retry_after: Some(wait),
+            ..
+        }) = &outcome
+            && *wait <= WAIT_IN_PLACE
+        {
+            tokio::time::sleep(*wait).await;
+            outcome = state.bureau.pull(kind, id, &pull_type, &subject).await;
+        }
+        drop(subject);
+        // language=PostgreSQL
+        sqlx::query("update credit_reports set attempts = attempts + 1 where id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(transient)?;
+        let report = match outcome {
+            Ok(report) => report,
+            Err(BureauError::Permanent(reason)) => {
+                fail_pull(tx, id, lead, reason).await.map_err(transient)?;
+                return Ok(());
+            }
+            Err(e @ (BureauError::Transient { .. } | BureauError::CircuitOpen(_))) => {
+                let wait = match &e {
+                    BureauError::Transient { retry_after, .. } => *retry_after,
+                    BureauError::CircuitOpen(retry_in) => Some(*retry_in),
+                    BureauError::Permanent(_) => None,
+                };
+                let error = anyhow::Error::new(e);
+                return Err(HandlerError::Transient(match wait {
+                    Some(wait) => error.context(crate::queue::consumer::RetryAfter(wait)),
+                    None => error,
+                }));
+            }
+        };
+        let key = state
+            .keys
+            .file_key(&state.db, lead)
+            .await
+            .map_err(transient)?;
+        let sealed = field::encrypt(
+            &key,
+            1,
+            crate::credit::report_at(id),
+            &serde_json::to_vec(&report.raw).map_err(transient)?,
+        );
+        // language=PostgreSQL
+        sqlx::query(
+            "update credit_reports set status = 'completed', score = $2, bureau = $3, bureau_report_id = $4,
+                    pulled_at = now(), report_enc = $5, failure_reason = null, updated_at = now()
+              where id = $1",
+        )
+        .bind(id)
+        .bind(report.score)
+        .bind(&report.bureau)
+        .bind(&report.report_id)
+        .bind(&sealed)
+        .execute(&mut *tx)
+        .await
+        .map_err(transient)?;
+        let actor = worker_actor();
+        audit::record(
+            &mut *tx,
+            audit::Entry {
+                chain: lead,
+                actor: &actor,
+                action: "credit_report.completed",
+                entity_type: "credit_report",
+                entity_id: id,
+                request_id: None,
+                details: json!({ "bureau": report.bureau }),
+            },
+        )
+        .await
+        .map_err(transient)?;
+        outbox::enqueue(
+            &mut *tx,
+            "credit.completed",
+            json!({ "creditReportId": id, "leadId": lead }),
+            None,
+        )
+        .await
+        .map_err(transient)?;
+        Ok(())
+    }
+}
+
+impl Handler for CreditWorker {
+    fn name(&self) -> &str {
+        CONSUMER
+    }
+
+    fn topics(&self) -> Vec<String> {
+        TOPICS.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let id = pull_of(message).ok_or_else(|| {
+                HandlerError::Permanent(anyhow::anyhow!(
+                    "credit.requested without a creditReportId"
+                ))
+            })?;
+            self.process(tx, id).await
+        })
+    }
+
+    fn exhausted<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+        _error: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let Some(id) = pull_of(message) else {
+                return Ok(());
+            };
+            // language=PostgreSQL
+            let lead: Option<Uuid> =
+                sqlx::query_scalar("select lead_id from credit_reports where id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(lead) = lead {
+                fail_pull(tx, id, lead, "bureau_unavailable").await?;
+            }
+            Ok(())
+        })
+    }
+}

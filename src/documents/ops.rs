@@ -1,0 +1,381 @@
+//! The document operations: announcing an upload (a pre-signed PUT into quarantine),
+//! completing it (`doc.uploaded` in the same transaction), rendering a document for a
+//! caller, and the demo seed's files. (Their SQL is still being moved to `store`.)
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use serde_json::json;
+use sqlx::Postgres;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::store::{self, DocumentRow};
+use super::{
+    ALLOWED_CONTENT_TYPES, BORROWER_UPLOAD_URL_TTL, DocType, Document, NewUpload, PutTarget,
+    ReviewView, Upload, filename_at, quarantine_key, review_reason, sanitize_filename,
+};
+use crate::audit;
+use crate::auth::{Actor, ReadScope};
+use crate::crypto::field;
+use crate::db::outbox;
+use crate::domain::{mask, rfc3339};
+use crate::error::{AppError, FieldError, kms_unavailable};
+use crate::state::AppState;
+
+/// The API shape of a document for `actor`: a caller who sees masked PII only (admin) gets
+/// neither the original filename nor the reviewer's reason (docs/security.md).
+pub async fn render(
+    state: &AppState,
+    row: &DocumentRow,
+    actor: &Actor,
+) -> Result<Document, AppError> {
+    let masked = actor.masks(&row.owner_subject, row.team.as_deref());
+    let key = state
+        .keys
+        .file_key(&state.db, row.lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let filename = field::decrypt(&key, filename_at(row.id), &row.filename_enc)
+        .map_err(|e| anyhow::anyhow!("decrypting a filename: {e}"))?;
+    let review = match (&row.review_decision, row.reviewed_at) {
+        (Some(decision), Some(at)) => Some(ReviewView {
+            decision: decision.clone(),
+            reason: review_reason(&key, row.id, row.review_reason_enc.as_deref())?
+                .map(|r| if masked { mask::HIDDEN.to_owned() } else { r }),
+            by: row.reviewed_by.clone().unwrap_or_default(),
+            at: rfc3339(at),
+        }),
+        _ => None,
+    };
+    Ok(Document {
+        id: row.id,
+        loan_id: row.loan_id,
+        filename: if masked {
+            mask::filename(&String::from_utf8_lossy(&filename))
+        } else {
+            String::from_utf8_lossy(&filename).into_owned()
+        },
+        content_type: row.content_type.clone(),
+        size_bytes: row.size_bytes,
+        doc_type: row.doc_type.clone(),
+        document_request_id: row.document_request_id,
+        state: row.state.clone(),
+        reason: row.reason.clone(),
+        sha256: row.sha256.clone(),
+        detected_type: row.detected_type.clone(),
+        duplicate_of: row.duplicate_of,
+        review,
+        uploaded_by: row.uploaded_by.clone(),
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+    })
+}
+
+/// A document as it is now (200), for answers after a change.
+pub async fn current(state: &AppState, id: Uuid, actor: &Actor) -> Result<Document, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let row = store::fetch(&mut conn, id, &ReadScope::All, false)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    drop(conn);
+    render(state, &row, actor).await
+}
+
+pub fn validate_upload(state: &AppState, input: &NewUpload) -> Result<String, AppError> {
+    let limit = state.settings.documents.max_upload_bytes;
+    if input.size_bytes > limit {
+        return Err(AppError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "file_too_large",
+            format!("files may be at most {} MB", limit / 1_000_000),
+        ));
+    }
+    let content_type = input.content_type.trim().to_ascii_lowercase();
+    if !ALLOWED_CONTENT_TYPES.contains(&content_type.as_str()) {
+        return Err(AppError::client(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_file_type",
+            "accepted types are PDF, JPEG, PNG, TIFF and HEIC",
+        ));
+    }
+    let mut errors = Vec::new();
+    if input.size_bytes == 0 {
+        errors.push(FieldError {
+            field: "size_bytes".into(),
+            message: "must be more than zero".into(),
+        });
+    }
+    if input.filename.chars().count() > 1000 {
+        errors.push(FieldError {
+            field: "filename".into(),
+            message: "must be at most 1000 characters".into(),
+        });
+    }
+    if let Some(sha) = &input.sha256
+        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        errors.push(FieldError {
+            field: "sha256".into(),
+            message: "must be 64 hex digits".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+    Ok(content_type)
+}
+
+/// Where an upload goes, and who sent it.
+pub enum UploadTarget {
+    Loan {
+        loan_id: Uuid,
+        lead_id: Uuid,
+    },
+    Link {
+        loan_id: Uuid,
+        lead_id: Uuid,
+        link_id: Uuid,
+    },
+}
+
+pub async fn start_upload(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'static, Postgres>,
+    target: UploadTarget,
+    input: &NewUpload,
+    content_type: &str,
+    actor: &Actor,
+    request_id: &str,
+) -> Result<Upload, AppError> {
+    let (loan_id, lead_id, link_id, uploaded_by) = match target {
+        UploadTarget::Loan { loan_id, lead_id } => (loan_id, lead_id, None, "agent"),
+        UploadTarget::Link {
+            loan_id,
+            lead_id,
+            link_id,
+        } => (loan_id, lead_id, Some(link_id), "borrower"),
+    };
+    let doc_type = match input.document_request_id {
+        Some(request) => {
+            // language=PostgreSQL
+            let requested: Option<String> = sqlx::query_scalar(
+                "select doc_type from document_requests where id = $1 and loan_id = $2",
+            )
+            .bind(request)
+            .bind(loan_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(requested) = requested else {
+                return Err(AppError::validation(vec![FieldError {
+                    field: "document_request_id".into(),
+                    message: "is not a request of this loan".into(),
+                }]));
+            };
+            input
+                .doc_type
+                .map(|d| d.as_str().to_owned())
+                .unwrap_or(requested)
+        }
+        None => input.doc_type.unwrap_or(DocType::Other).as_str().to_owned(),
+    };
+    let id = Uuid::now_v7();
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let filename = sanitize_filename(&input.filename);
+    let filename_enc = field::encrypt(&key, 1, filename_at(id), filename.as_bytes());
+    let mut ttl = Duration::from_secs(state.settings.documents.upload_url_ttl_secs);
+    if link_id.is_some() {
+        // A borrower's URL outlives a revocation by at most its lifetime: keep it short.
+        ttl = ttl.min(BORROWER_UPLOAD_URL_TTL);
+    }
+    let object = quarantine_key(id);
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into documents (id, loan_id, lead_id, document_request_id, filename_enc, content_type,
+                                size_bytes, doc_type, uploaded_by, created_by, quarantine_key, upload_expires_at,
+                                upload_link_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $12, $9, $10, now() + make_interval(secs => $11), $13)",
+    )
+    .bind(id)
+    .bind(loan_id)
+    .bind(lead_id)
+    .bind(input.document_request_id)
+    .bind(&filename_enc)
+    .bind(content_type)
+    .bind(input.size_bytes as i64)
+    .bind(&doc_type)
+    .bind(&actor.subject)
+    .bind(&object)
+    .bind(ttl.as_secs() as f64)
+    .bind(uploaded_by)
+    .bind(link_id)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "document.upload_started",
+            entity_type: "document",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "loan_id": loan_id, "doc_type": doc_type, "size_bytes": input.size_bytes, "uploaded_by": uploaded_by }),
+        },
+    )
+    .await?;
+    let url = state
+        .storage
+        .presign_upload(&object, content_type, input.size_bytes, ttl);
+    let row = store::fetch(&mut tx, id, &ReadScope::All, false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the document just written is missing"))?;
+    tx.commit().await?;
+    let document = render(state, &row, actor).await?;
+    Ok(Upload {
+        document,
+        upload: PutTarget {
+            url: url.to_string(),
+            method: "PUT",
+            headers: serde_json::Map::from_iter([("Content-Type".to_owned(), json!(content_type))]),
+            expires_at: rfc3339(OffsetDateTime::now_utc() + ttl),
+        },
+    })
+}
+
+pub async fn finish_upload(
+    state: &AppState,
+    id: Uuid,
+    link: Option<Uuid>,
+    actor: &Actor,
+    request_id: &str,
+) -> Result<Document, AppError> {
+    let mut tx = state.db.begin().await?;
+    let row = store::fetch(&mut tx, id, &ReadScope::All, true)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    if let Some(link) = link {
+        // language=PostgreSQL
+        let owner: Option<Uuid> =
+            sqlx::query_scalar("select upload_link_id from documents where id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if owner != Some(link) {
+            return Err(AppError::not_found());
+        }
+    }
+    match row.state.as_str() {
+        "awaiting_upload" => {
+            // Only a file that has arrived: a `complete` said before the PUT would let the
+            // PUT come later (after a link's revocation, say) and still be processed.
+            match state
+                .storage
+                .quarantine
+                .head(&ObjectPath::from(quarantine_key(id)))
+                .await
+            {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(AppError::client(
+                        StatusCode::CONFLICT,
+                        "conflict",
+                        "the file has not arrived yet: PUT it to the upload URL, then complete",
+                    ));
+                }
+                Err(e) => {
+                    return Err(AppError::DependencyUnavailable {
+                        dependency: "s3",
+                        source: e.into(),
+                    });
+                }
+            }
+            // language=PostgreSQL
+            sqlx::query(
+                "update documents set state = 'uploaded', updated_at = now() where id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            audit::record(
+                &mut tx,
+                audit::Entry {
+                    chain: row.lead_id,
+                    actor,
+                    action: "document.uploaded",
+                    entity_type: "document",
+                    entity_id: id,
+                    request_id: Some(request_id),
+                    details: json!({ "loan_id": row.loan_id }),
+                },
+            )
+            .await?;
+            outbox::enqueue(
+                &mut tx,
+                "doc.uploaded",
+                json!({ "documentId": id, "loanId": row.loan_id }),
+                Some(request_id),
+            )
+            .await?;
+        }
+        "expired" | "deleted" => {
+            return Err(AppError::client(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("the document is {}; start a new upload", row.state),
+            ));
+        }
+        _ => {}
+    }
+    let row = store::fetch(&mut tx, id, &ReadScope::All, false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("document vanished"))?;
+    tx.commit().await?;
+    render(state, &row, actor).await
+}
+
+/// A file added as an agent would (announce, PUT into quarantine, complete), for
+/// `admin demo-seed`: the pipeline then scans and encrypts it like any other.
+#[allow(clippy::too_many_arguments)]
+pub async fn seed_file(
+    state: &AppState,
+    actor: &Actor,
+    (loan_id, lead_id): (Uuid, Uuid),
+    filename: &str,
+    content_type: &str,
+    doc_type: DocType,
+    document_request_id: Option<Uuid>,
+    bytes: Vec<u8>,
+) -> Result<Uuid, AppError> {
+    use object_store::ObjectStoreExt;
+    let input = NewUpload {
+        filename: filename.to_owned(),
+        content_type: content_type.to_owned(),
+        size_bytes: bytes.len() as u64,
+        doc_type: Some(doc_type),
+        document_request_id,
+        sha256: None,
+    };
+    let content_type = validate_upload(state, &input)?;
+    let tx = state.db.begin().await?;
+    let target = UploadTarget::Loan { loan_id, lead_id };
+    let upload = start_upload(state, tx, target, &input, &content_type, actor, "demo-seed").await?;
+    let id = upload.document.id;
+    state
+        .storage
+        .quarantine
+        .put(&ObjectPath::from(quarantine_key(id)), bytes.into())
+        .await
+        .map_err(|e| AppError::DependencyUnavailable {
+            dependency: "s3",
+            source: e.into(),
+        })?;
+    finish_upload(state, id, None, actor, "demo-seed").await?;
+    Ok(id)
+}

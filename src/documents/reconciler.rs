@@ -1,0 +1,234 @@
+//! The document reconciler (docs/security.md), safe on every replica at once (`SKIP LOCKED`):
+//! - an `awaiting_upload` document past its URL expiry whose object exists in quarantine is
+//!   completed — the borrower's browser died before saying so; a financial document a
+//!   borrower uploaded is never deleted by housekeeping — and one with no object `expired`;
+//! - an `uploaded` document that made no progress for `STUCK_AFTER` is published again;
+//! - a decided document's quarantine copy that a crash left behind is deleted.
+
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::auth::{Actor, Role};
+use crate::db::outbox;
+use crate::state::AppState;
+
+const EVERY: Duration = Duration::from_secs(60);
+const STUCK_AFTER_SECS: f64 = 300.0;
+
+fn reconciler() -> Actor {
+    Actor {
+        subject: "system:reconciler".into(),
+        display_name: "Reconciler".into(),
+        email: None,
+        roles: vec![Role::Admin],
+        team: None,
+        auth_time: None,
+        issued_at: None,
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub completed: u64,
+    pub expired: u64,
+    /// Objects written through a link after it was revoked: rejected, kept in quarantine.
+    pub link_revoked: u64,
+    pub republished: u64,
+    pub purged: u64,
+}
+
+pub async fn run(state: AppState) {
+    // The first round after one period: start-up has enough to do.
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match sweep(&state).await {
+            Ok(swept) if swept != Swept::default() => {
+                tracing::info!(?swept, "documents reconciled")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "reconciler round failed; next round retries")
+            }
+        }
+    }
+}
+
+/// What becomes of an abandoned upload (docs/api.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The object exists and was written while the upload was allowed: process it.
+    Complete,
+    /// No object: the upload never happened.
+    Expire,
+    /// The object was written after its link was revoked.
+    LinkRevoked,
+}
+
+impl Outcome {
+    /// `written_at` is the object's last modification in unix seconds (none: no object),
+    /// `revoked_at` the link's revocation. Object stores may keep whole seconds: a write in
+    /// the second of the revocation counts as after it (fail closed — kept, not lost).
+    pub fn of(written_at: Option<i64>, revoked_at: Option<OffsetDateTime>) -> Self {
+        let Some(written_at) = written_at else {
+            return Outcome::Expire;
+        };
+        match revoked_at {
+            Some(revoked_at) if written_at >= revoked_at.unix_timestamp() => Outcome::LinkRevoked,
+            _ => Outcome::Complete,
+        }
+    }
+}
+
+pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
+    let mut swept = Swept::default();
+    let actor = reconciler();
+    loop {
+        let mut tx = state.db.begin().await?;
+        // language=PostgreSQL
+        let due: Option<(Uuid, Uuid, Uuid, String, Option<OffsetDateTime>)> = sqlx::query_as(
+            "select d.id, d.loan_id, d.lead_id, d.quarantine_key, u.revoked_at
+               from documents d left join upload_links u on u.id = d.upload_link_id
+              where d.state = 'awaiting_upload' and d.upload_expires_at < now()
+              order by d.upload_expires_at limit 1 for update of d skip locked",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, loan_id, lead_id, key, revoked_at)) = due else {
+            break;
+        };
+        let written_at = match state
+            .storage
+            .quarantine
+            .head(&ObjectPath::from(key.as_str()))
+            .await
+        {
+            Ok(meta) => Some(meta.last_modified.timestamp()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            // Storage unreachable: decide nothing now; never expire a file we could not see.
+            Err(e) => return Err(e.into()),
+        };
+        let outcome = Outcome::of(written_at, revoked_at);
+        let (new_state, reason, action) = match outcome {
+            Outcome::Complete => ("uploaded", None, "document.uploaded"),
+            Outcome::Expire => ("expired", None, "document.expired"),
+            Outcome::LinkRevoked => ("rejected", Some("link_revoked"), "document.rejected"),
+        };
+        // language=PostgreSQL
+        sqlx::query(
+            "update documents set state = $2, reason = $3, updated_at = now() where id = $1",
+        )
+        .bind(id)
+        .bind(new_state)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        audit::record(
+            &mut tx,
+            audit::Entry {
+                chain: lead_id,
+                actor: &actor,
+                action,
+                entity_type: "document",
+                entity_id: id,
+                request_id: None,
+                details: json!({ "by": "reconciler", "reason": reason }),
+            },
+        )
+        .await?;
+        if outcome == Outcome::LinkRevoked {
+            // Kept in quarantine, unread, for a person to look at: a revoked link's URL was
+            // used after the revocation (a leaked link, or a borrower too late).
+            tracing::warn!(
+                document_id = %id,
+                "an upload arrived after its link was revoked; rejected link_revoked and kept in quarantine"
+            );
+            swept.link_revoked += 1;
+        } else if outcome == Outcome::Complete {
+            outbox::enqueue(
+                &mut tx,
+                "doc.uploaded",
+                json!({ "documentId": id, "loanId": loan_id }),
+                None,
+            )
+            .await?;
+            swept.completed += 1;
+        } else {
+            swept.expired += 1;
+        }
+        tx.commit().await?;
+    }
+    let mut tx = state.db.begin().await?;
+    // language=PostgreSQL
+    let stuck: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "select id, loan_id from documents
+          where state = 'uploaded' and updated_at < now() - make_interval(secs => $1)
+          for update skip locked",
+    )
+    .bind(STUCK_AFTER_SECS)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id, loan_id) in stuck {
+        // language=PostgreSQL
+        sqlx::query("update documents set updated_at = now() where id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        outbox::enqueue(
+            &mut tx,
+            "doc.uploaded",
+            json!({ "documentId": id, "loanId": loan_id }),
+            None,
+        )
+        .await?;
+        swept.republished += 1;
+    }
+    tx.commit().await?;
+    // Quarantine copies left by a crash between a decision's commit and its clean-up. A
+    // decided document never needs its quarantine copy again, so there is no grace period.
+    // language=PostgreSQL
+    let leftovers: Vec<Uuid> = sqlx::query_scalar(
+        "select id from documents
+          where not quarantine_purged and state in ('available', 'rejected', 'expired', 'deleted')
+            and reason is distinct from 'link_revoked'
+          limit 500",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    for id in leftovers {
+        crate::documents::worker::purge_quarantine(state, id).await;
+        swept.purged += 1;
+    }
+    Ok(swept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_written_after_its_link_was_revoked_is_not_completed() {
+        let revoked = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        assert_eq!(Outcome::of(None, Some(revoked)), Outcome::Expire);
+        assert_eq!(
+            Outcome::of(Some(1_799_999_999), Some(revoked)),
+            Outcome::Complete
+        );
+        assert_eq!(
+            Outcome::of(Some(1_800_000_000), Some(revoked)),
+            Outcome::LinkRevoked
+        );
+        assert_eq!(
+            Outcome::of(Some(1_800_000_500), Some(revoked)),
+            Outcome::LinkRevoked
+        );
+        assert_eq!(Outcome::of(Some(1_800_000_500), None), Outcome::Complete);
+    }
+}

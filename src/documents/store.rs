@@ -1,0 +1,77 @@
+//! SQL on `documents` (the upload, review and pipeline statements are still being moved
+//! here: docs/architecture.md).
+
+use sqlx::{PgConnection, Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::auth::ReadScope;
+use crate::db::push_scope;
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct DocumentRow {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub lead_id: Uuid,
+    pub document_request_id: Option<Uuid>,
+    pub filename_enc: Vec<u8>,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub doc_type: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub sha256: Option<String>,
+    pub detected_type: Option<String>,
+    pub duplicate_of: Option<Uuid>,
+    pub uploaded_by: String,
+    pub review_decision: Option<String>,
+    pub review_reason_enc: Option<Vec<u8>>,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    /// The loan's owner and team: whom the document's PII is masked for.
+    pub owner_subject: String,
+    pub team: Option<String>,
+}
+
+const SELECT_DOCUMENT: &str =
+    "select d.id, d.loan_id, d.lead_id, d.document_request_id, d.filename_enc,
+        d.content_type, d.size_bytes, d.doc_type, d.state, d.reason, d.sha256, d.detected_type,
+        d.duplicate_of, d.uploaded_by, d.review_decision, d.review_reason_enc, d.reviewed_by,
+        d.reviewed_at, d.created_at, d.updated_at, o.owner_subject, o.team
+   from documents d join loans o on o.id = d.loan_id";
+
+/// One document within `scope` (of its loan's owner and team); `for_update` locks it.
+pub async fn fetch(
+    conn: &mut PgConnection,
+    id: Uuid,
+    scope: &ReadScope,
+    for_update: bool,
+) -> Result<Option<DocumentRow>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_DOCUMENT);
+    query.push(" where d.id = ").push_bind(id);
+    push_scope(&mut query, "o", scope);
+    if for_update {
+        query.push(" for update of d");
+    }
+    query.build_query_as().fetch_optional(conn).await
+}
+
+/// Up to `fetch` documents of a loan within `scope`, newest first, before `before`.
+pub async fn loan_page(
+    db: &sqlx::PgPool,
+    loan: Uuid,
+    scope: &ReadScope,
+    before: Option<Uuid>,
+    fetch: i64,
+) -> Result<Vec<DocumentRow>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_DOCUMENT);
+    query.push(" where d.loan_id = ").push_bind(loan);
+    push_scope(&mut query, "o", scope);
+    if let Some(before) = before {
+        query.push(" and d.id < ").push_bind(before);
+    }
+    query.push(" order by d.id desc limit ").push_bind(fetch);
+    query.build_query_as().fetch_all(db).await
+}

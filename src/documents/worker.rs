@@ -1,0 +1,514 @@
+//! The document pipeline (docs/security.md): the first production consumer. For each
+//! `doc.uploaded`: HEAD the quarantine object (size within the limit and equal to the
+//! declared size), then ONE streaming pass that feeds clamd INSTREAM while hashing
+//! (SHA-256), sniffing the real type and encrypting chunk by chunk into a multipart upload
+//! to the documents bucket — never the whole file in memory. Clean and of the declared type
+//! → `available`; otherwise `rejected` with a reason and the encrypted copy removed. The
+//! quarantine object is deleted once the outcome is recorded. clamd or storage unreachable
+//! → retry (never `available` unscanned); retries exhausted → `failed` and the DLQ.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjectPath;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::auth::{Actor, Role};
+use crate::crypto::stream::Encryptor;
+use crate::db::outbox;
+use crate::queue::consumer::{Handler, HandlerError, Message};
+use crate::scan::ScanOutcome;
+use crate::scan::sniff::{self, Detected};
+use crate::state::AppState;
+
+pub use crate::events::{DOCUMENT_PIPELINE as CONSUMER, DOCUMENT_PIPELINE_TOPICS as TOPICS};
+
+pub struct DocumentPipeline {
+    state: AppState,
+    /// Each decided document's outcome and processing time, counted in the metrics only
+    /// once its transaction commits (`committed`): a failed commit is no decision.
+    decided: std::sync::Mutex<std::collections::HashMap<Uuid, (String, f64)>>,
+}
+
+impl DocumentPipeline {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state,
+            decided: Default::default(),
+        }
+    }
+}
+
+/// The pipeline acts as a system actor in the audit log.
+fn pipeline_actor() -> Actor {
+    Actor {
+        subject: "system:document-pipeline".into(),
+        display_name: "Document pipeline".into(),
+        email: None,
+        roles: vec![Role::Admin],
+        team: None,
+        auth_time: None,
+        issued_at: None,
+    }
+}
+
+fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
+    HandlerError::Transient(e.into())
+}
+
+struct Pass {
+    hasher: Sha256,
+    head: Vec<u8>,
+    pdf: sniff::PdfEncryption,
+    bytes: u64,
+    encryptor: Option<Encryptor>,
+    /// Feeds the ciphertext to the single streaming PUT into the documents bucket.
+    sink: Option<futures::channel::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
+}
+
+/// loan, lead, state, declared size, declared type, quarantine key, request, and the
+/// revocation time of the link it came through.
+type PendingDocument = (
+    Uuid,
+    Uuid,
+    String,
+    i64,
+    String,
+    String,
+    Option<Uuid>,
+    Option<time::OffsetDateTime>,
+);
+
+enum Outcome {
+    Available { sha256: String, detected: Detected },
+    Rejected(&'static str),
+}
+
+impl DocumentPipeline {
+    async fn process(&self, tx: &mut PgConnection, document: Uuid) -> Result<(), HandlerError> {
+        let state = &self.state;
+        // language=PostgreSQL
+        let row: Option<PendingDocument> = sqlx::query_as(
+            "select loan_id, lead_id, state, size_bytes, content_type, quarantine_key, document_request_id,
+                    (select u.revoked_at from upload_links u where u.id = documents.upload_link_id)
+               from documents where id = $1 for update",
+        )
+        .bind(document)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(transient)?;
+        let Some((
+            loan_id,
+            lead_id,
+            doc_state,
+            declared_size,
+            declared_type,
+            quarantine_key,
+            request,
+            link_revoked_at,
+        )) = row
+        else {
+            return Err(HandlerError::Permanent(anyhow::anyhow!("no such document")));
+        };
+        // `failed` is processed again when its message is replayed from the DLQ; other
+        // states are decided already (a redelivery).
+        if !matches!(doc_state.as_str(), "uploaded" | "scanning" | "failed") {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let source = ObjectPath::from(quarantine_key.as_str());
+        let meta = state
+            .storage
+            .quarantine
+            .head(&source)
+            .await
+            .map_err(transient)?;
+        let limit = state.settings.documents.max_upload_bytes;
+        // A borrower who said `complete` early could PUT after the link's revocation with a
+        // URL still valid: what was written after it is never processed (kept in
+        // quarantine, like the reconciler's `link_revoked`).
+        let late = link_revoked_at.is_some()
+            && crate::documents::reconciler::Outcome::of(
+                Some(meta.last_modified.timestamp()),
+                link_revoked_at,
+            ) == crate::documents::reconciler::Outcome::LinkRevoked;
+        let precheck = if late {
+            Some("link_revoked")
+        } else if meta.size == 0 {
+            Some("empty")
+        } else if meta.size > limit {
+            Some("too_large")
+        } else if meta.size != declared_size as u64 {
+            Some("size_mismatch")
+        } else {
+            None
+        };
+        let target = ObjectPath::from(format!("documents/{document}"));
+        let outcome = match precheck {
+            Some(reason) => Outcome::Rejected(reason),
+            None => {
+                self.stream_pass(
+                    document,
+                    lead_id,
+                    &source,
+                    &target,
+                    (&declared_type, declared_size as u64),
+                )
+                .await?
+            }
+        };
+        let (new_state, reason, sha, detected) = match &outcome {
+            Outcome::Available { sha256, detected } => (
+                "available",
+                None,
+                Some(sha256.clone()),
+                Some(detected.as_str()),
+            ),
+            Outcome::Rejected(reason) => {
+                let _ = state.storage.documents.delete(&target).await;
+                ("rejected", Some(*reason), None, None)
+            }
+        };
+        let duplicate_of: Option<Uuid> = match &sha {
+            // language=PostgreSQL
+            Some(sha) => sqlx::query_scalar(
+                "select id from documents where loan_id = $1 and sha256 = $2 and state = 'available' and id <> $3
+                  order by id limit 1",
+            )
+            .bind(loan_id)
+            .bind(sha)
+            .bind(document)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(transient)?,
+            None => None,
+        };
+        // The generation of the file's data key the document was encrypted with.
+        let key_version = 1i32;
+        // language=PostgreSQL
+        sqlx::query(
+            "update documents set state = $2, reason = $3, sha256 = $4, detected_type = $5,
+                    duplicate_of = $6, object_key = $7, key_version = $8, updated_at = now()
+              where id = $1",
+        )
+        .bind(document)
+        .bind(new_state)
+        .bind(reason)
+        .bind(&sha)
+        .bind(detected)
+        .bind(duplicate_of)
+        .bind(matches!(outcome, Outcome::Available { .. }).then(|| target.to_string()))
+        .bind(key_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(transient)?;
+        let actor = pipeline_actor();
+        if let (Some(request), "available") = (request, new_state) {
+            let key = state
+                .keys
+                .file_key(&state.db, lead_id)
+                .await
+                .map_err(transient)?;
+            crate::requests::ops::file_received(tx, &key, request, document, "Document pipeline")
+                .await
+                .map_err(transient)?;
+        }
+        audit::record(
+            tx,
+            audit::Entry {
+                chain: lead_id,
+                actor: &actor,
+                action: if new_state == "available" { "document.available" } else { "document.rejected" },
+                entity_type: "document",
+                entity_id: document,
+                request_id: None,
+                details: json!({ "state": new_state, "reason": reason, "duplicate": duplicate_of.is_some() }),
+            },
+        )
+        .await
+        .map_err(transient)?;
+        let topic = if new_state == "available" {
+            "doc.available"
+        } else {
+            "doc.rejected"
+        };
+        outbox::enqueue(tx, topic, json!({ "documentId": document, "loanId": loan_id, "state": new_state, "reason": reason }), None)
+            .await
+            .map_err(transient)?;
+        let outcome = match reason {
+            Some(reason) => format!("rejected_{reason}"),
+            None => new_state.to_owned(),
+        };
+        if let Ok(mut decided) = self.decided.lock() {
+            decided.insert(document, (outcome, started.elapsed().as_secs_f64()));
+        }
+        // The metrics and the quarantine copy wait for this transaction to commit.
+        Ok(())
+    }
+
+    async fn stream_pass(
+        &self,
+        document: Uuid,
+        lead_id: Uuid,
+        source: &ObjectPath,
+        target: &ObjectPath,
+        (declared_type, declared_size): (&str, u64),
+    ) -> Result<Outcome, HandlerError> {
+        let state = &self.state;
+        let key = state
+            .keys
+            .file_key(&state.db, lead_id)
+            .await
+            .map_err(transient)?;
+        // The ciphertext's length is known up front, so it streams out in one PUT while
+        // the quarantine copy streams in: no multipart round trips, no buffering.
+        let (sink, ciphertext) = futures::channel::mpsc::channel(16);
+        let sealed_len = crate::crypto::stream::sealed_len(declared_size);
+        let put = {
+            let storage = state.storage.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                storage
+                    .put_document_stream(&target, sealed_len, ciphertext)
+                    .await
+            })
+        };
+        let pass = Arc::new(Mutex::new(Pass {
+            hasher: Sha256::new(),
+            head: Vec::with_capacity(16),
+            pdf: sniff::PdfEncryption::default(),
+            bytes: 0,
+            encryptor: Some(Encryptor::new(&key, 1, document)),
+            sink: Some(sink),
+        }));
+        let body = match state.storage.quarantine.get(source).await {
+            Ok(got) => got.into_stream(),
+            Err(e) => {
+                put.abort();
+                return Err(transient(e));
+            }
+        };
+        // Read ahead while the previous chunks are scanned and encrypted (a bounded queue),
+        // and hand clamd what has arrived in one piece rather than many small writes.
+        let (ahead, arrived) = futures::channel::mpsc::channel(8);
+        let reader = tokio::spawn(body.map(Ok).forward(ahead));
+        let body = arrived
+            .ready_chunks(8)
+            .map(|batch: Vec<object_store::Result<bytes::Bytes>>| {
+                let mut joined = bytes::BytesMut::new();
+                for chunk in batch {
+                    joined.extend_from_slice(&chunk?);
+                }
+                Ok::<_, object_store::Error>(joined.freeze())
+            });
+        let tee = {
+            let pass = pass.clone();
+            body.then(move |chunk| {
+                let pass = pass.clone();
+                async move {
+                    let chunk = chunk.map_err(std::io::Error::other)?;
+                    let mut p = pass.lock().await;
+                    p.hasher.update(&chunk);
+                    if p.head.len() < 16 {
+                        let take = (16 - p.head.len()).min(chunk.len());
+                        p.head.extend_from_slice(&chunk[..take]);
+                    }
+                    p.pdf.feed(&chunk);
+                    p.bytes += chunk.len() as u64;
+                    let sealed = p
+                        .encryptor
+                        .as_mut()
+                        .map(|e| e.push(&chunk))
+                        .unwrap_or_default();
+                    if let Some(sink) = p.sink.as_mut()
+                        && !sealed.is_empty()
+                    {
+                        // Waits while the PUT is behind: memory stays bounded.
+                        sink.send(Ok(sealed.into()))
+                            .await
+                            .map_err(|_| std::io::Error::other("the document PUT stopped"))?;
+                    }
+                    Ok::<_, std::io::Error>(chunk)
+                }
+            })
+        };
+        let scan = state.clamd.scan(tee).await;
+        reader.abort();
+        let mut p = pass.lock().await;
+        let sink = p.sink.take();
+        // Refuse the PUT: an error in its body aborts the request, so nothing is stored.
+        let abort = |sink: Option<futures::channel::mpsc::Sender<_>>,
+                     put: tokio::task::JoinHandle<anyhow::Result<()>>| async move {
+            if let Some(mut sink) = sink {
+                let _ = sink
+                    .send(Err(std::io::Error::other(
+                        "not stored: rejected or unscanned",
+                    )))
+                    .await;
+            }
+            let _ = put.await;
+        };
+        match scan {
+            ScanOutcome::NotScanned(why) => {
+                abort(sink, put).await;
+                return Err(HandlerError::Transient(anyhow::anyhow!(
+                    "not scanned: {why}"
+                )));
+            }
+            ScanOutcome::Infected(_) => {
+                abort(sink, put).await;
+                return Ok(Outcome::Rejected("infected"));
+            }
+            ScanOutcome::Clean => {}
+        }
+        let detected = sniff::sniff(&p.head);
+        let Some(detected) = detected.filter(|d| d.matches_declared(declared_type)) else {
+            abort(sink, put).await;
+            return Ok(Outcome::Rejected("type_mismatch"));
+        };
+        if detected == Detected::Pdf && p.pdf.found() {
+            abort(sink, put).await;
+            return Ok(Outcome::Rejected("encrypted_pdf"));
+        }
+        let last = p
+            .encryptor
+            .take()
+            .map(Encryptor::finish)
+            .unwrap_or_default();
+        let Some(mut sink) = sink else {
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "the document PUT is gone"
+            )));
+        };
+        let sent = sink.send(Ok(last.into())).await;
+        drop(sink);
+        let stored = put.await;
+        match (sent, stored) {
+            (Ok(()), Ok(Ok(()))) => {}
+            (_, Ok(Err(e))) => return Err(transient(e)),
+            (_, Err(e)) => return Err(transient(e)),
+            (Err(e), _) => return Err(transient(e)),
+        }
+        let sha256 = p
+            .hasher
+            .clone()
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Outcome::Available { sha256, detected })
+    }
+}
+
+fn document_of(message: &Message) -> Option<Uuid> {
+    message
+        .payload
+        .get("documentId")
+        .and_then(|v| v.as_str())
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// Delete the quarantine copy of a decided document and note it. Failed documents keep
+/// theirs: a DLQ replay processes them again. Errors leave the work to the reconciler.
+pub async fn purge_quarantine(state: &AppState, document: Uuid) {
+    // language=PostgreSQL
+    let key: Option<String> = sqlx::query_scalar(
+        "select quarantine_key from documents
+          where id = $1 and not quarantine_purged
+            and state in ('available', 'rejected', 'expired', 'deleted')
+            and reason is distinct from 'link_revoked'",
+    )
+    .bind(document)
+    .fetch_optional(&state.db)
+    .await
+    .ok()
+    .flatten();
+    let Some(key) = key else { return };
+    match state
+        .storage
+        .quarantine
+        .delete(&ObjectPath::from(key.as_str()))
+        .await
+    {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+            // language=PostgreSQL
+            let _ = sqlx::query("update documents set quarantine_purged = true where id = $1")
+                .bind(document)
+                .execute(&state.db)
+                .await;
+        }
+        Err(e) => tracing::info!(error = %e, "quarantine clean-up deferred to the reconciler"),
+    }
+}
+
+impl Handler for DocumentPipeline {
+    fn name(&self) -> &str {
+        CONSUMER
+    }
+
+    fn topics(&self) -> Vec<String> {
+        TOPICS.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let document = document_of(message).ok_or_else(|| {
+                HandlerError::Permanent(anyhow::anyhow!("doc.uploaded without a documentId"))
+            })?;
+            self.process(tx, document).await
+        })
+    }
+
+    fn committed<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some(document) = document_of(message) {
+                let decided = self
+                    .decided
+                    .lock()
+                    .ok()
+                    .and_then(|mut d| d.remove(&document));
+                if let Some((outcome, seconds)) = decided {
+                    let metrics = &self.state.metrics;
+                    metrics
+                        .documents_processed
+                        .get_or_create(&crate::metrics::OutcomeLabels { outcome })
+                        .inc();
+                    metrics.document_processing.observe(seconds);
+                }
+                purge_quarantine(&self.state, document).await;
+            }
+        })
+    }
+
+    fn exhausted<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+        _error: &'a str,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some(document) = document_of(message) {
+                // language=PostgreSQL
+                sqlx::query(
+                    "update documents set state = 'failed', reason = 'processing_failed', updated_at = now()
+                      where id = $1 and state in ('uploaded', 'scanning')",
+                )
+                .bind(document)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,616 @@
+//! The lead operations: create (with the credit pull a consent permits), read (the SSN
+//! revealed only when asked, audited), list, and update by JSON merge patch. Each opens its
+//! own transaction and writes the audit row and the outbox event with the change.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::store::{self, LeadRow, ListFilter, SealedLead};
+use super::{Address, Lead, LeadInput, LeadList, Owner, ValidLead, merge_patch};
+use crate::actor::SideEffects;
+use crate::audit;
+use crate::auth::{Actor, ReadScope};
+use crate::credit::{Consent, PullType};
+use crate::crypto::field::{self, Location};
+use crate::crypto::{DataKey, blind_index};
+use crate::db::{next_page, outbox};
+use crate::domain::mask;
+use crate::domain::rfc3339;
+use crate::domain::ssn::Ssn;
+use crate::error::{AppError, FieldError, kms_unavailable};
+use crate::state::AppState;
+
+const TABLE: &str = "leads";
+
+async fn file_key(state: &AppState, lead: Uuid) -> Result<Arc<DataKey>, AppError> {
+    state
+        .keys
+        .file_key(&state.db, lead)
+        .await
+        .map_err(kms_unavailable)
+}
+
+fn at(row: Uuid, column: &'static str) -> Location<'static> {
+    Location {
+        table: TABLE,
+        column,
+        row,
+    }
+}
+
+fn seal(key: &DataKey, row: Uuid, column: &'static str, value: Option<String>) -> Option<Vec<u8>> {
+    value.map(|v| field::encrypt(key, 1, at(row, column), v.as_bytes()))
+}
+
+fn unseal(
+    key: &DataKey,
+    row: Uuid,
+    column: &'static str,
+    value: &Option<Vec<u8>>,
+) -> Result<Option<String>, AppError> {
+    match value {
+        None => Ok(None),
+        Some(envelope) => {
+            let plain = field::decrypt(key, at(row, column), envelope)
+                .map_err(|e| anyhow::anyhow!("decrypting {TABLE}.{column}: {e}"))?;
+            Ok(Some(String::from_utf8(plain).map_err(|_| {
+                anyhow::anyhow!("{TABLE}.{column} is not UTF-8")
+            })?))
+        }
+    }
+}
+
+/// Decrypt a row into the API shape. `reveal_ssn` shows the full SSN (audited by the caller).
+pub fn render(
+    row: &LeadRow,
+    key: &DataKey,
+    actor: &Actor,
+    reveal_ssn: bool,
+) -> Result<Lead, AppError> {
+    let id = row.id;
+    let masked = actor.masks(&row.owner_subject, row.team.as_deref());
+    let ssn = unseal(key, id, "ssn_enc", &row.ssn_enc)?
+        .and_then(|s| Ssn::parse(&s).ok())
+        .map(|s| {
+            if reveal_ssn {
+                s.formatted()
+            } else {
+                s.masked()
+            }
+        });
+    let email = unseal(key, id, "email_enc", &row.email_enc)?;
+    let phone = unseal(key, id, "phone_enc", &row.phone_enc)?;
+    let dob = unseal(key, id, "date_of_birth_enc", &row.date_of_birth_enc)?;
+    let income = unseal(key, id, "annual_income_enc", &row.annual_income_enc)?;
+    let address: Option<Address> = unseal(key, id, "address_enc", &row.address_enc)?
+        .and_then(|a| serde_json::from_str(&a).ok());
+    let notes = unseal(key, id, "notes_enc", &row.notes_enc)?;
+    let loan_purpose = row
+        .loan_purpose
+        .as_deref()
+        .and_then(|p| serde_json::from_value(Value::String(p.to_owned())).ok());
+    Ok(Lead {
+        id,
+        first_name: row.first_name.clone(),
+        last_name: row.last_name.clone(),
+        email: if masked {
+            email.as_deref().map(mask::email)
+        } else {
+            email
+        },
+        phone: if masked {
+            phone.as_deref().map(|p| mask::tail(p, 4))
+        } else {
+            phone
+        },
+        ssn,
+        date_of_birth: if masked {
+            dob.map(|_| "****-**-**".into())
+        } else {
+            dob
+        },
+        address: if masked {
+            address.map(|a| Address {
+                line1: "***".into(),
+                line2: None,
+                ..a
+            })
+        } else {
+            address
+        },
+        annual_income: if masked {
+            income.map(|_| "***".into())
+        } else {
+            income
+        },
+        loan_purpose,
+        source: row.source.clone(),
+        notes: if masked {
+            notes.map(|_| "***".into())
+        } else {
+            notes
+        },
+        status: row.status,
+        owner: Owner {
+            subject: row.owner_subject.clone(),
+            display_name: row
+                .owner_name
+                .clone()
+                .unwrap_or_else(|| row.owner_subject.clone()),
+        },
+        team: row.team.clone(),
+        version: row.version,
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
+        possible_duplicates: None,
+    })
+}
+
+fn seal_lead(lead: &ValidLead, id: Uuid, key: &DataKey, index_key: &DataKey) -> SealedLead {
+    SealedLead {
+        email: seal(key, id, "email_enc", lead.email.clone()),
+        phone: seal(key, id, "phone_enc", lead.phone.clone()),
+        ssn: seal(
+            key,
+            id,
+            "ssn_enc",
+            lead.ssn.as_ref().map(|s| s.digits().to_owned()),
+        ),
+        ssn_index: lead
+            .ssn
+            .as_ref()
+            .map(|s| blind_index::ssn_index(index_key, s.digits())),
+        dob: seal(
+            key,
+            id,
+            "date_of_birth_enc",
+            lead.date_of_birth.map(|d| d.to_string()),
+        ),
+        income: seal(
+            key,
+            id,
+            "annual_income_enc",
+            lead.annual_income.map(|m| m.to_string()),
+        ),
+        address: seal(
+            key,
+            id,
+            "address_enc",
+            lead.address
+                .as_ref()
+                .map(|a| serde_json::to_string(a).unwrap_or_default()),
+        ),
+        notes: seal(key, id, "notes_enc", lead.notes.clone()),
+    }
+}
+
+/// Which fields a lead carries (audit details: names, never values).
+fn present_fields(lead: &ValidLead) -> Vec<&'static str> {
+    let mut fields = vec!["first_name", "last_name"];
+    for (name, present) in [
+        ("email", lead.email.is_some()),
+        ("phone", lead.phone.is_some()),
+        ("ssn", lead.ssn.is_some()),
+        ("date_of_birth", lead.date_of_birth.is_some()),
+        ("address", lead.address.is_some()),
+        ("annual_income", lead.annual_income.is_some()),
+        ("loan_purpose", lead.loan_purpose.is_some()),
+        ("source", lead.source.is_some()),
+        ("notes", lead.notes.is_some()),
+    ] {
+        if present {
+            fields.push(name);
+        }
+    }
+    fields
+}
+
+fn today() -> time::Date {
+    OffsetDateTime::now_utc().date()
+}
+
+/// A lead's input validated, with the credit consent it may carry (both sets of field
+/// errors reported together).
+pub fn validate(
+    mut input: LeadInput,
+) -> Result<(ValidLead, Option<(PullType, Consent)>), AppError> {
+    let consent = input
+        .credit_consent
+        .take()
+        .map(|c| c.validate(OffsetDateTime::now_utc()));
+    match (input.validate(today()), consent.transpose()) {
+        (Ok(lead), Ok(credit)) => Ok((lead, credit)),
+        (lead, credit) => {
+            let mut errors = lead.err().unwrap_or_default();
+            errors.extend(credit.err().unwrap_or_default());
+            Err(AppError::validation(errors))
+        }
+    }
+}
+
+/// Leads the caller can see with the same SSN: the blind index narrows, decryption decides.
+async fn possible_duplicates(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    ssn: &Ssn,
+    index: i32,
+) -> Result<Vec<Uuid>, AppError> {
+    let candidates = store::ssn_candidates(&state.db, index, id, &actor.read_scope()).await?;
+    let mut duplicates = Vec::new();
+    for (candidate, envelope) in candidates {
+        let key = file_key(state, candidate).await?;
+        if unseal(&key, candidate, "ssn_enc", &envelope)?.as_deref() == Some(ssn.digits()) {
+            duplicates.push(candidate);
+        }
+    }
+    Ok(duplicates)
+}
+
+/// `POST /v1/leads`: validate, then [`create_with_pull`].
+pub async fn create_from_input(
+    state: &AppState,
+    actor: &Actor,
+    input: LeadInput,
+    request_id: &str,
+) -> Result<Lead, AppError> {
+    actor.write_scope()?;
+    let (lead, credit) = validate(input)?;
+    create_with_pull(state, actor, &lead, credit, request_id).await
+}
+
+/// Create a lead for `actor`: the data key, the encrypted row, the audit row and the
+/// `lead.created` event in one transaction; then the duplicate check.
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    lead: &ValidLead,
+    request_id: &str,
+) -> Result<Lead, AppError> {
+    create_with_pull(state, actor, lead, None, request_id).await
+}
+
+/// As [`create`]; with a credit consent, the pull it permits is queued in the same
+/// transaction (the saga's first step: no lead with a consent is left without its pull).
+pub async fn create_with_pull(
+    state: &AppState,
+    actor: &Actor,
+    lead: &ValidLead,
+    credit: Option<(crate::credit::PullType, crate::credit::Consent)>,
+    request_id: &str,
+) -> Result<Lead, AppError> {
+    actor.write_scope()?;
+    let id = Uuid::now_v7();
+    let index_key = state
+        .keys
+        .ssn_index_key(&state.db)
+        .await
+        .map_err(kms_unavailable)?;
+    let mut tx = state.db.begin().await?;
+    let key = state
+        .keys
+        .create_file_key(&mut tx, id)
+        .await
+        .map_err(kms_unavailable)?;
+    let sealed = seal_lead(lead, id, &key, &index_key);
+    store::insert(
+        &mut tx,
+        id,
+        lead,
+        &sealed,
+        &actor.subject,
+        actor.team.as_deref(),
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: id,
+            actor,
+            action: "lead.created",
+            entity_type: "lead",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "fields": present_fields(lead) }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut tx,
+        "lead.created",
+        json!({ "leadId": id }),
+        Some(request_id),
+    )
+    .await?;
+    if let Some((pull_type, consent)) = &credit {
+        crate::credit::ops::queue_pull(
+            state,
+            &mut tx,
+            actor,
+            id,
+            *pull_type,
+            consent,
+            ("new", None),
+            request_id,
+        )
+        .await?;
+    }
+    let row = store::fetch(&mut tx, id, &ReadScope::All, false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the lead just written is missing"))?;
+    tx.commit().await?;
+
+    let mut view = render(&row, &key, actor, false)?;
+    if let (Some(ssn), Some(index)) = (&lead.ssn, sealed.ssn_index) {
+        let duplicates = possible_duplicates(state, actor, id, ssn, index).await?;
+        if !duplicates.is_empty() {
+            view.possible_duplicates = Some(duplicates);
+        }
+    }
+    Ok(view)
+}
+
+/// One lead; the full SSN only with `reveal_ssn` (needs write access to the file and a
+/// recent sign-in; audited).
+pub async fn get(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    reveal_ssn: bool,
+    side_effects: &SideEffects,
+    request_id: &str,
+) -> Result<Lead, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let row = store::fetch(&mut conn, id, &actor.read_scope(), false)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    drop(conn);
+    if reveal_ssn {
+        if actor.masks(&row.owner_subject, row.team.as_deref()) {
+            return Err(AppError::forbidden());
+        }
+        side_effects.require()?;
+        actor.require_recent_auth(state.settings.auth.step_up_max_age_secs)?;
+        let mut tx = state.db.begin().await?;
+        audit::record(
+            &mut tx,
+            audit::Entry {
+                chain: id,
+                actor,
+                action: "lead.ssn_revealed",
+                entity_type: "lead",
+                entity_id: id,
+                request_id: Some(request_id),
+                details: json!({ "fields": ["ssn"] }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    let key = file_key(state, id).await?;
+    render(&row, &key, actor, reveal_ssn)
+}
+
+/// The `like` pattern of a name search: lower case, the caller's `%`, `_` and `\` literal.
+pub fn name_pattern(q: &str) -> String {
+    format!(
+        "%{}%",
+        q.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
+
+/// The leads the caller can see, newest first.
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<LeadList, AppError> {
+    let mut rows = store::list(&state.db, &actor.read_scope(), filter, limit + 1).await?;
+    let next_cursor = next_page(&mut rows, limit, |r| r.id.to_string());
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let key = file_key(state, row.id).await?;
+        items.push(render(row, &key, actor, false)?);
+    }
+    Ok(LeadList { items, next_cursor })
+}
+
+/// The full, unmasked JSON of a lead, as the merge patch's target.
+fn as_input_json(view: &Lead, ssn: Option<String>) -> Value {
+    let mut doc = json!({
+        "first_name": view.first_name,
+        "last_name": view.last_name,
+        "email": view.email,
+        "phone": view.phone,
+        "ssn": ssn,
+        "date_of_birth": view.date_of_birth,
+        "address": view.address,
+        "annual_income": view.annual_income,
+        "loan_purpose": view.loan_purpose,
+        "source": view.source,
+        "notes": view.notes,
+        "status": view.status,
+    });
+    if let Value::Object(fields) = &mut doc {
+        fields.retain(|_, v| !v.is_null());
+    }
+    doc
+}
+
+/// Update a lead with a JSON merge patch (RFC 7396): 404 for a lead the caller cannot see,
+/// 403 when visible but not writable, then the `If-Match` precondition (`if_match` is the
+/// header's parse, checked at that point so the answers keep this order).
+pub async fn patch(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    if_match: Result<i64, AppError>,
+    patch: &Value,
+    request_id: &str,
+) -> Result<Lead, AppError> {
+    if !patch.is_object() {
+        return Err(AppError::validation(vec![FieldError {
+            field: String::new(),
+            message: "a merge patch must be a JSON object".into(),
+        }]));
+    }
+    let scope = actor.read_scope();
+    let mut tx = state.db.begin().await?;
+    let row = store::fetch(&mut tx, id, &scope, true)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    // Visible but not writable (compliance, admin) is 403; invisible was 404 above.
+    let write_scope = actor.write_scope()?;
+    let writable = match &write_scope {
+        ReadScope::Own(subject) => &row.owner_subject == subject,
+        ReadScope::Team(team) => row.team.as_ref() == Some(team),
+        ReadScope::All => true,
+    };
+    if !writable {
+        return Err(AppError::forbidden());
+    }
+    if if_match? != row.version {
+        return Err(AppError::client(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "the lead changed since you read it; read it again",
+        ));
+    }
+    let key = file_key(state, id).await?;
+    let current_view = render(&row, &key, actor, true)?;
+    let current_ssn = unseal(&key, id, "ssn_enc", &row.ssn_enc)?;
+    let before = as_input_json(&current_view, current_ssn);
+    let mut merged = before.clone();
+    merge_patch(&mut merged, patch);
+    let input: LeadInput = serde_json::from_value(merged.clone()).map_err(|e| {
+        let message = e.to_string();
+        let message = message.split(" at line").next().unwrap_or("").to_owned();
+        AppError::validation(vec![FieldError {
+            field: String::new(),
+            message: if message.starts_with("invalid") {
+                "a field has an invalid value".into()
+            } else {
+                message
+            },
+        }])
+    })?;
+    let (lead, credit) = validate(input)?;
+    let changed: Vec<String> = patch
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| before.get(*k) != merged.get(*k))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let index_key = state
+        .keys
+        .ssn_index_key(&state.db)
+        .await
+        .map_err(kms_unavailable)?;
+    let sealed = seal_lead(&lead, id, &key, &index_key);
+    store::update(&mut tx, id, &lead, &sealed).await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: id,
+            actor,
+            action: "lead.updated",
+            entity_type: "lead",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "fields": changed }),
+        },
+    )
+    .await?;
+    // An update carrying a credit consent requests that pull, in the same transaction.
+    if let Some((pull_type, consent)) = &credit {
+        crate::credit::ops::queue_pull(
+            state,
+            &mut tx,
+            actor,
+            id,
+            *pull_type,
+            consent,
+            ("new", None),
+            request_id,
+        )
+        .await?;
+    }
+    let row = store::fetch(&mut tx, id, &ReadScope::All, false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the lead just updated is missing"))?;
+    tx.commit().await?;
+    render(&row, &key, actor, false)
+}
+
+/// The lead is visible (else 404) and the caller may act on it (else 403).
+pub async fn writable_lead(
+    conn: &mut sqlx::PgConnection,
+    lead: Uuid,
+    actor: &Actor,
+) -> Result<(), AppError> {
+    if !store::in_scope(conn, lead, &actor.read_scope()).await? {
+        return Err(AppError::not_found());
+    }
+    let scope = actor.write_scope()?;
+    if !store::in_scope(conn, lead, &scope).await? {
+        return Err(AppError::forbidden());
+    }
+    Ok(())
+}
+
+/// The borrower's email address, decrypted, if the lead has one.
+pub async fn email(
+    conn: &mut sqlx::PgConnection,
+    key: &[u8; 32],
+    lead: Uuid,
+) -> Result<Option<String>, AppError> {
+    let Some(sealed) = store::email_enc(conn, lead).await? else {
+        return Ok(None);
+    };
+    let plain = field::decrypt(key, at(lead, "email_enc"), &sealed)
+        .map_err(|e| anyhow::anyhow!("decrypting the lead's email: {e}"))?;
+    Ok(Some(String::from_utf8_lossy(&plain).into_owned()))
+}
+
+/// The owner and team of a lead within `scope`, the lead locked against deletion for the
+/// rest of the caller's transaction (a loan or request being attached to it).
+pub async fn owner_for_share(
+    tx: &mut sqlx::PgConnection,
+    lead: Uuid,
+    scope: &ReadScope,
+) -> Result<Option<(String, Option<String>)>, AppError> {
+    Ok(store::owner_for_share(tx, lead, scope).await?)
+}
+
+/// Whether the lead carries what a credit pull needs (SSN, date of birth, address); `None`
+/// when there is no such lead.
+pub async fn subject_complete(
+    conn: &mut sqlx::PgConnection,
+    lead: Uuid,
+) -> Result<Option<bool>, AppError> {
+    Ok(store::subject_complete(conn, lead).await?)
+}
+
+/// The lead is visible to the caller (else 404).
+pub async fn visible_lead(
+    conn: &mut sqlx::PgConnection,
+    lead: Uuid,
+    actor: &Actor,
+) -> Result<(), AppError> {
+    if store::in_scope(conn, lead, &actor.read_scope()).await? {
+        Ok(())
+    } else {
+        Err(AppError::not_found())
+    }
+}

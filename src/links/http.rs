@@ -1,0 +1,445 @@
+//! Borrower upload links (docs/security.md, docs/api.md): agents create (the token is shown once), list
+//! and revoke them; borrowers read a link's state with the token alone.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{Postgres, QueryBuilder};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::email_at;
+use super::ops::{active_link, insert_link};
+use super::store::COUNTS_AGAINST_LINK;
+use crate::audit;
+use crate::auth::Actor;
+use crate::crypto::field::{self, Location};
+use crate::error::{AppError, AppJson, FieldError};
+use crate::http::edge::RequestId;
+use crate::http::support::{kms_unavailable, push_scope, rfc3339, with_location};
+use crate::loans::ops::{visible_loan, writable_loan};
+use crate::state::AppState;
+
+pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let creating = crate::http::idempotency::layer(
+        state,
+        OpenApiRouter::new().routes(routes!(create_link, list_links)),
+    );
+    OpenApiRouter::new()
+        .routes(routes!(revoke_link))
+        .merge(creating)
+}
+
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(link_state))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLink {
+    borrower_email: Option<String>,
+    /// 1–720, default 168 (7 days).
+    expires_in_hours: Option<u32>,
+    /// 1–100, default 20. Counts files not rejected.
+    max_files: Option<u32>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UploadLink {
+    id: Uuid,
+    loan_id: Uuid,
+    url: String,
+    /// Only in the creation response: it is never stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    expires_at: String,
+    max_files: i32,
+    files_accepted: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    borrower_email: Option<String>,
+    revoked_at: Option<String>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct LinkRow {
+    id: Uuid,
+    loan_id: Uuid,
+    lead_id: Uuid,
+    borrower_email_enc: Option<Vec<u8>>,
+    expires_at: OffsetDateTime,
+    max_files: i32,
+    revoked_at: Option<OffsetDateTime>,
+    files_accepted: i64,
+    /// The loan's owner and team: whom the recipient is masked for.
+    owner_subject: String,
+    team: Option<String>,
+}
+
+/// What a link's `url` reads after its creation response: the token is shown once.
+const NOT_SHOWN_AGAIN: &str = "(shown once, at creation)";
+
+fn link_url(state: &AppState, token: &str) -> String {
+    format!(
+        "{}/u/{token}",
+        state
+            .settings
+            .server
+            .public_base_url
+            .as_str()
+            .trim_end_matches('/')
+    )
+}
+
+/// The API shape of a link for `actor`; an admin sees the recipient masked.
+async fn render(
+    state: &AppState,
+    row: &LinkRow,
+    token: Option<String>,
+    actor: &Actor,
+) -> Result<UploadLink, AppError> {
+    let borrower_email = match &row.borrower_email_enc {
+        Some(enc) => {
+            let key = state
+                .keys
+                .file_key(&state.db, row.lead_id)
+                .await
+                .map_err(kms_unavailable)?;
+            let plain = field::decrypt(&key, email_at(row.id), enc)
+                .map_err(|e| anyhow::anyhow!("decrypting a link's borrower email: {e}"))?;
+            let email = String::from_utf8_lossy(&plain).into_owned();
+            Some(if actor.masks(&row.owner_subject, row.team.as_deref()) {
+                crate::domain::mask::email(&email)
+            } else {
+                email
+            })
+        }
+        None => None,
+    };
+    Ok(UploadLink {
+        id: row.id,
+        loan_id: row.loan_id,
+        url: token
+            .as_deref()
+            .map(|t| link_url(state, t))
+            .unwrap_or_else(|| NOT_SHOWN_AGAIN.into()),
+        token,
+        expires_at: rfc3339(row.expires_at),
+        max_files: row.max_files,
+        files_accepted: row.files_accepted,
+        borrower_email,
+        revoked_at: row.revoked_at.map(rfc3339),
+    })
+}
+
+fn select_link() -> String {
+    format!(
+        "select id, loan_id, lead_id, borrower_email_enc, expires_at, max_files, revoked_at,
+                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}) as files_accepted,
+                (select o.owner_subject from loans o where o.id = l.loan_id) as owner_subject,
+                (select o.team from loans o where o.id = l.loan_id) as team
+           from upload_links l"
+    )
+}
+
+/// Create a borrower upload link; the token (and URL) appear in this response only.
+#[utoipa::path(post, path = "/v1/loans/{id}/upload-links", tag = "upload links", params(("id" = Uuid, Path)),
+    request_body = NewLink,
+    responses((status = 201, description = "Created", body = UploadLink)))]
+async fn create_link(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(loan_id): Path<Uuid>,
+    AppJson(input): AppJson<NewLink>,
+) -> Result<Response, AppError> {
+    actor.write_scope()?;
+    let mut errors = Vec::new();
+    let hours = input.expires_in_hours.unwrap_or(168);
+    if !(1..=720).contains(&hours) {
+        errors.push(FieldError {
+            field: "expires_in_hours".into(),
+            message: "must be between 1 and 720".into(),
+        });
+    }
+    let max_files = input.max_files.unwrap_or(20);
+    if !(1..=100).contains(&max_files) {
+        errors.push(FieldError {
+            field: "max_files".into(),
+            message: "must be between 1 and 100".into(),
+        });
+    }
+    let email = input
+        .borrower_email
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| !e.is_empty());
+    if let Some(e) = &email
+        && (e.len() > 254 || !e.contains('@') || e.contains(char::is_whitespace))
+    {
+        errors.push(FieldError {
+            field: "borrower_email".into(),
+            message: "must be an email address".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+    let mut tx = state.db.begin().await?;
+    let lead_id = writable_loan(&mut tx, loan_id, &actor).await?;
+    let (id, token) = insert_link(
+        &state,
+        &mut tx,
+        &actor,
+        (loan_id, lead_id),
+        email.as_deref(),
+        hours,
+        max_files,
+        &request_id.0,
+    )
+    .await?;
+    let row: LinkRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} where id = $1",
+        select_link()
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let link = render(&state, &row, Some(token), &actor).await?;
+    let mut response = with_location(
+        StatusCode::CREATED,
+        link,
+        &format!("/v1/loans/{loan_id}/upload-links"),
+    );
+    // The token is a capability shown once: a replay of this creation answers without it
+    // (the stored copy would outlive a revocation).
+    response
+        .extensions_mut()
+        .insert(crate::http::idempotency::StoreWithout(&[
+            ("token", None),
+            ("url", Some(NOT_SHOWN_AGAIN)),
+        ]));
+    Ok(response)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkList {
+    items: Vec<UploadLink>,
+    next_cursor: Option<String>,
+}
+
+/// The loan's upload links (tokens are never shown again).
+#[utoipa::path(get, path = "/v1/loans/{id}/upload-links", tag = "upload links",
+    params(("id" = Uuid, Path), crate::http::support::PageParams),
+    responses((status = 200, description = "Links", body = LinkList)))]
+async fn list_links(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(loan_id): Path<Uuid>,
+    query: Result<
+        axum::extract::Query<crate::http::support::PageParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<AppJson<LinkList>, AppError> {
+    let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
+    let mut conn = state.db.acquire().await?;
+    visible_loan(&mut conn, loan_id, &actor).await?;
+    let mut rows: Vec<LinkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} where loan_id = $1 and ($2::uuid is null or id < $2) order by id desc limit $3",
+        select_link()
+    )))
+    .bind(loan_id)
+    .bind(page.after)
+    .bind(page.limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
+    drop(conn);
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        items.push(render(&state, row, None, &actor).await?);
+    }
+    Ok(AppJson(LinkList { items, next_cursor }))
+}
+
+/// Revoke a link at once.
+#[utoipa::path(delete, path = "/v1/upload-links/{id}", tag = "upload links", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Revoked")))]
+async fn revoke_link(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select l.lead_id from upload_links l join loans o on o.id = l.loan_id where l.id = ",
+    );
+    query.push_bind(id);
+    push_scope(&mut query, "o", &actor.read_scope());
+    query.push(" for update of l");
+    let lead: Option<Uuid> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
+    let Some(lead_id) = lead else {
+        return Err(AppError::not_found());
+    };
+    let write_scope = actor.write_scope()?;
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select 1 from upload_links l join loans o on o.id = l.loan_id where l.id = ",
+    );
+    query.push_bind(id);
+    push_scope(&mut query, "o", &write_scope);
+    let writable: Option<i32> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
+    if writable.is_none() {
+        return Err(AppError::forbidden());
+    }
+    // The sealed token goes with the revocation: nothing can send this link again.
+    // language=PostgreSQL
+    sqlx::query(
+        "update upload_links set revoked_at = coalesce(revoked_at, now()), token_enc = null where id = $1",
+    )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead_id,
+            actor: &actor,
+            action: "upload_link.revoked",
+            entity_type: "upload_link",
+            entity_id: id,
+            request_id: Some(&request_id.0),
+            details: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkState {
+    state: &'static str,
+    expires_at: String,
+    agent: String,
+    max_files: i32,
+    files_accepted: i64,
+    /// The largest file accepted, in bytes.
+    max_file_bytes: u64,
+    accepted_types: Vec<&'static str>,
+    requests: Vec<crate::requests::PublicRequest>,
+    files: Vec<ReceivedFile>,
+}
+
+/// A file the borrower sent through this link, as the borrower may see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReceivedFile {
+    id: Uuid,
+    filename: String,
+    doc_type: String,
+    document_request_id: Option<Uuid>,
+    /// The pipeline's state; an agent's rejection shows as `rejected` with reason
+    /// `rejected_by_agent` and the agent's `review_reason`.
+    state: String,
+    reason: Option<String>,
+    review_reason: Option<String>,
+    created_at: String,
+}
+
+/// A borrower's view of their link. Any token that matches no link is 404 `link_not_found`.
+#[utoipa::path(get, path = "/v1/public/upload-links/{token}", tag = "borrowers", params(("token" = String, Path)),
+    responses(
+        (status = 200, description = "The link", body = LinkState),
+        (status = 404, description = "No such link", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired, revoked or full", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn link_state(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<AppJson<LinkState>, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let link = active_link(&mut conn, &token, false).await?;
+    let key = state
+        .keys
+        .file_key(&state.db, link.lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let requests = crate::requests::ops::for_borrower(&mut conn, &key, link.loan_id).await?;
+    // language=PostgreSQL
+    let rows: Vec<FileRow> = sqlx::query_as(
+        "select id, filename_enc, doc_type, document_request_id, state, reason, review_decision,
+                review_reason_enc, created_at
+           from documents where upload_link_id = $1 and state <> 'deleted' order by id",
+    )
+    .bind(link.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut files = Vec::with_capacity(rows.len());
+    for row in rows {
+        let filename = field::decrypt(
+            &key,
+            Location {
+                table: "documents",
+                column: "filename_enc",
+                row: row.id,
+            },
+            &row.filename_enc,
+        )
+        .map_err(|e| anyhow::anyhow!("decrypting a filename: {e}"))?;
+        let rejected_by_agent = row.review_decision.as_deref() == Some("reject");
+        files.push(ReceivedFile {
+            id: row.id,
+            filename: String::from_utf8_lossy(&filename).into_owned(),
+            doc_type: row.doc_type,
+            document_request_id: row.document_request_id,
+            state: if rejected_by_agent {
+                "rejected".into()
+            } else {
+                row.state
+            },
+            reason: if rejected_by_agent {
+                Some("rejected_by_agent".into())
+            } else {
+                row.reason
+            },
+            review_reason: if rejected_by_agent {
+                crate::documents::review_reason(&key, row.id, row.review_reason_enc.as_deref())?
+            } else {
+                None
+            },
+            created_at: rfc3339(row.created_at),
+        });
+    }
+    Ok(AppJson(LinkState {
+        state: if link.files_accepted >= i64::from(link.max_files) {
+            "full"
+        } else {
+            "active"
+        },
+        expires_at: rfc3339(link.expires_at),
+        agent: link.agent,
+        max_files: link.max_files,
+        files_accepted: link.files_accepted,
+        max_file_bytes: state.settings.documents.max_upload_bytes,
+        accepted_types: crate::documents::ALLOWED_CONTENT_TYPES.to_vec(),
+        requests,
+        files,
+    }))
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct FileRow {
+    id: Uuid,
+    filename_enc: Vec<u8>,
+    doc_type: String,
+    document_request_id: Option<Uuid>,
+    state: String,
+    reason: Option<String>,
+    review_decision: Option<String>,
+    review_reason_enc: Option<Vec<u8>>,
+    created_at: OffsetDateTime,
+}

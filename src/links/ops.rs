@@ -1,0 +1,171 @@
+//! The upload-link operations other parts call: creating a link (with its audit row and
+//! `upload_link.created` event, in the caller's transaction) and resolving a borrower's
+//! token to the link it opens, with the contract's answers when it opens nothing.
+
+use axum::http::StatusCode;
+use serde_json::json;
+use sqlx::PgConnection;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::store::{self, LinkLookup, NewLinkRow};
+use super::{email_at, token_at, token_hash};
+use crate::audit;
+use crate::auth::Actor;
+use crate::auth::session::random_token;
+use crate::crypto::field;
+use crate::db::outbox;
+use crate::error::{AppError, kms_unavailable};
+use crate::state::AppState;
+
+/// Write a link with its audit row and `upload_link.created` event, in `tx`; its id and
+/// the token, which is never stored.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_link(
+    state: &AppState,
+    tx: &mut PgConnection,
+    actor: &Actor,
+    (loan_id, lead_id): (Uuid, Uuid),
+    email: Option<&str>,
+    hours: u32,
+    max_files: u32,
+    request_id: &str,
+) -> Result<(Uuid, String), AppError> {
+    let id = Uuid::now_v7();
+    let token = random_token();
+    let given_email = email.is_some();
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    // A link goes to the borrower's own address unless another was given at creation,
+    // which then becomes its only recipient (docs/api.md).
+    let email = match email {
+        Some(given) => Some(given.to_owned()),
+        None => crate::leads::ops::email(&mut *tx, &key, lead_id).await?,
+    };
+    let email_enc = email
+        .as_deref()
+        .map(|e| field::encrypt(&key, 1, email_at(id), e.as_bytes()));
+    // Kept sealed while the link lives, only so that messages to *that link's* recipient
+    // (the invitation, a rejection's way back, reminders) can carry it; wiped when the link
+    // is revoked or expires. Without a recipient it is never kept.
+    let token_enc = email
+        .as_ref()
+        .map(|_| field::encrypt(&key, 1, token_at(id), token.as_bytes()));
+    store::insert(
+        &mut *tx,
+        &NewLinkRow {
+            id,
+            loan_id,
+            lead_id,
+            token_hash: &token_hash(&token),
+            borrower_email_enc: email_enc.as_deref(),
+            hours,
+            max_files,
+            created_by: &actor.subject,
+            token_enc: token_enc.as_deref(),
+        },
+    )
+    .await?;
+    audit::record(
+        &mut *tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "upload_link.created",
+            entity_type: "upload_link",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "loan_id": loan_id, "expires_in_hours": hours, "max_files": max_files, "borrower_email_given": given_email, "has_recipient": email.is_some() }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut *tx,
+        "upload_link.created",
+        json!({ "linkId": id, "loanId": loan_id }),
+        Some(request_id),
+    )
+    .await?;
+    Ok((id, token))
+}
+
+/// A link that may take uploads now.
+pub struct ActiveLink {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub lead_id: Uuid,
+    pub max_files: i32,
+    pub files_accepted: i64,
+    pub expires_at: OffsetDateTime,
+    pub agent: String,
+}
+
+/// The link behind `token`, or the contract's answer: 404 `link_not_found`, 410
+/// `link_revoked` / `link_expired`, and — when `for_upload` — 410 `link_exhausted`.
+pub async fn active_link(
+    conn: &mut PgConnection,
+    token: &str,
+    for_upload: bool,
+) -> Result<ActiveLink, AppError> {
+    if for_upload {
+        // An upload locks the link row until its transaction ends, so concurrent
+        // announcements count the files one after another and `max_files` cannot be
+        // overrun. A statement of its own: the count below must be read with a snapshot
+        // taken after the lock was granted (READ COMMITTED takes one per statement).
+        store::lock_by_token(&mut *conn, &token_hash(token)).await?;
+    }
+    let Some(LinkLookup {
+        id,
+        loan_id,
+        lead_id,
+        max_files,
+        expires_at,
+        revoked_at,
+        files_accepted,
+        agent,
+    }) = store::by_token(&mut *conn, &token_hash(token)).await?
+    else {
+        return Err(link_error(
+            StatusCode::NOT_FOUND,
+            "link_not_found",
+            "this upload link does not exist",
+        ));
+    };
+    if revoked_at.is_some() {
+        return Err(link_error(
+            StatusCode::GONE,
+            "link_revoked",
+            "this upload link was revoked; ask your loan officer for a new one",
+        ));
+    }
+    if expires_at <= OffsetDateTime::now_utc() {
+        return Err(link_error(
+            StatusCode::GONE,
+            "link_expired",
+            "this upload link has expired; ask your loan officer for a new one",
+        ));
+    }
+    if for_upload && files_accepted >= i64::from(max_files) {
+        return Err(link_error(
+            StatusCode::GONE,
+            "link_exhausted",
+            "this upload link has taken all the files it accepts",
+        ));
+    }
+    Ok(ActiveLink {
+        id,
+        loan_id,
+        lead_id,
+        max_files,
+        files_accepted,
+        expires_at,
+        agent,
+    })
+}
+
+fn link_error(status: StatusCode, code: &'static str, detail: &str) -> AppError {
+    AppError::client(status, code, detail.to_owned())
+}

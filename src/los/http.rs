@@ -1,0 +1,278 @@
+//! The LOS routes (docs/api.md): the signed milestone webhook, and the agent's re-drive of
+//! a loan's LOS submission.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::auth::Actor;
+use crate::db::outbox;
+use crate::error::{AppError, AppJson, FieldError};
+use crate::http::edge::RequestId;
+use crate::integrations::webhook_signature::{self as signature, HeaderError};
+use crate::loans::ops::writable_loan;
+use crate::los::worker::{MILESTONES, Outcome, apply_milestone};
+use crate::state::AppState;
+
+pub fn public_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(webhook))
+}
+
+pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
+    crate::http::idempotency::layer(state, OpenApiRouter::new().routes(routes!(resubmit)))
+}
+
+fn unauthorized(code: &'static str, detail: &str) -> AppError {
+    AppError::client(StatusCode::UNAUTHORIZED, code, detail.to_owned())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct MilestoneEvent {
+    event_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    los_loan_id: String,
+    loan_id: Option<Uuid>,
+    /// underwriting | approved | closed | denied | withdrawn | suspended
+    milestone: String,
+    occurred_at: String,
+}
+
+/// LOS milestone events, signed with `Loanfolio-Signature`.
+#[utoipa::path(post, path = "/v1/webhooks/los", tag = "integrations", request_body = MilestoneEvent,
+    responses(
+        (status = 204, description = "Applied, or already seen"),
+        (status = 202, description = "Recorded, not applied (unknown loan or a milestone the status machine does not allow)"),
+        (status = 400, description = "Malformed JSON", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_signature` or `stale_timestamp`", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid event", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn webhook(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    request: axum::extract::Request,
+) -> Result<Response, AppError> {
+    // The header first: a forged or stale request is refused before one byte of its body
+    // is read, whatever its size (docs/api.md; integrations::webhook_signature).
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let header = request
+        .headers()
+        .get("loanfolio-signature")
+        .ok_or(HeaderError::Malformed)
+        .and_then(|v| signature::parse(v.as_bytes(), now))
+        .map_err(|e| match e {
+            HeaderError::Malformed => unauthorized(
+                "invalid_signature",
+                "missing or malformed Loanfolio-Signature",
+            ),
+            HeaderError::Stale => unauthorized(
+                "stale_timestamp",
+                "the signature's timestamp is more than 300 s away from now",
+            ),
+        })?;
+    let limit = state.settings.los.webhook_body_limit_bytes;
+    let too_large = || {
+        AppError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("webhook bodies may be at most {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| too_large())?;
+    let keys = state
+        .webhook_keys
+        .current()
+        .map_err(|e| anyhow::anyhow!("LOS webhook secrets: {e}"))?;
+    if !keys.verify(&header, &body) {
+        return Err(unauthorized(
+            "invalid_signature",
+            "the signature does not match",
+        ));
+    }
+    let event: MilestoneEvent = serde_json::from_slice(&body).map_err(|_| {
+        AppError::client(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "the body is not a milestone event".to_owned(),
+        )
+    })?;
+    let mut errors = Vec::new();
+    let mut check = |ok: bool, field: &str, message: &str| {
+        if !ok {
+            errors.push(FieldError {
+                field: field.into(),
+                message: message.into(),
+            });
+        }
+    };
+    check(
+        !event.event_id.is_empty() && event.event_id.len() <= 200,
+        "event_id",
+        "1–200 characters",
+    );
+    check(
+        event.kind == "loan.milestone",
+        "type",
+        "must be loan.milestone",
+    );
+    check(
+        !event.los_loan_id.is_empty() && event.los_loan_id.len() <= 200,
+        "los_loan_id",
+        "1–200 characters",
+    );
+    check(
+        MILESTONES.contains(&event.milestone.as_str()),
+        "milestone",
+        "unknown milestone",
+    );
+    let occurred_at = OffsetDateTime::parse(&event.occurred_at, &Rfc3339).ok();
+    check(
+        occurred_at.is_some(),
+        "occurred_at",
+        "must be an RFC 3339 time",
+    );
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+
+    let mut tx = state.db.begin().await?;
+    // The event id is claimed first: concurrent deliveries of one event wait here for the
+    // first to commit, then find it taken.
+    // language=PostgreSQL
+    let fresh = sqlx::query(
+        "insert into los_webhook_events (event_id, los_loan_id, milestone, outcome, occurred_at)
+         values ($1, $2, $3, 'pending', $4) on conflict (event_id) do nothing",
+    )
+    .bind(&event.event_id)
+    .bind(&event.los_loan_id)
+    .bind(&event.milestone)
+    .bind(occurred_at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    // language=PostgreSQL
+    let loan: Option<Uuid> = sqlx::query_scalar(
+        "select id from loans where los_loan_id = $1 and ($2::uuid is null or id = $2)",
+    )
+    .bind(&event.los_loan_id)
+    .bind(event.loan_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let outcome = match loan {
+        Some(loan) => {
+            apply_milestone(
+                &state,
+                &mut tx,
+                loan,
+                &event.milestone,
+                "webhook",
+                &request_id.0,
+            )
+            .await?
+        }
+        None => Outcome::UnknownLoan,
+    };
+    // language=PostgreSQL
+    sqlx::query("update los_webhook_events set outcome = $2, loan_id = $3 where event_id = $1")
+        .bind(&event.event_id)
+        .bind(outcome.as_str())
+        .bind(loan)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(match outcome {
+        Outcome::Applied | Outcome::Recorded | Outcome::AlreadyThere => StatusCode::NO_CONTENT,
+        Outcome::NotAllowed | Outcome::UnknownLoan => StatusCode::ACCEPTED,
+    }
+    .into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Submission {
+    loan_id: Uuid,
+    los_loan_id: Option<String>,
+    /// `queued`: the LOS submitter will (re)submit the loan.
+    submission: &'static str,
+}
+
+/// (Re)submit a loan to the LOS; normally automatic when the loan becomes `submitted`.
+#[utoipa::path(post, path = "/v1/loans/{id}/los-submission", tag = "loans", params(("id" = Uuid, Path)),
+    responses(
+        (status = 202, description = "Queued", body = Submission),
+        (status = 409, description = "The loan is not submitted or in underwriting", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn resubmit(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(loan): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let lead_id = writable_loan(&mut tx, loan, &actor).await?;
+    // language=PostgreSQL
+    let (status, los_loan_id): (String, Option<String>) =
+        sqlx::query_as("select status, los_loan_id from loans where id = $1 for update")
+            .bind(loan)
+            .fetch_one(&mut *tx)
+            .await?;
+    if !matches!(status.as_str(), "submitted" | "underwriting") {
+        return Err(AppError::client(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            format!("a {status} loan is not submitted to the LOS"),
+        ));
+    }
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead_id,
+            actor: &actor,
+            action: "loan.los_submission_requested",
+            entity_type: "loan",
+            entity_id: loan,
+            request_id: Some(&request_id.0),
+            details: json!({}),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut tx,
+        "los.submission.requested",
+        json!({ "loanId": loan }),
+        Some(&request_id.0),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        AppJson(Submission {
+            loan_id: loan,
+            los_loan_id,
+            submission: "queued",
+        }),
+    )
+        .into_response())
+}

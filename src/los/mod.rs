@@ -1,0 +1,4 @@
+//! The loan origination system: submissions, milestone webhooks and their reconciliation.
+
+pub mod http;
+pub mod worker;

@@ -1,0 +1,126 @@
+//! The borrower's SMS opt-in (TCPA): recorded with who, when and how; `DELETE` opts out at
+//! once. No SMS leaves without a current opt-in.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::audit;
+use crate::auth::Actor;
+use crate::credit::ConsentMethod;
+use crate::error::{AppError, AppJson, FieldError};
+use crate::http::edge::RequestId;
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(record, opt_out))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsConsentInput {
+    /// RFC 3339; not in the future.
+    obtained_at: String,
+    method: ConsentMethod,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SmsConsent {
+    obtained_at: String,
+    method: String,
+    obtained_by: String,
+}
+
+/// Record the borrower's SMS opt-in.
+#[utoipa::path(post, path = "/v1/leads/{id}/sms-consent", tag = "leads", params(("id" = Uuid, Path)),
+    request_body = SmsConsentInput, responses((status = 200, description = "Recorded", body = SmsConsent)))]
+async fn record(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(lead): Path<Uuid>,
+    AppJson(input): AppJson<SmsConsentInput>,
+) -> Result<AppJson<SmsConsent>, AppError> {
+    let obtained_at = OffsetDateTime::parse(&input.obtained_at, &Rfc3339)
+        .ok()
+        .filter(|t| *t <= OffsetDateTime::now_utc() + time::Duration::minutes(5))
+        .ok_or_else(|| {
+            AppError::validation(vec![FieldError {
+                field: "obtained_at".into(),
+                message: "must be an RFC 3339 time, not in the future".into(),
+            }])
+        })?;
+    let mut tx = state.db.begin().await?;
+    crate::leads::ops::writable_lead(&mut tx, lead, &actor).await?;
+    // language=PostgreSQL
+    sqlx::query(
+        "update leads set sms_consent_at = $2, sms_consent_method = $3, sms_consent_by = $4,
+                sms_opted_out_at = null, updated_at = now() where id = $1",
+    )
+    .bind(lead)
+    .bind(obtained_at)
+    .bind(input.method.as_str())
+    .bind(&actor.subject)
+    .execute(&mut *tx)
+    .await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead,
+            actor: &actor,
+            action: "lead.sms_consent_recorded",
+            entity_type: "lead",
+            entity_id: lead,
+            request_id: Some(&request_id.0),
+            details: json!({ "method": input.method.as_str() }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(AppJson(SmsConsent {
+        obtained_at: crate::http::support::rfc3339(obtained_at),
+        method: input.method.as_str().to_owned(),
+        obtained_by: actor.subject.clone(),
+    }))
+}
+
+/// Opt the borrower out of SMS, at once.
+#[utoipa::path(delete, path = "/v1/leads/{id}/sms-consent", tag = "leads", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Opted out")))]
+async fn opt_out(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(lead): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    crate::leads::ops::writable_lead(&mut tx, lead, &actor).await?;
+    // language=PostgreSQL
+    sqlx::query("update leads set sms_opted_out_at = now(), updated_at = now() where id = $1")
+        .bind(lead)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead,
+            actor: &actor,
+            action: "lead.sms_opted_out",
+            entity_type: "lead",
+            entity_id: lead,
+            request_id: Some(&request_id.0),
+            details: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

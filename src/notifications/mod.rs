@@ -1,0 +1,6 @@
+//! What borrowers and agents are told: the notifier (email and SMS from queue events), the
+//! document reminders, unsubscribe and SMS consent (the mailer and its templates: `crate::mail`).
+
+pub mod http;
+pub mod reminders;
+pub mod worker;

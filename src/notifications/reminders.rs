@@ -1,0 +1,130 @@
+//! Reminders for outstanding document requests (issue 7). A scheduler in the workers looks
+//! for due reminders every `reminders.tick_secs`; a PostgreSQL advisory lock held for the
+//! round's transaction makes it one runner at a time across replicas. A round marks the
+//! requests reminded and writes one `reminder.due` event per loan in the same transaction,
+//! so a crash sends nothing twice and loses nothing; the notifier turns the event into the
+//! borrower's email.
+//!
+//! The clock is a parameter of [`tick`]: the loop passes the system time, tests pass theirs.
+
+use std::time::Duration;
+
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::Schedule;
+use crate::db::outbox;
+use crate::links::store::link_takes_files;
+use crate::state::AppState;
+
+/// The "scheduler" name `worker.consumers` uses to place the reminders runner.
+pub const RUNNER: &str = "reminder-scheduler";
+pub use crate::events::REMINDER_DUE as TOPIC;
+
+/// Distinguishes this lock from every other advisory lock on the database.
+const LOCK_KEY: i64 = 0x6c66_7265_6d69_6e64; // "lfremind"
+
+/// One scheduling round at `now`: the number of reminder messages queued (one per loan).
+/// Does nothing in quiet hours, or while another replica holds the round.
+pub async fn tick(
+    state: &AppState,
+    schedule: &Schedule,
+    now: OffsetDateTime,
+) -> anyhow::Result<usize> {
+    if schedule.is_quiet(now) || schedule.max == 0 {
+        return Ok(0);
+    }
+    let mut tx = state.db.begin().await?;
+    // language=PostgreSQL
+    let ours: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(LOCK_KEY)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !ours {
+        return Ok(0);
+    }
+    // Each request still waiting on the borrower (`received`, `accepted` and
+    // `not_applicable` stop reminders; a rejected one asks for a new file) of a loan still
+    // collecting documents and with a live emailed link, with when its next reminder falls
+    // due; those due by now + the digest window are candidates.
+    // A live link is unexpired, unrevoked and not used up (it would answer 410).
+    let due: Vec<(Uuid, Uuid, i32, OffsetDateTime)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // language=PostgreSQL
+        "select r.id, r.loan_id, r.reminders_sent,
+                case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end as due_at
+           from document_requests r
+           join loans o on o.id = r.loan_id
+           join leads l on l.id = r.lead_id
+          where r.state in ('outstanding', 'rejected')
+            and o.status not in ('closed', 'denied', 'withdrawn')
+            and r.reminders_sent < $4
+            and l.email_opted_out_at is null
+            and exists (select 1 from upload_links u
+                         where u.loan_id = r.loan_id and u.token_enc is not null
+                           and {open})
+            and case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end <= $1 + $5
+          order by r.loan_id, r.id
+          for update of r skip locked",
+        open = link_takes_files("$1")
+    )))
+    .bind(now)
+    .bind(schedule.first)
+    .bind(schedule.every)
+    .bind(schedule.max)
+    .bind(schedule.window)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut queued = 0;
+    for group in due.chunk_by(|a, b| a.1 == b.1) {
+        // A digest goes out when its earliest request is due; the others ride along.
+        if group.iter().all(|(_, _, _, due_at)| *due_at > now) {
+            continue;
+        }
+        let loan = group[0].1;
+        let ids: Vec<Uuid> = group.iter().map(|r| r.0).collect();
+        let number = group.iter().map(|r| r.2).max().unwrap_or(0) + 1;
+        // language=PostgreSQL
+        sqlx::query(
+            "update document_requests set reminders_sent = reminders_sent + 1, last_reminded_at = $2
+              where id = any($1)",
+        )
+        .bind(&ids)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        outbox::enqueue(
+            &mut tx,
+            TOPIC,
+            json!({"loanId": loan, "requestIds": ids, "reminder": number}),
+            None,
+        )
+        .await?;
+        queued += 1;
+    }
+    tx.commit().await?;
+    Ok(queued)
+}
+
+/// The scheduler loop of `worker` (and `serve` with workers).
+pub async fn run(state: AppState) {
+    let schedule = match Schedule::from_settings(&state.settings.reminders) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reminders are off: invalid configuration");
+            return;
+        }
+    };
+    let every = Duration::from_secs(state.settings.reminders.tick_secs.max(1));
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match tick(&state, &schedule, OffsetDateTime::now_utc()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "document reminders queued"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "reminder round failed"),
+        }
+    }
+}

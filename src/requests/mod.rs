@@ -1,0 +1,36 @@
+//! The needs list: document requests on a loan, their timeline, and the agent's review.
+
+pub mod http;
+pub mod ops;
+pub mod store;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::error::AppError;
+use store::RequestRow;
+
+/// A request as the borrower's page shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublicRequest {
+    pub id: Uuid,
+    pub doc_type: String,
+    pub note: String,
+    pub due_date: Option<String>,
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+impl PublicRequest {
+    pub fn from_row(key: &[u8; 32], row: &RequestRow) -> Result<Self, AppError> {
+        let plain = ops::decrypt_request(key, row)?;
+        Ok(PublicRequest {
+            id: row.id,
+            doc_type: row.doc_type.clone(),
+            note: plain.note,
+            due_date: row.due_date.map(|d| d.to_string()),
+            state: row.state.clone(),
+            reason: plain.reason,
+        })
+    }
+}

@@ -1,0 +1,212 @@
+//! The needs-list operations other parts call: a request's timeline and state moves (in the
+//! caller's transaction), the pipeline's "a file arrived", and creating a request.
+
+use serde_json::json;
+use sqlx::PgConnection;
+use time::Date;
+use uuid::Uuid;
+
+use super::store::{self, NewEvent, NewRequestRow, RequestRow};
+use crate::audit;
+use crate::auth::Actor;
+use crate::crypto::field::{self, Location};
+use crate::db::outbox;
+use crate::documents::DocType;
+use crate::error::{AppError, kms_unavailable};
+use crate::state::AppState;
+
+pub fn at<'a>(table: &'a str, column: &'a str, row: Uuid) -> Location<'a> {
+    Location { table, column, row }
+}
+
+/// A request's note and reason in the clear: what the borrower's page shows.
+pub struct PlainRequest {
+    pub note: String,
+    pub reason: Option<String>,
+}
+
+pub fn decrypt_request(key: &[u8; 32], row: &RequestRow) -> Result<PlainRequest, AppError> {
+    let open = |column: &str, bytes: &[u8]| -> Result<String, AppError> {
+        let plain = field::decrypt(key, at("document_requests", column, row.id), bytes)
+            .map_err(|e| anyhow::anyhow!("decrypting a request's {column}: {e}"))?;
+        Ok(String::from_utf8_lossy(&plain).into_owned())
+    };
+    Ok(PlainRequest {
+        note: open("note_enc", &row.note_enc)?,
+        reason: row
+            .reason_enc
+            .as_deref()
+            .map(|r| open("reason_enc", r))
+            .transpose()?,
+    })
+}
+
+/// Append to a request's timeline (in the caller's transaction).
+pub async fn record_event(
+    conn: &mut PgConnection,
+    key: &[u8; 32],
+    request: Uuid,
+    event: &str,
+    by: &str,
+    document: Option<Uuid>,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let id = Uuid::now_v7();
+    let reason_enc = reason.map(|r| {
+        field::encrypt(
+            key,
+            1,
+            at("document_request_events", "reason_enc", id),
+            r.as_bytes(),
+        )
+    });
+    store::insert_event(
+        conn,
+        &NewEvent {
+            id,
+            request,
+            event,
+            by,
+            document,
+            reason_enc: reason_enc.as_deref(),
+        },
+    )
+    .await
+}
+
+/// Move a request to `state` with its reason (encrypted; `None` clears it) and timeline entry.
+#[allow(clippy::too_many_arguments)]
+pub async fn move_request(
+    conn: &mut PgConnection,
+    key: &[u8; 32],
+    request: Uuid,
+    state: &str,
+    event: &str,
+    by: &str,
+    document: Option<Uuid>,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let reason_enc = reason.map(|r| {
+        field::encrypt(
+            key,
+            1,
+            at("document_requests", "reason_enc", request),
+            r.as_bytes(),
+        )
+    });
+    store::set_state(conn, request, state, reason_enc.as_deref()).await?;
+    record_event(conn, key, request, event, by, document, reason).await
+}
+
+/// A file for `request` passed the pipeline: an outstanding or rejected request is now
+/// `received`. Called by the pipeline in its outcome transaction.
+pub async fn file_received(
+    conn: &mut PgConnection,
+    key: &[u8; 32],
+    request: Uuid,
+    document: Uuid,
+    by: &str,
+) -> Result<(), sqlx::Error> {
+    let current = store::state_for_update(conn, request).await?;
+    match current.as_deref() {
+        Some("outstanding" | "rejected") => {
+            move_request(
+                conn,
+                key,
+                request,
+                "received",
+                "received",
+                by,
+                Some(document),
+                None,
+            )
+            .await
+        }
+        // Already received, accepted or not applicable: the file is on the timeline only.
+        Some(_) => record_event(conn, key, request, "received", by, Some(document), None).await,
+        None => Ok(()),
+    }
+}
+
+/// Write a request with its first timeline entry, audit row and event, in `tx`.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_request(
+    state: &AppState,
+    tx: &mut PgConnection,
+    actor: &Actor,
+    (loan_id, lead_id): (Uuid, Uuid),
+    doc_type: DocType,
+    note: &str,
+    due_date: Option<Date>,
+    request_id: &str,
+) -> Result<Uuid, AppError> {
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let id = Uuid::now_v7();
+    let note_enc = field::encrypt(
+        &key,
+        1,
+        at("document_requests", "note_enc", id),
+        note.as_bytes(),
+    );
+    store::insert(
+        &mut *tx,
+        &NewRequestRow {
+            id,
+            loan_id,
+            lead_id,
+            doc_type,
+            note_enc: &note_enc,
+            due_date,
+            created_by: &actor.subject,
+        },
+    )
+    .await?;
+    record_event(
+        &mut *tx,
+        &key,
+        id,
+        "requested",
+        &actor.display_name,
+        None,
+        None,
+    )
+    .await?;
+    audit::record(
+        &mut *tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "document_request.created",
+            entity_type: "document_request",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "loan_id": loan_id, "doc_type": doc_type.as_str(), "due_date": due_date.map(|d| d.to_string()) }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut *tx,
+        "document_request.created",
+        json!({ "requestId": id, "loanId": loan_id, "docType": doc_type.as_str() }),
+        Some(request_id),
+    )
+    .await?;
+    Ok(id)
+}
+
+/// The loan's requests as its borrower's page shows them, in the order they were made.
+pub async fn for_borrower(
+    conn: &mut PgConnection,
+    key: &[u8; 32],
+    loan: Uuid,
+) -> Result<Vec<super::PublicRequest>, AppError> {
+    store::loan_requests(conn, loan)
+        .await?
+        .iter()
+        .map(|row| super::PublicRequest::from_row(key, row))
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! The only code that runs SQL on `document_requests` and `document_request_events`
+//! (the HTTP routes' own reads are still being moved here: docs/architecture.md).
+
+use sqlx::PgConnection;
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+use crate::documents::DocType;
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct RequestRow {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub lead_id: Uuid,
+    pub doc_type: String,
+    pub note_enc: Vec<u8>,
+    pub due_date: Option<Date>,
+    pub state: String,
+    pub reason_enc: Option<Vec<u8>>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// The loan's requests in the order they were made.
+pub async fn loan_requests(
+    conn: &mut PgConnection,
+    loan: Uuid,
+) -> Result<Vec<RequestRow>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select id, loan_id, lead_id, doc_type, note_enc, due_date, state, reason_enc, created_at, updated_at
+           from document_requests where loan_id = $1 order by id",
+    )
+    .bind(loan)
+    .fetch_all(conn)
+    .await
+}
+
+/// A request's state, locked for the rest of the caller's transaction.
+pub async fn state_for_update(
+    conn: &mut PgConnection,
+    request: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select state from document_requests where id = $1 for update")
+        .bind(request)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn set_state(
+    conn: &mut PgConnection,
+    request: Uuid,
+    state: &str,
+    reason_enc: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update document_requests set state = $2, reason_enc = $3, updated_at = now() where id = $1",
+    )
+    .bind(request)
+    .bind(state)
+    .bind(reason_enc)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A timeline entry (its reason sealed by the caller).
+pub struct NewEvent<'a> {
+    pub id: Uuid,
+    pub request: Uuid,
+    pub event: &'a str,
+    pub by: &'a str,
+    pub document: Option<Uuid>,
+    pub reason_enc: Option<&'a [u8]>,
+}
+
+pub async fn insert_event(
+    conn: &mut PgConnection,
+    event: &NewEvent<'_>,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into document_request_events (id, request_id, event, by_label, document_id, reason_enc)
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.id)
+    .bind(event.request)
+    .bind(event.event)
+    .bind(event.by)
+    .bind(event.document)
+    .bind(event.reason_enc)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A new request's row (its note sealed by the caller).
+pub struct NewRequestRow<'a> {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub lead_id: Uuid,
+    pub doc_type: DocType,
+    pub note_enc: &'a [u8],
+    pub due_date: Option<Date>,
+    pub created_by: &'a str,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    request: &NewRequestRow<'_>,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into document_requests (id, loan_id, lead_id, doc_type, note_enc, due_date, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(request.id)
+    .bind(request.loan_id)
+    .bind(request.lead_id)
+    .bind(request.doc_type.as_str())
+    .bind(request.note_enc)
+    .bind(request.due_date)
+    .bind(request.created_by)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
