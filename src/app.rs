@@ -79,16 +79,14 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
             state,
             crate::documents::http::routes(state),
         ))
-        .merge(crate::documents::http::public_routes())
         .merge(http::authenticated(
             state,
             crate::requests::http::routes(state),
         ))
-        .merge(crate::requests::http::public_routes())
         .merge(crate::web::routes())
         .merge(http::authenticated(
             state,
-            crate::credit::http::routes(state),
+            crate::leads::credit::http::routes(state),
         ))
         .merge(http::authenticated(
             state,
@@ -332,10 +330,12 @@ const BACKGROUND_TASKS: &[BackgroundTask] = &[
         },
     },
     BackgroundTask {
-        name: crate::credit::worker::CONSUMER,
-        runs: |settings| settings.worker.runs(crate::credit::worker::CONSUMER),
+        name: crate::leads::credit::worker::CONSUMER,
+        runs: |settings| settings.worker.runs(crate::leads::credit::worker::CONSUMER),
         start: |state| {
-            let handler = Arc::new(crate::credit::worker::CreditWorker::new(state.clone()));
+            let handler = Arc::new(crate::leads::credit::worker::CreditWorker::new(
+                state.clone(),
+            ));
             Box::pin(crate::queue::consumer::run(
                 state,
                 handler,

@@ -10,7 +10,6 @@ pub mod state;
 pub mod admin;
 pub mod agents;
 pub mod audit;
-pub mod credit;
 pub mod documents;
 pub mod leads;
 pub mod links;

@@ -14,7 +14,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder};
 
-use crate::auth::ReadScope;
+use crate::actor::ReadScope;
 use crate::config::DatabaseSettings;
 
 pub mod migration_check;

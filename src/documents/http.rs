@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::ops::{UploadTarget, finish_upload, render, start_upload, validate_upload};
 use super::store::{self, fetch};
-use super::{Document, DocumentList, NewUpload, Upload};
+use super::{Decision, Document, DocumentList, NewUpload, Upload, ops};
 use crate::actor::SideEffects;
 use crate::audit;
 use crate::auth::Actor;
@@ -24,7 +24,6 @@ use crate::documents::DocType;
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
 use crate::http::support::{kms_unavailable, with_location};
-use crate::links::borrower_actor;
 use crate::loans::ops::{visible_loan, writable_loan};
 use crate::state::AppState;
 
@@ -38,6 +37,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(download))
         .routes(routes!(get_document, delete_document))
         .routes(routes!(upload_url))
+        .routes(routes!(review_document))
         .merge(creating)
 }
 
@@ -79,7 +79,7 @@ async fn create_upload(
 }
 
 /// Declared size, type and fields, checked before anything is written.
-fn upload_created(upload: Upload) -> Response {
+pub fn upload_created(upload: Upload) -> Response {
     let location = format!("/v1/documents/{}", upload.document.id);
     with_location(StatusCode::CREATED, upload, &location)
 }
@@ -160,9 +160,6 @@ async fn complete(
     Ok((StatusCode::ACCEPTED, AppJson(document)).into_response())
 }
 
-/// `awaiting_upload` → `uploaded` with its audit row and `doc.uploaded` event, in one
-/// transaction; any later state is answered as it is. `link` confines a borrower to the
-/// documents of their link.
 /// The decrypted bytes of an `available` document (GET and HEAD); audited. An integrity
 /// failure mid-stream aborts the connection rather than delivering a silently short file.
 #[utoipa::path(get, path = "/v1/documents/{id}/content", tag = "documents", params(("id" = Uuid, Path)),
@@ -266,67 +263,6 @@ async fn download(
     Ok(response)
 }
 
-/// Borrower routes: the upload-link token is the only credential.
-pub fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(borrower_upload))
-        .routes(routes!(borrower_complete))
-}
-
-/// A borrower announces a file; answers the Upload shape with a pre-signed PUT URL.
-#[utoipa::path(post, path = "/v1/public/upload-links/{token}/files", tag = "borrowers",
-    params(("token" = String, Path)), request_body = NewUpload,
-    responses(
-        (status = 201, description = "Upload target", body = Upload),
-        (status = 404, description = "No such link", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "Expired, revoked or full", body = crate::error::Problem, content_type = "application/problem+json"),
-    ))]
-async fn borrower_upload(
-    State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    Path(token): Path<String>,
-    AppJson(input): AppJson<NewUpload>,
-) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    let link = crate::links::ops::active_link(&mut tx, &token, true).await?;
-    let content_type = validate_upload(&state, &input)?;
-    let actor = borrower_actor(link.id);
-    let target = UploadTarget::Link {
-        loan_id: link.loan_id,
-        lead_id: link.lead_id,
-        link_id: link.id,
-    };
-    let upload = start_upload(
-        &state,
-        tx,
-        target,
-        &input,
-        &content_type,
-        &actor,
-        &request_id.0,
-    )
-    .await?;
-    Ok(upload_created(upload))
-}
-
-/// A borrower's PUT finished: start processing (idempotent).
-#[utoipa::path(post, path = "/v1/public/upload-links/{token}/files/{document_id}/complete", tag = "borrowers",
-    params(("token" = String, Path), ("document_id" = Uuid, Path)),
-    responses((status = 202, description = "Processing", body = Document)))]
-async fn borrower_complete(
-    State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    Path((token, document)): Path<(String, Uuid)>,
-) -> Result<Response, AppError> {
-    let mut conn = state.db.acquire().await?;
-    let link = crate::links::ops::active_link(&mut conn, &token, false).await?;
-    drop(conn);
-    let actor = borrower_actor(link.id);
-    // A link reaches only its own documents: another loan's id is simply not found.
-    let document = finish_upload(&state, document, Some(link.id), &actor, &request_id.0).await?;
-    Ok((StatusCode::ACCEPTED, AppJson(document)).into_response())
-}
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UploadUrlParams {
@@ -405,4 +341,49 @@ async fn delete_document(
     }
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    decision: Decision,
+    /// Required when rejecting; shown to the borrower.
+    reason: Option<String>,
+}
+
+/// An agent's review of an `available` document. A rejection puts the document's request
+/// back to `rejected` with the reason, and the document stops counting against its link's
+/// `max_files`, so the borrower can upload a replacement.
+#[utoipa::path(post, path = "/v1/documents/{id}/review", tag = "documents",
+    params(("id" = Uuid, Path)), request_body = Review,
+    responses(
+        (status = 200, description = "Reviewed; the document", body = Document),
+        (status = 409, description = "The document is not available", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A rejection without a reason", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn review_document(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Extension(request_id): Extension<RequestId>,
+    Path(id): Path<Uuid>,
+    AppJson(input): AppJson<Review>,
+) -> Result<Response, AppError> {
+    let reason = input
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    let mut errors = Vec::new();
+    if matches!(input.decision, Decision::Reject) && reason.is_none() {
+        errors.push(FieldError {
+            field: "reason".into(),
+            message: "is required when rejecting: the borrower sees it".into(),
+        });
+    }
+    crate::requests::check_text("reason", reason.unwrap_or_default(), false, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+    let document = ops::review(&state, &actor, id, input.decision, reason, &request_id.0).await?;
+    Ok(AppJson(document).into_response())
 }

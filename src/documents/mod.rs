@@ -14,31 +14,7 @@ use uuid::Uuid;
 use crate::crypto::field::{self, Location};
 use crate::error::AppError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DocType {
-    BankStatement,
-    TaxReturn,
-    W2,
-    PayStub,
-    PhotoId,
-    GiftLetter,
-    Other,
-}
-
-impl DocType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DocType::BankStatement => "bank_statement",
-            DocType::TaxReturn => "tax_return",
-            DocType::W2 => "w2",
-            DocType::PayStub => "pay_stub",
-            DocType::PhotoId => "photo_id",
-            DocType::GiftLetter => "gift_letter",
-            DocType::Other => "other",
-        }
-    }
-}
+pub use crate::domain::DocType;
 
 /// The declared types accepted up front; the pipeline checks the real type by magic bytes.
 pub const ALLOWED_CONTENT_TYPES: [&str; 6] = [
@@ -177,6 +153,21 @@ pub const BORROWER_UPLOAD_URL_TTL: Duration = Duration::from_secs(300);
 /// The opaque quarantine object key of a document: ids only, never a name.
 pub fn quarantine_key(document: Uuid) -> String {
     format!("uploads/{document}")
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Accept,
+    Reject,
+}
+
+pub fn review_reason_at(document: Uuid) -> Location<'static> {
+    Location {
+        table: "documents",
+        column: "review_reason_enc",
+        row: document,
+    }
 }
 
 #[cfg(test)]

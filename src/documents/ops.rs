@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use super::store::{self, DocumentRow};
 use super::{
-    ALLOWED_CONTENT_TYPES, BORROWER_UPLOAD_URL_TTL, DocType, Document, NewUpload, PutTarget,
-    ReviewView, Upload, filename_at, quarantine_key, review_reason, sanitize_filename,
+    ALLOWED_CONTENT_TYPES, BORROWER_UPLOAD_URL_TTL, Decision, DocType, Document, NewUpload,
+    PutTarget, ReviewView, Upload, filename_at, quarantine_key, review_reason, review_reason_at,
+    sanitize_filename,
 };
 use crate::audit;
 use crate::auth::{Actor, ReadScope};
@@ -249,6 +250,9 @@ pub async fn start_upload(
     })
 }
 
+/// `awaiting_upload` → `uploaded` with its audit row and `doc.uploaded` event, in one
+/// transaction; any later state is answered as it is. `link` confines a borrower to the
+/// documents of their link.
 pub async fn finish_upload(
     state: &AppState,
     id: Uuid,
@@ -378,4 +382,92 @@ pub async fn seed_file(
         })?;
     finish_upload(state, id, None, actor, "demo-seed").await?;
     Ok(id)
+}
+
+/// An agent's review of an `available` document (`reason` already checked). A rejection
+/// puts the document's request back to `rejected` with the reason, and the document stops
+/// counting against its link's `max_files`, so the borrower can upload a replacement.
+pub async fn review(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    decision_kind: Decision,
+    reason: Option<&str>,
+    request_id: &str,
+) -> Result<Document, AppError> {
+    let mut tx = state.db.begin().await?;
+    let Some(store::ReviewTarget {
+        loan_id,
+        lead_id,
+        state: doc_state,
+        document_request_id: request,
+    }) = store::review_target(&mut tx, id, &actor.read_scope()).await?
+    else {
+        return Err(AppError::not_found());
+    };
+    crate::loans::ops::writable_loan(&mut tx, loan_id, actor).await?;
+    if doc_state != "available" {
+        return Err(AppError::client(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            format!("only available documents can be reviewed; this one is {doc_state}"),
+        ));
+    }
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let decision = match decision_kind {
+        Decision::Accept => "accept",
+        Decision::Reject => "reject",
+    };
+    let reason_enc = reason.map(|r| field::encrypt(&key, 1, review_reason_at(id), r.as_bytes()));
+    store::set_review(
+        &mut tx,
+        id,
+        decision,
+        reason_enc.as_deref(),
+        &actor.display_name,
+    )
+    .await?;
+    if let Some(request) = request {
+        let (to, event) = match decision_kind {
+            Decision::Accept => ("accepted", "accepted"),
+            Decision::Reject => ("rejected", "rejected"),
+        };
+        crate::requests::ops::move_request(
+            &mut tx,
+            &key,
+            request,
+            to,
+            event,
+            &actor.display_name,
+            Some(id),
+            reason,
+        )
+        .await?;
+    }
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "document.reviewed",
+            entity_type: "document",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: json!({ "decision": decision, "document_request_id": request }),
+        },
+    )
+    .await?;
+    outbox::enqueue(
+        &mut tx,
+        "doc.reviewed",
+        json!({ "documentId": id, "loanId": loan_id, "decision": decision, "requestId": request }),
+        Some(request_id),
+    )
+    .await?;
+    tx.commit().await?;
+    current(state, id, actor).await
 }

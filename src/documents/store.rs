@@ -75,3 +75,50 @@ pub async fn loan_page(
     query.push(" order by d.id desc limit ").push_bind(fetch);
     query.build_query_as().fetch_all(db).await
 }
+
+/// What a review needs of a document within `scope` (of its loan), the document locked.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ReviewTarget {
+    pub loan_id: Uuid,
+    pub lead_id: Uuid,
+    pub state: String,
+    pub document_request_id: Option<Uuid>,
+}
+
+pub async fn review_target(
+    tx: &mut PgConnection,
+    id: Uuid,
+    scope: &ReadScope,
+) -> Result<Option<ReviewTarget>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select d.loan_id, d.lead_id, d.state, d.document_request_id
+           from documents d join loans o on o.id = d.loan_id where d.id = ",
+    );
+    query.push_bind(id);
+    push_scope(&mut query, "o", scope);
+    query.push(" for update of d");
+    query.build_query_as().fetch_optional(tx).await
+}
+
+/// Record the agent's decision (`accept` / `reject`) and its sealed reason.
+pub async fn set_review(
+    tx: &mut PgConnection,
+    id: Uuid,
+    decision: &str,
+    reason_enc: Option<&[u8]>,
+    reviewed_by: &str,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update documents set review_decision = $2, review_reason_enc = $3, reviewed_by = $4,
+                reviewed_at = now(), updated_at = now()
+          where id = $1",
+    )
+    .bind(id)
+    .bind(decision)
+    .bind(reason_enc)
+    .bind(reviewed_by)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -4,6 +4,35 @@ pub mod mask;
 pub mod money;
 pub mod ssn;
 
+use serde::{Deserialize, Serialize};
+
+/// The kinds of document a borrower is asked for and an upload is filed under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocType {
+    BankStatement,
+    TaxReturn,
+    W2,
+    PayStub,
+    PhotoId,
+    GiftLetter,
+    Other,
+}
+
+impl DocType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocType::BankStatement => "bank_statement",
+            DocType::TaxReturn => "tax_return",
+            DocType::W2 => "w2",
+            DocType::PayStub => "pay_stub",
+            DocType::PhotoId => "photo_id",
+            DocType::GiftLetter => "gift_letter",
+            DocType::Other => "other",
+        }
+    }
+}
+
 /// A timestamp as the API writes it (RFC 3339).
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)

@@ -1,5 +1,7 @@
 //! Leads: the request shape, validation into a `ValidLead`, and JSON merge patch (RFC 7396).
 
+pub mod credit;
+pub mod fields;
 pub mod http;
 pub mod ops;
 pub mod store;
@@ -94,7 +96,7 @@ pub struct LeadInput {
     pub status: Option<LeadStatus>,
     /// Starts a credit pull of this type with this consent once the lead exists.
     #[serde(default)]
-    pub credit_consent: Option<crate::credit::LeadConsentInput>,
+    pub credit_consent: Option<crate::leads::credit::LeadConsentInput>,
 }
 
 #[derive(Debug, Clone)]

@@ -13,9 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::email_at;
 use super::ops::{active_link, insert_link};
 use super::store::COUNTS_AGAINST_LINK;
+use super::{borrower_actor, email_at};
 use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
@@ -35,8 +35,13 @@ pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(creating)
 }
 
+/// Borrower routes: the upload-link token is the only credential.
 pub fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(link_state))
+    OpenApiRouter::new()
+        .routes(routes!(link_state))
+        .routes(routes!(borrower_upload))
+        .routes(routes!(borrower_complete))
+        .routes(routes!(not_applicable))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -442,4 +447,109 @@ struct FileRow {
     review_decision: Option<String>,
     review_reason_enc: Option<Vec<u8>>,
     created_at: OffsetDateTime,
+}
+
+/// A borrower announces a file; answers the Upload shape with a pre-signed PUT URL.
+#[utoipa::path(post, path = "/v1/public/upload-links/{token}/files", tag = "borrowers",
+    params(("token" = String, Path)), request_body = crate::documents::NewUpload,
+    responses(
+        (status = 201, description = "Upload target", body = crate::documents::Upload),
+        (status = 404, description = "No such link", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired, revoked or full", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn borrower_upload(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path(token): Path<String>,
+    AppJson(input): AppJson<crate::documents::NewUpload>,
+) -> Result<Response, AppError> {
+    let mut tx = state.db.begin().await?;
+    let link = active_link(&mut tx, &token, true).await?;
+    let content_type = crate::documents::ops::validate_upload(&state, &input)?;
+    let actor = borrower_actor(link.id);
+    let target = crate::documents::ops::UploadTarget::Link {
+        loan_id: link.loan_id,
+        lead_id: link.lead_id,
+        link_id: link.id,
+    };
+    let upload = crate::documents::ops::start_upload(
+        &state,
+        tx,
+        target,
+        &input,
+        &content_type,
+        &actor,
+        &request_id.0,
+    )
+    .await?;
+    Ok(crate::documents::http::upload_created(upload))
+}
+
+/// A borrower's PUT finished: start processing (idempotent).
+#[utoipa::path(post, path = "/v1/public/upload-links/{token}/files/{document_id}/complete", tag = "borrowers",
+    params(("token" = String, Path), ("document_id" = Uuid, Path)),
+    responses((status = 202, description = "Processing", body = crate::documents::Document)))]
+async fn borrower_complete(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((token, document)): Path<(String, Uuid)>,
+) -> Result<Response, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let link = active_link(&mut conn, &token, false).await?;
+    drop(conn);
+    let actor = borrower_actor(link.id);
+    // A link reaches only its own documents: another loan's id is simply not found.
+    let document = crate::documents::ops::finish_upload(
+        &state,
+        document,
+        Some(link.id),
+        &actor,
+        &request_id.0,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, AppJson(document)).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotApplicable {
+    comment: String,
+}
+
+/// The borrower says a requested document does not apply to them, with a comment.
+#[utoipa::path(post, path = "/v1/public/upload-links/{token}/requests/{request_id}/not-applicable", tag = "borrowers",
+    params(("token" = String, Path), ("request_id" = Uuid, Path)), request_body = NotApplicable,
+    responses(
+        (status = 200, description = "The request", body = crate::requests::PublicRequest),
+        (status = 404, description = "No such link or request", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already received or accepted", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "Expired or revoked link", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn not_applicable(
+    State(state): State<AppState>,
+    Extension(request_id): Extension<RequestId>,
+    Path((token, request)): Path<(String, Uuid)>,
+    AppJson(input): AppJson<NotApplicable>,
+) -> Result<AppJson<crate::requests::PublicRequest>, AppError> {
+    let mut errors = Vec::new();
+    crate::requests::check_text("comment", &input.comment, true, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+    let comment = input.comment.trim();
+    let mut tx = state.db.begin().await?;
+    let link = active_link(&mut tx, &token, false).await?;
+    let borrower = borrower_actor(link.id);
+    let answer = crate::requests::ops::mark_not_applicable(
+        &state,
+        &mut tx,
+        &borrower,
+        (link.loan_id, link.lead_id),
+        request,
+        comment,
+        &request_id.0,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(AppJson(answer))
 }

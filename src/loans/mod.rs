@@ -114,7 +114,7 @@ impl LoanType {
     }
 }
 
-/// `POST /v1/loans`: a loan application for a lead.
+// `POST /v1/loans`: a loan application for a lead.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLoan {
@@ -132,7 +132,7 @@ pub struct NeedsAttention {
     pub since: String,
 }
 
-/// A loan as the caller may see it (the property's first line masked for masked-only roles).
+// A loan as the caller may see it (the property's first line masked for masked-only roles).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Loan {
     pub id: Uuid,

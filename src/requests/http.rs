@@ -9,24 +9,21 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::PgConnection;
 use time::{Date, OffsetDateTime};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::PublicRequest;
-use super::ops::{decrypt_request, insert_request, move_request};
+use super::check_text;
+use super::ops::{decrypt_request, insert_request};
 use super::store::{RequestRow, loan_requests};
-use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
-use crate::db::outbox;
-use crate::documents::DocType;
+use crate::domain::DocType;
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339, with_location};
+use crate::http::support::{kms_unavailable, rfc3339, with_location};
 use crate::loans::ops::{visible_loan, writable_loan};
 use crate::state::AppState;
 
@@ -35,16 +32,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         state,
         OpenApiRouter::new().routes(routes!(create_request, list_requests)),
     );
-    OpenApiRouter::new()
-        .routes(routes!(review_document))
-        .merge(creating)
+    OpenApiRouter::new().merge(creating)
 }
-
-pub fn public_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(not_applicable))
-}
-
-const MAX_TEXT: usize = 1000;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -200,21 +189,6 @@ fn parse_due_date(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Dat
     }
 }
 
-fn check_text(field: &str, text: &str, required: bool, errors: &mut Vec<FieldError>) {
-    if required && text.trim().is_empty() {
-        errors.push(FieldError {
-            field: field.into(),
-            message: "is required".into(),
-        });
-    }
-    if text.chars().count() > MAX_TEXT {
-        errors.push(FieldError {
-            field: field.into(),
-            message: format!("must be at most {MAX_TEXT} characters"),
-        });
-    }
-}
-
 /// Ask the borrower for a document type.
 #[utoipa::path(post, path = "/v1/loans/{id}/document-requests", tag = "documents",
     params(("id" = Uuid, Path)), request_body = NewRequest,
@@ -292,242 +266,4 @@ async fn list_requests(
     let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
     let items = render_all(&state, &mut conn, &rows, &actor).await?;
     Ok(AppJson(DocumentRequestList { items, next_cursor }))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    Accept,
-    Reject,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Review {
-    decision: Decision,
-    /// Required when rejecting; shown to the borrower.
-    reason: Option<String>,
-}
-
-/// An agent's review of an `available` document. A rejection puts the document's request
-/// back to `rejected` with the reason, and the document stops counting against its link's
-/// `max_files`, so the borrower can upload a replacement.
-#[utoipa::path(post, path = "/v1/documents/{id}/review", tag = "documents",
-    params(("id" = Uuid, Path)), request_body = Review,
-    responses(
-        (status = 200, description = "Reviewed; the document", body = crate::documents::Document),
-        (status = 409, description = "The document is not available", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A rejection without a reason", body = crate::error::Problem, content_type = "application/problem+json"),
-    ))]
-async fn review_document(
-    State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
-    Path(id): Path<Uuid>,
-    AppJson(input): AppJson<Review>,
-) -> Result<Response, AppError> {
-    let reason = input
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty());
-    let mut errors = Vec::new();
-    if matches!(input.decision, Decision::Reject) && reason.is_none() {
-        errors.push(FieldError {
-            field: "reason".into(),
-            message: "is required when rejecting: the borrower sees it".into(),
-        });
-    }
-    check_text("reason", reason.unwrap_or_default(), false, &mut errors);
-    if !errors.is_empty() {
-        return Err(AppError::validation(errors));
-    }
-    let mut tx = state.db.begin().await?;
-    let mut query = QueryBuilder::<Postgres>::new(
-        "select d.loan_id, d.lead_id, d.state, d.document_request_id
-           from documents d join loans o on o.id = d.loan_id where d.id = ",
-    );
-    query.push_bind(id);
-    push_scope(&mut query, "o", &actor.read_scope());
-    query.push(" for update of d");
-    let row: Option<(Uuid, Uuid, String, Option<Uuid>)> =
-        query.build_query_as().fetch_optional(&mut *tx).await?;
-    let Some((loan_id, lead_id, doc_state, request)) = row else {
-        return Err(AppError::not_found());
-    };
-    writable_loan(&mut tx, loan_id, &actor).await?;
-    if doc_state != "available" {
-        return Err(AppError::client(
-            StatusCode::CONFLICT,
-            "invalid_state",
-            format!("only available documents can be reviewed; this one is {doc_state}"),
-        ));
-    }
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(kms_unavailable)?;
-    let decision = match input.decision {
-        Decision::Accept => "accept",
-        Decision::Reject => "reject",
-    };
-    let reason_enc = reason.map(|r| {
-        field::encrypt(
-            &key,
-            1,
-            at("documents", "review_reason_enc", id),
-            r.as_bytes(),
-        )
-    });
-    // language=PostgreSQL
-    sqlx::query(
-        "update documents set review_decision = $2, review_reason_enc = $3, reviewed_by = $4,
-                reviewed_at = now(), updated_at = now()
-          where id = $1",
-    )
-    .bind(id)
-    .bind(decision)
-    .bind(&reason_enc)
-    .bind(&actor.display_name)
-    .execute(&mut *tx)
-    .await?;
-    if let Some(request) = request {
-        let (to, event) = match input.decision {
-            Decision::Accept => ("accepted", "accepted"),
-            Decision::Reject => ("rejected", "rejected"),
-        };
-        move_request(
-            &mut tx,
-            &key,
-            request,
-            to,
-            event,
-            &actor.display_name,
-            Some(id),
-            reason,
-        )
-        .await?;
-    }
-    audit::record(
-        &mut tx,
-        audit::Entry {
-            chain: lead_id,
-            actor: &actor,
-            action: "document.reviewed",
-            entity_type: "document",
-            entity_id: id,
-            request_id: Some(&request_id.0),
-            details: json!({ "decision": decision, "document_request_id": request }),
-        },
-    )
-    .await?;
-    outbox::enqueue(
-        &mut tx,
-        "doc.reviewed",
-        json!({ "documentId": id, "loanId": loan_id, "decision": decision, "requestId": request }),
-        Some(&request_id.0),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(axum::response::IntoResponse::into_response(AppJson(
-        crate::documents::ops::current(&state, id, &actor).await?,
-    )))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NotApplicable {
-    comment: String,
-}
-
-/// The borrower says a requested document does not apply to them, with a comment.
-#[utoipa::path(post, path = "/v1/public/upload-links/{token}/requests/{request_id}/not-applicable", tag = "borrowers",
-    params(("token" = String, Path), ("request_id" = Uuid, Path)), request_body = NotApplicable,
-    responses(
-        (status = 200, description = "The request", body = PublicRequest),
-        (status = 404, description = "No such link or request", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already received or accepted", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 410, description = "Expired or revoked link", body = crate::error::Problem, content_type = "application/problem+json"),
-    ))]
-async fn not_applicable(
-    State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    Path((token, request)): Path<(String, Uuid)>,
-    AppJson(input): AppJson<NotApplicable>,
-) -> Result<AppJson<PublicRequest>, AppError> {
-    let mut errors = Vec::new();
-    check_text("comment", &input.comment, true, &mut errors);
-    if !errors.is_empty() {
-        return Err(AppError::validation(errors));
-    }
-    let comment = input.comment.trim();
-    let mut tx = state.db.begin().await?;
-    let link = crate::links::ops::active_link(&mut tx, &token, false).await?;
-    // language=PostgreSQL
-    let current: Option<String> = sqlx::query_scalar(
-        "select state from document_requests where id = $1 and loan_id = $2 for update",
-    )
-    .bind(request)
-    .bind(link.loan_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    // Another loan's request is simply not found through this link.
-    let current = current.ok_or_else(AppError::not_found)?;
-    let key = state
-        .keys
-        .file_key(&state.db, link.lead_id)
-        .await
-        .map_err(kms_unavailable)?;
-    match current.as_str() {
-        "outstanding" | "rejected" => {
-            move_request(
-                &mut tx,
-                &key,
-                request,
-                "not_applicable",
-                "not_applicable",
-                "Borrower",
-                None,
-                Some(comment),
-            )
-            .await?;
-            let actor = crate::links::borrower_actor(link.id);
-            audit::record(
-                &mut tx,
-                audit::Entry {
-                    chain: link.lead_id,
-                    actor: &actor,
-                    action: "document_request.not_applicable",
-                    entity_type: "document_request",
-                    entity_id: request,
-                    request_id: Some(&request_id.0),
-                    details: json!({ "loan_id": link.loan_id }),
-                },
-            )
-            .await?;
-            outbox::enqueue(
-                &mut tx,
-                "document_request.not_applicable",
-                json!({ "requestId": request, "loanId": link.loan_id }),
-                Some(&request_id.0),
-            )
-            .await?;
-        }
-        "not_applicable" => {}
-        other => {
-            return Err(AppError::client(
-                StatusCode::CONFLICT,
-                "invalid_state",
-                format!("this request is already {other}"),
-            ));
-        }
-    }
-    let row = loan_requests(&mut tx, link.loan_id)
-        .await?
-        .into_iter()
-        .find(|r| r.id == request)
-        .ok_or_else(|| anyhow::anyhow!("the request vanished"))?;
-    tx.commit().await?;
-    Ok(AppJson(PublicRequest::from_row(&key, &row)?))
 }

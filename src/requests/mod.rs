@@ -7,10 +7,10 @@ pub mod store;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::error::AppError;
+use crate::error::{AppError, FieldError};
 use store::RequestRow;
 
-/// A request as the borrower's page shows it.
+// A request as the borrower's page shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PublicRequest {
     pub id: Uuid,
@@ -32,5 +32,24 @@ impl PublicRequest {
             state: row.state.clone(),
             reason: plain.reason,
         })
+    }
+}
+
+/// The longest free text on a request: an agent's note or reason, a borrower's comment.
+pub const MAX_TEXT: usize = 1000;
+
+/// Field errors for free text: `required` and not blank, at most [`MAX_TEXT`] characters.
+pub fn check_text(field: &str, text: &str, required: bool, errors: &mut Vec<FieldError>) {
+    if required && text.trim().is_empty() {
+        errors.push(FieldError {
+            field: field.into(),
+            message: "is required".into(),
+        });
+    }
+    if text.chars().count() > MAX_TEXT {
+        errors.push(FieldError {
+            field: field.into(),
+            message: format!("must be at most {MAX_TEXT} characters"),
+        });
     }
 }

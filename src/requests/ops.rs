@@ -1,6 +1,7 @@
 //! The needs-list operations other parts call: a request's timeline and state moves (in the
 //! caller's transaction), the pipeline's "a file arrived", and creating a request.
 
+use axum::http::StatusCode;
 use serde_json::json;
 use sqlx::PgConnection;
 use time::Date;
@@ -11,7 +12,7 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::db::outbox;
-use crate::documents::DocType;
+use crate::domain::DocType;
 use crate::error::{AppError, kms_unavailable};
 use crate::state::AppState;
 
@@ -209,4 +210,76 @@ pub async fn for_borrower(
         .iter()
         .map(|row| super::PublicRequest::from_row(key, row))
         .collect()
+}
+
+/// The borrower says a request of their loan does not apply to them (`comment` already
+/// checked): `outstanding` or `rejected` becomes `not_applicable`, audited, with its
+/// event; asking again changes nothing; any other state is 409. In the caller's
+/// transaction, which resolved the link (`loan`, `lead`) and commits.
+pub async fn mark_not_applicable(
+    state: &AppState,
+    tx: &mut PgConnection,
+    borrower: &Actor,
+    (loan, lead): (Uuid, Uuid),
+    request: Uuid,
+    comment: &str,
+    request_id: &str,
+) -> Result<super::PublicRequest, AppError> {
+    let current = store::state_in_loan_for_update(&mut *tx, request, loan).await?;
+    // Another loan's request is simply not found through this link.
+    let current = current.ok_or_else(AppError::not_found)?;
+    let key = state
+        .keys
+        .file_key(&state.db, lead)
+        .await
+        .map_err(kms_unavailable)?;
+    match current.as_str() {
+        "outstanding" | "rejected" => {
+            move_request(
+                &mut *tx,
+                &key,
+                request,
+                "not_applicable",
+                "not_applicable",
+                "Borrower",
+                None,
+                Some(comment),
+            )
+            .await?;
+            audit::record(
+                &mut *tx,
+                audit::Entry {
+                    chain: lead,
+                    actor: borrower,
+                    action: "document_request.not_applicable",
+                    entity_type: "document_request",
+                    entity_id: request,
+                    request_id: Some(request_id),
+                    details: json!({ "loan_id": loan }),
+                },
+            )
+            .await?;
+            outbox::enqueue(
+                &mut *tx,
+                "document_request.not_applicable",
+                json!({ "requestId": request, "loanId": loan }),
+                Some(request_id),
+            )
+            .await?;
+        }
+        "not_applicable" => {}
+        other => {
+            return Err(AppError::client(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                format!("this request is already {other}"),
+            ));
+        }
+    }
+    let row = store::loan_requests(&mut *tx, loan)
+        .await?
+        .into_iter()
+        .find(|r| r.id == request)
+        .ok_or_else(|| anyhow::anyhow!("the request vanished"))?;
+    super::PublicRequest::from_row(&key, &row)
 }

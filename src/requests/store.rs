@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::documents::DocType;
+use crate::domain::DocType;
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct RequestRow {
@@ -126,4 +126,20 @@ pub async fn insert(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A request's state if it belongs to `loan`, locked for the rest of the transaction.
+pub async fn state_in_loan_for_update(
+    conn: &mut PgConnection,
+    request: Uuid,
+    loan: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar(
+        "select state from document_requests where id = $1 and loan_id = $2 for update",
+    )
+    .bind(request)
+    .bind(loan)
+    .fetch_optional(conn)
+    .await
 }

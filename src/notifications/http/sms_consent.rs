@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use crate::audit;
 use crate::auth::Actor;
-use crate::credit::ConsentMethod;
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
+use crate::leads::credit::ConsentMethod;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {

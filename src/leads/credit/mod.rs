@@ -1,5 +1,6 @@
 //! Credit pull requests and the consent that makes them permissible (FCRA; docs/api.md
-//! "Consent", "Credit pull").
+//! "Consent", "Credit pull"). Part of the lead's aggregate: a pull is of one borrower file,
+//! and a lead created or updated with a consent queues its pull in the same transaction.
 
 pub mod http;
 pub mod ops;

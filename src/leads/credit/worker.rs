@@ -276,7 +276,7 @@ impl CreditWorker {
         let sealed = field::encrypt(
             &key,
             1,
-            crate::credit::report_at(id),
+            crate::leads::credit::report_at(id),
             &serde_json::to_vec(&report.raw).map_err(transient)?,
         );
         // language=PostgreSQL

@@ -20,11 +20,11 @@ use super::report_at;
 use crate::actor::SideEffects;
 use crate::audit;
 use crate::auth::{Actor, ReadScope};
-use crate::credit::{Consent, ConsentInput, PullType};
 use crate::crypto::field::{self};
 use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
 use crate::http::support::{kms_unavailable, push_scope, rfc3339, with_location};
+use crate::leads::credit::{Consent, ConsentInput, PullType};
 use crate::leads::ops::writable_lead;
 use crate::state::AppState;
 
@@ -415,9 +415,9 @@ async fn follow_up(
         .fetch_one(&mut *tx)
         .await?;
         let method = match method.as_str() {
-            "written" => crate::credit::ConsentMethod::Written,
-            "electronic" => crate::credit::ConsentMethod::Electronic,
-            _ => crate::credit::ConsentMethod::Verbal,
+            "written" => crate::leads::credit::ConsentMethod::Written,
+            "electronic" => crate::leads::credit::ConsentMethod::Electronic,
+            _ => crate::leads::credit::ConsentMethod::Verbal,
         };
         let pull_type = if row.pull_type == "hard" {
             PullType::Hard
