@@ -6,7 +6,8 @@ pub mod ssn;
 
 use serde::{Deserialize, Serialize};
 
-/// The kinds of document a borrower is asked for and an upload is filed under.
+// The kinds of document a borrower is asked for and an upload is filed under (a plain
+// comment: a doc comment would become its schema description in /openapi.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DocType {
