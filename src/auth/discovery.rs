@@ -29,7 +29,7 @@ pub type LoginMetadata = std::sync::Arc<
 pub struct Discovery {
     issuer: url::Url,
     http: reqwest::Client,
-    /// Cached by `auth::login` (discovery + JWKS), so logins do not fetch it each time.
+    /// Cached by `http::auth::login` (discovery + JWKS), so logins do not fetch it each time.
     pub login_metadata: LoginMetadata,
 }
 
