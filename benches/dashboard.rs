@@ -128,7 +128,6 @@ async fn seed(state: &loanfolio::state::AppState, agents: usize) {
                 files.push_str(&format!("{lead}\t{wrapped}\t{version}\n"));
                 let email = field::encrypt(
                     &key,
-                    1,
                     Location {
                         table: "leads",
                         column: "email_enc",
@@ -143,7 +142,6 @@ async fn seed(state: &loanfolio::state::AppState, agents: usize) {
                 let loan = Uuid::now_v7();
                 let enc = field::encrypt(
                     &key,
-                    1,
                     Location {
                         table: "loans",
                         column: "property_enc",

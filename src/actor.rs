@@ -2,6 +2,8 @@
 //! scope of files that gives them (docs/security.md, the authorization matrix), and whether
 //! the request may have side effects. Below everything that checks or records it.
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AppError, AuthError};
@@ -85,6 +87,28 @@ impl Actor {
             auth_time: None,
             issued_at: None,
         }
+    }
+
+    /// A task of the service acting on its own (a worker, the CLI's operator): audit rows
+    /// and histories name it `system:{name}`. The admin role lets it read every file, for
+    /// the work it does on any of them; `Actor::system(..).without_roles()` for one that
+    /// must not.
+    pub fn system(name: &str, display_name: &str) -> Self {
+        Self {
+            subject: format!("system:{name}"),
+            display_name: display_name.into(),
+            email: None,
+            roles: vec![Role::Admin],
+            team: None,
+            auth_time: None,
+            issued_at: None,
+        }
+    }
+
+    /// The same actor with no role at all.
+    pub fn without_roles(mut self) -> Self {
+        self.roles.clear();
+        self
     }
 
     pub fn has(&self, role: Role) -> bool {
@@ -176,6 +200,34 @@ impl SideEffects {
         } else {
             Err(AuthError::CsrfFailed.into())
         }
+    }
+}
+
+/// The authenticated caller, put on the request by the authentication layer
+/// (`http::auth::middleware`). A handler that takes an `Actor` on a route the layer does not
+/// wrap answers 401: a route cannot forget authentication and still run.
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .ok_or_else(|| AuthError::MissingCredentials.into())
+    }
+}
+
+/// Set by the authentication layer with the `Actor`; without it, no side effects.
+impl<S: Send + Sync> FromRequestParts<S> for SideEffects {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<SideEffects>()
+            .copied()
+            .unwrap_or(SideEffects(false)))
     }
 }
 

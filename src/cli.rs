@@ -315,15 +315,7 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
                 AgentsCommand::Enable { subject } => (subject.as_str(), false),
             };
             // The operator at the host, recorded as such in the audit log.
-            let operator = crate::auth::Actor {
-                subject: "system:cli".into(),
-                display_name: "loanfolio admin".into(),
-                email: None,
-                roles: vec![crate::auth::Role::Admin],
-                team: None,
-                auth_time: None,
-                issued_at: None,
-            };
+            let operator = crate::auth::Actor::system("cli", "loanfolio admin");
             let outcome =
                 crate::agents::ops::set_disabled(&state, subject, disabled, &operator, None)
                     .await

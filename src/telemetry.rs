@@ -67,6 +67,22 @@ pub fn accept_request_id(value: Option<&axum::http::HeaderValue>) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
+/// The request id the edge middleware put on the request (`http::edge`). Every router is
+/// built with the edge (`http::finish`), so it is always there; without it the handler
+/// answers 500 rather than log without an id.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
+    type Rejection = crate::error::AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<RequestId>().cloned().ok_or_else(|| {
+            anyhow::anyhow!("no request id: the router lacks the edge middleware").into()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

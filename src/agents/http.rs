@@ -1,7 +1,6 @@
 //! Agents (docs/api.md, "Agents"): who has signed in, and disabling an account — which
 //! ends every session of it at once and refuses its tokens (403 `account_disabled`).
 
-use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -71,7 +70,7 @@ type AgentRow = (
     responses((status = 200, description = "A page of agents", body = AgentList)))]
 async fn list_agents(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<AppJson<AgentList>, AppError> {
     let Query(params) = query.map_err(|_| malformed("a query parameter is not valid"))?;
@@ -151,8 +150,8 @@ async fn change(
     ))]
 async fn disable_agent(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(subject): Path<String>,
 ) -> Result<Response, AppError> {
     change(&state, &actor, &request_id.0, &subject, true).await
@@ -164,8 +163,8 @@ async fn disable_agent(
     responses((status = 204, description = "Enabled (or already)")))]
 async fn enable_agent(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(subject): Path<String>,
 ) -> Result<Response, AppError> {
     change(&state, &actor, &request_id.0, &subject, false).await

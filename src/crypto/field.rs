@@ -42,7 +42,12 @@ impl Location<'_> {
     }
 }
 
-pub fn encrypt(key: &[u8; 32], key_version: u32, at: Location<'_>, plaintext: &[u8]) -> Vec<u8> {
+/// The key version every envelope records. A borrower file's data key never changes (key
+/// rotation rewraps it under the master key instead), so it is always 1; the header keeps
+/// the field for a format that may one day need it.
+pub const KEY_VERSION: u32 = 1;
+
+pub fn encrypt(key: &[u8; 32], at: Location<'_>, plaintext: &[u8]) -> Vec<u8> {
     let cipher = Aes256Gcm::new_from_slice(key).expect("a 32-byte key");
     let mut nonce = [0u8; 12];
     SystemRandom::new()
@@ -60,7 +65,7 @@ pub fn encrypt(key: &[u8; 32], key_version: u32, at: Location<'_>, plaintext: &[
         .expect("AES-GCM encryption of a bounded field cannot fail");
     let mut out = Vec::with_capacity(HEADER + ciphertext.len());
     out.push(FORMAT_V1);
-    out.extend_from_slice(&key_version.to_be_bytes());
+    out.extend_from_slice(&KEY_VERSION.to_be_bytes());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ciphertext);
     out
@@ -116,8 +121,8 @@ mod tests {
     fn round_trip_and_binding() {
         let key = [7u8; 32];
         let row = Uuid::now_v7();
-        let envelope = encrypt(&key, 3, at(row, "ssn"), b"123-45-6789");
-        assert_eq!(key_version(&envelope), Ok(3));
+        let envelope = encrypt(&key, at(row, "ssn"), b"123-45-6789");
+        assert_eq!(key_version(&envelope), Ok(KEY_VERSION));
         assert_eq!(
             decrypt(&key, at(row, "ssn"), &envelope).unwrap(),
             b"123-45-6789"
@@ -148,7 +153,7 @@ mod tests {
             Err(FieldError::Malformed)
         );
         // Random nonces: the same value encrypts differently each time.
-        assert_ne!(envelope, encrypt(&key, 3, at(row, "ssn"), b"123-45-6789"));
+        assert_ne!(envelope, encrypt(&key, at(row, "ssn"), b"123-45-6789"));
         assert!(!envelope.windows(11).any(|w| w == b"123-45-6789"));
     }
 }

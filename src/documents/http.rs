@@ -3,7 +3,6 @@
 //! client says `complete`; the document is `uploaded` and `doc.uploaded` is emitted in the
 //! same transaction. The scanning/encrypting pipeline consumes that event (next step).
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,8 +49,8 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     ))]
 async fn create_upload(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(loan_id): Path<Uuid>,
     AppJson(input): AppJson<NewUpload>,
 ) -> Result<Response, AppError> {
@@ -90,7 +89,7 @@ pub fn upload_created(upload: Upload) -> Response {
     responses((status = 200, description = "Documents", body = DocumentList)))]
 async fn list_documents(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(loan_id): Path<Uuid>,
     query: Result<
         axum::extract::Query<crate::http::support::PageParams>,
@@ -123,7 +122,7 @@ async fn list_documents(
     responses((status = 200, description = "The document", body = Document)))]
 async fn get_document(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> Result<AppJson<Document>, AppError> {
     let mut conn = state.db.acquire().await?;
@@ -143,8 +142,8 @@ async fn get_document(
     ))]
 async fn complete(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut conn = state.db.acquire().await?;
@@ -169,9 +168,9 @@ async fn complete(
     ))]
 async fn download(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
-    Extension(side_effects): Extension<SideEffects>,
+    actor: Actor,
+    request_id: RequestId,
+    side_effects: SideEffects,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     use crate::crypto::stream::Decryptor;
@@ -282,9 +281,9 @@ pub struct UploadUrlParams {
     ))]
 async fn upload_url(
     state: State<AppState>,
-    actor: Extension<Actor>,
-    request_id: Extension<RequestId>,
-    Extension(side_effects): Extension<SideEffects>,
+    actor: Actor,
+    request_id: RequestId,
+    side_effects: SideEffects,
     loan: Path<Uuid>,
     query: Result<axum::extract::Query<UploadUrlParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -310,8 +309,8 @@ async fn upload_url(
     responses((status = 204, description = "Deleted")))]
 async fn delete_document(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
@@ -363,8 +362,8 @@ pub struct Review {
     ))]
 async fn review_document(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(id): Path<Uuid>,
     AppJson(input): AppJson<Review>,
 ) -> Result<Response, AppError> {

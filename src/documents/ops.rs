@@ -189,7 +189,7 @@ pub async fn start_upload(
         .await
         .map_err(kms_unavailable)?;
     let filename = sanitize_filename(&input.filename);
-    let filename_enc = field::encrypt(&key, 1, filename_at(id), filename.as_bytes());
+    let filename_enc = field::encrypt(&key, filename_at(id), filename.as_bytes());
     let mut ttl = Duration::from_secs(state.settings.documents.upload_url_ttl_secs);
     if link_id.is_some() {
         // A borrower's URL outlives a revocation by at most its lifetime: keep it short.
@@ -422,7 +422,7 @@ pub async fn review(
         Decision::Accept => "accept",
         Decision::Reject => "reject",
     };
-    let reason_enc = reason.map(|r| field::encrypt(&key, 1, review_reason_at(id), r.as_bytes()));
+    let reason_enc = reason.map(|r| field::encrypt(&key, review_reason_at(id), r.as_bytes()));
     store::set_review(
         &mut tx,
         id,

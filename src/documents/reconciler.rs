@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Actor, Role};
+use crate::auth::Actor;
 use crate::db::outbox;
 use crate::state::AppState;
 
@@ -22,15 +22,7 @@ const EVERY: Duration = Duration::from_secs(60);
 const STUCK_AFTER_SECS: f64 = 300.0;
 
 fn reconciler() -> Actor {
-    Actor {
-        subject: "system:reconciler".into(),
-        display_name: "Reconciler".into(),
-        email: None,
-        roles: vec![Role::Admin],
-        team: None,
-        auth_time: None,
-        issued_at: None,
-    }
+    Actor::system("reconciler", "Reconciler")
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Actor, Role};
+use crate::auth::Actor;
 use crate::crypto::stream::Encryptor;
 use crate::db::outbox;
 use crate::queue::consumer::{Handler, HandlerError, Message};
@@ -48,15 +48,7 @@ impl DocumentPipeline {
 
 /// The pipeline acts as a system actor in the audit log.
 fn pipeline_actor() -> Actor {
-    Actor {
-        subject: "system:document-pipeline".into(),
-        display_name: "Document pipeline".into(),
-        email: None,
-        roles: vec![Role::Admin],
-        team: None,
-        auth_time: None,
-        issued_at: None,
-    }
+    Actor::system("document-pipeline", "Document pipeline")
 }
 
 fn transient(e: impl Into<anyhow::Error>) -> HandlerError {

@@ -1,6 +1,5 @@
 //! `GET /v1/audit`: the audit log for compliance and admin.
 
-use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -87,7 +86,7 @@ fn bad(detail: &str) -> AppError {
     ))]
 async fn list_audit(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     query: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<AppJson<AuditPage>, AppError> {
     if !(actor.has(Role::Compliance) || actor.has(Role::Admin)) {

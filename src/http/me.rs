@@ -1,6 +1,5 @@
 //! `GET /v1/me`: who the caller is, as the service sees them.
 
-use axum::Extension;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,7 +29,7 @@ pub struct Me {
         (status = 401, description = "Not authenticated", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "No MFA or no role", body = crate::error::Problem, content_type = "application/problem+json"),
     ))]
-async fn me(Extension(actor): Extension<Actor>) -> AppJson<Me> {
+async fn me(actor: Actor) -> AppJson<Me> {
     AppJson(Me {
         subject: actor.subject,
         display_name: actor.display_name,

@@ -175,7 +175,7 @@ async fn login_failed(
     ))]
 async fn callback(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
+    request_id: RequestId,
     headers: HeaderMap,
     Query(params): Query<CallbackParams>,
 ) -> Result<Response, AppError> {
@@ -303,7 +303,7 @@ async fn current_session(
     ))]
 async fn logout(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
+    request_id: RequestId,
     context: Option<Extension<SessionContext>>,
 ) -> Result<Response, AppError> {
     let Extension(context) = context.ok_or(AuthError::SessionExpired)?;
@@ -376,7 +376,7 @@ pub struct LogoutToken {
     ))]
 async fn backchannel_logout(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
+    request_id: RequestId,
     form: Result<axum::Form<LogoutToken>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, AppError> {
     let invalid = |detail: &str| {

@@ -30,7 +30,7 @@ pub fn seal(
     column: &'static str,
     value: Option<String>,
 ) -> Option<Vec<u8>> {
-    value.map(|v| field::encrypt(key, 1, at(row, column), v.as_bytes()))
+    value.map(|v| field::encrypt(key, at(row, column), v.as_bytes()))
 }
 
 pub fn unseal(

@@ -3,7 +3,6 @@
 //! field under the lead's own data key; reads are scoped in SQL by the caller's role. Each
 //! handler extracts, calls one operation (`ops`) and renders.
 
-use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -63,8 +62,8 @@ fn with_etag(lead: Lead) -> Response {
     ))]
 async fn create_lead(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     AppJson(input): AppJson<LeadInput>,
 ) -> Result<Response, AppError> {
     Ok(created(
@@ -88,9 +87,9 @@ pub struct GetParams {
     ))]
 async fn get_lead(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
-    Extension(side_effects): Extension<SideEffects>,
+    actor: Actor,
+    request_id: RequestId,
+    side_effects: SideEffects,
     Path(id): Path<Uuid>,
     query: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, AppError> {
@@ -118,7 +117,7 @@ pub struct ListParams {
     responses((status = 200, description = "A page of leads", body = LeadList)))]
 async fn list_leads(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<AppJson<LeadList>, AppError> {
     let Query(params) = query.map_err(|_| malformed("a query parameter is not valid"))?;
@@ -163,8 +162,8 @@ async fn list_leads(
     ))]
 async fn patch_lead(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     body: axum::body::Bytes,

@@ -1,7 +1,6 @@
 //! Borrower upload links (docs/security.md, docs/api.md): agents create (the token is shown once), list
 //! and revoke them; borrowers read a link's state with the token alone.
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -157,8 +156,8 @@ fn select_link() -> String {
     responses((status = 201, description = "Created", body = UploadLink)))]
 async fn create_link(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(loan_id): Path<Uuid>,
     AppJson(input): AppJson<NewLink>,
 ) -> Result<Response, AppError> {
@@ -243,7 +242,7 @@ pub struct LinkList {
     responses((status = 200, description = "Links", body = LinkList)))]
 async fn list_links(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(loan_id): Path<Uuid>,
     query: Result<
         axum::extract::Query<crate::http::support::PageParams>,
@@ -276,8 +275,8 @@ async fn list_links(
     responses((status = 204, description = "Revoked")))]
 async fn revoke_link(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
@@ -459,7 +458,7 @@ struct FileRow {
     ))]
 async fn borrower_upload(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
+    request_id: RequestId,
     Path(token): Path<String>,
     AppJson(input): AppJson<crate::documents::NewUpload>,
 ) -> Result<Response, AppError> {
@@ -491,7 +490,7 @@ async fn borrower_upload(
     responses((status = 202, description = "Processing", body = crate::documents::Document)))]
 async fn borrower_complete(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
+    request_id: RequestId,
     Path((token, document)): Path<(String, Uuid)>,
 ) -> Result<Response, AppError> {
     let mut conn = state.db.acquire().await?;
@@ -527,7 +526,7 @@ pub struct NotApplicable {
     ))]
 async fn not_applicable(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
+    request_id: RequestId,
     Path((token, request)): Path<(String, Uuid)>,
     AppJson(input): AppJson<NotApplicable>,
 ) -> Result<AppJson<crate::requests::PublicRequest>, AppError> {

@@ -47,13 +47,13 @@ pub async fn insert_link(
     };
     let email_enc = email
         .as_deref()
-        .map(|e| field::encrypt(&key, 1, email_at(id), e.as_bytes()));
+        .map(|e| field::encrypt(&key, email_at(id), e.as_bytes()));
     // Kept sealed while the link lives, only so that messages to *that link's* recipient
     // (the invitation, a rejection's way back, reminders) can carry it; wiped when the link
     // is revoked or expires. Without a recipient it is never kept.
     let token_enc = email
         .as_ref()
-        .map(|_| field::encrypt(&key, 1, token_at(id), token.as_bytes()));
+        .map(|_| field::encrypt(&key, token_at(id), token.as_bytes()));
     store::insert(
         &mut *tx,
         &NewLinkRow {

@@ -2,7 +2,6 @@
 //! counts and a page of loans from one snapshot), status transitions with `If-Match`, and
 //! the status history. Each handler extracts, calls one operation (`ops`) and renders.
 
-use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -52,8 +51,8 @@ fn with_etag(status: StatusCode, loan: Loan) -> Response {
     ))]
 async fn create_loan(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     AppJson(input): AppJson<NewLoan>,
 ) -> Result<Response, AppError> {
     let loan = ops::create(&state, &actor, input, &request_id.0).await?;
@@ -68,7 +67,7 @@ async fn create_loan(
     ))]
 async fn get_loan(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     Ok(with_etag(
@@ -91,7 +90,7 @@ pub struct DashboardParams {
     responses((status = 200, description = "Counts and a page of loans", body = LoanList)))]
 async fn dashboard(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     query: Result<Query<DashboardParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<AppJson<LoanList>, AppError> {
     let Query(params) = query.map_err(|_| malformed("a query parameter is not valid"))?;
@@ -123,8 +122,8 @@ async fn dashboard(
     ))]
 async fn transition(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     AppJson(request): AppJson<TransitionRequest>,
@@ -147,7 +146,7 @@ async fn transition(
     responses((status = 200, description = "Transitions", body = HistoryList)))]
 async fn history(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(id): Path<Uuid>,
     query: Result<Query<PageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<AppJson<HistoryList>, AppError> {

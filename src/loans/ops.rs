@@ -181,7 +181,6 @@ pub async fn create_valid(
     let key = file_key(state, loan.lead_id).await?;
     let property_enc = field::encrypt(
         &key,
-        1,
         property_at(id),
         &serde_json::to_vec(&loan.property).unwrap_or_default(),
     );
@@ -361,7 +360,7 @@ pub async fn apply_transition(
     reason: Option<&str>,
     request_id: &str,
 ) -> Result<(), AppError> {
-    let reason_enc = reason.map(|r| field::encrypt(key, 1, reason_at(row.id), r.as_bytes()));
+    let reason_enc = reason.map(|r| field::encrypt(key, reason_at(row.id), r.as_bytes()));
     store::record_transition(
         tx,
         row.id,

@@ -1,7 +1,6 @@
 //! The LOS routes (docs/api.md): the signed milestone webhook, and the agent's re-drive of
 //! a loan's LOS submission.
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -58,7 +57,7 @@ pub struct MilestoneEvent {
     ))]
 async fn webhook(
     State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
+    request_id: RequestId,
     request: axum::extract::Request,
 ) -> Result<Response, AppError> {
     // The header first: a forged or stale request is refused before one byte of its body
@@ -226,8 +225,8 @@ pub struct Submission {
     ))]
 async fn resubmit(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(loan): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;

@@ -23,15 +23,7 @@ use crate::state::AppState;
 pub use crate::events::{LOS_SUBMITTER as CONSUMER, LOS_SUBMITTER_TOPICS as TOPICS};
 
 pub fn los_actor() -> Actor {
-    Actor {
-        subject: "system:los".into(),
-        display_name: "LOS".into(),
-        email: None,
-        roles: Vec::new(),
-        team: None,
-        auth_time: None,
-        issued_at: None,
-    }
+    Actor::system("los", "LOS").without_roles()
 }
 
 /// What became of a milestone.
@@ -153,7 +145,6 @@ pub async fn apply_milestone(
             }
             let reason_enc = crate::crypto::field::encrypt(
                 &key,
-                1,
                 crate::crypto::field::Location {
                     table: "loan_status_history",
                     column: "reason_enc",

@@ -520,7 +520,6 @@ impl Notifier {
         let id = Uuid::now_v7();
         let sealed = field::encrypt(
             &key,
-            1,
             Location {
                 table: "notifications",
                 column: "recipient_enc",

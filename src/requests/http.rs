@@ -4,7 +4,6 @@
 //! `accepted` | `rejected` (the borrower sees the reason and uploads a replacement, which
 //! makes it `received` again); `outstanding` | `rejected` → `not_applicable` (borrower).
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -198,8 +197,8 @@ fn parse_due_date(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Dat
     ))]
 async fn create_request(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(loan_id): Path<Uuid>,
     AppJson(input): AppJson<NewRequest>,
 ) -> Result<Response, AppError> {
@@ -246,7 +245,7 @@ async fn create_request(
     responses((status = 200, description = "The needs list, oldest first", body = DocumentRequestList)))]
 async fn list_requests(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(loan_id): Path<Uuid>,
     query: Result<
         axum::extract::Query<crate::http::support::PageParams>,

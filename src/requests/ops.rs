@@ -56,7 +56,6 @@ pub async fn record_event(
     let reason_enc = reason.map(|r| {
         field::encrypt(
             key,
-            1,
             at("document_request_events", "reason_enc", id),
             r.as_bytes(),
         )
@@ -90,7 +89,6 @@ pub async fn move_request(
     let reason_enc = reason.map(|r| {
         field::encrypt(
             key,
-            1,
             at("document_requests", "reason_enc", request),
             r.as_bytes(),
         )
@@ -149,7 +147,6 @@ pub async fn insert_request(
     let id = Uuid::now_v7();
     let note_enc = field::encrypt(
         &key,
-        1,
         at("document_requests", "note_enc", id),
         note.as_bytes(),
     );

@@ -3,7 +3,6 @@
 //! worker against the bureau, summarised in columns, the full report encrypted and shown
 //! only on an audited read.
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -159,8 +158,8 @@ async fn accepted(state: &AppState, actor: &Actor, id: Uuid) -> Result<Response,
     ))]
 async fn request_pull(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(lead_id): Path<Uuid>,
     AppJson(input): AppJson<PullRequest>,
 ) -> Result<Response, AppError> {
@@ -198,7 +197,7 @@ pub struct CreditPullList {
     responses((status = 200, description = "Pulls", body = CreditPullList)))]
 async fn list_pulls(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(lead_id): Path<Uuid>,
     query: Result<
         axum::extract::Query<crate::http::support::PageParams>,
@@ -235,7 +234,7 @@ async fn list_pulls(
     ))]
 async fn latest_pull(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(lead_id): Path<Uuid>,
 ) -> Result<AppJson<CreditPull>, AppError> {
     let mut query = QueryBuilder::<Postgres>::new(SELECT_PULL);
@@ -254,7 +253,7 @@ async fn latest_pull(
     responses((status = 200, description = "The pull", body = CreditPull)))]
 async fn get_pull(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(id): Path<Uuid>,
 ) -> Result<AppJson<CreditPull>, AppError> {
     let mut conn = state.db.acquire().await?;
@@ -272,9 +271,9 @@ async fn get_pull(
     ))]
 async fn get_report(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
-    Extension(side_effects): Extension<SideEffects>,
+    actor: Actor,
+    request_id: RequestId,
+    side_effects: SideEffects,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
@@ -340,8 +339,8 @@ pub struct FollowUp {
     request_body = FollowUp, responses((status = 202, description = "Queued", body = CreditPull)))]
 async fn reissue(
     state: State<AppState>,
-    actor: Extension<Actor>,
-    request_id: Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(id): Path<Uuid>,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
@@ -353,8 +352,8 @@ async fn reissue(
     request_body = FollowUp, responses((status = 202, description = "Queued", body = CreditPull)))]
 async fn upgrade(
     state: State<AppState>,
-    actor: Extension<Actor>,
-    request_id: Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(id): Path<Uuid>,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
@@ -373,8 +372,8 @@ fn optional_body(body: &[u8]) -> Result<Option<FollowUp>, AppError> {
 
 async fn follow_up(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     id: Uuid,
     body: Option<FollowUp>,
     upgrade: bool,

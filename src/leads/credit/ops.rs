@@ -44,12 +44,7 @@ pub async fn queue_pull(
                 .file_key(&state.db, lead_id)
                 .await
                 .map_err(kms_unavailable)?;
-            Some(field::encrypt(
-                &key,
-                1,
-                ip_at(id),
-                ip.to_string().as_bytes(),
-            ))
+            Some(field::encrypt(&key, ip_at(id), ip.to_string().as_bytes()))
         }
         None => None,
     };

@@ -13,7 +13,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::{Actor, Role};
+use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::db::outbox;
 use crate::integrations::bureau::{BureauError, Kind, Subject};
@@ -36,15 +36,7 @@ impl CreditWorker {
 }
 
 fn worker_actor() -> Actor {
-    Actor {
-        subject: "system:credit-worker".into(),
-        display_name: "Credit worker".into(),
-        email: None,
-        roles: vec![Role::Admin],
-        team: None,
-        auth_time: None,
-        issued_at: None,
-    }
+    Actor::system("credit-worker", "Credit worker")
 }
 
 fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
@@ -275,7 +267,6 @@ impl CreditWorker {
             .map_err(transient)?;
         let sealed = field::encrypt(
             &key,
-            1,
             crate::leads::credit::report_at(id),
             &serde_json::to_vec(&report.raw).map_err(transient)?,
         );

@@ -4,7 +4,6 @@
 pub mod sms_consent;
 pub mod unsubscribe;
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -69,7 +68,7 @@ type Row = (
     responses((status = 200, description = "Notifications", body = NotificationList)))]
 async fn list_notifications(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
+    actor: Actor,
     Path(loan): Path<Uuid>,
     query: Result<
         axum::extract::Query<crate::http::support::PageParams>,

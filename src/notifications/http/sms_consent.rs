@@ -1,7 +1,6 @@
 //! The borrower's SMS opt-in (TCPA): recorded with who, when and how; `DELETE` opts out at
 //! once. No SMS leaves without a current opt-in.
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -44,8 +43,8 @@ pub struct SmsConsent {
     request_body = SmsConsentInput, responses((status = 200, description = "Recorded", body = SmsConsent)))]
 async fn record(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(lead): Path<Uuid>,
     AppJson(input): AppJson<SmsConsentInput>,
 ) -> Result<AppJson<SmsConsent>, AppError> {
@@ -97,8 +96,8 @@ async fn record(
     responses((status = 204, description = "Opted out")))]
 async fn opt_out(
     State(state): State<AppState>,
-    Extension(actor): Extension<Actor>,
-    Extension(request_id): Extension<RequestId>,
+    actor: Actor,
+    request_id: RequestId,
     Path(lead): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
