@@ -10,6 +10,82 @@ use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Every problem `code` the service answers with (docs/api.md, "Errors"): clients and tests
+/// rely on these strings, so they are written once, here.
+macro_rules! error_codes {
+    ($($variant:ident => $code:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    MalformedJson => "malformed_json",
+    IdempotencyKeyRequired => "idempotency_key_required",
+    MalformedRequest => "malformed_request",
+    InvalidRequest => "invalid_request",
+    BadRequest => "bad_request",
+    MissingCredentials => "missing_credentials",
+    MalformedToken => "malformed_token",
+    InvalidSignature => "invalid_signature",
+    UnsupportedAlgorithm => "unsupported_algorithm",
+    UnknownKey => "unknown_key",
+    TokenExpired => "token_expired",
+    InvalidIssuer => "invalid_issuer",
+    InvalidAudience => "invalid_audience",
+    WrongTokenType => "wrong_token_type",
+    SessionExpired => "session_expired",
+    StepUpRequired => "step_up_required",
+    StaleTimestamp => "stale_timestamp",
+    Forbidden => "forbidden",
+    MfaRequired => "mfa_required",
+    CsrfFailed => "csrf_failed",
+    AccountDisabled => "account_disabled",
+    NotFound => "not_found",
+    LinkNotFound => "link_not_found",
+    MethodNotAllowed => "method_not_allowed",
+    NotAcceptable => "not_acceptable",
+    UnsupportedMediaType => "unsupported_media_type",
+    RequestTimeout => "request_timeout",
+    InvalidTransition => "invalid_transition",
+    InvalidState => "invalid_state",
+    IdempotencyKeyInFlight => "idempotency_key_in_flight",
+    Conflict => "conflict",
+    LinkExpired => "link_expired",
+    LinkRevoked => "link_revoked",
+    LinkExhausted => "link_exhausted",
+    PreconditionFailed => "precondition_failed",
+    PreconditionRequired => "precondition_required",
+    PayloadTooLarge => "payload_too_large",
+    ValidationFailed => "validation_failed",
+    IdempotencyKeyReused => "idempotency_key_reused",
+    FileTooLarge => "file_too_large",
+    UnsupportedFileType => "unsupported_file_type",
+    ConsentRequired => "consent_required",
+    SubjectIncomplete => "subject_incomplete",
+    RateLimited => "rate_limited",
+    DependencyUnavailable => "dependency_unavailable",
+    InternalError => "internal_error",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
@@ -37,14 +113,14 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
             // A URN: stable, and promises no documentation URL the installation may not reach.
             type_uri: format!("urn:loanfolio:problem:{code}"),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             request_id: None,
             errors: Vec::new(),
             reauth_url: None,
@@ -78,7 +154,7 @@ pub enum AppError {
     #[error("{detail}")]
     Client {
         status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         detail: String,
         errors: Vec<FieldError>,
     },
@@ -97,7 +173,7 @@ pub enum AppError {
 }
 
 impl AppError {
-    pub fn client(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn client(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::Client {
             status,
             code,
@@ -109,7 +185,7 @@ impl AppError {
     pub fn not_found() -> Self {
         Self::client(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "the resource does not exist",
         )
     }
@@ -117,7 +193,7 @@ impl AppError {
     pub fn forbidden() -> Self {
         Self::client(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "your role does not allow this",
         )
     }
@@ -125,7 +201,7 @@ impl AppError {
     pub fn validation(errors: Vec<FieldError>) -> Self {
         Self::Client {
             status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "validation_failed",
+            code: ErrorCode::ValidationFailed,
             detail: "the request is not valid".into(),
             errors,
         }
@@ -163,7 +239,7 @@ impl IntoResponse for AppError {
                 tracing::warn!(dependency, error = %format!("{source:#}"), "dependency unavailable");
                 let mut response = Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "dependency_unavailable",
+                    ErrorCode::DependencyUnavailable,
                     "a service this request needs is unavailable; try again shortly",
                 )
                 .into_response();
@@ -176,7 +252,7 @@ impl IntoResponse for AppError {
             AppError::RateLimited { retry_after_secs } => {
                 let mut response = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     "too many requests; slow down",
                 )
                 .into_response();
@@ -189,7 +265,7 @@ impl IntoResponse for AppError {
                 tracing::error!(error = %format!("{source:#}"), "internal error");
                 Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
+                    ErrorCode::InternalError,
                     "the server could not complete the request",
                 )
                 .into_response()
@@ -214,30 +290,30 @@ impl From<JsonRejection> for AppError {
         match rejection {
             JsonRejection::JsonDataError(e) => Self::Client {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: "validation_failed",
+                code: ErrorCode::ValidationFailed,
                 detail: "the request body does not match the expected shape".into(),
                 errors: vec![field_error_from_serde(&e.body_text())],
             },
             JsonRejection::JsonSyntaxError(_) => Self::client(
                 StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ErrorCode::MalformedJson,
                 "the request body is not valid JSON",
             ),
             JsonRejection::MissingJsonContentType(_) => Self::client(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as application/json",
             ),
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Self::client(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
+                    ErrorCode::PayloadTooLarge,
                     "the request body is too large",
                 )
             }
             other => Self::client(
                 StatusCode::BAD_REQUEST,
-                "malformed_json",
+                ErrorCode::MalformedJson,
                 format!("the request body could not be read ({})", other.status()),
             ),
         }
@@ -327,23 +403,23 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AuthError::MissingCredentials => "missing_credentials",
-            AuthError::MalformedToken => "malformed_token",
-            AuthError::InvalidSignature => "invalid_signature",
-            AuthError::UnsupportedAlgorithm => "unsupported_algorithm",
-            AuthError::UnknownKey => "unknown_key",
-            AuthError::TokenExpired => "token_expired",
-            AuthError::InvalidIssuer => "invalid_issuer",
-            AuthError::InvalidAudience => "invalid_audience",
-            AuthError::WrongTokenType => "wrong_token_type",
-            AuthError::SessionExpired => "session_expired",
-            AuthError::StepUpRequired { .. } => "step_up_required",
-            AuthError::MfaRequired => "mfa_required",
-            AuthError::CsrfFailed => "csrf_failed",
-            AuthError::AccountDisabled => "account_disabled",
-            AuthError::IssuerUnavailable(_) => "dependency_unavailable",
+            AuthError::MissingCredentials => ErrorCode::MissingCredentials,
+            AuthError::MalformedToken => ErrorCode::MalformedToken,
+            AuthError::InvalidSignature => ErrorCode::InvalidSignature,
+            AuthError::UnsupportedAlgorithm => ErrorCode::UnsupportedAlgorithm,
+            AuthError::UnknownKey => ErrorCode::UnknownKey,
+            AuthError::TokenExpired => ErrorCode::TokenExpired,
+            AuthError::InvalidIssuer => ErrorCode::InvalidIssuer,
+            AuthError::InvalidAudience => ErrorCode::InvalidAudience,
+            AuthError::WrongTokenType => ErrorCode::WrongTokenType,
+            AuthError::SessionExpired => ErrorCode::SessionExpired,
+            AuthError::StepUpRequired { .. } => ErrorCode::StepUpRequired,
+            AuthError::MfaRequired => ErrorCode::MfaRequired,
+            AuthError::CsrfFailed => ErrorCode::CsrfFailed,
+            AuthError::AccountDisabled => ErrorCode::AccountDisabled,
+            AuthError::IssuerUnavailable(_) => ErrorCode::DependencyUnavailable,
         }
     }
 }
@@ -406,7 +482,7 @@ pub fn kms_unavailable(e: anyhow::Error) -> AppError {
 pub fn malformed(detail: &str) -> AppError {
     AppError::client(
         StatusCode::BAD_REQUEST,
-        "malformed_request",
+        ErrorCode::MalformedRequest,
         detail.to_owned(),
     )
 }
@@ -414,6 +490,29 @@ pub fn malformed(detail: &str) -> AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The contract lists every code the service answers with, and nothing else.
+    #[test]
+    fn every_error_code_is_in_the_contract_and_no_other() {
+        let api = include_str!("../docs/api.md");
+        let table: String = api
+            .lines()
+            .skip_while(|l| !l.starts_with("| status | codes |"))
+            .take_while(|l| l.starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let documented: std::collections::BTreeSet<&str> = table
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            // A field of the problem document the table mentions, not a code.
+            .filter(|s| *s != "reauth_url")
+            .collect();
+        let ours: std::collections::BTreeSet<&str> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(documented, ours, "docs/api.md's error table vs ErrorCode");
+    }
 
     #[test]
     fn json_error_path_extracts_field() {
@@ -455,7 +554,7 @@ mod tests {
 
     #[test]
     fn problem_type_is_stable_per_code() {
-        let p = Problem::new(StatusCode::NOT_FOUND, "not_found", "x");
+        let p = Problem::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "x");
         assert_eq!(p.type_uri, "urn:loanfolio:problem:not_found");
         assert_eq!(p.title, "Not Found");
     }

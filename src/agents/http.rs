@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::Changed;
 use super::ops::set_disabled;
 use crate::auth::{Actor, Role};
-use crate::error::{AppError, AppJson};
+use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::edge::RequestId;
 use crate::http::support::{malformed, rfc3339};
 use crate::state::AppState;
@@ -130,7 +130,7 @@ async fn change(
     if disabled && subject == actor.subject {
         return Err(AppError::client(
             StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             "an admin cannot disable their own account",
         ));
     }

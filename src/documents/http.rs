@@ -20,7 +20,7 @@ use crate::actor::SideEffects;
 use crate::audit;
 use crate::auth::Actor;
 use crate::documents::DocType;
-use crate::error::{AppError, AppJson, FieldError};
+use crate::error::{AppError, AppJson, ErrorCode, FieldError};
 use crate::http::edge::RequestId;
 use crate::http::support::{kms_unavailable, with_location};
 use crate::loans::ops::{visible_loan, writable_loan};
@@ -187,7 +187,7 @@ async fn download(
     if row.state != "available" {
         return Err(AppError::client(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "the document is not available",
         ));
     }

@@ -23,7 +23,7 @@ use crate::auth::{Actor, ReadScope};
 use crate::crypto::field;
 use crate::db::outbox;
 use crate::domain::{mask, rfc3339};
-use crate::error::{AppError, FieldError, kms_unavailable};
+use crate::error::{AppError, ErrorCode, FieldError, kms_unavailable};
 use crate::state::AppState;
 
 /// The API shape of a document for `actor`: a caller who sees masked PII only (admin) gets
@@ -90,7 +90,7 @@ pub fn validate_upload(state: &AppState, input: &NewUpload) -> Result<String, Ap
     if input.size_bytes > limit {
         return Err(AppError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "file_too_large",
+            ErrorCode::FileTooLarge,
             format!("files may be at most {} MB", limit / 1_000_000),
         ));
     }
@@ -98,7 +98,7 @@ pub fn validate_upload(state: &AppState, input: &NewUpload) -> Result<String, Ap
     if !ALLOWED_CONTENT_TYPES.contains(&content_type.as_str()) {
         return Err(AppError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "unsupported_file_type",
+            ErrorCode::UnsupportedFileType,
             "accepted types are PDF, JPEG, PNG, TIFF and HEIC",
         ));
     }
@@ -289,7 +289,7 @@ pub async fn finish_upload(
                 Err(object_store::Error::NotFound { .. }) => {
                     return Err(AppError::client(
                         StatusCode::CONFLICT,
-                        "conflict",
+                        ErrorCode::Conflict,
                         "the file has not arrived yet: PUT it to the upload URL, then complete",
                     ));
                 }
@@ -331,7 +331,7 @@ pub async fn finish_upload(
         "expired" | "deleted" => {
             return Err(AppError::client(
                 StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 format!("the document is {}; start a new upload", row.state),
             ));
         }
@@ -409,7 +409,7 @@ pub async fn review(
     if doc_state != "available" {
         return Err(AppError::client(
             StatusCode::CONFLICT,
-            "invalid_state",
+            ErrorCode::InvalidState,
             format!("only available documents can be reviewed; this one is {doc_state}"),
         ));
     }

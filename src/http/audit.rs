@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Actor, Role};
-use crate::error::{AppError, AppJson};
+use crate::error::{AppError, AppJson, ErrorCode};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -73,7 +73,7 @@ type AuditRow = (
 fn bad(detail: &str) -> AppError {
     AppError::client(
         StatusCode::BAD_REQUEST,
-        "malformed_request",
+        ErrorCode::MalformedRequest,
         detail.to_owned(),
     )
 }

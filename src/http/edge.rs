@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
-use crate::error::{PROBLEM_JSON, Problem, ProblemMarker};
+use crate::error::{ErrorCode, PROBLEM_JSON, Problem, ProblemMarker};
 use crate::metrics::HttpLabels;
 use crate::state::AppState;
 
@@ -105,22 +105,24 @@ async fn finish_problem(response: Response, request_id: &str, return_to: Option<
     }
     let (code, detail) = match status {
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "the route does not support this method",
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is too large"),
-        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
-        StatusCode::NOT_FOUND => ("not_found", "the resource does not exist"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            (ErrorCode::PayloadTooLarge, "the request body is too large")
+        }
+        StatusCode::REQUEST_TIMEOUT => (ErrorCode::RequestTimeout, "the request took too long"),
+        StatusCode::NOT_FOUND => (ErrorCode::NotFound, "the resource does not exist"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the request body's media type is not supported",
         ),
-        StatusCode::NOT_ACCEPTABLE => ("not_acceptable", "no acceptable representation"),
+        StatusCode::NOT_ACCEPTABLE => (ErrorCode::NotAcceptable, "no acceptable representation"),
         s if s.is_server_error() => (
-            "internal_error",
+            ErrorCode::InternalError,
             "the server could not complete the request",
         ),
-        _ => ("bad_request", "the request could not be processed"),
+        _ => (ErrorCode::BadRequest, "the request could not be processed"),
     };
     let mut problem = Problem::new(status, code, detail);
     problem.request_id = Some(request_id.to_owned());
@@ -158,7 +160,7 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
     tracing::error!(panic = %message, "handler panicked");
     Problem::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
+        ErrorCode::InternalError,
         "the server could not complete the request",
     )
     .into_response()

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Actor;
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -37,7 +37,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, AppError> {
         .ok_or_else(|| {
             AppError::client(
                 StatusCode::BAD_REQUEST,
-                "idempotency_key_required",
+                ErrorCode::IdempotencyKeyRequired,
                 "this request creates something: send an Idempotency-Key header",
             )
         })?;
@@ -49,7 +49,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, AppError> {
         .ok_or_else(|| {
             AppError::client(
                 StatusCode::BAD_REQUEST,
-                "malformed_request",
+                ErrorCode::MalformedRequest,
                 "the Idempotency-Key must be 1 to 255 visible ASCII characters",
             )
         })
@@ -131,7 +131,7 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Result<Respon
         .map_err(|_| {
             AppError::client(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 "the request body is too large",
             )
         })?;
@@ -305,7 +305,7 @@ async fn claim(
         if stored_print != fingerprint {
             return Err(AppError::client(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was used for a different request",
             ));
         }
@@ -319,7 +319,7 @@ async fn claim(
         if locked {
             return Err(AppError::client(
                 StatusCode::CONFLICT,
-                "idempotency_key_in_flight",
+                ErrorCode::IdempotencyKeyInFlight,
                 "a request with this Idempotency-Key is still being processed",
             ));
         }
@@ -341,7 +341,7 @@ async fn claim(
     }
     Err(AppError::client(
         StatusCode::CONFLICT,
-        "idempotency_key_in_flight",
+        ErrorCode::IdempotencyKeyInFlight,
         "a request with this Idempotency-Key is still being processed",
     ))
 }

@@ -25,7 +25,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 /// Agent routes: authentication (and the role checks it implies) runs only on matched
@@ -103,7 +103,7 @@ async fn method_check(
                 .join(", ");
             let mut response = AppError::client(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "the route does not support this method",
             )
             .into_response();
@@ -179,5 +179,5 @@ pub fn finish(router: Router<AppState>, state: AppState) -> Router {
 }
 
 async fn not_found() -> AppError {
-    AppError::client(StatusCode::NOT_FOUND, "not_found", "no such route")
+    AppError::client(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
 }

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 
 use crate::audit::session_event as audit_session;
 use crate::auth::{Actor, AuthError, session};
-use crate::error::{AppError, AppJson};
+use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::auth::login::{self, Purpose};
 use crate::http::auth::middleware::{SessionContext, cookie_value};
 use crate::http::auth::recheck::seal_refresh_token;
@@ -195,7 +195,7 @@ async fn callback(
     let (Some(code), Some(csrf_state)) = (params.code, params.state) else {
         return Err(AppError::client(
             StatusCode::BAD_REQUEST,
-            "malformed_request",
+            ErrorCode::MalformedRequest,
             "the callback needs `code` and `state`",
         ));
     };
@@ -382,7 +382,7 @@ async fn backchannel_logout(
     let invalid = |detail: &str| {
         AppError::client(
             StatusCode::BAD_REQUEST,
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             detail.to_owned(),
         )
     };

@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
 pub use crate::db::{Page, next_page, push_scope};
 pub use crate::domain::rfc3339;
-pub use crate::error::{AppError, kms_unavailable, malformed};
+pub use crate::error::{AppError, ErrorCode, kms_unavailable, malformed};
 
 /// `status` with `body` as JSON and a `Location` header pointing at `location` (ids only,
 /// always a valid header value).
@@ -30,7 +30,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<i64, AppError> {
     let value = headers.get(header::IF_MATCH).ok_or_else(|| {
         AppError::client(
             StatusCode::PRECONDITION_REQUIRED,
-            "precondition_required",
+            ErrorCode::PreconditionRequired,
             "send If-Match with the ETag you last read",
         )
     })?;
@@ -42,7 +42,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<i64, AppError> {
         .ok_or_else(|| {
             AppError::client(
                 StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
+                ErrorCode::PreconditionFailed,
                 "the If-Match value does not match the resource's ETag",
             )
         })

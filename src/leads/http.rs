@@ -18,7 +18,7 @@ use super::store::ListFilter;
 use super::{Lead, LeadInput, LeadList, LeadStatus, Reveal, ops};
 use crate::actor::SideEffects;
 use crate::auth::Actor;
-use crate::error::{AppError, AppJson};
+use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::edge::RequestId;
 use crate::http::support::{etag, if_match, malformed};
 use crate::state::AppState;
@@ -177,14 +177,14 @@ async fn patch_lead(
     {
         return Err(AppError::client(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "send application/merge-patch+json or application/json",
         ));
     }
     let patch: Value = serde_json::from_slice(&body).map_err(|_| {
         AppError::client(
             StatusCode::BAD_REQUEST,
-            "malformed_json",
+            ErrorCode::MalformedJson,
             "the request body is not valid JSON",
         )
     })?;

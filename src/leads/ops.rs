@@ -19,7 +19,7 @@ use crate::crypto::DataKey;
 use crate::crypto::field::{self};
 use crate::db::{next_page, outbox};
 use crate::domain::ssn::Ssn;
-use crate::error::{AppError, FieldError, kms_unavailable};
+use crate::error::{AppError, ErrorCode, FieldError, kms_unavailable};
 use crate::leads::credit::{Consent, PullType};
 use crate::state::AppState;
 
@@ -305,7 +305,7 @@ pub async fn patch(
     if if_match? != row.version {
         return Err(AppError::client(
             StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
+            ErrorCode::PreconditionFailed,
             "the lead changed since you read it; read it again",
         ));
     }

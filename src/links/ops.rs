@@ -15,7 +15,7 @@ use crate::auth::Actor;
 use crate::auth::session::random_token;
 use crate::crypto::field;
 use crate::db::outbox;
-use crate::error::{AppError, kms_unavailable};
+use crate::error::{AppError, ErrorCode, kms_unavailable};
 use crate::state::AppState;
 
 /// Write a link with its audit row and `upload_link.created` event, in `tx`; its id and
@@ -130,28 +130,28 @@ pub async fn active_link(
     else {
         return Err(link_error(
             StatusCode::NOT_FOUND,
-            "link_not_found",
+            ErrorCode::LinkNotFound,
             "this upload link does not exist",
         ));
     };
     if revoked_at.is_some() {
         return Err(link_error(
             StatusCode::GONE,
-            "link_revoked",
+            ErrorCode::LinkRevoked,
             "this upload link was revoked; ask your loan officer for a new one",
         ));
     }
     if expires_at <= OffsetDateTime::now_utc() {
         return Err(link_error(
             StatusCode::GONE,
-            "link_expired",
+            ErrorCode::LinkExpired,
             "this upload link has expired; ask your loan officer for a new one",
         ));
     }
     if for_upload && files_accepted >= i64::from(max_files) {
         return Err(link_error(
             StatusCode::GONE,
-            "link_exhausted",
+            ErrorCode::LinkExhausted,
             "this upload link has taken all the files it accepts",
         ));
     }
@@ -166,6 +166,6 @@ pub async fn active_link(
     })
 }
 
-fn link_error(status: StatusCode, code: &'static str, detail: &str) -> AppError {
+fn link_error(status: StatusCode, code: ErrorCode, detail: &str) -> AppError {
     AppError::client(status, code, detail.to_owned())
 }

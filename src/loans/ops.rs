@@ -22,7 +22,7 @@ use crate::crypto::field::{self, Location};
 use crate::db::{Page, next_page, outbox};
 use crate::domain::money::Money;
 use crate::domain::rfc3339;
-use crate::error::{AppError, FieldError, kms_unavailable};
+use crate::error::{AppError, ErrorCode, FieldError, kms_unavailable};
 use crate::leads::{Address, validate_address};
 use crate::state::AppState;
 
@@ -292,7 +292,7 @@ pub async fn transition(
     if !from.can_move_to(to) {
         return Err(AppError::client(
             StatusCode::CONFLICT,
-            "invalid_transition",
+            ErrorCode::InvalidTransition,
             format!(
                 "a loan cannot move from {} to {}",
                 from.as_str(),
@@ -315,7 +315,7 @@ pub async fn transition(
     if if_match? != row.version {
         return Err(AppError::client(
             StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
+            ErrorCode::PreconditionFailed,
             "the loan changed since you read it; read it again",
         ));
     }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::auth::Actor;
 use crate::db::outbox;
-use crate::error::{AppError, AppJson, FieldError};
+use crate::error::{AppError, AppJson, ErrorCode, FieldError};
 use crate::http::edge::RequestId;
 use crate::integrations::webhook_signature::{self as signature, HeaderError};
 use crate::loans::ops::writable_loan;
@@ -30,7 +30,7 @@ pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
     crate::http::idempotency::layer(state, OpenApiRouter::new().routes(routes!(resubmit)))
 }
 
-fn unauthorized(code: &'static str, detail: &str) -> AppError {
+fn unauthorized(code: ErrorCode, detail: &str) -> AppError {
     AppError::client(StatusCode::UNAUTHORIZED, code, detail.to_owned())
 }
 
@@ -70,11 +70,11 @@ async fn webhook(
         .and_then(|v| signature::parse(v.as_bytes(), now))
         .map_err(|e| match e {
             HeaderError::Malformed => unauthorized(
-                "invalid_signature",
+                ErrorCode::InvalidSignature,
                 "missing or malformed Loanfolio-Signature",
             ),
             HeaderError::Stale => unauthorized(
-                "stale_timestamp",
+                ErrorCode::StaleTimestamp,
                 "the signature's timestamp is more than 300 s away from now",
             ),
         })?;
@@ -82,7 +82,7 @@ async fn webhook(
     let too_large = || {
         AppError::client(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("webhook bodies may be at most {limit} bytes"),
         )
     };
@@ -103,14 +103,14 @@ async fn webhook(
         .map_err(|e| anyhow::anyhow!("LOS webhook secrets: {e}"))?;
     if !keys.verify(&header, &body) {
         return Err(unauthorized(
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "the signature does not match",
         ));
     }
     let event: MilestoneEvent = serde_json::from_slice(&body).map_err(|_| {
         AppError::client(
             StatusCode::BAD_REQUEST,
-            "malformed_json",
+            ErrorCode::MalformedJson,
             "the body is not a milestone event".to_owned(),
         )
     })?;
@@ -240,7 +240,7 @@ async fn resubmit(
     if !matches!(status.as_str(), "submitted" | "underwriting") {
         return Err(AppError::client(
             StatusCode::CONFLICT,
-            "invalid_state",
+            ErrorCode::InvalidState,
             format!("a {status} loan is not submitted to the LOS"),
         ));
     }

@@ -13,7 +13,7 @@ use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::db::outbox;
 use crate::domain::DocType;
-use crate::error::{AppError, kms_unavailable};
+use crate::error::{AppError, ErrorCode, kms_unavailable};
 use crate::state::AppState;
 
 pub fn at<'a>(table: &'a str, column: &'a str, row: Uuid) -> Location<'a> {
@@ -268,7 +268,7 @@ pub async fn mark_not_applicable(
         other => {
             return Err(AppError::client(
                 StatusCode::CONFLICT,
-                "invalid_state",
+                ErrorCode::InvalidState,
                 format!("this request is already {other}"),
             ));
         }

@@ -20,7 +20,7 @@ use crate::actor::SideEffects;
 use crate::audit;
 use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self};
-use crate::error::{AppError, AppJson};
+use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::edge::RequestId;
 use crate::http::support::{kms_unavailable, push_scope, rfc3339, with_location};
 use crate::leads::credit::{Consent, ConsentInput, PullType};
@@ -128,7 +128,7 @@ async fn fetch(
 fn consent_required(pull_type: PullType) -> AppError {
     AppError::client(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "consent_required",
+        ErrorCode::ConsentRequired,
         format!(
             "a {} pull needs the borrower's consent for a {} pull (FCRA permissible purpose)",
             pull_type.as_str(),
@@ -294,7 +294,7 @@ async fn get_report(
     let Some(sealed) = sealed else {
         return Err(AppError::client(
             StatusCode::CONFLICT,
-            "invalid_state",
+            ErrorCode::InvalidState,
             format!(
                 "the pull is {}; the report exists once it is completed",
                 row.status
@@ -386,7 +386,7 @@ async fn follow_up(
     if row.status != "completed" || row.bureau_report_id.is_none() {
         return Err(AppError::client(
             StatusCode::CONFLICT,
-            "invalid_state",
+            ErrorCode::InvalidState,
             "only a completed pull can be reissued or upgraded",
         ));
     }
@@ -394,7 +394,7 @@ async fn follow_up(
         if row.pull_type != "soft" {
             return Err(AppError::client(
                 StatusCode::CONFLICT,
-                "invalid_state",
+                ErrorCode::InvalidState,
                 "only a soft pull can be upgraded",
             ));
         }

@@ -12,7 +12,7 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field;
 use crate::db::outbox;
-use crate::error::{AppError, kms_unavailable};
+use crate::error::{AppError, ErrorCode, kms_unavailable};
 use crate::state::AppState;
 
 /// Record a queued pull with its consent, audit row and `credit.requested` event (in `tx`).
@@ -32,7 +32,7 @@ pub async fn queue_pull(
     if complete != Some(true) {
         return Err(AppError::client(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "subject_incomplete",
+            ErrorCode::SubjectIncomplete,
             "a credit pull needs the borrower's SSN, date of birth and address",
         ));
     }
