@@ -12,7 +12,7 @@ use crate::auth::session::{self, Session};
 use crate::auth::token::VerifiedClaims;
 use crate::auth::{Actor, AuthError, Role};
 use crate::config::AuthSettings;
-use crate::error::{AppError, ErrorCode};
+use crate::error::AppError;
 use crate::state::AppState;
 
 fn bearer_token(request: &Request) -> Option<&str> {
@@ -279,7 +279,7 @@ mod tests {
         assert!(matches!(
             no_known_role,
             Err(AppError::Client {
-                code: ErrorCode::Forbidden,
+                code: crate::error::ErrorCode::Forbidden,
                 ..
             })
         ));
