@@ -84,7 +84,6 @@ PENDING = {
     ("sql", "notifications/http/unsubscribe.rs"),
     ("sql", "notifications/reminders.rs"),
     ("sql", "notifications/worker.rs"),
-    ("sql", "requests/http.rs"),
     ("store", "notifications/reminders.rs"),
     ("store", "notifications/worker.rs"),
     ("size", "notifications/worker.rs"),

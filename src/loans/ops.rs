@@ -436,3 +436,11 @@ pub async fn history(
     }
     Ok(HistoryList { items, next_cursor })
 }
+
+/// The owner and team of a loan: whom its PII is masked for.
+pub async fn owner_and_team(
+    conn: &mut PgConnection,
+    loan: Uuid,
+) -> Result<(String, Option<String>), AppError> {
+    Ok(store::owner_and_team(conn, loan).await?)
+}

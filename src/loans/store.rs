@@ -184,3 +184,14 @@ pub async fn history(
     .fetch_all(conn)
     .await
 }
+
+pub async fn owner_and_team(
+    conn: &mut PgConnection,
+    loan: Uuid,
+) -> Result<(String, Option<String>), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as("select owner_subject, team from loans where id = $1")
+        .bind(loan)
+        .fetch_one(conn)
+        .await
+}

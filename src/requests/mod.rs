@@ -53,3 +53,36 @@ pub fn check_text(field: &str, text: &str, required: bool, errors: &mut Vec<Fiel
         });
     }
 }
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TimelineItem {
+    pub at: String,
+    pub event: String,
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DocumentRequest {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub doc_type: String,
+    /// Absent for callers who see masked PII only.
+    pub note: Option<String>,
+    pub due_date: Option<String>,
+    pub state: String,
+    /// The agent's rejection reason, or the borrower's not-applicable comment.
+    pub reason: Option<String>,
+    pub timeline: Vec<TimelineItem>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DocumentRequestList {
+    pub items: Vec<DocumentRequest>,
+    pub next_cursor: Option<String>,
+}

@@ -8,11 +8,13 @@ use time::Date;
 use uuid::Uuid;
 
 use super::store::{self, NewEvent, NewRequestRow, RequestRow};
+use super::{DocumentRequest, DocumentRequestList, TimelineItem};
 use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
-use crate::db::outbox;
+use crate::db::{Page, next_page, outbox};
 use crate::domain::DocType;
+use crate::domain::rfc3339;
 use crate::error::{AppError, ErrorCode, kms_unavailable};
 use crate::state::AppState;
 
@@ -279,4 +281,125 @@ pub async fn mark_not_applicable(
         .find(|r| r.id == request)
         .ok_or_else(|| anyhow::anyhow!("the request vanished"))?;
     super::PublicRequest::from_row(&key, &row)
+}
+
+/// The requests as `actor` may see them, with their timelines (notes and reasons left out
+/// for callers who see masked PII only).
+pub async fn render_all(
+    state: &AppState,
+    conn: &mut PgConnection,
+    rows: &[RequestRow],
+    actor: &Actor,
+) -> Result<Vec<DocumentRequest>, AppError> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let (owner, team) = crate::loans::ops::owner_and_team(&mut *conn, first.loan_id).await?;
+    let masked = actor.masks(&owner, team.as_deref());
+    let key = state
+        .keys
+        .file_key(&state.db, first.lead_id)
+        .await
+        .map_err(kms_unavailable)?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let events = store::events(&mut *conn, &ids).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let plain = (!masked).then(|| decrypt_request(&key, row)).transpose()?;
+        let mut timeline = Vec::new();
+        for e in events.iter().filter(|e| e.request_id == row.id) {
+            let reason = match (&e.reason_enc, masked) {
+                (Some(bytes), false) => Some(
+                    String::from_utf8_lossy(
+                        &field::decrypt(
+                            &key,
+                            at("document_request_events", "reason_enc", e.id),
+                            bytes,
+                        )
+                        .map_err(|err| anyhow::anyhow!("decrypting a timeline reason: {err}"))?,
+                    )
+                    .into_owned(),
+                ),
+                _ => None,
+            };
+            timeline.push(TimelineItem {
+                at: rfc3339(e.at),
+                event: e.event.clone(),
+                by: e.by_label.clone(),
+                document_id: e.document_id,
+                reason,
+            });
+        }
+        out.push(DocumentRequest {
+            id: row.id,
+            loan_id: row.loan_id,
+            doc_type: row.doc_type.clone(),
+            note: plain.as_ref().map(|p| p.note.clone()),
+            due_date: row.due_date.map(|d| d.to_string()),
+            state: row.state.clone(),
+            reason: plain.and_then(|p| p.reason),
+            timeline,
+            created_at: rfc3339(row.created_at),
+            updated_at: rfc3339(row.updated_at),
+        });
+    }
+    Ok(out)
+}
+
+/// Ask the borrower for a document type (`note` and `due_date` already checked): the
+/// request, its first timeline entry, audit row and event, for a loan the caller may change.
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    loan_id: Uuid,
+    doc_type: DocType,
+    note: &str,
+    due_date: Option<Date>,
+    request_id: &str,
+) -> Result<DocumentRequest, AppError> {
+    let mut tx = state.db.begin().await?;
+    let lead_id = crate::loans::ops::writable_loan(&mut tx, loan_id, actor).await?;
+    let id = insert_request(
+        state,
+        &mut tx,
+        actor,
+        (loan_id, lead_id),
+        doc_type,
+        note,
+        due_date,
+        request_id,
+    )
+    .await?;
+    let rows: Vec<RequestRow> = store::loan_requests(&mut tx, loan_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.id == id)
+        .collect();
+    let rendered = render_all(state, &mut tx, &rows, actor).await?;
+    tx.commit().await?;
+    rendered
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("the request just written is missing").into())
+}
+
+/// The loan's needs list with states and timelines, oldest first.
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    loan_id: Uuid,
+    page: Page<Uuid>,
+) -> Result<DocumentRequestList, AppError> {
+    let mut conn = state.db.acquire().await?;
+    crate::loans::ops::visible_loan(&mut conn, loan_id, actor).await?;
+    // A loan's needs list is short (one request per document asked for): paged in memory.
+    let mut rows: Vec<_> = store::loan_requests(&mut conn, loan_id)
+        .await?
+        .into_iter()
+        .filter(|r| page.after.is_none_or(|after| r.id > after))
+        .take(page.limit as usize + 1)
+        .collect();
+    let next_cursor = next_page(&mut rows, page.limit, |r| r.id.to_string());
+    let items = render_all(state, &mut conn, &rows, actor).await?;
+    Ok(DocumentRequestList { items, next_cursor })
 }

@@ -143,3 +143,29 @@ pub async fn state_in_loan_for_update(
     .fetch_optional(conn)
     .await
 }
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub at: OffsetDateTime,
+    pub event: String,
+    pub by_label: String,
+    pub document_id: Option<Uuid>,
+    pub reason_enc: Option<Vec<u8>>,
+}
+
+/// The timelines of `requests`, oldest entry first.
+pub async fn events(
+    conn: &mut PgConnection,
+    requests: &[Uuid],
+) -> Result<Vec<EventRow>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select id, request_id, at, event, by_label, document_id, reason_enc
+           from document_request_events where request_id = any($1) order by id",
+    )
+    .bind(requests)
+    .fetch_all(conn)
+    .await
+}
