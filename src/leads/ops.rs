@@ -439,3 +439,90 @@ pub async fn visible_lead(
         Err(AppError::not_found())
     }
 }
+
+/// Record the borrower's SMS opt-in (who, when, how), audited; clears an earlier opt-out.
+pub async fn record_sms_consent(
+    state: &AppState,
+    actor: &Actor,
+    lead: Uuid,
+    obtained_at: OffsetDateTime,
+    method: &str,
+    request_id: &str,
+) -> Result<(), AppError> {
+    let mut tx = state.db.begin().await?;
+    writable_lead(&mut tx, lead, actor).await?;
+    store::set_sms_consent(&mut tx, lead, obtained_at, method, &actor.subject).await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead,
+            actor,
+            action: "lead.sms_consent_recorded",
+            entity_type: "lead",
+            entity_id: lead,
+            request_id: Some(request_id),
+            details: json!({ "method": method }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Opt the borrower out of SMS, at once, audited.
+pub async fn sms_opt_out(
+    state: &AppState,
+    actor: &Actor,
+    lead: Uuid,
+    request_id: &str,
+) -> Result<(), AppError> {
+    let mut tx = state.db.begin().await?;
+    writable_lead(&mut tx, lead, actor).await?;
+    store::set_sms_opted_out(&mut tx, lead).await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead,
+            actor,
+            action: "lead.sms_opted_out",
+            entity_type: "lead",
+            entity_id: lead,
+            request_id: Some(request_id),
+            details: json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether the borrower opted out of email reminders.
+pub async fn email_opted_out(conn: &mut sqlx::PgConnection, lead: Uuid) -> Result<bool, AppError> {
+    Ok(store::email_opted_out(conn, lead).await?)
+}
+
+/// Opt the borrower out of email reminders (in the caller's transaction), audited
+/// `lead.email_unsubscribed` with `details`.
+pub async fn email_opt_out(
+    tx: &mut sqlx::PgConnection,
+    lead: Uuid,
+    actor: &Actor,
+    details: Value,
+    request_id: &str,
+) -> Result<(), AppError> {
+    store::set_email_opted_out(&mut *tx, lead).await?;
+    audit::record(
+        tx,
+        audit::Entry {
+            chain: lead,
+            actor,
+            action: "lead.email_unsubscribed",
+            entity_type: "lead",
+            entity_id: lead,
+            request_id: Some(request_id),
+            details,
+        },
+    )
+    .await?;
+    Ok(())
+}

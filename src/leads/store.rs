@@ -246,3 +246,52 @@ pub async fn email_enc(
         .fetch_one(conn)
         .await
 }
+
+pub async fn set_sms_consent(
+    tx: &mut PgConnection,
+    lead: Uuid,
+    obtained_at: OffsetDateTime,
+    method: &str,
+    by: &str,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update leads set sms_consent_at = $2, sms_consent_method = $3, sms_consent_by = $4,
+                sms_opted_out_at = null, updated_at = now() where id = $1",
+    )
+    .bind(lead)
+    .bind(obtained_at)
+    .bind(method)
+    .bind(by)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_sms_opted_out(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update leads set sms_opted_out_at = now(), updated_at = now() where id = $1")
+        .bind(lead)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn email_opted_out(conn: &mut PgConnection, lead: Uuid) -> Result<bool, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select email_opted_out_at is not null from leads where id = $1")
+        .bind(lead)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn set_email_opted_out(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update leads set email_opted_out_at = now() where id = $1 and email_opted_out_at is null",
+    )
+    .bind(lead)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -2,5 +2,7 @@
 //! document reminders, unsubscribe and SMS consent (the mailer and its templates: `crate::mail`).
 
 pub mod http;
+pub mod ops;
 pub mod reminders;
+pub mod store;
 pub mod worker;

@@ -6,7 +6,6 @@ pub mod unsubscribe;
 
 use axum::extract::{Path, State};
 use serde::Serialize;
-use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -48,20 +47,6 @@ pub fn mask(address: &str) -> String {
     crate::domain::mask::address(address)
 }
 
-type Row = (
-    Uuid,
-    Uuid,
-    String,
-    String,
-    String,
-    Vec<u8>,
-    String,
-    i32,
-    Option<String>,
-    OffsetDateTime,
-    Option<OffsetDateTime>,
-);
-
 /// What was sent about this loan, newest first.
 #[utoipa::path(get, path = "/v1/loans/{id}/notifications", tag = "loans",
     params(("id" = Uuid, Path), crate::http::support::PageParams),
@@ -78,60 +63,38 @@ async fn list_notifications(
     let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
     let mut conn = state.db.acquire().await?;
     let lead = visible_loan(&mut conn, loan, &actor).await?;
-    // language=PostgreSQL
-    let mut rows: Vec<Row> = sqlx::query_as(
-        "select id, lead_id, channel, template, recipient_kind, recipient_enc, state, attempts, last_error, created_at, sent_at
-           from notifications where loan_id = $1 and ($2::uuid is null or id < $2)
-          order by id desc limit $3",
-    )
-    .bind(loan)
-    .bind(page.after)
-    .bind(page.limit + 1)
-    .fetch_all(&mut *conn)
-    .await?;
-    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.0.to_string());
+    let mut rows =
+        crate::notifications::store::loan_page(&mut conn, loan, page.after, page.limit + 1).await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
     let key = state
         .keys
         .file_key(&state.db, lead)
         .await
         .map_err(kms_unavailable)?;
     let mut items = Vec::with_capacity(rows.len());
-    for (
-        id,
-        _lead,
-        channel,
-        template,
-        kind,
-        sealed,
-        st,
-        attempts,
-        last_error,
-        created_at,
-        sent_at,
-    ) in rows
-    {
+    for row in rows {
         let recipient = field::decrypt(
             &key,
             Location {
                 table: "notifications",
                 column: "recipient_enc",
-                row: id,
+                row: row.id,
             },
-            &sealed,
+            &row.recipient_enc,
         )
         .map(|p| mask(&String::from_utf8_lossy(&p)))
         .map_err(|e| anyhow::anyhow!("decrypting a recipient: {e}"))?;
         items.push(Notification {
-            id,
-            channel,
-            template,
-            recipient_kind: kind,
+            id: row.id,
+            channel: row.channel,
+            template: row.template,
+            recipient_kind: row.recipient_kind,
             recipient,
-            state: st,
-            attempts,
-            last_error,
-            created_at: rfc3339(created_at),
-            sent_at: sent_at.map(rfc3339),
+            state: row.state,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            created_at: rfc3339(row.created_at),
+            sent_at: row.sent_at.map(rfc3339),
         });
     }
     Ok(AppJson(NotificationList { items, next_cursor }))

@@ -5,14 +5,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::audit;
 use crate::auth::Actor;
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
@@ -57,33 +55,15 @@ async fn record(
                 message: "must be an RFC 3339 time, not in the future".into(),
             }])
         })?;
-    let mut tx = state.db.begin().await?;
-    crate::leads::ops::writable_lead(&mut tx, lead, &actor).await?;
-    // language=PostgreSQL
-    sqlx::query(
-        "update leads set sms_consent_at = $2, sms_consent_method = $3, sms_consent_by = $4,
-                sms_opted_out_at = null, updated_at = now() where id = $1",
-    )
-    .bind(lead)
-    .bind(obtained_at)
-    .bind(input.method.as_str())
-    .bind(&actor.subject)
-    .execute(&mut *tx)
-    .await?;
-    audit::record(
-        &mut tx,
-        audit::Entry {
-            chain: lead,
-            actor: &actor,
-            action: "lead.sms_consent_recorded",
-            entity_type: "lead",
-            entity_id: lead,
-            request_id: Some(&request_id.0),
-            details: json!({ "method": input.method.as_str() }),
-        },
+    crate::leads::ops::record_sms_consent(
+        &state,
+        &actor,
+        lead,
+        obtained_at,
+        input.method.as_str(),
+        &request_id.0,
     )
     .await?;
-    tx.commit().await?;
     Ok(AppJson(SmsConsent {
         obtained_at: crate::http::support::rfc3339(obtained_at),
         method: input.method.as_str().to_owned(),
@@ -100,26 +80,6 @@ async fn opt_out(
     request_id: RequestId,
     Path(lead): Path<Uuid>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    crate::leads::ops::writable_lead(&mut tx, lead, &actor).await?;
-    // language=PostgreSQL
-    sqlx::query("update leads set sms_opted_out_at = now(), updated_at = now() where id = $1")
-        .bind(lead)
-        .execute(&mut *tx)
-        .await?;
-    audit::record(
-        &mut tx,
-        audit::Entry {
-            chain: lead,
-            actor: &actor,
-            action: "lead.sms_opted_out",
-            entity_type: "lead",
-            entity_id: lead,
-            request_id: Some(&request_id.0),
-            details: json!({}),
-        },
-    )
-    .await?;
-    tx.commit().await?;
+    crate::leads::ops::sms_opt_out(&state, &actor, lead, &request_id.0).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

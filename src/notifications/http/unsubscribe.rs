@@ -10,15 +10,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use crate::audit;
-use crate::auth::Actor;
 use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
+use crate::notifications::ops;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -61,20 +58,6 @@ fn wants_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
-/// The lead behind `token` and whether it is unsubscribed already; 404 when unknown.
-async fn lookup(conn: &mut sqlx::PgConnection, token: &str) -> Result<(Uuid, bool), AppError> {
-    // language=PostgreSQL
-    let row: Option<(Uuid, bool)> = sqlx::query_as(
-        "select t.lead_id, l.email_opted_out_at is not null
-           from unsubscribe_tokens t join leads l on l.id = t.lead_id
-          where t.token_hash = $1",
-    )
-    .bind(crate::links::token_hash(token))
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.ok_or_else(AppError::not_found)
-}
-
 /// The unsubscribe page: a button that stops document reminders. Changes nothing (mail
 /// scanners open links); JSON on request: `{unsubscribed}`, the current state.
 #[utoipa::path(get, path = "/v1/public/unsubscribe/{token}", tag = "borrowers",
@@ -88,8 +71,7 @@ async fn show(
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
-    let mut conn = state.db.acquire().await?;
-    let (_, unsubscribed) = lookup(&mut conn, &token).await?;
+    let unsubscribed = ops::is_unsubscribed(&state, &token).await?;
     if wants_json(&headers) {
         return Ok(AppJson(Unsubscribed { unsubscribed }).into_response());
     }
@@ -120,36 +102,11 @@ async fn show(
     ))]
 async fn unsubscribe(
     State(state): State<AppState>,
-    axum::Extension(request_id): axum::Extension<RequestId>,
+    request_id: RequestId,
     headers: HeaderMap,
     Path(token): Path<String>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    let (lead, already) = lookup(&mut tx, &token).await?;
-    if !already {
-        // language=PostgreSQL
-        sqlx::query(
-            "update leads set email_opted_out_at = now() where id = $1 and email_opted_out_at is null",
-        )
-        .bind(lead)
-        .execute(&mut *tx)
-        .await?;
-        let borrower = Actor::borrower("borrower".into());
-        audit::record(
-            &mut tx,
-            audit::Entry {
-                chain: lead,
-                actor: &borrower,
-                action: "lead.email_unsubscribed",
-                entity_type: "lead",
-                entity_id: lead,
-                request_id: Some(&request_id.0),
-                details: json!({ "scope": "reminders" }),
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
+    ops::unsubscribe(&state, &token, &request_id.0).await?;
     Ok(if wants_json(&headers) {
         AppJson(Unsubscribed { unsubscribed: true }).into_response()
     } else {
