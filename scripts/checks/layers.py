@@ -81,9 +81,9 @@ PENDING = {
     ("sql", "los/worker.rs"),
     ("sql", "notifications/reminders.rs"),
     ("sql", "notifications/worker.rs"),
+    ("sql", "notifications/recipients.rs"),
     ("store", "notifications/reminders.rs"),
-    ("store", "notifications/worker.rs"),
-    ("size", "notifications/worker.rs"),
+    ("store", "notifications/recipients.rs"),
 }
 
 USE_RE = re.compile(r"\bcrate::([a-z_]+(?:::[a-z_]+)*)")

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod ops;
+mod recipients;
 pub mod reminders;
 pub mod store;
 pub mod worker;

@@ -1,0 +1,273 @@
+//! What the notifier looks up before it writes a message: who a loan belongs to, a link's
+//! recipient and URL, a rejection's way back, the SMS number, a reminder's contents, the
+//! unsubscribe link.
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::worker::{Notifier, Outgoing, decrypt, transient};
+use crate::mail::SendError;
+use crate::queue::consumer::{HandlerError, Message};
+
+/// A link's sealed recipient address and, while it lives, its sealed token.
+pub(super) type SealedRecipient = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// A link's sealed borrower email, sealed token and expiry.
+pub(super) type LinkRow = (Option<Vec<u8>>, Option<Vec<u8>>, time::OffsetDateTime);
+
+/// Who a loan belongs to: (lead, borrower first name, borrower email, agent name, agent email).
+pub(super) type LoanPeople = (Uuid, String, Option<Vec<u8>>, String, Option<String>);
+
+impl Notifier {
+    pub(super) fn branding(&self) -> (String, String) {
+        let n = &self.state.settings.notifications;
+        (n.lender_name.clone(), n.support_phone.clone())
+    }
+
+    pub(super) async fn people(&self, loan: Uuid) -> Result<Option<LoanPeople>, HandlerError> {
+        // language=PostgreSQL
+        sqlx::query_as(
+            "select l.id, l.first_name, l.email_enc, coalesce(a.display_name, o.owner_subject), a.email
+               from loans o join leads l on l.id = o.lead_id left join agents a on a.subject = o.owner_subject
+              where o.id = $1",
+        )
+        .bind(loan)
+        .fetch_optional(&self.state.db)
+        .await
+        .map_err(transient)
+    }
+
+    /// The URL of the loan's newest live link that was issued to `to` — a link's token is
+    /// only ever sent to the address the link was created for (docs/api.md).
+    pub(super) async fn link_url_for(
+        &self,
+        key: &[u8; 32],
+        loan: Uuid,
+        to: &str,
+    ) -> Result<Option<String>, HandlerError> {
+        // language=PostgreSQL
+        let rows: Vec<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+            "select id, token_enc, borrower_email_enc from upload_links
+              where loan_id = $1 and token_enc is not null and borrower_email_enc is not null
+                and revoked_at is null and expires_at > now()
+              order by id desc limit 20",
+        )
+        .bind(loan)
+        .fetch_all(&self.state.db)
+        .await
+        .map_err(transient)?;
+        for (id, token, email) in rows {
+            let recipient = decrypt(key, "upload_links", "borrower_email_enc", id, &email)?;
+            if recipient.eq_ignore_ascii_case(to) {
+                let token = decrypt(key, "upload_links", "token_enc", id, &token)?;
+                return Ok(Some(self.url(&token)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Who hears about a document's rejection, and the way back: the address of the link
+    /// the file came through (with that link, while it lives); for an agent's upload, the
+    /// borrower's own address with a live link issued to it, if there is one.
+    pub(super) async fn rejection_recipient(
+        &self,
+        key: &[u8; 32],
+        loan: Uuid,
+        link: Option<Uuid>,
+        borrower_email: Option<String>,
+    ) -> Result<Option<(String, Option<String>)>, HandlerError> {
+        if let Some(link) = link {
+            // language=PostgreSQL
+            let row: Option<SealedRecipient> = sqlx::query_as(
+                "select borrower_email_enc,
+                        case when revoked_at is null and expires_at > now() then token_enc end
+                   from upload_links where id = $1",
+            )
+            .bind(link)
+            .fetch_optional(&self.state.db)
+            .await
+            .map_err(transient)?;
+            if let Some((Some(email), token)) = row {
+                let to = decrypt(key, "upload_links", "borrower_email_enc", link, &email)?;
+                let url = match token {
+                    Some(token) => {
+                        Some(self.url(&decrypt(key, "upload_links", "token_enc", link, &token)?))
+                    }
+                    None => None,
+                };
+                return Ok(Some((to, url)));
+            }
+        }
+        match borrower_email {
+            Some(to) => {
+                let url = self.link_url_for(key, loan, &to).await?;
+                Ok(Some((to, url)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The borrower's phone, only with a current SMS opt-in and a configured gateway.
+    pub(super) async fn sms_number(
+        &self,
+        key: &[u8; 32],
+        lead: Uuid,
+    ) -> Result<Option<String>, HandlerError> {
+        if self.state.settings.notifications.sms.gateway_url.is_none() {
+            return Ok(None);
+        }
+        // language=PostgreSQL
+        let row: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "select phone_enc from leads where id = $1 and sms_consent_at is not null and sms_opted_out_at is null",
+        )
+        .bind(lead)
+        .fetch_optional(&self.state.db)
+        .await
+        .map_err(transient)?;
+        match row.flatten() {
+            Some(sealed) => Ok(Some(decrypt(key, "leads", "phone_enc", lead, &sealed)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn send_sms(&self, to: &str, body: &str) -> Result<String, SendError> {
+        let sms = &self.state.settings.notifications.sms;
+        let Some(url) = &sms.gateway_url else {
+            return Err(SendError::Permanent("no SMS gateway configured".into()));
+        };
+        let mut request = self
+            .http
+            .post(url.clone())
+            .json(&json!({"to": to, "body": body}));
+        if let Ok(Some(token)) = sms.auth_token() {
+            use secrecy::ExposeSecret;
+            request = request.header(sms.auth_header.as_str(), token.expose_secret());
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => {
+                let answer: Value = r.json().await.unwrap_or(Value::Null);
+                Ok(answer
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned())
+            }
+            Ok(r) if r.status().is_server_error() || r.status().as_u16() == 429 => Err(
+                SendError::Transient(format!("SMS gateway HTTP {}", r.status().as_u16())),
+            ),
+            Ok(r) => Err(SendError::Permanent(format!(
+                "SMS gateway HTTP {}",
+                r.status().as_u16()
+            ))),
+            Err(_) => Err(SendError::Transient("SMS gateway unreachable".into())),
+        }
+    }
+
+    /// The borrower's upload page for a link token.
+    pub(super) fn url(&self, token: &str) -> String {
+        self.public_url(&format!("/u/{token}"))
+    }
+
+    /// `path` at the address borrowers reach the service at.
+    pub(super) fn public_url(&self, path: &str) -> String {
+        let base = self.state.settings.server.public_base_url.as_str();
+        format!("{}{path}", base.trim_end_matches('/'))
+    }
+
+    /// A reminder (or digest) of the requests still outstanding, to the address the link
+    /// went to. Nothing when the borrower unsubscribed, the link is gone, or every request
+    /// was answered since the scheduler queued it.
+    pub(super) async fn reminder(
+        &self,
+        message: &Message,
+        key: &[u8; 32],
+        loan: Uuid,
+        lead: Uuid,
+        first_name: &str,
+        agent: &str,
+    ) -> Result<Option<Outgoing>, HandlerError> {
+        let state = &self.state;
+        let (lender, phone) = self.branding();
+        // language=PostgreSQL
+        let opted_out: bool =
+            sqlx::query_scalar("select email_opted_out_at is not null from leads where id = $1")
+                .bind(lead)
+                .fetch_one(&state.db)
+                .await
+                .map_err(transient)?;
+        if opted_out {
+            return Ok(None);
+        }
+        let ids: Vec<Uuid> = message
+            .payload
+            .get("requestIds")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // language=PostgreSQL
+        let documents: Vec<String> = sqlx::query_scalar(
+            "select replace(doc_type, '_', ' ') from document_requests
+              where id = any($1) and loan_id = $2 and state in ('outstanding', 'rejected') order by id",
+        )
+        .bind(&ids)
+        .bind(loan)
+        .fetch_all(&state.db)
+        .await
+        .map_err(transient)?;
+        if documents.is_empty() {
+            return Ok(None);
+        }
+        let link: Option<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            // language=PostgreSQL
+            "select u.id, u.token_enc, u.borrower_email_enc from upload_links u
+              where u.loan_id = $1 and u.token_enc is not null and u.borrower_email_enc is not null
+                and {}
+              order by u.id desc limit 1",
+            crate::links::store::link_takes_files("now()")
+        )))
+        .bind(loan)
+        .fetch_optional(&state.db)
+        .await
+        .map_err(transient)?;
+        let Some((link, token, email)) = link else {
+            return Ok(None);
+        };
+        let to = decrypt(key, "upload_links", "borrower_email_enc", link, &email)?;
+        let token = decrypt(key, "upload_links", "token_enc", link, &token)?;
+        let many = documents.len() > 1;
+        Ok(Some(Outgoing {
+            kind: "borrower",
+            channel: "email",
+            to,
+            template: "document_reminder",
+            subject: if many {
+                format!(
+                    "{lender}: reminder — {} documents still needed",
+                    documents.len()
+                )
+            } else {
+                format!("{lender}: reminder — a document is still needed")
+            },
+            context: json!({"first_name": first_name, "agent": agent, "lender": lender,
+                "support_phone": phone, "documents": documents, "link": self.url(&token)}),
+            unsubscribe: true,
+        }))
+    }
+
+    /// A new one-click unsubscribe URL for the lead (only the token's hash is kept).
+    pub(super) async fn unsubscribe_url(&self, lead: Uuid) -> Result<String, HandlerError> {
+        let token = crate::auth::session::random_token();
+        // language=PostgreSQL
+        sqlx::query("insert into unsubscribe_tokens (token_hash, lead_id) values ($1, $2)")
+            .bind(crate::links::token_hash(&token))
+            .bind(lead)
+            .execute(&self.state.db)
+            .await
+            .map_err(transient)?;
+        Ok(self.public_url(&format!("/v1/public/unsubscribe/{token}")))
+    }
+}
