@@ -77,8 +77,6 @@ PENDING = {
     ("sql", "leads/credit/http.rs"),
     ("sql", "leads/credit/worker.rs"),
     ("sql", "links/http.rs"),
-    ("sql", "los/http.rs"),
-    ("sql", "los/worker.rs"),
     ("sql", "notifications/reminders.rs"),
     ("sql", "notifications/worker.rs"),
     ("sql", "notifications/recipients.rs"),

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod http;
+pub mod milestones;
 pub mod ops;
 pub mod store;
 

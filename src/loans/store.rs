@@ -140,6 +140,18 @@ pub async fn record_transition(
     .bind(to.as_str())
     .execute(&mut *tx)
     .await?;
+    insert_history(tx, id, from, to, actor_subject, reason_enc).await
+}
+
+/// A history row (from = to for a milestone recorded without a status change).
+pub async fn insert_history(
+    tx: &mut PgConnection,
+    id: Uuid,
+    from: LoanStatus,
+    to: LoanStatus,
+    actor_subject: &str,
+    reason_enc: Option<&[u8]>,
+) -> Result<(), sqlx::Error> {
     // language=PostgreSQL
     sqlx::query(
         "insert into loan_status_history (loan_id, from_status, to_status, actor_subject, reason_enc)
@@ -150,7 +162,7 @@ pub async fn record_transition(
     .bind(to.as_str())
     .bind(actor_subject)
     .bind(reason_enc)
-    .execute(&mut *tx)
+    .execute(tx)
     .await?;
     Ok(())
 }
@@ -193,5 +205,148 @@ pub async fn owner_and_team(
     sqlx::query_as("select owner_subject, team from loans where id = $1")
         .bind(loan)
         .fetch_one(conn)
+        .await
+}
+
+/// The loan's lead and status (as stored), the row locked.
+pub async fn lead_and_status_for_update(
+    tx: &mut PgConnection,
+    loan: Uuid,
+) -> Result<Option<(Uuid, String)>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as("select lead_id, status from loans where id = $1 for update")
+        .bind(loan)
+        .fetch_optional(tx)
+        .await
+}
+
+pub async fn set_los_milestone(
+    tx: &mut PgConnection,
+    loan: Uuid,
+    milestone: &str,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update loans set los_milestone = $2 where id = $1")
+        .bind(loan)
+        .bind(milestone)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Record a milestone that changes no status; false when the loan already had it.
+pub async fn change_los_milestone(
+    tx: &mut PgConnection,
+    loan: Uuid,
+    milestone: &str,
+) -> Result<bool, sqlx::Error> {
+    // language=PostgreSQL
+    let changed = sqlx::query(
+        "update loans set los_milestone = $2, updated_at = now()
+          where id = $1 and los_milestone is distinct from $2",
+    )
+    .bind(loan)
+    .bind(milestone)
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(changed > 0)
+}
+
+pub async fn flag_needs_attention(
+    tx: &mut PgConnection,
+    loan: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update loans set needs_attention_reason = $2, needs_attention_since = now(), updated_at = now() where id = $1",
+    )
+    .bind(loan)
+    .bind(reason)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct SubmissionRow {
+    pub lead_id: Uuid,
+    pub status: String,
+    pub los_loan_id: Option<String>,
+    pub loan_type: String,
+    pub amount: String,
+}
+
+pub async fn for_submission(
+    tx: &mut PgConnection,
+    loan: Uuid,
+) -> Result<Option<SubmissionRow>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select lead_id, status, los_loan_id, loan_type, amount::text as amount from loans where id = $1 for update",
+    )
+    .bind(loan)
+    .fetch_optional(tx)
+    .await
+}
+
+pub async fn set_los_loan_id(
+    tx: &mut PgConnection,
+    loan: Uuid,
+    los_loan_id: &str,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update loans set los_loan_id = $2, updated_at = now(),
+                needs_attention_reason = case when needs_attention_reason like 'los_%' then null else needs_attention_reason end,
+                needs_attention_since = case when needs_attention_reason like 'los_%' then null else needs_attention_since end
+          where id = $1",
+    )
+    .bind(loan)
+    .bind(los_loan_id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn awaiting_los(
+    db: &sqlx::PgPool,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select id, los_loan_id from loans
+          where status in ('submitted', 'underwriting') and los_loan_id is not null
+          order by updated_at limit $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn by_los_loan_id(
+    tx: &mut PgConnection,
+    los_loan_id: &str,
+    loan: Option<Uuid>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar(
+        "select id from loans where los_loan_id = $1 and ($2::uuid is null or id = $2)",
+    )
+    .bind(los_loan_id)
+    .bind(loan)
+    .fetch_optional(tx)
+    .await
+}
+
+pub async fn status_and_los_id_for_update(
+    tx: &mut PgConnection,
+    loan: Uuid,
+) -> Result<(String, Option<String>), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as("select status, los_loan_id from loans where id = $1 for update")
+        .bind(loan)
+        .fetch_one(tx)
         .await
 }

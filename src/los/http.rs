@@ -18,8 +18,9 @@ use crate::db::outbox;
 use crate::error::{AppError, AppJson, ErrorCode, FieldError};
 use crate::http::edge::RequestId;
 use crate::integrations::webhook_signature::{self as signature, HeaderError};
+use crate::loans::milestones::{MILESTONES, Outcome, apply_milestone};
 use crate::loans::ops::writable_loan;
-use crate::los::worker::{MILESTONES, Outcome, apply_milestone};
+use crate::los::store;
 use crate::state::AppState;
 
 pub fn public_routes() -> OpenApiRouter<AppState> {
@@ -156,30 +157,19 @@ async fn webhook(
     let mut tx = state.db.begin().await?;
     // The event id is claimed first: concurrent deliveries of one event wait here for the
     // first to commit, then find it taken.
-    // language=PostgreSQL
-    let fresh = sqlx::query(
-        "insert into los_webhook_events (event_id, los_loan_id, milestone, outcome, occurred_at)
-         values ($1, $2, $3, 'pending', $4) on conflict (event_id) do nothing",
+    let fresh = store::claim_event(
+        &mut tx,
+        &event.event_id,
+        &event.los_loan_id,
+        &event.milestone,
+        occurred_at,
     )
-    .bind(&event.event_id)
-    .bind(&event.los_loan_id)
-    .bind(&event.milestone)
-    .bind(occurred_at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+    .await?;
     if !fresh {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    // language=PostgreSQL
-    let loan: Option<Uuid> = sqlx::query_scalar(
-        "select id from loans where los_loan_id = $1 and ($2::uuid is null or id = $2)",
-    )
-    .bind(&event.los_loan_id)
-    .bind(event.loan_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let loan = crate::loans::milestones::by_los_loan_id(&mut tx, &event.los_loan_id, event.loan_id)
+        .await?;
     let outcome = match loan {
         Some(loan) => {
             apply_milestone(
@@ -194,13 +184,7 @@ async fn webhook(
         }
         None => Outcome::UnknownLoan,
     };
-    // language=PostgreSQL
-    sqlx::query("update los_webhook_events set outcome = $2, loan_id = $3 where event_id = $1")
-        .bind(&event.event_id)
-        .bind(outcome.as_str())
-        .bind(loan)
-        .execute(&mut *tx)
-        .await?;
+    store::set_outcome(&mut tx, &event.event_id, outcome.as_str(), loan).await?;
     tx.commit().await?;
     Ok(match outcome {
         Outcome::Applied | Outcome::Recorded | Outcome::AlreadyThere => StatusCode::NO_CONTENT,
@@ -231,12 +215,8 @@ async fn resubmit(
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
     let lead_id = writable_loan(&mut tx, loan, &actor).await?;
-    // language=PostgreSQL
-    let (status, los_loan_id): (String, Option<String>) =
-        sqlx::query_as("select status, los_loan_id from loans where id = $1 for update")
-            .bind(loan)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (status, los_loan_id) =
+        crate::loans::milestones::status_and_los_id_for_update(&mut tx, loan).await?;
     if !matches!(status.as_str(), "submitted" | "underwriting") {
         return Err(AppError::client(
             StatusCode::CONFLICT,

@@ -1,4 +1,5 @@
 //! The loan origination system: submissions, milestone webhooks and their reconciliation.
 
 pub mod http;
+pub mod store;
 pub mod worker;

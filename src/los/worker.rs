@@ -12,199 +12,14 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::audit;
-use crate::auth::Actor;
 use crate::db::outbox;
-use crate::error::AppError;
 use crate::integrations::los::LosError;
-use crate::loans::{LoanStatus, Mover, may_move};
 use crate::queue::consumer::{Handler, HandlerError, Message};
 use crate::state::AppState;
 
 pub use crate::events::{LOS_SUBMITTER as CONSUMER, LOS_SUBMITTER_TOPICS as TOPICS};
 
-pub fn los_actor() -> Actor {
-    Actor::system("los", "LOS").without_roles()
-}
-
-/// What became of a milestone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The loan moved through the status machine.
-    Applied,
-    /// Recorded on the loan and in its history without a status change (approved, suspended).
-    Recorded,
-    /// The loan is already where the milestone puts it.
-    AlreadyThere,
-    /// The status machine does not allow it from the loan's state: kept for review.
-    NotAllowed,
-    UnknownLoan,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Recorded => "recorded",
-            Outcome::AlreadyThere => "already_there",
-            Outcome::NotAllowed => "not_allowed",
-            Outcome::UnknownLoan => "unknown_loan",
-        }
-    }
-}
-
-pub const MILESTONES: [&str; 6] = [
-    "underwriting",
-    "approved",
-    "closed",
-    "denied",
-    "withdrawn",
-    "suspended",
-];
-
-fn status_of(milestone: &str) -> Option<LoanStatus> {
-    match milestone {
-        "underwriting" => Some(LoanStatus::Underwriting),
-        "closed" => Some(LoanStatus::Closed),
-        "denied" => Some(LoanStatus::Denied),
-        "withdrawn" => Some(LoanStatus::Withdrawn),
-        _ => None,
-    }
-}
-
-fn parse_status(s: &str) -> Option<LoanStatus> {
-    LoanStatus::ALL.into_iter().find(|st| st.as_str() == s)
-}
-
-/// Apply an LOS milestone to a loan (in `tx`, with the loan row locked).
-pub async fn apply_milestone(
-    state: &AppState,
-    tx: &mut PgConnection,
-    loan: Uuid,
-    milestone: &str,
-    source: &str,
-    request_id: &str,
-) -> Result<Outcome, AppError> {
-    // language=PostgreSQL
-    let row: Option<(Uuid, String)> =
-        sqlx::query_as("select lead_id, status from loans where id = $1 for update")
-            .bind(loan)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((lead_id, status)) = row else {
-        return Ok(Outcome::UnknownLoan);
-    };
-    let from =
-        parse_status(&status).ok_or_else(|| anyhow::anyhow!("unknown loan status {status}"))?;
-    let actor = los_actor();
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(crate::error::kms_unavailable)?;
-    let reason = format!("LOS milestone {milestone} ({source})");
-    match status_of(milestone) {
-        Some(to) if to == from => Ok(Outcome::AlreadyThere),
-        Some(to) if !may_move(Mover::Los, from, to) => Ok(Outcome::NotAllowed),
-        Some(to) => {
-            let moving = crate::loans::ops::Moving {
-                id: loan,
-                lead_id,
-                status: from,
-            };
-            crate::loans::ops::apply_transition(
-                tx,
-                &key,
-                &moving,
-                to,
-                &actor,
-                Some(&reason),
-                request_id,
-            )
-            .await?;
-            // language=PostgreSQL
-            sqlx::query("update loans set los_milestone = $2 where id = $1")
-                .bind(loan)
-                .bind(milestone)
-                .execute(&mut *tx)
-                .await?;
-            Ok(Outcome::Applied)
-        }
-        None => {
-            // language=PostgreSQL
-            let changed = sqlx::query(
-                "update loans set los_milestone = $2, updated_at = now()
-                  where id = $1 and los_milestone is distinct from $2",
-            )
-            .bind(loan)
-            .bind(milestone)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if changed == 0 {
-                return Ok(Outcome::AlreadyThere);
-            }
-            let reason_enc = crate::crypto::field::encrypt(
-                &key,
-                crate::crypto::field::Location {
-                    table: "loan_status_history",
-                    column: "reason_enc",
-                    row: loan,
-                },
-                reason.as_bytes(),
-            );
-            // language=PostgreSQL
-            sqlx::query(
-                "insert into loan_status_history (loan_id, from_status, to_status, actor_subject, reason_enc)
-                 values ($1, $2, $2, $3, $4)",
-            )
-            .bind(loan)
-            .bind(from.as_str())
-            .bind(&actor.subject)
-            .bind(reason_enc)
-            .execute(&mut *tx)
-            .await?;
-            audit::record(
-                &mut *tx,
-                audit::Entry {
-                    chain: lead_id,
-                    actor: &actor,
-                    action: "loan.los_milestone",
-                    entity_type: "loan",
-                    entity_id: loan,
-                    request_id: Some(request_id),
-                    details: json!({ "milestone": milestone, "source": source }),
-                },
-            )
-            .await?;
-            Ok(Outcome::Recorded)
-        }
-    }
-}
-
-/// Flag a loan whose LOS submission failed for good.
-pub async fn needs_attention(
-    tx: &mut PgConnection,
-    loan: Uuid,
-    reason: &str,
-) -> anyhow::Result<()> {
-    let reason = format!("los_submission_failed: {reason}");
-    // language=PostgreSQL
-    sqlx::query(
-        "update loans set needs_attention_reason = $2, needs_attention_since = now(), updated_at = now() where id = $1",
-    )
-    .bind(loan)
-    .bind(&reason)
-    .execute(&mut *tx)
-    .await?;
-    outbox::enqueue(
-        &mut *tx,
-        "loan.needs_attention",
-        json!({ "loanId": loan, "reason": reason }),
-        None,
-    )
-    .await?;
-    Ok(())
-}
+pub use crate::loans::milestones::los_actor;
 
 pub struct LosSubmitter {
     state: AppState,
@@ -233,15 +48,17 @@ impl LosSubmitter {
         }
         let loan = loan_of(message)
             .ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no loanId")))?;
-        // language=PostgreSQL
-        let row: Option<(Uuid, String, Option<String>, String, String)> = sqlx::query_as(
-            "select lead_id, status, los_loan_id, loan_type, amount::text from loans where id = $1 for update",
-        )
-        .bind(loan)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| HandlerError::Transient(e.into()))?;
-        let Some((lead_id, status, los_loan_id, loan_type, amount)) = row else {
+        let row = crate::loans::milestones::for_submission(&mut *tx, loan)
+            .await
+            .map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))?;
+        let Some(crate::loans::milestones::SubmissionRow {
+            lead_id,
+            status,
+            los_loan_id,
+            loan_type,
+            amount,
+        }) = row
+        else {
             return Err(HandlerError::Permanent(anyhow::anyhow!("no such loan")));
         };
         let resubmission = message.topic == "los.submission.requested";
@@ -252,18 +69,9 @@ impl LosSubmitter {
         }
         match self.state.los.submit(loan, &loan_type, &amount).await {
             Ok(id) => {
-                // language=PostgreSQL
-                sqlx::query(
-                    "update loans set los_loan_id = $2, updated_at = now(),
-                            needs_attention_reason = case when needs_attention_reason like 'los_%' then null else needs_attention_reason end,
-                            needs_attention_since = case when needs_attention_reason like 'los_%' then null else needs_attention_since end
-                      where id = $1",
-                )
-                .bind(loan)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| HandlerError::Transient(e.into()))?;
+                crate::loans::milestones::set_los_loan_id(&mut *tx, loan, &id)
+                    .await
+                    .map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))?;
                 let actor = los_actor();
                 audit::record(
                     &mut *tx,
@@ -290,7 +98,7 @@ impl LosSubmitter {
                 Ok(())
             }
             Err(LosError::Permanent(reason)) => {
-                needs_attention(tx, loan, reason)
+                crate::loans::milestones::needs_attention(tx, loan, reason)
                     .await
                     .map_err(HandlerError::Transient)?;
                 Ok(())
@@ -325,7 +133,7 @@ impl Handler for LosSubmitter {
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             if let Some(loan) = loan_of(message) {
-                needs_attention(tx, loan, "los_unavailable").await?;
+                crate::loans::milestones::needs_attention(tx, loan, "los_unavailable").await?;
             }
             Ok(())
         })
@@ -335,14 +143,9 @@ impl Handler for LosSubmitter {
 /// One reconciliation round: ask the LOS about every loan in `submitted`/`underwriting` and
 /// apply what it says, so a lost webhook cannot leave a loan stale. The number applied.
 pub async fn reconcile_once(state: &AppState) -> anyhow::Result<u64> {
-    // language=PostgreSQL
-    let loans: Vec<(Uuid, String)> = sqlx::query_as(
-        "select id, los_loan_id from loans
-          where status in ('submitted', 'underwriting') and los_loan_id is not null
-          order by updated_at limit 500",
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let loans = crate::loans::milestones::awaiting_los(&state.db)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut applied = 0;
     for (loan, los_loan_id) in loans {
         let milestone = match state.los.milestone(&los_loan_id).await {
@@ -353,11 +156,11 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<u64> {
                 continue;
             }
         };
-        if !MILESTONES.contains(&milestone.as_str()) {
+        if !crate::loans::milestones::MILESTONES.contains(&milestone.as_str()) {
             continue;
         }
         let mut tx = state.db.begin().await?;
-        let outcome = apply_milestone(
+        let outcome = crate::loans::milestones::apply_milestone(
             state,
             &mut tx,
             loan,
@@ -368,7 +171,11 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<u64> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
         tx.commit().await?;
-        if matches!(outcome, Outcome::Applied | Outcome::Recorded) {
+        if matches!(
+            outcome,
+            crate::loans::milestones::Outcome::Applied
+                | crate::loans::milestones::Outcome::Recorded
+        ) {
             applied += 1;
         }
     }

@@ -1,0 +1,204 @@
+//! A loan as the LOS moves it (docs/integrations/los.md): milestones — from the signed
+//! webhook or the periodic reconciliation — applied through the status machine as the LOS
+//! actor or recorded on the loan; the LOS loan id stored on submission; a submission that
+//! fails for good flags the loan `needs_attention`. The LOS integration itself is `crate::los`.
+
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::store;
+pub use super::store::SubmissionRow;
+use super::{LoanStatus, Mover, may_move};
+use crate::audit;
+use crate::auth::Actor;
+use crate::db::outbox;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// The LOS, as audit rows and histories name it.
+pub fn los_actor() -> Actor {
+    Actor::system("los", "LOS").without_roles()
+}
+
+/// What became of a milestone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The loan moved through the status machine.
+    Applied,
+    /// Recorded on the loan and in its history without a status change (approved, suspended).
+    Recorded,
+    /// The loan is already where the milestone puts it.
+    AlreadyThere,
+    /// The status machine does not allow it from the loan's state: kept for review.
+    NotAllowed,
+    UnknownLoan,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Recorded => "recorded",
+            Outcome::AlreadyThere => "already_there",
+            Outcome::NotAllowed => "not_allowed",
+            Outcome::UnknownLoan => "unknown_loan",
+        }
+    }
+}
+
+pub const MILESTONES: [&str; 6] = [
+    "underwriting",
+    "approved",
+    "closed",
+    "denied",
+    "withdrawn",
+    "suspended",
+];
+
+fn status_of(milestone: &str) -> Option<LoanStatus> {
+    match milestone {
+        "underwriting" => Some(LoanStatus::Underwriting),
+        "closed" => Some(LoanStatus::Closed),
+        "denied" => Some(LoanStatus::Denied),
+        "withdrawn" => Some(LoanStatus::Withdrawn),
+        _ => None,
+    }
+}
+
+fn parse_status(s: &str) -> Option<LoanStatus> {
+    LoanStatus::ALL.into_iter().find(|st| st.as_str() == s)
+}
+
+/// Apply an LOS milestone to a loan (in `tx`, with the loan row locked).
+pub async fn apply_milestone(
+    state: &AppState,
+    tx: &mut PgConnection,
+    loan: Uuid,
+    milestone: &str,
+    source: &str,
+    request_id: &str,
+) -> Result<Outcome, AppError> {
+    let row = store::lead_and_status_for_update(&mut *tx, loan).await?;
+    let Some((lead_id, status)) = row else {
+        return Ok(Outcome::UnknownLoan);
+    };
+    let from =
+        parse_status(&status).ok_or_else(|| anyhow::anyhow!("unknown loan status {status}"))?;
+    let actor = los_actor();
+    let key = state
+        .keys
+        .file_key(&state.db, lead_id)
+        .await
+        .map_err(crate::error::kms_unavailable)?;
+    let reason = format!("LOS milestone {milestone} ({source})");
+    match status_of(milestone) {
+        Some(to) if to == from => Ok(Outcome::AlreadyThere),
+        Some(to) if !may_move(Mover::Los, from, to) => Ok(Outcome::NotAllowed),
+        Some(to) => {
+            let moving = super::ops::Moving {
+                id: loan,
+                lead_id,
+                status: from,
+            };
+            super::ops::apply_transition(tx, &key, &moving, to, &actor, Some(&reason), request_id)
+                .await?;
+            store::set_los_milestone(&mut *tx, loan, milestone).await?;
+            Ok(Outcome::Applied)
+        }
+        None => {
+            if !store::change_los_milestone(&mut *tx, loan, milestone).await? {
+                return Ok(Outcome::AlreadyThere);
+            }
+            let reason_enc = crate::crypto::field::encrypt(
+                &key,
+                crate::crypto::field::Location {
+                    table: "loan_status_history",
+                    column: "reason_enc",
+                    row: loan,
+                },
+                reason.as_bytes(),
+            );
+            store::insert_history(
+                &mut *tx,
+                loan,
+                from,
+                from,
+                &actor.subject,
+                Some(&reason_enc),
+            )
+            .await?;
+            audit::record(
+                &mut *tx,
+                audit::Entry {
+                    chain: lead_id,
+                    actor: &actor,
+                    action: "loan.los_milestone",
+                    entity_type: "loan",
+                    entity_id: loan,
+                    request_id: Some(request_id),
+                    details: json!({ "milestone": milestone, "source": source }),
+                },
+            )
+            .await?;
+            Ok(Outcome::Recorded)
+        }
+    }
+}
+
+/// Flag a loan whose LOS submission failed for good.
+pub async fn needs_attention(
+    tx: &mut PgConnection,
+    loan: Uuid,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let reason = format!("los_submission_failed: {reason}");
+    store::flag_needs_attention(&mut *tx, loan, &reason).await?;
+    outbox::enqueue(
+        &mut *tx,
+        "loan.needs_attention",
+        json!({ "loanId": loan, "reason": reason }),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a submission needs of the loan, the row locked.
+pub async fn for_submission(
+    tx: &mut PgConnection,
+    loan: Uuid,
+) -> Result<Option<SubmissionRow>, AppError> {
+    Ok(store::for_submission(tx, loan).await?)
+}
+
+/// Store the LOS's id for the loan; a `los_…` attention flag goes with it.
+pub async fn set_los_loan_id(
+    tx: &mut PgConnection,
+    loan: Uuid,
+    los_loan_id: &str,
+) -> Result<(), AppError> {
+    Ok(store::set_los_loan_id(tx, loan, los_loan_id).await?)
+}
+
+/// Loans the LOS is working on, least recently updated first: (loan, LOS loan id).
+pub async fn awaiting_los(db: &PgPool) -> Result<Vec<(Uuid, String)>, AppError> {
+    Ok(store::awaiting_los(db, 500).await?)
+}
+
+/// The loan a webhook's LOS loan id names (and, when given, our id agrees).
+pub async fn by_los_loan_id(
+    tx: &mut PgConnection,
+    los_loan_id: &str,
+    loan: Option<Uuid>,
+) -> Result<Option<Uuid>, AppError> {
+    Ok(store::by_los_loan_id(tx, los_loan_id, loan).await?)
+}
+
+/// The loan's status and LOS id, the row locked (a re-drive of its submission).
+pub async fn status_and_los_id_for_update(
+    tx: &mut PgConnection,
+    loan: Uuid,
+) -> Result<(String, Option<String>), AppError> {
+    Ok(store::status_and_los_id_for_update(tx, loan).await?)
+}
