@@ -74,7 +74,6 @@ PENDING = {
     ("sql", "documents/ops.rs"),
     ("sql", "documents/reconciler.rs"),
     ("sql", "documents/worker.rs"),
-    ("sql", "leads/credit/http.rs"),
     ("sql", "leads/credit/worker.rs"),
     ("sql", "links/http.rs"),
     ("sql", "notifications/reminders.rs"),

@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{PgConnection, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,13 +15,14 @@ use uuid::Uuid;
 
 use super::ops::queue_pull;
 use super::report_at;
+use super::store;
 use crate::actor::SideEffects;
 use crate::audit;
 use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self};
 use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339, with_location};
+use crate::http::support::{kms_unavailable, rfc3339, with_location};
 use crate::leads::credit::{Consent, ConsentInput, PullType};
 use crate::leads::ops::writable_lead;
 use crate::state::AppState;
@@ -68,28 +68,9 @@ pub struct CreditPull {
     created_at: String,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct PullRow {
-    id: Uuid,
-    lead_id: Uuid,
-    pull_type: String,
-    request_kind: String,
-    based_on: Option<Uuid>,
-    status: String,
-    score: Option<i32>,
-    bureau: Option<String>,
-    bureau_report_id: Option<String>,
-    pulled_at: Option<OffsetDateTime>,
-    failure_reason: Option<String>,
-    created_at: OffsetDateTime,
-    /// The lead's owner and team: whom the score is withheld from.
-    owner_subject: String,
-    team: Option<String>,
-}
-
 impl CreditPull {
     /// The API shape; the score is borrower data an admin does not see (docs/security.md).
-    fn view(r: PullRow, actor: &Actor) -> Self {
+    fn view(r: store::PullRow, actor: &Actor) -> Self {
         let masked = actor.masks(&r.owner_subject, r.team.as_deref());
         CreditPull {
             id: r.id,
@@ -108,23 +89,6 @@ impl CreditPull {
     }
 }
 
-const SELECT_PULL: &str =
-    "select c.id, c.lead_id, c.pull_type, c.request_kind, c.based_on, c.status,
-        c.score, c.bureau, c.bureau_report_id, c.pulled_at, c.failure_reason, c.created_at,
-        l.owner_subject, l.team
-   from credit_reports c join leads l on l.id = c.lead_id";
-
-async fn fetch(
-    conn: &mut PgConnection,
-    id: Uuid,
-    scope: &ReadScope,
-) -> Result<Option<PullRow>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new(SELECT_PULL);
-    query.push(" where c.id = ").push_bind(id);
-    push_scope(&mut query, "l", scope);
-    query.build_query_as().fetch_optional(conn).await
-}
-
 fn consent_required(pull_type: PullType) -> AppError {
     AppError::client(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -139,7 +103,7 @@ fn consent_required(pull_type: PullType) -> AppError {
 
 async fn accepted(state: &AppState, actor: &Actor, id: Uuid) -> Result<Response, AppError> {
     let mut conn = state.db.acquire().await?;
-    let row = fetch(&mut conn, id, &ReadScope::All)
+    let row = store::fetch(&mut conn, id, &ReadScope::All)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the pull just written is missing"))?;
     Ok(with_location(
@@ -207,15 +171,7 @@ async fn list_pulls(
     let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
     let mut conn = state.db.acquire().await?;
     crate::leads::ops::visible_lead(&mut conn, lead_id, &actor).await?;
-    let mut rows: Vec<PullRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{SELECT_PULL} where c.lead_id = $1 and ($2::uuid is null or c.id < $2)
-          order by c.id desc limit $3"
-    )))
-    .bind(lead_id)
-    .bind(page.after)
-    .bind(page.limit + 1)
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut rows = store::lead_page(&mut conn, lead_id, page.after, page.limit + 1).await?;
     let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
     Ok(AppJson(CreditPullList {
         items: rows
@@ -237,11 +193,7 @@ async fn latest_pull(
     actor: Actor,
     Path(lead_id): Path<Uuid>,
 ) -> Result<AppJson<CreditPull>, AppError> {
-    let mut query = QueryBuilder::<Postgres>::new(SELECT_PULL);
-    query.push(" where c.lead_id = ").push_bind(lead_id);
-    push_scope(&mut query, "l", &actor.read_scope());
-    query.push(" order by c.id desc limit 1");
-    let row: Option<PullRow> = query.build_query_as().fetch_optional(&state.db).await?;
+    let row = store::latest(&state.db, lead_id, &actor.read_scope()).await?;
     Ok(AppJson(CreditPull::view(
         row.ok_or_else(AppError::not_found)?,
         &actor,
@@ -257,7 +209,7 @@ async fn get_pull(
     Path(id): Path<Uuid>,
 ) -> Result<AppJson<CreditPull>, AppError> {
     let mut conn = state.db.acquire().await?;
-    let row = fetch(&mut conn, id, &actor.read_scope())
+    let row = store::fetch(&mut conn, id, &actor.read_scope())
         .await?
         .ok_or_else(AppError::not_found)?;
     Ok(AppJson(CreditPull::view(row, &actor)))
@@ -277,7 +229,7 @@ async fn get_report(
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
-    let row = fetch(&mut tx, id, &actor.read_scope())
+    let row = store::fetch(&mut tx, id, &actor.read_scope())
         .await?
         .ok_or_else(AppError::not_found)?;
     if actor.masks(&row.owner_subject, row.team.as_deref()) {
@@ -285,12 +237,7 @@ async fn get_report(
     }
     side_effects.require()?;
     actor.require_recent_auth(state.settings.auth.step_up_max_age_secs)?;
-    // language=PostgreSQL
-    let sealed: Option<Vec<u8>> =
-        sqlx::query_scalar("select report_enc from credit_reports where id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let sealed = store::report_enc(&mut tx, id).await?;
     let Some(sealed) = sealed else {
         return Err(AppError::client(
             StatusCode::CONFLICT,
@@ -379,7 +326,7 @@ async fn follow_up(
     upgrade: bool,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
-    let row = fetch(&mut tx, id, &actor.read_scope())
+    let row = store::fetch(&mut tx, id, &actor.read_scope())
         .await?
         .ok_or_else(AppError::not_found)?;
     writable_lead(&mut tx, row.lead_id, &actor).await?;
@@ -406,13 +353,7 @@ async fn follow_up(
         (PullType::Hard, consent, "upgrade")
     } else {
         // A reissue rests on the original pull's consent.
-        // language=PostgreSQL
-        let (obtained_at, method, text_version): (OffsetDateTime, String, String) = sqlx::query_as(
-            "select consent_obtained_at, consent_method, consent_text_version from credit_reports where id = $1",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (obtained_at, method, text_version) = store::consent_of(&mut tx, id).await?;
         let method = match method.as_str() {
             "written" => crate::leads::credit::ConsentMethod::Written,
             "electronic" => crate::leads::credit::ConsentMethod::Electronic,

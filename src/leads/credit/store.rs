@@ -1,10 +1,13 @@
 //! SQL on `credit_reports` (the reads of the HTTP routes and the worker are still being
 //! moved here: docs/architecture.md, "Where the code is going").
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Consent, PullType};
+use crate::auth::ReadScope;
+use crate::db::push_scope;
 
 /// A pull to queue, its consent's IP address already sealed.
 pub struct QueuedPull<'a> {
@@ -42,4 +45,96 @@ pub async fn insert_queued(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct PullRow {
+    pub id: Uuid,
+    pub lead_id: Uuid,
+    pub pull_type: String,
+    pub request_kind: String,
+    pub based_on: Option<Uuid>,
+    pub status: String,
+    pub score: Option<i32>,
+    pub bureau: Option<String>,
+    pub bureau_report_id: Option<String>,
+    pub pulled_at: Option<OffsetDateTime>,
+    pub failure_reason: Option<String>,
+    pub created_at: OffsetDateTime,
+    /// The lead's owner and team: whom the score is withheld from.
+    pub owner_subject: String,
+    pub team: Option<String>,
+}
+
+const SELECT_PULL: &str =
+    "select c.id, c.lead_id, c.pull_type, c.request_kind, c.based_on, c.status,
+        c.score, c.bureau, c.bureau_report_id, c.pulled_at, c.failure_reason, c.created_at,
+        l.owner_subject, l.team
+   from credit_reports c join leads l on l.id = c.lead_id";
+
+/// One pull within `scope` (of its lead's owner and team).
+pub async fn fetch(
+    conn: &mut PgConnection,
+    id: Uuid,
+    scope: &ReadScope,
+) -> Result<Option<PullRow>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_PULL);
+    query.push(" where c.id = ").push_bind(id);
+    push_scope(&mut query, "l", scope);
+    query.build_query_as().fetch_optional(conn).await
+}
+
+/// Up to `fetch` pulls of a lead, newest first, before `before` (the caller checked the
+/// lead is visible).
+pub async fn lead_page(
+    conn: &mut PgConnection,
+    lead: Uuid,
+    before: Option<Uuid>,
+    fetch: i64,
+) -> Result<Vec<PullRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{SELECT_PULL} where c.lead_id = $1 and ($2::uuid is null or c.id < $2)
+          order by c.id desc limit $3"
+    )))
+    .bind(lead)
+    .bind(before)
+    .bind(fetch)
+    .fetch_all(conn)
+    .await
+}
+
+/// The lead's latest pull within `scope`.
+pub async fn latest(
+    db: &PgPool,
+    lead: Uuid,
+    scope: &ReadScope,
+) -> Result<Option<PullRow>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(SELECT_PULL);
+    query.push(" where c.lead_id = ").push_bind(lead);
+    push_scope(&mut query, "l", scope);
+    query.push(" order by c.id desc limit 1");
+    query.build_query_as().fetch_optional(db).await
+}
+
+/// A pull's sealed bureau report, once it is completed.
+pub async fn report_enc(conn: &mut PgConnection, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select report_enc from credit_reports where id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
+/// The consent a pull rests on: when, how, which text.
+pub async fn consent_of(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<(OffsetDateTime, String, String), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select consent_obtained_at, consent_method, consent_text_version from credit_reports where id = $1",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await
 }
