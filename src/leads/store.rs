@@ -295,3 +295,27 @@ pub async fn set_email_opted_out(tx: &mut PgConnection, lead: Uuid) -> Result<()
     .await?;
     Ok(())
 }
+
+/// What a credit pull sends the bureau, as stored: the names, and the sealed SSN, date of
+/// birth and address.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CreditSubject {
+    pub first_name: String,
+    pub last_name: String,
+    pub ssn_enc: Option<Vec<u8>>,
+    pub date_of_birth_enc: Option<Vec<u8>>,
+    pub address_enc: Option<Vec<u8>>,
+}
+
+pub async fn credit_subject(
+    conn: &mut PgConnection,
+    lead: Uuid,
+) -> Result<CreditSubject, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select first_name, last_name, ssn_enc, date_of_birth_enc, address_enc from leads where id = $1",
+    )
+    .bind(lead)
+    .fetch_one(conn)
+    .await
+}

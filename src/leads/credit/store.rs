@@ -138,3 +138,93 @@ pub async fn consent_of(
     .fetch_one(conn)
     .await
 }
+
+/// What the worker needs of a pull, the row locked.
+#[derive(Debug, sqlx::FromRow)]
+pub struct WorkRow {
+    pub lead_id: Uuid,
+    pub status: String,
+    pub pull_type: String,
+    pub request_kind: String,
+    pub based_on: Option<Uuid>,
+}
+
+pub async fn for_work(tx: &mut PgConnection, id: Uuid) -> Result<Option<WorkRow>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select c.lead_id, c.status, c.pull_type, c.request_kind, c.based_on
+           from credit_reports c where c.id = $1 for update",
+    )
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// The bureau's id of an earlier pull's report (what a reissue or upgrade refers to).
+pub async fn bureau_report_id(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select bureau_report_id from credit_reports where id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn count_attempt(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update credit_reports set attempts = attempts + 1 where id = $1")
+        .bind(id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// The bureau's answer: the summary in columns, the full report sealed.
+pub async fn complete(
+    tx: &mut PgConnection,
+    id: Uuid,
+    score: Option<i32>,
+    bureau: &str,
+    bureau_report_id: &str,
+    report_enc: &[u8],
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update credit_reports set status = 'completed', score = $2, bureau = $3, bureau_report_id = $4,
+                pulled_at = now(), report_enc = $5, failure_reason = null, updated_at = now()
+          where id = $1",
+    )
+    .bind(id)
+    .bind(score)
+    .bind(bureau)
+    .bind(bureau_report_id)
+    .bind(report_enc)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Fail a pull that is still open; false when it was decided already.
+pub async fn fail(tx: &mut PgConnection, id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+    // language=PostgreSQL
+    let changed = sqlx::query(
+        "update credit_reports set status = 'failed', failure_reason = $2, updated_at = now()
+          where id = $1 and status in ('queued', 'in_progress')",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(tx)
+    .await?
+    .rows_affected();
+    Ok(changed > 0)
+}
+
+pub async fn lead_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select lead_id from credit_reports where id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
