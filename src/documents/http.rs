@@ -206,12 +206,7 @@ async fn download(
         },
     )
     .await?;
-    // language=PostgreSQL
-    let (object_key, detected): (Option<String>, Option<String>) =
-        sqlx::query_as("select object_key, detected_type from documents where id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (object_key, detected) = store::object_of(&mut tx, id).await?;
     tx.commit().await?;
     let object_key =
         object_key.ok_or_else(|| anyhow::anyhow!("an available document has no object"))?;
@@ -319,11 +314,7 @@ async fn delete_document(
         .ok_or_else(AppError::not_found)?;
     writable_loan(&mut tx, row.loan_id, &actor).await?;
     if row.state != "deleted" {
-        // language=PostgreSQL
-        sqlx::query("update documents set state = 'deleted', updated_at = now() where id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        store::set_state(&mut tx, id, "deleted").await?;
         audit::record(
             &mut tx,
             audit::Entry {

@@ -161,14 +161,8 @@ pub async fn start_upload(
     };
     let doc_type = match input.document_request_id {
         Some(request) => {
-            // language=PostgreSQL
-            let requested: Option<String> = sqlx::query_scalar(
-                "select doc_type from document_requests where id = $1 and loan_id = $2",
-            )
-            .bind(request)
-            .bind(loan_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let requested =
+                crate::requests::ops::doc_type_in_loan(&mut tx, request, loan_id).await?;
             let Some(requested) = requested else {
                 return Err(AppError::validation(vec![FieldError {
                     field: "document_request_id".into(),
@@ -196,27 +190,24 @@ pub async fn start_upload(
         ttl = ttl.min(BORROWER_UPLOAD_URL_TTL);
     }
     let object = quarantine_key(id);
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into documents (id, loan_id, lead_id, document_request_id, filename_enc, content_type,
-                                size_bytes, doc_type, uploaded_by, created_by, quarantine_key, upload_expires_at,
-                                upload_link_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $12, $9, $10, now() + make_interval(secs => $11), $13)",
+    store::insert_announced(
+        &mut tx,
+        &store::Announced {
+            id,
+            loan_id,
+            lead_id,
+            document_request_id: input.document_request_id,
+            filename_enc: &filename_enc,
+            content_type,
+            size_bytes: input.size_bytes as i64,
+            doc_type: &doc_type,
+            created_by: &actor.subject,
+            quarantine_key: &object,
+            upload_ttl_secs: ttl.as_secs() as f64,
+            uploaded_by,
+            upload_link_id: link_id,
+        },
     )
-    .bind(id)
-    .bind(loan_id)
-    .bind(lead_id)
-    .bind(input.document_request_id)
-    .bind(&filename_enc)
-    .bind(content_type)
-    .bind(input.size_bytes as i64)
-    .bind(&doc_type)
-    .bind(&actor.subject)
-    .bind(&object)
-    .bind(ttl.as_secs() as f64)
-    .bind(uploaded_by)
-    .bind(link_id)
-    .execute(&mut *tx)
     .await?;
     audit::record(
         &mut tx,
@@ -265,12 +256,7 @@ pub async fn finish_upload(
         .await?
         .ok_or_else(AppError::not_found)?;
     if let Some(link) = link {
-        // language=PostgreSQL
-        let owner: Option<Uuid> =
-            sqlx::query_scalar("select upload_link_id from documents where id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let owner = store::link_of(&mut tx, id).await?;
         if owner != Some(link) {
             return Err(AppError::not_found());
         }
@@ -300,13 +286,7 @@ pub async fn finish_upload(
                     });
                 }
             }
-            // language=PostgreSQL
-            sqlx::query(
-                "update documents set state = 'uploaded', updated_at = now() where id = $1",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            store::set_state(&mut tx, id, "uploaded").await?;
             audit::record(
                 &mut tx,
                 audit::Entry {

@@ -122,3 +122,80 @@ pub async fn set_review(
     .await?;
     Ok(())
 }
+
+/// The stored object of an available document and the type the pipeline detected.
+pub async fn object_of(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<(Option<String>, Option<String>), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as("select object_key, detected_type from documents where id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
+/// Move a document to `state` (a soft delete, an upload that arrived).
+pub async fn set_state(tx: &mut PgConnection, id: Uuid, state: &str) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update documents set state = $2, updated_at = now() where id = $1")
+        .bind(id)
+        .bind(state)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// The upload link a document came through, if any.
+pub async fn link_of(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select upload_link_id from documents where id = $1")
+        .bind(id)
+        .fetch_one(conn)
+        .await
+}
+
+/// An announced upload, `awaiting_upload` until its file arrives.
+pub struct Announced<'a> {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub lead_id: Uuid,
+    pub document_request_id: Option<Uuid>,
+    pub filename_enc: &'a [u8],
+    pub content_type: &'a str,
+    pub size_bytes: i64,
+    pub doc_type: &'a str,
+    pub created_by: &'a str,
+    pub quarantine_key: &'a str,
+    /// How long the pre-signed PUT (and so the announcement) lives.
+    pub upload_ttl_secs: f64,
+    /// `agent` or `borrower`.
+    pub uploaded_by: &'a str,
+    pub upload_link_id: Option<Uuid>,
+}
+
+pub async fn insert_announced(tx: &mut PgConnection, d: &Announced<'_>) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into documents (id, loan_id, lead_id, document_request_id, filename_enc, content_type,
+                                size_bytes, doc_type, uploaded_by, created_by, quarantine_key, upload_expires_at,
+                                upload_link_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $12, $9, $10, now() + make_interval(secs => $11), $13)",
+    )
+    .bind(d.id)
+    .bind(d.loan_id)
+    .bind(d.lead_id)
+    .bind(d.document_request_id)
+    .bind(d.filename_enc)
+    .bind(d.content_type)
+    .bind(d.size_bytes)
+    .bind(d.doc_type)
+    .bind(d.created_by)
+    .bind(d.quarantine_key)
+    .bind(d.upload_ttl_secs)
+    .bind(d.uploaded_by)
+    .bind(d.upload_link_id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

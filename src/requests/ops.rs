@@ -403,3 +403,12 @@ pub async fn list(
     let items = render_all(state, &mut conn, &rows, actor).await?;
     Ok(DocumentRequestList { items, next_cursor })
 }
+
+/// The document type a request of `loan` asks for; `None` when it is not that loan's.
+pub async fn doc_type_in_loan(
+    conn: &mut PgConnection,
+    request: Uuid,
+    loan: Uuid,
+) -> Result<Option<String>, AppError> {
+    Ok(store::doc_type_in_loan(conn, request, loan).await?)
+}

@@ -169,3 +169,16 @@ pub async fn events(
     .fetch_all(conn)
     .await
 }
+
+pub async fn doc_type_in_loan(
+    conn: &mut PgConnection,
+    request: Uuid,
+    loan: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select doc_type from document_requests where id = $1 and loan_id = $2")
+        .bind(request)
+        .bind(loan)
+        .fetch_optional(conn)
+        .await
+}
