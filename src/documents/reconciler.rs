@@ -11,8 +11,8 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use serde_json::json;
 use time::OffsetDateTime;
-use uuid::Uuid;
 
+use super::store;
 use crate::audit;
 use crate::auth::Actor;
 use crate::db::outbox;
@@ -84,15 +84,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
     let actor = reconciler();
     loop {
         let mut tx = state.db.begin().await?;
-        // language=PostgreSQL
-        let due: Option<(Uuid, Uuid, Uuid, String, Option<OffsetDateTime>)> = sqlx::query_as(
-            "select d.id, d.loan_id, d.lead_id, d.quarantine_key, u.revoked_at
-               from documents d left join upload_links u on u.id = d.upload_link_id
-              where d.state = 'awaiting_upload' and d.upload_expires_at < now()
-              order by d.upload_expires_at limit 1 for update of d skip locked",
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
+        let due = store::next_expired_upload(&mut tx).await?;
         let Some((id, loan_id, lead_id, key, revoked_at)) = due else {
             break;
         };
@@ -113,15 +105,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
             Outcome::Expire => ("expired", None, "document.expired"),
             Outcome::LinkRevoked => ("rejected", Some("link_revoked"), "document.rejected"),
         };
-        // language=PostgreSQL
-        sqlx::query(
-            "update documents set state = $2, reason = $3, updated_at = now() where id = $1",
-        )
-        .bind(id)
-        .bind(new_state)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
+        store::set_state_with_reason(&mut tx, id, new_state, reason).await?;
         audit::record(
             &mut tx,
             audit::Entry {
@@ -158,21 +142,9 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
         tx.commit().await?;
     }
     let mut tx = state.db.begin().await?;
-    // language=PostgreSQL
-    let stuck: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "select id, loan_id from documents
-          where state = 'uploaded' and updated_at < now() - make_interval(secs => $1)
-          for update skip locked",
-    )
-    .bind(STUCK_AFTER_SECS)
-    .fetch_all(&mut *tx)
-    .await?;
+    let stuck = store::stuck_uploaded(&mut tx, STUCK_AFTER_SECS).await?;
     for (id, loan_id) in stuck {
-        // language=PostgreSQL
-        sqlx::query("update documents set updated_at = now() where id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        store::touch(&mut tx, id).await?;
         outbox::enqueue(
             &mut tx,
             "doc.uploaded",
@@ -185,15 +157,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
     tx.commit().await?;
     // Quarantine copies left by a crash between a decision's commit and its clean-up. A
     // decided document never needs its quarantine copy again, so there is no grace period.
-    // language=PostgreSQL
-    let leftovers: Vec<Uuid> = sqlx::query_scalar(
-        "select id from documents
-          where not quarantine_purged and state in ('available', 'rejected', 'expired', 'deleted')
-            and reason is distinct from 'link_revoked'
-          limit 500",
-    )
-    .fetch_all(&state.db)
-    .await?;
+    let leftovers = store::quarantine_leftovers(&state.db, 500).await?;
     for id in leftovers {
         crate::documents::worker::purge_quarantine(state, id).await;
         swept.purged += 1;

@@ -199,3 +199,77 @@ pub async fn insert_announced(tx: &mut PgConnection, d: &Announced<'_>) -> Resul
     .await?;
     Ok(())
 }
+
+/// The oldest announcement whose upload window closed, locked (skipping ones another
+/// replica holds): (document, loan, lead, quarantine key, when its link was revoked). The
+/// link's revocation is read with it: whether the file came too late or was cut off.
+pub async fn next_expired_upload(
+    tx: &mut PgConnection,
+) -> Result<Option<(Uuid, Uuid, Uuid, String, Option<OffsetDateTime>)>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select d.id, d.loan_id, d.lead_id, d.quarantine_key, u.revoked_at
+           from documents d left join upload_links u on u.id = d.upload_link_id
+          where d.state = 'awaiting_upload' and d.upload_expires_at < now()
+          order by d.upload_expires_at limit 1 for update of d skip locked",
+    )
+    .fetch_optional(tx)
+    .await
+}
+
+pub async fn set_state_with_reason(
+    tx: &mut PgConnection,
+    id: Uuid,
+    state: &str,
+    reason: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update documents set state = $2, reason = $3, updated_at = now() where id = $1")
+        .bind(id)
+        .bind(state)
+        .bind(reason)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Documents `uploaded` longer than `secs` ago whose processing seems lost, locked:
+/// (document, loan).
+pub async fn stuck_uploaded(
+    tx: &mut PgConnection,
+    secs: f64,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select id, loan_id from documents
+          where state = 'uploaded' and updated_at < now() - make_interval(secs => $1)
+          for update skip locked",
+    )
+    .bind(secs)
+    .fetch_all(tx)
+    .await
+}
+
+pub async fn touch(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update documents set updated_at = now() where id = $1")
+        .bind(id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Decided documents whose quarantine copy may still exist (a crash between a decision's
+/// commit and its clean-up).
+pub async fn quarantine_leftovers(db: &sqlx::PgPool, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar(
+        "select id from documents
+          where not quarantine_purged and state in ('available', 'rejected', 'expired', 'deleted')
+            and reason is distinct from 'link_revoked'
+          limit $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
