@@ -70,7 +70,6 @@ LAYER_OF = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 # work left, named in docs/architecture.md ("Where the code is going").
 PENDING = {
     ("sql", "admin/housekeeping.rs"),
-    ("sql", "documents/worker.rs"),
     ("sql", "leads/credit/worker.rs"),
     ("sql", "links/http.rs"),
     ("sql", "notifications/reminders.rs"),

@@ -273,3 +273,125 @@ pub async fn quarantine_leftovers(db: &sqlx::PgPool, limit: i64) -> Result<Vec<U
     .fetch_all(db)
     .await
 }
+
+/// What the pipeline needs of an uploaded document, locked: its loan, lead, state,
+/// declared size and type, quarantine key, request, and when its link was revoked.
+pub type PendingDocument = (
+    Uuid,
+    Uuid,
+    String,
+    i64,
+    String,
+    String,
+    Option<Uuid>,
+    Option<OffsetDateTime>,
+);
+
+pub async fn pending(
+    tx: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<PendingDocument>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select loan_id, lead_id, state, size_bytes, content_type, quarantine_key, document_request_id,
+                (select u.revoked_at from upload_links u where u.id = documents.upload_link_id)
+           from documents where id = $1 for update",
+    )
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// An available document of the loan with the same content, other than `id`.
+pub async fn available_duplicate(
+    conn: &mut PgConnection,
+    loan: Uuid,
+    sha256: &str,
+    id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar(
+        "select id from documents where loan_id = $1 and sha256 = $2 and state = 'available' and id <> $3
+          order by id limit 1",
+    )
+    .bind(loan)
+    .bind(sha256)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// What the pipeline decided about a document.
+pub struct PipelineOutcome<'a> {
+    pub id: Uuid,
+    pub state: &'a str,
+    pub reason: Option<&'a str>,
+    pub sha256: Option<&'a str>,
+    pub detected_type: Option<&'a str>,
+    pub duplicate_of: Option<Uuid>,
+    /// The encrypted object's key in the documents bucket, when it became available.
+    pub object_key: Option<&'a str>,
+}
+
+pub async fn record_outcome(
+    tx: &mut PgConnection,
+    o: &PipelineOutcome<'_>,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update documents set state = $2, reason = $3, sha256 = $4, detected_type = $5,
+                duplicate_of = $6, object_key = $7, key_version = $8, updated_at = now()
+          where id = $1",
+    )
+    .bind(o.id)
+    .bind(o.state)
+    .bind(o.reason)
+    .bind(o.sha256)
+    .bind(o.detected_type)
+    .bind(o.duplicate_of)
+    .bind(o.object_key)
+    // The generation of the file's data key the document was encrypted with.
+    .bind(1i32)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The quarantine key of a decided document whose copy may still be there.
+pub async fn purgeable_quarantine_key(
+    db: &sqlx::PgPool,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar(
+        "select quarantine_key from documents
+          where id = $1 and not quarantine_purged
+            and state in ('available', 'rejected', 'expired', 'deleted')
+            and reason is distinct from 'link_revoked'",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn mark_quarantine_purged(db: &sqlx::PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update documents set quarantine_purged = true where id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A document whose processing ran out of retries: `failed`, unless it was decided.
+pub async fn fail_processing(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update documents set state = 'failed', reason = 'processing_failed', updated_at = now()
+          where id = $1 and state in ('uploaded', 'scanning')",
+    )
+    .bind(id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -19,6 +19,7 @@ use sqlx::PgConnection;
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use super::store;
 use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::stream::Encryptor;
@@ -65,19 +66,6 @@ struct Pass {
     sink: Option<futures::channel::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
 }
 
-/// loan, lead, state, declared size, declared type, quarantine key, request, and the
-/// revocation time of the link it came through.
-type PendingDocument = (
-    Uuid,
-    Uuid,
-    String,
-    i64,
-    String,
-    String,
-    Option<Uuid>,
-    Option<time::OffsetDateTime>,
-);
-
 enum Outcome {
     Available { sha256: String, detected: Detected },
     Rejected(&'static str),
@@ -86,16 +74,9 @@ enum Outcome {
 impl DocumentPipeline {
     async fn process(&self, tx: &mut PgConnection, document: Uuid) -> Result<(), HandlerError> {
         let state = &self.state;
-        // language=PostgreSQL
-        let row: Option<PendingDocument> = sqlx::query_as(
-            "select loan_id, lead_id, state, size_bytes, content_type, quarantine_key, document_request_id,
-                    (select u.revoked_at from upload_links u where u.id = documents.upload_link_id)
-               from documents where id = $1 for update",
-        )
-        .bind(document)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(transient)?;
+        let row = store::pending(&mut *tx, document)
+            .await
+            .map_err(transient)?;
         let Some((
             loan_id,
             lead_id,
@@ -169,36 +150,25 @@ impl DocumentPipeline {
             }
         };
         let duplicate_of: Option<Uuid> = match &sha {
-            // language=PostgreSQL
-            Some(sha) => sqlx::query_scalar(
-                "select id from documents where loan_id = $1 and sha256 = $2 and state = 'available' and id <> $3
-                  order by id limit 1",
-            )
-            .bind(loan_id)
-            .bind(sha)
-            .bind(document)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(transient)?,
+            Some(sha) => store::available_duplicate(&mut *tx, loan_id, sha, document)
+                .await
+                .map_err(transient)?,
             None => None,
         };
-        // The generation of the file's data key the document was encrypted with.
-        let key_version = 1i32;
-        // language=PostgreSQL
-        sqlx::query(
-            "update documents set state = $2, reason = $3, sha256 = $4, detected_type = $5,
-                    duplicate_of = $6, object_key = $7, key_version = $8, updated_at = now()
-              where id = $1",
+        store::record_outcome(
+            &mut *tx,
+            &store::PipelineOutcome {
+                id: document,
+                state: new_state,
+                reason,
+                sha256: sha.as_deref(),
+                detected_type: detected,
+                duplicate_of,
+                object_key: matches!(outcome, Outcome::Available { .. })
+                    .then(|| target.to_string())
+                    .as_deref(),
+            },
         )
-        .bind(document)
-        .bind(new_state)
-        .bind(reason)
-        .bind(&sha)
-        .bind(detected)
-        .bind(duplicate_of)
-        .bind(matches!(outcome, Outcome::Available { .. }).then(|| target.to_string()))
-        .bind(key_version)
-        .execute(&mut *tx)
         .await
         .map_err(transient)?;
         let actor = pipeline_actor();
@@ -410,18 +380,10 @@ fn document_of(message: &Message) -> Option<Uuid> {
 /// Delete the quarantine copy of a decided document and note it. Failed documents keep
 /// theirs: a DLQ replay processes them again. Errors leave the work to the reconciler.
 pub async fn purge_quarantine(state: &AppState, document: Uuid) {
-    // language=PostgreSQL
-    let key: Option<String> = sqlx::query_scalar(
-        "select quarantine_key from documents
-          where id = $1 and not quarantine_purged
-            and state in ('available', 'rejected', 'expired', 'deleted')
-            and reason is distinct from 'link_revoked'",
-    )
-    .bind(document)
-    .fetch_optional(&state.db)
-    .await
-    .ok()
-    .flatten();
+    let key = store::purgeable_quarantine_key(&state.db, document)
+        .await
+        .ok()
+        .flatten();
     let Some(key) = key else { return };
     match state
         .storage
@@ -430,11 +392,7 @@ pub async fn purge_quarantine(state: &AppState, document: Uuid) {
         .await
     {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-            // language=PostgreSQL
-            let _ = sqlx::query("update documents set quarantine_purged = true where id = $1")
-                .bind(document)
-                .execute(&state.db)
-                .await;
+            let _ = store::mark_quarantine_purged(&state.db, document).await;
         }
         Err(e) => tracing::info!(error = %e, "quarantine clean-up deferred to the reconciler"),
     }
@@ -491,14 +449,7 @@ impl Handler for DocumentPipeline {
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             if let Some(document) = document_of(message) {
-                // language=PostgreSQL
-                sqlx::query(
-                    "update documents set state = 'failed', reason = 'processing_failed', updated_at = now()
-                      where id = $1 and state in ('uploaded', 'scanning')",
-                )
-                .bind(document)
-                .execute(&mut *tx)
-                .await?;
+                store::fail_processing(&mut *tx, document).await?;
             }
             Ok(())
         })
