@@ -35,15 +35,14 @@ pub async fn sweep(state: &AppState) -> Result<u64, sqlx::Error> {
         "delete from outbox where published_at < now() - interval '7 days'",
         // language=PostgreSQL
         "delete from inbox where processed_at < now() - interval '30 days'",
-        // An expired link's sealed token is of no use to anyone: nothing may send it again.
-        // language=PostgreSQL
-        "update upload_links set token_enc = null where token_enc is not null and expires_at <= now()",
     ] {
         removed += sqlx::query(statement)
             .execute(&state.db)
             .await?
             .rows_affected();
     }
+    // An expired link's sealed token is of no use to anyone: nothing may send it again.
+    removed += crate::links::ops::forget_expired_tokens(&state.db).await?;
     if removed > 0 {
         tracing::info!(
             removed,

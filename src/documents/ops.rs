@@ -451,3 +451,11 @@ pub async fn review(
     tx.commit().await?;
     current(state, id, actor).await
 }
+
+/// The files that came through a link, oldest first (deleted ones left out).
+pub async fn of_link(
+    conn: &mut sqlx::PgConnection,
+    link: Uuid,
+) -> Result<Vec<store::FileRow>, AppError> {
+    Ok(store::of_link(conn, link).await?)
+}

@@ -395,3 +395,30 @@ pub async fn fail_processing(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx
     .await?;
     Ok(())
 }
+
+/// A file as its link's page lists it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct FileRow {
+    pub id: Uuid,
+    pub filename_enc: Vec<u8>,
+    pub doc_type: String,
+    pub document_request_id: Option<Uuid>,
+    pub state: String,
+    pub reason: Option<String>,
+    pub review_decision: Option<String>,
+    pub review_reason_enc: Option<Vec<u8>>,
+    pub created_at: OffsetDateTime,
+}
+
+/// The files that came through a link, oldest first (deleted ones left out).
+pub async fn of_link(conn: &mut PgConnection, link: Uuid) -> Result<Vec<FileRow>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select id, filename_enc, doc_type, document_request_id, state, reason, review_decision,
+                review_reason_enc, created_at
+           from documents where upload_link_id = $1 and state <> 'deleted' order by id",
+    )
+    .bind(link)
+    .fetch_all(conn)
+    .await
+}

@@ -6,21 +6,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{Postgres, QueryBuilder};
-use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::ops::{active_link, insert_link};
-use super::store::COUNTS_AGAINST_LINK;
+use super::store;
 use super::{borrower_actor, email_at};
 use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, push_scope, rfc3339, with_location};
+use crate::http::support::{kms_unavailable, rfc3339, with_location};
 use crate::loans::ops::{visible_loan, writable_loan};
 use crate::state::AppState;
 
@@ -69,21 +67,6 @@ pub struct UploadLink {
     revoked_at: Option<String>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
-struct LinkRow {
-    id: Uuid,
-    loan_id: Uuid,
-    lead_id: Uuid,
-    borrower_email_enc: Option<Vec<u8>>,
-    expires_at: OffsetDateTime,
-    max_files: i32,
-    revoked_at: Option<OffsetDateTime>,
-    files_accepted: i64,
-    /// The loan's owner and team: whom the recipient is masked for.
-    owner_subject: String,
-    team: Option<String>,
-}
-
 /// What a link's `url` reads after its creation response: the token is shown once.
 const NOT_SHOWN_AGAIN: &str = "(shown once, at creation)";
 
@@ -102,7 +85,7 @@ fn link_url(state: &AppState, token: &str) -> String {
 /// The API shape of a link for `actor`; an admin sees the recipient masked.
 async fn render(
     state: &AppState,
-    row: &LinkRow,
+    row: &store::LinkRow,
     token: Option<String>,
     actor: &Actor,
 ) -> Result<UploadLink, AppError> {
@@ -138,16 +121,6 @@ async fn render(
         borrower_email,
         revoked_at: row.revoked_at.map(rfc3339),
     })
-}
-
-fn select_link() -> String {
-    format!(
-        "select id, loan_id, lead_id, borrower_email_enc, expires_at, max_files, revoked_at,
-                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}) as files_accepted,
-                (select o.owner_subject from loans o where o.id = l.loan_id) as owner_subject,
-                (select o.team from loans o where o.id = l.loan_id) as team
-           from upload_links l"
-    )
 }
 
 /// Create a borrower upload link; the token (and URL) appear in this response only.
@@ -205,13 +178,7 @@ async fn create_link(
         &request_id.0,
     )
     .await?;
-    let row: LinkRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{} where id = $1",
-        select_link()
-    )))
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let row = store::fetch(&mut tx, id).await?;
     tx.commit().await?;
     let link = render(&state, &row, Some(token), &actor).await?;
     let mut response = with_location(
@@ -252,15 +219,7 @@ async fn list_links(
     let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
     let mut conn = state.db.acquire().await?;
     visible_loan(&mut conn, loan_id, &actor).await?;
-    let mut rows: Vec<LinkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{} where loan_id = $1 and ($2::uuid is null or id < $2) order by id desc limit $3",
-        select_link()
-    )))
-    .bind(loan_id)
-    .bind(page.after)
-    .bind(page.limit + 1)
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut rows = store::loan_page(&mut conn, loan_id, page.after, page.limit + 1).await?;
     let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
     drop(conn);
     let mut items = Vec::with_capacity(rows.len());
@@ -280,34 +239,19 @@ async fn revoke_link(
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
-    let mut query = QueryBuilder::<Postgres>::new(
-        "select l.lead_id from upload_links l join loans o on o.id = l.loan_id where l.id = ",
-    );
-    query.push_bind(id);
-    push_scope(&mut query, "o", &actor.read_scope());
-    query.push(" for update of l");
-    let lead: Option<Uuid> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
+    let lead = store::lead_in_scope(&mut tx, id, &actor.read_scope(), true).await?;
     let Some(lead_id) = lead else {
         return Err(AppError::not_found());
     };
     let write_scope = actor.write_scope()?;
-    let mut query = QueryBuilder::<Postgres>::new(
-        "select 1 from upload_links l join loans o on o.id = l.loan_id where l.id = ",
-    );
-    query.push_bind(id);
-    push_scope(&mut query, "o", &write_scope);
-    let writable: Option<i32> = query.build_query_scalar().fetch_optional(&mut *tx).await?;
-    if writable.is_none() {
+    if store::lead_in_scope(&mut tx, id, &write_scope, false)
+        .await?
+        .is_none()
+    {
         return Err(AppError::forbidden());
     }
     // The sealed token goes with the revocation: nothing can send this link again.
-    // language=PostgreSQL
-    sqlx::query(
-        "update upload_links set revoked_at = coalesce(revoked_at, now()), token_enc = null where id = $1",
-    )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    store::revoke(&mut tx, id).await?;
     audit::record(
         &mut tx,
         audit::Entry {
@@ -373,15 +317,7 @@ async fn link_state(
         .await
         .map_err(kms_unavailable)?;
     let requests = crate::requests::ops::for_borrower(&mut conn, &key, link.loan_id).await?;
-    // language=PostgreSQL
-    let rows: Vec<FileRow> = sqlx::query_as(
-        "select id, filename_enc, doc_type, document_request_id, state, reason, review_decision,
-                review_reason_enc, created_at
-           from documents where upload_link_id = $1 and state <> 'deleted' order by id",
-    )
-    .bind(link.id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = crate::documents::ops::of_link(&mut conn, link.id).await?;
     let mut files = Vec::with_capacity(rows.len());
     for row in rows {
         let filename = field::decrypt(
@@ -433,19 +369,6 @@ async fn link_state(
         requests,
         files,
     }))
-}
-
-#[derive(Debug, sqlx::FromRow)]
-struct FileRow {
-    id: Uuid,
-    filename_enc: Vec<u8>,
-    doc_type: String,
-    document_request_id: Option<Uuid>,
-    state: String,
-    reason: Option<String>,
-    review_decision: Option<String>,
-    review_reason_enc: Option<Vec<u8>>,
-    created_at: OffsetDateTime,
 }
 
 /// A borrower announces a file; answers the Upload shape with a pre-signed PUT URL.

@@ -8,6 +8,9 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// The SQL condition "upload link `u` still takes files" for other aggregates' read
+/// queries (one definition: `active_link` answers 410 for the same links).
+pub use super::store::link_takes_files;
 use super::store::{self, LinkLookup, NewLinkRow};
 use super::{email_at, token_at, token_hash};
 use crate::audit;
@@ -168,4 +171,9 @@ pub async fn active_link(
 
 fn link_error(status: StatusCode, code: ErrorCode, detail: &str) -> AppError {
     AppError::client(status, code, detail.to_owned())
+}
+
+/// Wipe the sealed tokens of expired links (housekeeping); how many.
+pub async fn forget_expired_tokens(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    store::forget_expired_tokens(db).await
 }

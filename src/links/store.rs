@@ -1,9 +1,12 @@
 //! The only code that runs SQL on `upload_links` (the HTTP routes' own reads are still
 //! being moved here: docs/architecture.md).
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+use crate::auth::ReadScope;
+use crate::db::push_scope;
 
 /// The files that use up a link's `max_files`: not rejected by the pipeline or the agent,
 /// not expired, not deleted — so a borrower can replace a rejected file.
@@ -90,4 +93,97 @@ pub async fn insert(conn: &mut PgConnection, link: &NewLinkRow<'_>) -> Result<()
     .execute(conn)
     .await?;
     Ok(())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct LinkRow {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub lead_id: Uuid,
+    pub borrower_email_enc: Option<Vec<u8>>,
+    pub expires_at: OffsetDateTime,
+    pub max_files: i32,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub files_accepted: i64,
+    /// The loan's owner and team: whom the recipient is masked for.
+    pub owner_subject: String,
+    pub team: Option<String>,
+}
+
+fn select_link() -> String {
+    format!(
+        "select id, loan_id, lead_id, borrower_email_enc, expires_at, max_files, revoked_at,
+                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}) as files_accepted,
+                (select o.owner_subject from loans o where o.id = l.loan_id) as owner_subject,
+                (select o.team from loans o where o.id = l.loan_id) as team
+           from upload_links l"
+    )
+}
+
+pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<LinkRow, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} where id = $1",
+        select_link()
+    )))
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Up to `fetch` links of a loan, newest first, before `before`.
+pub async fn loan_page(
+    conn: &mut PgConnection,
+    loan: Uuid,
+    before: Option<Uuid>,
+    fetch: i64,
+) -> Result<Vec<LinkRow>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "{} where loan_id = $1 and ($2::uuid is null or id < $2) order by id desc limit $3",
+        select_link()
+    )))
+    .bind(loan)
+    .bind(before)
+    .bind(fetch)
+    .fetch_all(conn)
+    .await
+}
+
+/// The lead of a link whose loan is within `scope` (`lock` locks the link).
+pub async fn lead_in_scope(
+    tx: &mut PgConnection,
+    id: Uuid,
+    scope: &ReadScope,
+    lock: bool,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(
+        "select l.lead_id from upload_links l join loans o on o.id = l.loan_id where l.id = ",
+    );
+    query.push_bind(id);
+    push_scope(&mut query, "o", scope);
+    if lock {
+        query.push(" for update of l");
+    }
+    query.build_query_scalar().fetch_optional(tx).await
+}
+
+/// Revoke the link (idempotent); its sealed token goes with it: nothing can send it again.
+pub async fn revoke(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update upload_links set revoked_at = coalesce(revoked_at, now()), token_enc = null where id = $1",
+    )
+    .bind(id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn forget_expired_tokens(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    // language=PostgreSQL
+    Ok(sqlx::query(
+        "update upload_links set token_enc = null where token_enc is not null and expires_at <= now()",
+    )
+    .execute(db)
+    .await?
+    .rows_affected())
 }

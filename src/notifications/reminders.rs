@@ -13,9 +13,9 @@ use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::store;
 use crate::config::Schedule;
 use crate::db::outbox;
-use crate::links::store::link_takes_files;
 use crate::state::AppState;
 
 /// The "scheduler" name `worker.consumers` uses to place the reminders runner.
@@ -36,11 +36,7 @@ pub async fn tick(
         return Ok(0);
     }
     let mut tx = state.db.begin().await?;
-    // language=PostgreSQL
-    let ours: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(LOCK_KEY)
-        .fetch_one(&mut *tx)
-        .await?;
+    let ours = store::try_round_lock(&mut tx, LOCK_KEY).await?;
     if !ours {
         return Ok(0);
     }
@@ -49,31 +45,14 @@ pub async fn tick(
     // collecting documents and with a live emailed link, with when its next reminder falls
     // due; those due by now + the digest window are candidates.
     // A live link is unexpired, unrevoked and not used up (it would answer 410).
-    let due: Vec<(Uuid, Uuid, i32, OffsetDateTime)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        // language=PostgreSQL
-        "select r.id, r.loan_id, r.reminders_sent,
-                case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end as due_at
-           from document_requests r
-           join loans o on o.id = r.loan_id
-           join leads l on l.id = r.lead_id
-          where r.state in ('outstanding', 'rejected')
-            and o.status not in ('closed', 'denied', 'withdrawn')
-            and r.reminders_sent < $4
-            and l.email_opted_out_at is null
-            and exists (select 1 from upload_links u
-                         where u.loan_id = r.loan_id and u.token_enc is not null
-                           and {open})
-            and case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end <= $1 + $5
-          order by r.loan_id, r.id
-          for update of r skip locked",
-        open = link_takes_files("$1")
-    )))
-    .bind(now)
-    .bind(schedule.first)
-    .bind(schedule.every)
-    .bind(schedule.max)
-    .bind(schedule.window)
-    .fetch_all(&mut *tx)
+    let due = store::due_reminders(
+        &mut tx,
+        now,
+        schedule.first,
+        schedule.every,
+        schedule.max,
+        schedule.window,
+    )
     .await?;
 
     let mut queued = 0;
@@ -85,15 +64,7 @@ pub async fn tick(
         let loan = group[0].1;
         let ids: Vec<Uuid> = group.iter().map(|r| r.0).collect();
         let number = group.iter().map(|r| r.2).max().unwrap_or(0) + 1;
-        // language=PostgreSQL
-        sqlx::query(
-            "update document_requests set reminders_sent = reminders_sent + 1, last_reminded_at = $2
-              where id = any($1)",
-        )
-        .bind(&ids)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        crate::requests::ops::mark_reminded(&mut tx, &ids, now).await?;
         outbox::enqueue(
             &mut tx,
             TOPIC,

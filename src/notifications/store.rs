@@ -51,3 +51,56 @@ pub async fn loan_page(
     .fetch_all(conn)
     .await
 }
+
+/// Take the reminder round's advisory lock for this transaction; false when another replica
+/// holds it.
+pub async fn try_round_lock(tx: &mut PgConnection, key: i64) -> Result<bool, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(key)
+        .fetch_one(tx)
+        .await
+}
+
+/// The requests a reminder round considers, locked (skipping those another round holds):
+/// (request, loan, reminders sent, when the next one falls due), by loan. A read across
+/// the needs list, the loan, the lead and its links: each request still waiting on the
+/// borrower (`received`, `accepted` and `not_applicable` stop reminders; a rejected one asks
+/// for a new file) of a loan still collecting documents, a borrower who has not opted out,
+/// and a live emailed link (unexpired, unrevoked and not used up: it would answer 410);
+/// those due by `now` + the digest window.
+pub async fn due_reminders(
+    tx: &mut PgConnection,
+    now: OffsetDateTime,
+    first: time::Duration,
+    every: time::Duration,
+    max: i32,
+    window: time::Duration,
+) -> Result<Vec<(Uuid, Uuid, i32, OffsetDateTime)>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // language=PostgreSQL
+        "select r.id, r.loan_id, r.reminders_sent,
+                case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end as due_at
+           from document_requests r
+           join loans o on o.id = r.loan_id
+           join leads l on l.id = r.lead_id
+          where r.state in ('outstanding', 'rejected')
+            and o.status not in ('closed', 'denied', 'withdrawn')
+            and r.reminders_sent < $4
+            and l.email_opted_out_at is null
+            and exists (select 1 from upload_links u
+                         where u.loan_id = r.loan_id and u.token_enc is not null
+                           and {open})
+            and case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end <= $1 + $5
+          order by r.loan_id, r.id
+          for update of r skip locked",
+        open = crate::links::ops::link_takes_files("$1")
+    )))
+    .bind(now)
+    .bind(first)
+    .bind(every)
+    .bind(max)
+    .bind(window)
+    .fetch_all(tx)
+    .await
+}

@@ -412,3 +412,12 @@ pub async fn doc_type_in_loan(
 ) -> Result<Option<String>, AppError> {
     Ok(store::doc_type_in_loan(conn, request, loan).await?)
 }
+
+/// The requests were reminded at `now` (in the reminder round's transaction).
+pub async fn mark_reminded(
+    conn: &mut PgConnection,
+    requests: &[Uuid],
+    now: time::OffsetDateTime,
+) -> Result<(), AppError> {
+    Ok(store::mark_reminded(conn, requests, now).await?)
+}

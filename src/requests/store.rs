@@ -182,3 +182,20 @@ pub async fn doc_type_in_loan(
         .fetch_optional(conn)
         .await
 }
+
+pub async fn mark_reminded(
+    conn: &mut PgConnection,
+    requests: &[Uuid],
+    now: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update document_requests set reminders_sent = reminders_sent + 1, last_reminded_at = $2
+          where id = any($1)",
+    )
+    .bind(requests)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
