@@ -5,18 +5,10 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::store;
 use super::worker::{Notifier, Outgoing, decrypt, transient};
 use crate::mail::SendError;
 use crate::queue::consumer::{HandlerError, Message};
-
-/// A link's sealed recipient address and, while it lives, its sealed token.
-pub(super) type SealedRecipient = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// A link's sealed borrower email, sealed token and expiry.
-pub(super) type LinkRow = (Option<Vec<u8>>, Option<Vec<u8>>, time::OffsetDateTime);
-
-/// Who a loan belongs to: (lead, borrower first name, borrower email, agent name, agent email).
-pub(super) type LoanPeople = (Uuid, String, Option<Vec<u8>>, String, Option<String>);
 
 impl Notifier {
     pub(super) fn branding(&self) -> (String, String) {
@@ -24,17 +16,11 @@ impl Notifier {
         (n.lender_name.clone(), n.support_phone.clone())
     }
 
-    pub(super) async fn people(&self, loan: Uuid) -> Result<Option<LoanPeople>, HandlerError> {
-        // language=PostgreSQL
-        sqlx::query_as(
-            "select l.id, l.first_name, l.email_enc, coalesce(a.display_name, o.owner_subject), a.email
-               from loans o join leads l on l.id = o.lead_id left join agents a on a.subject = o.owner_subject
-              where o.id = $1",
-        )
-        .bind(loan)
-        .fetch_optional(&self.state.db)
-        .await
-        .map_err(transient)
+    pub(super) async fn people(
+        &self,
+        loan: Uuid,
+    ) -> Result<Option<store::LoanPeople>, HandlerError> {
+        store::people(&self.state.db, loan).await.map_err(transient)
     }
 
     /// The URL of the loan's newest live link that was issued to `to` — a link's token is
@@ -45,17 +31,9 @@ impl Notifier {
         loan: Uuid,
         to: &str,
     ) -> Result<Option<String>, HandlerError> {
-        // language=PostgreSQL
-        let rows: Vec<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "select id, token_enc, borrower_email_enc from upload_links
-              where loan_id = $1 and token_enc is not null and borrower_email_enc is not null
-                and revoked_at is null and expires_at > now()
-              order by id desc limit 20",
-        )
-        .bind(loan)
-        .fetch_all(&self.state.db)
-        .await
-        .map_err(transient)?;
+        let rows = store::live_emailed_links(&self.state.db, loan)
+            .await
+            .map_err(transient)?;
         for (id, token, email) in rows {
             let recipient = decrypt(key, "upload_links", "borrower_email_enc", id, &email)?;
             if recipient.eq_ignore_ascii_case(to) {
@@ -77,16 +55,9 @@ impl Notifier {
         borrower_email: Option<String>,
     ) -> Result<Option<(String, Option<String>)>, HandlerError> {
         if let Some(link) = link {
-            // language=PostgreSQL
-            let row: Option<SealedRecipient> = sqlx::query_as(
-                "select borrower_email_enc,
-                        case when revoked_at is null and expires_at > now() then token_enc end
-                   from upload_links where id = $1",
-            )
-            .bind(link)
-            .fetch_optional(&self.state.db)
-            .await
-            .map_err(transient)?;
+            let row = store::link_recipient(&self.state.db, link)
+                .await
+                .map_err(transient)?;
             if let Some((Some(email), token)) = row {
                 let to = decrypt(key, "upload_links", "borrower_email_enc", link, &email)?;
                 let url = match token {
@@ -116,15 +87,10 @@ impl Notifier {
         if self.state.settings.notifications.sms.gateway_url.is_none() {
             return Ok(None);
         }
-        // language=PostgreSQL
-        let row: Option<Option<Vec<u8>>> = sqlx::query_scalar(
-            "select phone_enc from leads where id = $1 and sms_consent_at is not null and sms_opted_out_at is null",
-        )
-        .bind(lead)
-        .fetch_optional(&self.state.db)
-        .await
-        .map_err(transient)?;
-        match row.flatten() {
+        let row = store::sms_phone(&self.state.db, lead)
+            .await
+            .map_err(transient)?;
+        match row {
             Some(sealed) => Ok(Some(decrypt(key, "leads", "phone_enc", lead, &sealed)?)),
             None => Ok(None),
         }
@@ -188,13 +154,9 @@ impl Notifier {
     ) -> Result<Option<Outgoing>, HandlerError> {
         let state = &self.state;
         let (lender, phone) = self.branding();
-        // language=PostgreSQL
-        let opted_out: bool =
-            sqlx::query_scalar("select email_opted_out_at is not null from leads where id = $1")
-                .bind(lead)
-                .fetch_one(&state.db)
-                .await
-                .map_err(transient)?;
+        let opted_out = store::email_opted_out(&state.db, lead)
+            .await
+            .map_err(transient)?;
         if opted_out {
             return Ok(None);
         }
@@ -208,31 +170,15 @@ impl Notifier {
                     .collect()
             })
             .unwrap_or_default();
-        // language=PostgreSQL
-        let documents: Vec<String> = sqlx::query_scalar(
-            "select replace(doc_type, '_', ' ') from document_requests
-              where id = any($1) and loan_id = $2 and state in ('outstanding', 'rejected') order by id",
-        )
-        .bind(&ids)
-        .bind(loan)
-        .fetch_all(&state.db)
-        .await
-        .map_err(transient)?;
+        let documents = store::still_needed(&state.db, &ids, loan)
+            .await
+            .map_err(transient)?;
         if documents.is_empty() {
             return Ok(None);
         }
-        let link: Option<(Uuid, Vec<u8>, Vec<u8>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            // language=PostgreSQL
-            "select u.id, u.token_enc, u.borrower_email_enc from upload_links u
-              where u.loan_id = $1 and u.token_enc is not null and u.borrower_email_enc is not null
-                and {}
-              order by u.id desc limit 1",
-            crate::links::store::link_takes_files("now()")
-        )))
-        .bind(loan)
-        .fetch_optional(&state.db)
-        .await
-        .map_err(transient)?;
+        let link = store::reminder_link(&state.db, loan)
+            .await
+            .map_err(transient)?;
         let Some((link, token, email)) = link else {
             return Ok(None);
         };
@@ -261,11 +207,7 @@ impl Notifier {
     /// A new one-click unsubscribe URL for the lead (only the token's hash is kept).
     pub(super) async fn unsubscribe_url(&self, lead: Uuid) -> Result<String, HandlerError> {
         let token = crate::auth::session::random_token();
-        // language=PostgreSQL
-        sqlx::query("insert into unsubscribe_tokens (token_hash, lead_id) values ($1, $2)")
-            .bind(crate::links::token_hash(&token))
-            .bind(lead)
-            .execute(&self.state.db)
+        store::insert_unsubscribe_token(&self.state.db, &crate::crypto::token_hash(&token), lead)
             .await
             .map_err(transient)?;
         Ok(self.public_url(&format!("/v1/public/unsubscribe/{token}")))

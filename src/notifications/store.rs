@@ -1,7 +1,7 @@
 //! The only code that runs SQL on `notifications` and `unsubscribe_tokens` (the notifier's
 //! own statements are still being moved here: docs/architecture.md).
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -103,4 +103,290 @@ pub async fn due_reminders(
     .bind(window)
     .fetch_all(tx)
     .await
+}
+
+// What the notifier reads about the event's subject. A read model across the aggregates:
+// a store writes only its own tables, and may read others' (docs/architecture.md).
+
+/// The lead's newest loan (a credit pull's news goes to its agent).
+pub async fn newest_loan_of_lead(
+    db: impl PgExecutor<'_>,
+    lead: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select id from loans where lead_id = $1 order by id desc limit 1")
+        .bind(lead)
+        .fetch_optional(db)
+        .await
+}
+
+/// A new link's sealed recipient, sealed token and expiry.
+pub type LinkInvitation = (Option<Vec<u8>>, Option<Vec<u8>>, OffsetDateTime);
+
+pub async fn link_invitation(
+    db: impl PgExecutor<'_>,
+    link: Uuid,
+) -> Result<Option<LinkInvitation>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select borrower_email_enc, token_enc, expires_at from upload_links where id = $1",
+    )
+    .bind(link)
+    .fetch_optional(db)
+    .await
+}
+
+/// A rejected document's type, sealed reason and the link it came through.
+pub async fn rejected_document(
+    db: impl PgExecutor<'_>,
+    document: Uuid,
+) -> Result<Option<(String, Option<Vec<u8>>, Option<Uuid>)>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select doc_type, review_reason_enc, upload_link_id from documents where id = $1",
+    )
+    .bind(document)
+    .fetch_optional(db)
+    .await
+}
+
+/// A message to one recipient about one event, recorded before it is sent.
+pub struct NewNotification<'a> {
+    pub id: Uuid,
+    pub source_message_id: Uuid,
+    pub recipient_kind: &'a str,
+    pub channel: &'a str,
+    pub template: &'a str,
+    pub loan: Uuid,
+    pub lead: Uuid,
+    pub recipient_enc: &'a [u8],
+}
+
+/// Record the notification once per (event, recipient kind, channel) and answer the
+/// recorded one: (id, state, last error) — a redelivery finds what the first delivery did.
+pub async fn record_once(
+    db: &sqlx::PgPool,
+    n: &NewNotification<'_>,
+) -> Result<(Uuid, String, Option<String>), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "insert into notifications (id, source_message_id, recipient_kind, channel, template, loan_id, lead_id, recipient_enc)
+         values ($1, $2, $3, $8, $4, $5, $6, $7)
+         on conflict (source_message_id, recipient_kind, channel) do nothing",
+    )
+    .bind(n.id)
+    .bind(n.source_message_id)
+    .bind(n.recipient_kind)
+    .bind(n.template)
+    .bind(n.loan)
+    .bind(n.lead)
+    .bind(n.recipient_enc)
+    .bind(n.channel)
+    .execute(db)
+    .await?;
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select id, state, last_error from notifications where source_message_id = $1 and recipient_kind = $2 and channel = $3",
+    )
+    .bind(n.source_message_id)
+    .bind(n.recipient_kind)
+    .bind(n.channel)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn requeue(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update notifications set state = 'queued' where id = $1 and state = 'failed'")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn sent(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    provider_message_id: &str,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update notifications set state = 'sent', attempts = attempts + 1, provider_message_id = $2,
+                sent_at = now(), last_error = null where id = $1",
+    )
+    .bind(id)
+    .bind(provider_message_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Refused for good by the provider.
+pub async fn refused(db: impl PgExecutor<'_>, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update notifications set state = 'failed', attempts = attempts + 1, last_error = $2 where id = $1")
+        .bind(id)
+        .bind(reason)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A failed attempt that will be retried.
+pub async fn attempt_failed(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("update notifications set attempts = attempts + 1, last_error = $2 where id = $1")
+        .bind(id)
+        .bind(reason)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The event ran out of retries: its still-queued notifications failed.
+pub async fn exhausted(
+    tx: &mut PgConnection,
+    source_message_id: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query(
+        "update notifications set state = 'failed', last_error = $2 where source_message_id = $1 and state = 'queued'",
+    )
+    .bind(source_message_id)
+    .bind(reason)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Who a loan belongs to: (lead, borrower first name, borrower email, agent name, agent email).
+pub type LoanPeople = (Uuid, String, Option<Vec<u8>>, String, Option<String>);
+
+pub async fn people(
+    db: impl PgExecutor<'_>,
+    loan: Uuid,
+) -> Result<Option<LoanPeople>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select l.id, l.first_name, l.email_enc, coalesce(a.display_name, o.owner_subject), a.email
+           from loans o join leads l on l.id = o.lead_id left join agents a on a.subject = o.owner_subject
+          where o.id = $1",
+    )
+    .bind(loan)
+    .fetch_optional(db)
+    .await
+}
+
+/// The loan's live links that have a recipient: (link, sealed token, sealed recipient),
+/// newest first.
+pub async fn live_emailed_links(
+    db: impl PgExecutor<'_>,
+    loan: Uuid,
+) -> Result<Vec<(Uuid, Vec<u8>, Vec<u8>)>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select id, token_enc, borrower_email_enc from upload_links
+          where loan_id = $1 and token_enc is not null and borrower_email_enc is not null
+            and revoked_at is null and expires_at > now()
+          order by id desc limit 20",
+    )
+    .bind(loan)
+    .fetch_all(db)
+    .await
+}
+
+/// A link's sealed recipient address and, while it lives, its sealed token.
+pub async fn link_recipient(
+    db: impl PgExecutor<'_>,
+    link: Uuid,
+) -> Result<Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_as(
+        "select borrower_email_enc,
+                case when revoked_at is null and expires_at > now() then token_enc end
+           from upload_links where id = $1",
+    )
+    .bind(link)
+    .fetch_optional(db)
+    .await
+}
+
+/// The borrower's sealed phone, only with a current SMS opt-in.
+pub async fn sms_phone(
+    db: impl PgExecutor<'_>,
+    lead: Uuid,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    // language=PostgreSQL
+    let row: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "select phone_enc from leads where id = $1 and sms_consent_at is not null and sms_opted_out_at is null",
+    )
+    .bind(lead)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.flatten())
+}
+
+pub async fn email_opted_out(db: impl PgExecutor<'_>, lead: Uuid) -> Result<bool, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar("select email_opted_out_at is not null from leads where id = $1")
+        .bind(lead)
+        .fetch_one(db)
+        .await
+}
+
+/// The document types of those of `requests` (of `loan`) still waiting on the borrower,
+/// for a reminder's text.
+pub async fn still_needed(
+    db: impl PgExecutor<'_>,
+    requests: &[Uuid],
+    loan: Uuid,
+) -> Result<Vec<String>, sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query_scalar(
+        "select replace(doc_type, '_', ' ') from document_requests
+          where id = any($1) and loan_id = $2 and state in ('outstanding', 'rejected') order by id",
+    )
+    .bind(requests)
+    .bind(loan)
+    .fetch_all(db)
+    .await
+}
+
+/// The loan's newest link that can still take the borrower's files and has a recipient:
+/// (link, sealed token, sealed recipient).
+pub async fn reminder_link(
+    db: impl PgExecutor<'_>,
+    loan: Uuid,
+) -> Result<Option<(Uuid, Vec<u8>, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        // language=PostgreSQL
+        "select u.id, u.token_enc, u.borrower_email_enc from upload_links u
+          where u.loan_id = $1 and u.token_enc is not null and u.borrower_email_enc is not null
+            and {}
+          order by u.id desc limit 1",
+        crate::links::ops::link_takes_files("now()")
+    )))
+    .bind(loan)
+    .fetch_optional(db)
+    .await
+}
+
+/// Keep an unsubscribe token (its hash only) for the lead.
+pub async fn insert_unsubscribe_token(
+    db: impl PgExecutor<'_>,
+    token_hash: &[u8],
+    lead: Uuid,
+) -> Result<(), sqlx::Error> {
+    // language=PostgreSQL
+    sqlx::query("insert into unsubscribe_tokens (token_hash, lead_id) values ($1, $2)")
+        .bind(token_hash)
+        .bind(lead)
+        .execute(db)
+        .await?;
+    Ok(())
 }

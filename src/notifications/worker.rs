@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::recipients::LinkRow;
+use super::store;
 use crate::crypto::field::{self, Location};
 use crate::mail::SendError;
 use crate::queue::consumer::{Handler, HandlerError, Message};
@@ -95,14 +95,9 @@ impl Notifier {
                 let Some(lead) = id_of(message, "leadId") else {
                     return Ok(None);
                 };
-                // language=PostgreSQL
-                sqlx::query_scalar(
-                    "select id from loans where lead_id = $1 order by id desc limit 1",
-                )
-                .bind(lead)
-                .fetch_optional(&state.db)
-                .await
-                .map_err(transient)?
+                store::newest_loan_of_lead(&state.db, lead)
+                    .await
+                    .map_err(transient)?
             }
             _ => None,
         };
@@ -137,14 +132,9 @@ impl Notifier {
                 let Some(link) = id_of(message, "linkId") else {
                     return Ok(None);
                 };
-                // language=PostgreSQL
-                let row: Option<LinkRow> = sqlx::query_as(
-                    "select borrower_email_enc, token_enc, expires_at from upload_links where id = $1",
-                )
-                .bind(link)
-                .fetch_optional(&state.db)
-                .await
-                .map_err(transient)?;
+                let row = store::link_invitation(&state.db, link)
+                    .await
+                    .map_err(transient)?;
                 if let Some((Some(email), Some(token), expires)) = row {
                     let to = decrypt(&key, "upload_links", "borrower_email_enc", link, &email)?;
                     let token = decrypt(&key, "upload_links", "token_enc", link, &token)?;
@@ -167,14 +157,9 @@ impl Notifier {
                 let Some(document) = id_of(message, "documentId") else {
                     return Ok(None);
                 };
-                // language=PostgreSQL
-                let row: Option<(String, Option<Vec<u8>>, Option<Uuid>)> = sqlx::query_as(
-                    "select doc_type, review_reason_enc, upload_link_id from documents where id = $1",
-                )
-                .bind(document)
-                .fetch_optional(&state.db)
-                .await
-                .map_err(transient)?;
+                let row = store::rejected_document(&state.db, document)
+                    .await
+                    .map_err(transient)?;
                 if let Some((doc_type, Some(sealed), link)) = row
                     && let Some((to, link)) = self
                         .rejection_recipient(&key, loan, link, borrower_email.clone())
@@ -271,31 +256,19 @@ impl Notifier {
             },
             o.to.as_bytes(),
         );
-        // language=PostgreSQL
-        sqlx::query(
-            "insert into notifications (id, source_message_id, recipient_kind, channel, template, loan_id, lead_id, recipient_enc)
-             values ($1, $2, $3, $8, $4, $5, $6, $7)
-             on conflict (source_message_id, recipient_kind, channel) do nothing",
+        let (id, current, last_error) = store::record_once(
+            &state.db,
+            &store::NewNotification {
+                id,
+                source_message_id: message.id,
+                recipient_kind: o.kind,
+                channel: o.channel,
+                template: o.template,
+                loan,
+                lead,
+                recipient_enc: &sealed,
+            },
         )
-        .bind(id)
-        .bind(message.id)
-        .bind(o.kind)
-        .bind(o.template)
-        .bind(loan)
-        .bind(lead)
-        .bind(&sealed)
-        .bind(o.channel)
-        .execute(&state.db)
-        .await
-        .map_err(transient)?;
-        // language=PostgreSQL
-        let (id, current, last_error): (Uuid, String, Option<String>) = sqlx::query_as(
-            "select id, state, last_error from notifications where source_message_id = $1 and recipient_kind = $2 and channel = $3",
-        )
-        .bind(message.id)
-        .bind(o.kind)
-        .bind(o.channel)
-        .fetch_one(&state.db)
         .await
         .map_err(transient)?;
         // A message that ran out of retries reaches a handler again only by an operator's
@@ -305,14 +278,7 @@ impl Notifier {
                 .as_deref()
                 .is_some_and(|e| e.starts_with(EXHAUSTED));
         if replayed {
-            // language=PostgreSQL
-            sqlx::query(
-                "update notifications set state = 'queued' where id = $1 and state = 'failed'",
-            )
-            .bind(id)
-            .execute(&state.db)
-            .await
-            .map_err(transient)?;
+            store::requeue(&state.db, id).await.map_err(transient)?;
         } else if current != "queued" {
             return Ok(()); // sent, or refused for good, on an earlier delivery
         }
@@ -339,34 +305,19 @@ impl Notifier {
         };
         match sent {
             Ok(provider_id) => {
-                // language=PostgreSQL
-                sqlx::query(
-                    "update notifications set state = 'sent', attempts = attempts + 1, provider_message_id = $2,
-                            sent_at = now(), last_error = null where id = $1",
-                )
-                .bind(id)
-                .bind(provider_id)
-                .execute(&state.db)
-                .await
-                .map_err(transient)?;
+                store::sent(&state.db, id, &provider_id)
+                    .await
+                    .map_err(transient)?;
                 Ok(())
             }
             Err(SendError::Permanent(reason)) => {
-                // language=PostgreSQL
-                sqlx::query("update notifications set state = 'failed', attempts = attempts + 1, last_error = $2 where id = $1")
-                    .bind(id)
-                    .bind(&reason)
-                    .execute(&state.db)
+                store::refused(&state.db, id, &reason)
                     .await
                     .map_err(transient)?;
                 Ok(())
             }
             Err(SendError::Transient(reason)) => {
-                // language=PostgreSQL
-                sqlx::query("update notifications set attempts = attempts + 1, last_error = $2 where id = $1")
-                    .bind(id)
-                    .bind(&reason)
-                    .execute(&state.db)
+                store::attempt_failed(&state.db, id, &reason)
                     .await
                     .map_err(transient)?;
                 Err(HandlerError::Transient(anyhow::anyhow!("{reason}")))
@@ -414,14 +365,11 @@ impl Handler for Notifier {
         error: &'a str,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            // language=PostgreSQL
-            sqlx::query(
-                "update notifications set state = 'failed', last_error = $2 where source_message_id = $1 and state = 'queued'",
-            )
-            .bind(message.id)
-            .bind(format!("{EXHAUSTED}: {}", error.chars().take(100).collect::<String>()))
-            .execute(&mut *tx)
-            .await?;
+            let reason = format!(
+                "{EXHAUSTED}: {}",
+                error.chars().take(100).collect::<String>()
+            );
+            store::exhausted(&mut *tx, message.id, &reason).await?;
             Ok(())
         })
     }
