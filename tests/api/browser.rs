@@ -106,7 +106,7 @@ async fn wait_for_count(client: &Client, css: &str, count: usize, seconds: u64) 
 #[tokio::test]
 async fn a_borrower_uploads_two_files_through_the_page() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     borrower_uploads_two_files(app).await;
@@ -119,7 +119,7 @@ async fn a_borrower_uploads_two_files_through_the_page() {
 async fn a_borrower_uploads_two_files_through_the_page_to_garage() {
     let app = crate::helpers::app()
         .settings(crate::helpers::garage::use_garage)
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let origin = url::Url::parse(&app.url("/"))

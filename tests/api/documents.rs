@@ -331,7 +331,7 @@ fn eicar() -> Vec<u8> {
 #[tokio::test]
 async fn the_pipeline_scans_checks_types_and_encrypts() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
@@ -475,7 +475,7 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
 #[tokio::test]
 async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
@@ -606,7 +606,7 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
 #[tokio::test]
 async fn borrowers_upload_through_their_link_only() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
@@ -715,7 +715,7 @@ async fn borrowers_upload_through_their_link_only() {
 #[tokio::test]
 async fn the_shortcut_and_soft_delete() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
@@ -809,7 +809,7 @@ async fn the_shortcut_and_soft_delete() {
 #[tokio::test]
 async fn the_reconciler_completes_abandoned_uploads_and_expires_empty_ones() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
@@ -875,7 +875,7 @@ async fn with_clamd_down_documents_wait_and_are_never_available_unscanned() {
     let mut clamd = crate::helpers::clamd::PrivateClamd::start().await;
     let address = clamd.address();
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .settings(move |s| s.clamd.address = address)
         .spawn()
         .await;
@@ -948,7 +948,7 @@ pub fn sample(magic: &[u8], seed: u64, len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn pdf_jpeg_and_png_round_trip_and_no_plaintext_run_is_stored() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     round_trip_stores_no_plaintext(app).await;
@@ -958,7 +958,7 @@ async fn pdf_jpeg_and_png_round_trip_and_no_plaintext_run_is_stored() {
 async fn pdf_jpeg_and_png_round_trip_on_garage() {
     let app = crate::helpers::app()
         .settings(crate::helpers::garage::use_garage)
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     round_trip_stores_no_plaintext(app).await;

@@ -386,7 +386,7 @@ async fn idempotent_create_replays_without_storing_pii_in_the_clear() {
 #[tokio::test]
 async fn demo_seed_gives_each_agent_their_own_files() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let seeded = loanfolio::admin::demo::seed(&app.state, 4).await.unwrap();

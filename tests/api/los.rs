@@ -53,7 +53,7 @@ async fn history(app: &TestApp, token: &str, id: &str) -> Vec<Value> {
 async fn submitted_loans_reach_the_los_and_follow_its_milestones() {
     let mut los = PrivateLos::reserve();
     let app = crate::helpers::app()
-        .workers_only(&["los-submitter"])
+        .workers_only(&[loanfolio::events::LOS_SUBMITTER])
         .settings(|s| los.configure(s))
         .spawn()
         .await;

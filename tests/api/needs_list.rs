@@ -125,7 +125,7 @@ const PDF: &[u8] = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EO
 #[tokio::test]
 async fn requests_reviews_replacements_and_not_applicable() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
@@ -321,7 +321,7 @@ async fn requests_reviews_replacements_and_not_applicable() {
 #[tokio::test]
 async fn a_link_and_an_agent_reach_only_their_own_loans_requests() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
@@ -394,7 +394,7 @@ async fn a_link_and_an_agent_reach_only_their_own_loans_requests() {
 #[tokio::test]
 async fn a_password_protected_pdf_is_rejected() {
     let app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;

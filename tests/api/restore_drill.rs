@@ -212,7 +212,7 @@ async fn restore_drill() {
     let stack = crate::helpers::base_settings();
     std::fs::copy(&stack.kms.local.master_key_file, &key).unwrap();
     let mut app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .settings(|s| s.kms.local.master_key_file = key.clone())
         .spawn()
         .await;
@@ -319,7 +319,7 @@ async fn restore_drill_with_openbao_and_garage() {
         }
     };
     let mut app = crate::helpers::app()
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .settings(on_openbao_and_garage(bao.address.clone(), identity.clone()))
         .spawn()
         .await;

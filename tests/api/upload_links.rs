@@ -478,7 +478,7 @@ async fn a_file_written_after_revocation_is_never_processed() {
     let _worker = crate::helpers::app()
         .shared_database(url.path().trim_start_matches('/').to_owned())
         .buckets(&s3.quarantine_bucket, &s3.documents_bucket)
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let decided = crate::helpers::eventually(30, || async {

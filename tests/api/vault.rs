@@ -297,7 +297,7 @@ async fn with_openbao_cut_off_key_work_waits_and_recovers_without_a_restart() {
     let loan = crate::loans::agent_a1_loan(&agent_app, &token).await;
     let worker = app_on(&agent_app, |s| key.use_in(s, &via_proxy, &dir))
         .await
-        .workers_only(&["document-pipeline"])
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
         .spawn()
         .await;
     let (_, body) = worker.readyz().await;

@@ -310,15 +310,9 @@ impl TestApp {
     }
 }
 
-/// Consumers the suite declares queues for (see tests/api/queue.rs and the workers).
-const TEST_CONSUMERS: [&str; 6] = [
-    "test-consumer",
-    "document-pipeline",
-    "credit-worker",
-    "los-submitter",
-    "notifier",
-    "crashy",
-];
+/// The suite's own consumers (tests/api/queue.rs); the production ones come from
+/// `loanfolio::events::SUBSCRIPTIONS`.
+const TEST_ONLY_CONSUMERS: [&str; 2] = ["test-consumer", "crashy"];
 
 /// Delete everything this test declared on the shared broker: quorum queues are durable and
 /// heavy, and a broker that keeps every test's queues slows to a crawl within a few runs.
@@ -331,7 +325,8 @@ async fn delete_broker_objects(url: String, prefix: String) {
     };
     let names = loanfolio::queue::topology::Names { prefix };
     let mut queues = Vec::new();
-    for consumer in TEST_CONSUMERS {
+    let production = loanfolio::events::SUBSCRIPTIONS.iter().map(|(c, _)| *c);
+    for consumer in TEST_ONLY_CONSUMERS.into_iter().chain(production) {
         queues.push(names.queue(consumer));
         queues.push(names.dlq(consumer));
         for delay in loanfolio::queue::topology::RETRY_TIERS {
