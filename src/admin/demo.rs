@@ -172,9 +172,11 @@ pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<Seeded> 
                     &mut tx,
                     &key,
                     &moving,
-                    *to,
+                    crate::loans::ops::Step {
+                        to: *to,
+                        reason: Some("demo"),
+                    },
                     by,
-                    Some("demo"),
                     "demo-seed",
                 )
                 .await
@@ -224,37 +226,54 @@ async fn seed_documents(
             &mut tx,
             agent,
             loan,
-            doc_type,
-            note,
-            Some(due),
+            &crate::requests::ops::Ask {
+                doc_type,
+                note,
+                due_date: Some(due),
+            },
             "demo-seed",
         )
         .await?;
         asked.push(id);
     }
-    let (_, token) =
-        links::ops::insert_link(state, &mut tx, agent, loan, None, 168, 20, "demo-seed").await?;
+    let (_, token) = links::ops::insert_link(
+        state,
+        &mut tx,
+        agent,
+        loan,
+        &crate::links::ops::LinkSpec {
+            email: None,
+            hours: 168,
+            max_files: 20,
+        },
+        "demo-seed",
+    )
+    .await?;
     tx.commit().await?;
     documents::ops::seed_file(
         state,
         agent,
         loan,
-        "pay-stub-october.pdf",
-        "application/pdf",
-        DocType::PayStub,
-        None,
-        sample_pdf("Pay stub (demo)"),
+        crate::documents::ops::SeedFile {
+            filename: "pay-stub-october.pdf",
+            content_type: "application/pdf",
+            doc_type: DocType::PayStub,
+            document_request_id: None,
+            bytes: sample_pdf("Pay stub (demo)"),
+        },
     )
     .await?;
     documents::ops::seed_file(
         state,
         agent,
         loan,
-        "bank-statement-page-1.png",
-        "image/png",
-        DocType::BankStatement,
-        asked.first().copied(),
-        SAMPLE_PNG.to_vec(),
+        crate::documents::ops::SeedFile {
+            filename: "bank-statement-page-1.png",
+            content_type: "image/png",
+            doc_type: DocType::BankStatement,
+            document_request_id: asked.first().copied(),
+            bytes: SAMPLE_PNG.to_vec(),
+        },
     )
     .await?;
     Ok(format!(

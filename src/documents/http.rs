@@ -68,8 +68,10 @@ async fn create_upload(
         &state,
         tx,
         target,
-        &input,
-        &content_type,
+        crate::documents::ops::ValidUpload {
+            input: &input,
+            content_type: &content_type,
+        },
         &actor,
         &request_id.0,
     )

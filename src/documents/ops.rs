@@ -142,15 +142,25 @@ pub enum UploadTarget {
     },
 }
 
+/// An announcement that passed validation, with its accepted content type.
+#[derive(Clone, Copy)]
+pub struct ValidUpload<'a> {
+    pub input: &'a NewUpload,
+    pub content_type: &'a str,
+}
+
 pub async fn start_upload(
     state: &AppState,
     mut tx: sqlx::Transaction<'static, Postgres>,
     target: UploadTarget,
-    input: &NewUpload,
-    content_type: &str,
+    upload: ValidUpload<'_>,
     actor: &Actor,
     request_id: &str,
 ) -> Result<Upload, AppError> {
+    let ValidUpload {
+        input,
+        content_type,
+    } = upload;
     let (loan_id, lead_id, link_id, uploaded_by) = match target {
         UploadTarget::Loan { loan_id, lead_id } => (loan_id, lead_id, None, "agent"),
         UploadTarget::Link {
@@ -324,19 +334,30 @@ pub async fn finish_upload(
     render(state, &row, actor).await
 }
 
+/// A demo file: its name, type, document type, the request it answers, its bytes.
+pub struct SeedFile<'a> {
+    pub filename: &'a str,
+    pub content_type: &'a str,
+    pub doc_type: DocType,
+    pub document_request_id: Option<Uuid>,
+    pub bytes: Vec<u8>,
+}
+
 /// A file added as an agent would (announce, PUT into quarantine, complete), for
 /// `admin demo-seed`: the pipeline then scans and encrypts it like any other.
-#[allow(clippy::too_many_arguments)]
 pub async fn seed_file(
     state: &AppState,
     actor: &Actor,
     (loan_id, lead_id): (Uuid, Uuid),
-    filename: &str,
-    content_type: &str,
-    doc_type: DocType,
-    document_request_id: Option<Uuid>,
-    bytes: Vec<u8>,
+    file: SeedFile<'_>,
 ) -> Result<Uuid, AppError> {
+    let SeedFile {
+        filename,
+        content_type,
+        doc_type,
+        document_request_id,
+        bytes,
+    } = file;
     use object_store::ObjectStoreExt;
     let input = NewUpload {
         filename: filename.to_owned(),
@@ -349,7 +370,18 @@ pub async fn seed_file(
     let content_type = validate_upload(state, &input)?;
     let tx = state.db.begin().await?;
     let target = UploadTarget::Loan { loan_id, lead_id };
-    let upload = start_upload(state, tx, target, &input, &content_type, actor, "demo-seed").await?;
+    let upload = start_upload(
+        state,
+        tx,
+        target,
+        crate::documents::ops::ValidUpload {
+            input: &input,
+            content_type: &content_type,
+        },
+        actor,
+        "demo-seed",
+    )
+    .await?;
     let id = upload.document.id;
     state
         .storage
@@ -416,17 +448,13 @@ pub async fn review(
             Decision::Accept => ("accepted", "accepted"),
             Decision::Reject => ("rejected", "rejected"),
         };
-        crate::requests::ops::move_request(
-            &mut tx,
-            &key,
-            request,
-            to,
+        let entry = crate::requests::ops::Entry {
             event,
-            &actor.display_name,
-            Some(id),
+            by: &actor.display_name,
+            document: Some(id),
             reason,
-        )
-        .await?;
+        };
+        crate::requests::ops::move_request(&mut tx, &key, request, to, &entry).await?;
     }
     audit::record(
         &mut tx,

@@ -156,10 +156,13 @@ pub async fn create_with_pull(
             state,
             &mut tx,
             actor,
-            id,
-            *pull_type,
-            consent,
-            ("new", None),
+            &crate::leads::credit::ops::Pull {
+                lead_id: id,
+                pull_type: *pull_type,
+                consent,
+                kind: "new",
+                based_on: None,
+            },
             request_id,
         )
         .await?;
@@ -363,10 +366,13 @@ pub async fn patch(
             state,
             &mut tx,
             actor,
-            id,
-            *pull_type,
-            consent,
-            ("new", None),
+            &crate::leads::credit::ops::Pull {
+                lead_id: id,
+                pull_type: *pull_type,
+                consent,
+                kind: "new",
+                based_on: None,
+            },
             request_id,
         )
         .await?;

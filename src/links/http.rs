@@ -172,9 +172,11 @@ async fn create_link(
         &mut tx,
         &actor,
         (loan_id, lead_id),
-        email.as_deref(),
-        hours,
-        max_files,
+        &crate::links::ops::LinkSpec {
+            email: email.as_deref(),
+            hours,
+            max_files,
+        },
         &request_id.0,
     )
     .await?;
@@ -398,8 +400,10 @@ async fn borrower_upload(
         &state,
         tx,
         target,
-        &input,
-        &content_type,
+        crate::documents::ops::ValidUpload {
+            input: &input,
+            content_type: &content_type,
+        },
         &actor,
         &request_id.0,
     )
@@ -467,8 +471,7 @@ async fn not_applicable(
         &mut tx,
         &borrower,
         (link.loan_id, link.lead_id),
-        request,
-        comment,
+        (request, comment),
         &request_id.0,
     )
     .await?;

@@ -21,19 +21,30 @@ use crate::db::outbox;
 use crate::error::{AppError, ErrorCode, kms_unavailable};
 use crate::state::AppState;
 
+/// A link to create: its recipient when not the borrower's own address, how long it lives,
+/// how many files it takes.
+#[derive(Clone, Copy)]
+pub struct LinkSpec<'a> {
+    pub email: Option<&'a str>,
+    pub hours: u32,
+    pub max_files: u32,
+}
+
 /// Write a link with its audit row and `upload_link.created` event, in `tx`; its id and
 /// the token, which is never stored.
-#[allow(clippy::too_many_arguments)]
 pub async fn insert_link(
     state: &AppState,
     tx: &mut PgConnection,
     actor: &Actor,
     (loan_id, lead_id): (Uuid, Uuid),
-    email: Option<&str>,
-    hours: u32,
-    max_files: u32,
+    spec: &LinkSpec<'_>,
     request_id: &str,
 ) -> Result<(Uuid, String), AppError> {
+    let LinkSpec {
+        email,
+        hours,
+        max_files,
+    } = *spec;
     let id = Uuid::now_v7();
     let token = random_token();
     let given_email = email.is_some();

@@ -101,8 +101,18 @@ pub async fn apply_milestone(
                 lead_id,
                 status: from,
             };
-            super::ops::apply_transition(tx, &key, &moving, to, &actor, Some(&reason), request_id)
-                .await?;
+            super::ops::apply_transition(
+                tx,
+                &key,
+                &moving,
+                crate::loans::ops::Step {
+                    to,
+                    reason: Some(&reason),
+                },
+                &actor,
+                request_id,
+            )
+            .await?;
             store::set_los_milestone(&mut *tx, loan, milestone).await?;
             Ok(Outcome::Applied)
         }

@@ -329,9 +329,11 @@ pub async fn transition(
         &mut tx,
         &key,
         &moving,
-        to,
+        crate::loans::ops::Step {
+            to,
+            reason: request.reason.as_deref(),
+        },
         actor,
-        request.reason.as_deref(),
         request_id,
     )
     .await?;
@@ -349,17 +351,24 @@ pub struct Moving {
     pub status: LoanStatus,
 }
 
+/// Where a transition goes, and why (shown in the history; sealed at rest).
+#[derive(Clone, Copy)]
+pub struct Step<'a> {
+    pub to: LoanStatus,
+    pub reason: Option<&'a str>,
+}
+
 /// The transition's writes, in the caller's transaction: the loan, its history row, the
 /// audit row and the `loan.status.changed` event — all or nothing.
 pub async fn apply_transition(
     tx: &mut PgConnection,
     key: &DataKey,
     row: &Moving,
-    to: LoanStatus,
+    step: Step<'_>,
     actor: &Actor,
-    reason: Option<&str>,
     request_id: &str,
 ) -> Result<(), AppError> {
+    let Step { to, reason } = step;
     let reason_enc = reason.map(|r| field::encrypt(key, reason_at(row.id), r.as_bytes()));
     store::record_transition(
         tx,

@@ -147,8 +147,7 @@ impl Notifier {
         &self,
         message: &Message,
         key: &[u8; 32],
-        loan: Uuid,
-        lead: Uuid,
+        (loan, lead): (Uuid, Uuid),
         first_name: &str,
         agent: &str,
     ) -> Result<Option<Outgoing>, HandlerError> {

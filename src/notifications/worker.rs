@@ -215,7 +215,7 @@ impl Notifier {
             }
             crate::notifications::reminders::TOPIC => {
                 out.extend(
-                    self.reminder(message, &key, loan, lead, &first_name, &agent)
+                    self.reminder(message, &key, (loan, lead), &first_name, &agent)
                         .await?,
                 );
             }

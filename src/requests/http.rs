@@ -87,9 +87,11 @@ async fn create_request(
         &state,
         &actor,
         loan_id,
-        input.doc_type,
-        input.note.trim(),
-        due_date,
+        &ops::Ask {
+            doc_type: input.doc_type,
+            note: input.note.trim(),
+            due_date,
+        },
         &request_id.0,
     )
     .await?;

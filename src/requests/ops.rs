@@ -44,18 +44,24 @@ pub fn decrypt_request(key: &[u8; 32], row: &RequestRow) -> Result<PlainRequest,
     })
 }
 
+/// A timeline entry: what happened, by whom (a display name), with which document, and the
+/// reason shown to the borrower (sealed at rest).
+pub struct Entry<'a> {
+    pub event: &'a str,
+    pub by: &'a str,
+    pub document: Option<Uuid>,
+    pub reason: Option<&'a str>,
+}
+
 /// Append to a request's timeline (in the caller's transaction).
 pub async fn record_event(
     conn: &mut PgConnection,
     key: &[u8; 32],
     request: Uuid,
-    event: &str,
-    by: &str,
-    document: Option<Uuid>,
-    reason: Option<&str>,
+    entry: &Entry<'_>,
 ) -> Result<(), sqlx::Error> {
     let id = Uuid::now_v7();
-    let reason_enc = reason.map(|r| {
+    let reason_enc = entry.reason.map(|r| {
         field::encrypt(
             key,
             at("document_request_events", "reason_enc", id),
@@ -67,28 +73,25 @@ pub async fn record_event(
         &NewEvent {
             id,
             request,
-            event,
-            by,
-            document,
+            event: entry.event,
+            by: entry.by,
+            document: entry.document,
             reason_enc: reason_enc.as_deref(),
         },
     )
     .await
 }
 
-/// Move a request to `state` with its reason (encrypted; `None` clears it) and timeline entry.
-#[allow(clippy::too_many_arguments)]
+/// Move a request to `state` with the entry's reason (encrypted; `None` clears it) and the
+/// timeline entry.
 pub async fn move_request(
     conn: &mut PgConnection,
     key: &[u8; 32],
     request: Uuid,
     state: &str,
-    event: &str,
-    by: &str,
-    document: Option<Uuid>,
-    reason: Option<&str>,
+    entry: &Entry<'_>,
 ) -> Result<(), sqlx::Error> {
-    let reason_enc = reason.map(|r| {
+    let reason_enc = entry.reason.map(|r| {
         field::encrypt(
             key,
             at("document_requests", "reason_enc", request),
@@ -96,7 +99,7 @@ pub async fn move_request(
         )
     });
     store::set_state(conn, request, state, reason_enc.as_deref()).await?;
-    record_event(conn, key, request, event, by, document, reason).await
+    record_event(conn, key, request, entry).await
 }
 
 /// A file for `request` passed the pipeline: an outstanding or rejected request is now
@@ -109,38 +112,44 @@ pub async fn file_received(
     by: &str,
 ) -> Result<(), sqlx::Error> {
     let current = store::state_for_update(conn, request).await?;
+    let received = Entry {
+        event: "received",
+        by,
+        document: Some(document),
+        reason: None,
+    };
     match current.as_deref() {
         Some("outstanding" | "rejected") => {
-            move_request(
-                conn,
-                key,
-                request,
-                "received",
-                "received",
-                by,
-                Some(document),
-                None,
-            )
-            .await
+            move_request(conn, key, request, "received", &received).await
         }
         // Already received, accepted or not applicable: the file is on the timeline only.
-        Some(_) => record_event(conn, key, request, "received", by, Some(document), None).await,
+        Some(_) => record_event(conn, key, request, &received).await,
         None => Ok(()),
     }
 }
 
+/// What an agent asks the borrower for: a document type, a note, a due date.
+#[derive(Clone, Copy)]
+pub struct Ask<'a> {
+    pub doc_type: DocType,
+    pub note: &'a str,
+    pub due_date: Option<Date>,
+}
+
 /// Write a request with its first timeline entry, audit row and event, in `tx`.
-#[allow(clippy::too_many_arguments)]
 pub async fn insert_request(
     state: &AppState,
     tx: &mut PgConnection,
     actor: &Actor,
     (loan_id, lead_id): (Uuid, Uuid),
-    doc_type: DocType,
-    note: &str,
-    due_date: Option<Date>,
+    ask: &Ask<'_>,
     request_id: &str,
 ) -> Result<Uuid, AppError> {
+    let Ask {
+        doc_type,
+        note,
+        due_date,
+    } = *ask;
     let key = state
         .keys
         .file_key(&state.db, lead_id)
@@ -165,16 +174,13 @@ pub async fn insert_request(
         },
     )
     .await?;
-    record_event(
-        &mut *tx,
-        &key,
-        id,
-        "requested",
-        &actor.display_name,
-        None,
-        None,
-    )
-    .await?;
+    let requested = Entry {
+        event: "requested",
+        by: &actor.display_name,
+        document: None,
+        reason: None,
+    };
+    record_event(&mut *tx, &key, id, &requested).await?;
     audit::record(
         &mut *tx,
         audit::Entry {
@@ -220,8 +226,7 @@ pub async fn mark_not_applicable(
     tx: &mut PgConnection,
     borrower: &Actor,
     (loan, lead): (Uuid, Uuid),
-    request: Uuid,
-    comment: &str,
+    (request, comment): (Uuid, &str),
     request_id: &str,
 ) -> Result<super::PublicRequest, AppError> {
     let current = store::state_in_loan_for_update(&mut *tx, request, loan).await?;
@@ -234,17 +239,13 @@ pub async fn mark_not_applicable(
         .map_err(kms_unavailable)?;
     match current.as_str() {
         "outstanding" | "rejected" => {
-            move_request(
-                &mut *tx,
-                &key,
-                request,
-                "not_applicable",
-                "not_applicable",
-                "Borrower",
-                None,
-                Some(comment),
-            )
-            .await?;
+            let entry = Entry {
+                event: "not_applicable",
+                by: "Borrower",
+                document: None,
+                reason: Some(comment),
+            };
+            move_request(&mut *tx, &key, request, "not_applicable", &entry).await?;
             audit::record(
                 &mut *tx,
                 audit::Entry {
@@ -352,24 +353,12 @@ pub async fn create(
     state: &AppState,
     actor: &Actor,
     loan_id: Uuid,
-    doc_type: DocType,
-    note: &str,
-    due_date: Option<Date>,
+    ask: &Ask<'_>,
     request_id: &str,
 ) -> Result<DocumentRequest, AppError> {
     let mut tx = state.db.begin().await?;
     let lead_id = crate::loans::ops::writable_loan(&mut tx, loan_id, actor).await?;
-    let id = insert_request(
-        state,
-        &mut tx,
-        actor,
-        (loan_id, lead_id),
-        doc_type,
-        note,
-        due_date,
-        request_id,
-    )
-    .await?;
+    let id = insert_request(state, &mut tx, actor, (loan_id, lead_id), ask, request_id).await?;
     let rows: Vec<RequestRow> = store::loan_requests(&mut tx, loan_id)
         .await?
         .into_iter()

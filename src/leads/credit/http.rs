@@ -138,10 +138,13 @@ async fn request_pull(
         &state,
         &mut tx,
         &actor,
-        lead_id,
-        input.pull_type,
-        &consent,
-        ("new", None),
+        &crate::leads::credit::ops::Pull {
+            lead_id,
+            pull_type: input.pull_type,
+            consent: &consent,
+            kind: "new",
+            based_on: None,
+        },
         &request_id.0,
     )
     .await?;
@@ -379,10 +382,13 @@ async fn follow_up(
         &state,
         &mut tx,
         &actor,
-        row.lead_id,
-        pull_type,
-        &consent,
-        (kind, Some(id)),
+        &crate::leads::credit::ops::Pull {
+            lead_id: row.lead_id,
+            pull_type,
+            consent: &consent,
+            kind,
+            based_on: Some(id),
+        },
         &request_id.0,
     )
     .await?;

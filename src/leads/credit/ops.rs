@@ -15,19 +15,33 @@ use crate::db::outbox;
 use crate::error::{AppError, ErrorCode, kms_unavailable};
 use crate::state::AppState;
 
+/// A pull to queue: for which lead, of which type, on which consent; `new`, or a
+/// `reissue` / `upgrade` of the pull `based_on`.
+#[derive(Clone, Copy)]
+pub struct Pull<'a> {
+    pub lead_id: Uuid,
+    pub pull_type: PullType,
+    pub consent: &'a Consent,
+    pub kind: &'a str,
+    pub based_on: Option<Uuid>,
+}
+
 /// Record a queued pull with its consent, audit row and `credit.requested` event (in `tx`).
 /// The subject must be complete: SSN, date of birth and address.
-#[allow(clippy::too_many_arguments)]
 pub async fn queue_pull(
     state: &AppState,
     tx: &mut PgConnection,
     actor: &Actor,
-    lead_id: Uuid,
-    pull_type: PullType,
-    consent: &Consent,
-    (kind, based_on): (&str, Option<Uuid>),
+    pull: &Pull<'_>,
     request_id: &str,
 ) -> Result<Uuid, AppError> {
+    let Pull {
+        lead_id,
+        pull_type,
+        consent,
+        kind,
+        based_on,
+    } = *pull;
     let complete = crate::leads::ops::subject_complete(tx, lead_id).await?;
     if complete != Some(true) {
         return Err(AppError::client(
