@@ -445,8 +445,8 @@ pub async fn review(
     .await?;
     if let Some(request) = request {
         let (to, event) = match decision_kind {
-            Decision::Accept => ("accepted", "accepted"),
-            Decision::Reject => ("rejected", "rejected"),
+            Decision::Accept => (crate::requests::RequestState::Accepted, "accepted"),
+            Decision::Reject => (crate::requests::RequestState::Rejected, "rejected"),
         };
         let entry = crate::requests::ops::Entry {
             event,

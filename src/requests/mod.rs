@@ -4,11 +4,42 @@ pub mod http;
 pub mod ops;
 pub mod store;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{AppError, FieldError};
 use store::RequestRow;
+
+/// Where a request stands (docs/api.md "Doc request"): `outstanding` → `received` (a file
+/// for it became available) → `accepted` | `rejected` (the borrower uploads a replacement,
+/// which makes it `received` again); `outstanding` | `rejected` → `not_applicable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RequestState {
+    Outstanding,
+    Received,
+    Accepted,
+    Rejected,
+    NotApplicable,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Outstanding => "outstanding",
+            RequestState::Received => "received",
+            RequestState::Accepted => "accepted",
+            RequestState::Rejected => "rejected",
+            RequestState::NotApplicable => "not_applicable",
+        }
+    }
+
+    /// Still waiting on the borrower: a file (or a "not applicable") can answer it.
+    pub fn awaits_borrower(self) -> bool {
+        matches!(self, RequestState::Outstanding | RequestState::Rejected)
+    }
+}
 
 // A request as the borrower's page shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -29,7 +60,7 @@ impl PublicRequest {
             doc_type: row.doc_type.clone(),
             note: plain.note,
             due_date: row.due_date.map(|d| d.to_string()),
-            state: row.state.clone(),
+            state: row.state.as_str().to_owned(),
             reason: plain.reason,
         })
     }
@@ -85,4 +116,23 @@ pub struct DocumentRequest {
 pub struct DocumentRequestList {
     pub items: Vec<DocumentRequest>,
     pub next_cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestState::{self, *};
+
+    #[test]
+    fn states_are_stored_and_shown_by_one_name_and_only_two_await_the_borrower() {
+        for state in [Outstanding, Received, Accepted, Rejected, NotApplicable] {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, state.as_str(), "{state:?}");
+            assert_eq!(serde_json::from_value::<RequestState>(json).unwrap(), state);
+            assert_eq!(
+                state.awaits_borrower(),
+                matches!(state, Outstanding | Rejected),
+                "{state:?}"
+            );
+        }
+    }
 }

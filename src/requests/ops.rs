@@ -8,7 +8,7 @@ use time::Date;
 use uuid::Uuid;
 
 use super::store::{self, NewEvent, NewRequestRow, RequestRow};
-use super::{DocumentRequest, DocumentRequestList, TimelineItem};
+use super::{DocumentRequest, DocumentRequestList, RequestState, TimelineItem};
 use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
@@ -88,7 +88,7 @@ pub async fn move_request(
     conn: &mut PgConnection,
     key: &[u8; 32],
     request: Uuid,
-    state: &str,
+    state: RequestState,
     entry: &Entry<'_>,
 ) -> Result<(), sqlx::Error> {
     let reason_enc = entry.reason.map(|r| {
@@ -118,9 +118,9 @@ pub async fn file_received(
         document: Some(document),
         reason: None,
     };
-    match current.as_deref() {
-        Some("outstanding" | "rejected") => {
-            move_request(conn, key, request, "received", &received).await
+    match current {
+        Some(current) if current.awaits_borrower() => {
+            move_request(conn, key, request, RequestState::Received, &received).await
         }
         // Already received, accepted or not applicable: the file is on the timeline only.
         Some(_) => record_event(conn, key, request, &received).await,
@@ -237,15 +237,15 @@ pub async fn mark_not_applicable(
         .file_key(&state.db, lead)
         .await
         .map_err(kms_unavailable)?;
-    match current.as_str() {
-        "outstanding" | "rejected" => {
+    match current {
+        current if current.awaits_borrower() => {
             let entry = Entry {
                 event: "not_applicable",
                 by: "Borrower",
                 document: None,
                 reason: Some(comment),
             };
-            move_request(&mut *tx, &key, request, "not_applicable", &entry).await?;
+            move_request(&mut *tx, &key, request, RequestState::NotApplicable, &entry).await?;
             audit::record(
                 &mut *tx,
                 audit::Entry {
@@ -267,12 +267,12 @@ pub async fn mark_not_applicable(
             )
             .await?;
         }
-        "not_applicable" => {}
+        RequestState::NotApplicable => {}
         other => {
             return Err(AppError::client(
                 StatusCode::CONFLICT,
                 ErrorCode::InvalidState,
-                format!("this request is already {other}"),
+                format!("this request is already {}", other.as_str()),
             ));
         }
     }
@@ -337,7 +337,7 @@ pub async fn render_all(
             doc_type: row.doc_type.clone(),
             note: plain.as_ref().map(|p| p.note.clone()),
             due_date: row.due_date.map(|d| d.to_string()),
-            state: row.state.clone(),
+            state: row.state.as_str().to_owned(),
             reason: plain.and_then(|p| p.reason),
             timeline,
             created_at: rfc3339(row.created_at),

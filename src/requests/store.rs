@@ -15,7 +15,7 @@ pub struct RequestRow {
     pub doc_type: String,
     pub note_enc: Vec<u8>,
     pub due_date: Option<Date>,
-    pub state: String,
+    pub state: super::RequestState,
     pub reason_enc: Option<Vec<u8>>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
@@ -40,7 +40,7 @@ pub async fn loan_requests(
 pub async fn state_for_update(
     conn: &mut PgConnection,
     request: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<super::RequestState>, sqlx::Error> {
     // language=PostgreSQL
     sqlx::query_scalar("select state from document_requests where id = $1 for update")
         .bind(request)
@@ -51,7 +51,7 @@ pub async fn state_for_update(
 pub async fn set_state(
     conn: &mut PgConnection,
     request: Uuid,
-    state: &str,
+    state: super::RequestState,
     reason_enc: Option<&[u8]>,
 ) -> Result<(), sqlx::Error> {
     // language=PostgreSQL
@@ -133,7 +133,7 @@ pub async fn state_in_loan_for_update(
     conn: &mut PgConnection,
     request: Uuid,
     loan: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<super::RequestState>, sqlx::Error> {
     // language=PostgreSQL
     sqlx::query_scalar(
         "select state from document_requests where id = $1 and loan_id = $2 for update",
