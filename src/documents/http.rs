@@ -22,7 +22,7 @@ use crate::auth::Actor;
 use crate::documents::DocType;
 use crate::error::{AppError, AppJson, ErrorCode, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, with_location};
+use crate::http::support::with_location;
 use crate::loans::ops::{visible_loan, writable_loan};
 use crate::state::AppState;
 
@@ -212,11 +212,7 @@ async fn download(
     tx.commit().await?;
     let object_key =
         object_key.ok_or_else(|| anyhow::anyhow!("an available document has no object"))?;
-    let key = state
-        .keys
-        .file_key(&state.db, row.lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(row.lead_id).await?;
     let filename = render(&state, &row, &actor).await?.filename;
     let source = state
         .storage

@@ -23,7 +23,7 @@ use crate::auth::{Actor, ReadScope};
 use crate::crypto::field;
 use crate::db::outbox;
 use crate::domain::{mask, rfc3339};
-use crate::error::{AppError, ErrorCode, FieldError, kms_unavailable};
+use crate::error::{AppError, ErrorCode, FieldError};
 use crate::state::AppState;
 
 /// The API shape of a document for `actor`: a caller who sees masked PII only (admin) gets
@@ -34,11 +34,7 @@ pub async fn render(
     actor: &Actor,
 ) -> Result<Document, AppError> {
     let masked = actor.masks(&row.owner_subject, row.team.as_deref());
-    let key = state
-        .keys
-        .file_key(&state.db, row.lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(row.lead_id).await?;
     let filename = field::decrypt(&key, filename_at(row.id), &row.filename_enc)
         .map_err(|e| anyhow::anyhow!("decrypting a filename: {e}"))?;
     let review = match (&row.review_decision, row.reviewed_at) {
@@ -187,11 +183,7 @@ pub async fn start_upload(
         None => input.doc_type.unwrap_or(DocType::Other).as_str().to_owned(),
     };
     let id = Uuid::now_v7();
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(lead_id).await?;
     let filename = sanitize_filename(&input.filename);
     let filename_enc = field::encrypt(&key, filename_at(id), filename.as_bytes());
     let mut ttl = Duration::from_secs(state.settings.documents.upload_url_ttl_secs);
@@ -425,11 +417,7 @@ pub async fn review(
             format!("only available documents can be reviewed; this one is {doc_state}"),
         ));
     }
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(lead_id).await?;
     let decision = match decision_kind {
         Decision::Accept => "accept",
         Decision::Reject => "reject",

@@ -2,8 +2,6 @@
 //! revealed only when asked, audited), list, and update by JSON merge patch. Each opens its
 //! own transaction and writes the audit row and the outbox event with the change.
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -15,21 +13,12 @@ use super::{Lead, LeadInput, LeadList, ValidLead, merge_patch};
 use crate::actor::SideEffects;
 use crate::audit;
 use crate::auth::{Actor, ReadScope};
-use crate::crypto::DataKey;
 use crate::crypto::field::{self};
 use crate::db::{next_page, outbox};
 use crate::domain::ssn::Ssn;
 use crate::error::{AppError, ErrorCode, FieldError, kms_unavailable};
 use crate::leads::credit::{Consent, PullType};
 use crate::state::AppState;
-
-async fn file_key(state: &AppState, lead: Uuid) -> Result<Arc<DataKey>, AppError> {
-    state
-        .keys
-        .file_key(&state.db, lead)
-        .await
-        .map_err(kms_unavailable)
-}
 
 fn today() -> time::Date {
     OffsetDateTime::now_utc().date()
@@ -65,12 +54,36 @@ async fn possible_duplicates(
     let candidates = store::ssn_candidates(&state.db, index, id, &actor.read_scope()).await?;
     let mut duplicates = Vec::new();
     for (candidate, envelope) in candidates {
-        let key = file_key(state, candidate).await?;
+        let key = state.file_key(candidate).await?;
         if unseal(&key, candidate, "ssn_enc", &envelope)?.as_deref() == Some(ssn.digits()) {
             duplicates.push(candidate);
         }
     }
     Ok(duplicates)
+}
+
+/// The pull a consent given with a lead's input permits, queued in the lead's transaction
+/// (the saga's first step: no lead with a consent is left without its pull).
+async fn queue_consented_pull(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    actor: &Actor,
+    lead: Uuid,
+    credit: Option<&(PullType, Consent)>,
+    request_id: &str,
+) -> Result<(), AppError> {
+    let Some((pull_type, consent)) = credit else {
+        return Ok(());
+    };
+    let pull = crate::leads::credit::ops::Pull {
+        lead_id: lead,
+        pull_type: *pull_type,
+        consent,
+        kind: "new",
+        based_on: None,
+    };
+    crate::leads::credit::ops::queue_pull(state, tx, actor, &pull, request_id).await?;
+    Ok(())
 }
 
 /// `POST /v1/leads`: validate, then [`create_with_pull`].
@@ -151,22 +164,7 @@ pub async fn create_with_pull(
         Some(request_id),
     )
     .await?;
-    if let Some((pull_type, consent)) = &credit {
-        crate::leads::credit::ops::queue_pull(
-            state,
-            &mut tx,
-            actor,
-            &crate::leads::credit::ops::Pull {
-                lead_id: id,
-                pull_type: *pull_type,
-                consent,
-                kind: "new",
-                based_on: None,
-            },
-            request_id,
-        )
-        .await?;
-    }
+    queue_consented_pull(state, &mut tx, actor, id, credit.as_ref(), request_id).await?;
     let row = store::fetch(&mut tx, id, &ReadScope::All, false)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the lead just written is missing"))?;
@@ -219,7 +217,7 @@ pub async fn get(
         .await?;
         tx.commit().await?;
     }
-    let key = file_key(state, id).await?;
+    let key = state.file_key(id).await?;
     render(&row, &key, actor, reveal_ssn)
 }
 
@@ -245,7 +243,7 @@ pub async fn list(
     let next_cursor = next_page(&mut rows, limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        let key = file_key(state, row.id).await?;
+        let key = state.file_key(row.id).await?;
         items.push(render(row, &key, actor, false)?);
     }
     Ok(LeadList { items, next_cursor })
@@ -312,7 +310,7 @@ pub async fn patch(
             "the lead changed since you read it; read it again",
         ));
     }
-    let key = file_key(state, id).await?;
+    let key = state.file_key(id).await?;
     let current_view = render(&row, &key, actor, true)?;
     let current_ssn = unseal(&key, id, "ssn_enc", &row.ssn_enc)?;
     let before = as_input_json(&current_view, current_ssn);
@@ -361,22 +359,7 @@ pub async fn patch(
     )
     .await?;
     // An update carrying a credit consent requests that pull, in the same transaction.
-    if let Some((pull_type, consent)) = &credit {
-        crate::leads::credit::ops::queue_pull(
-            state,
-            &mut tx,
-            actor,
-            &crate::leads::credit::ops::Pull {
-                lead_id: id,
-                pull_type: *pull_type,
-                consent,
-                kind: "new",
-                based_on: None,
-            },
-            request_id,
-        )
-        .await?;
-    }
+    queue_consented_pull(state, &mut tx, actor, id, credit.as_ref(), request_id).await?;
     let row = store::fetch(&mut tx, id, &ReadScope::All, false)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the lead just updated is missing"))?;

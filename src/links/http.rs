@@ -18,7 +18,7 @@ use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, rfc3339, with_location};
+use crate::http::support::{rfc3339, with_location};
 use crate::loans::ops::{visible_loan, writable_loan};
 use crate::state::AppState;
 
@@ -91,11 +91,7 @@ async fn render(
 ) -> Result<UploadLink, AppError> {
     let borrower_email = match &row.borrower_email_enc {
         Some(enc) => {
-            let key = state
-                .keys
-                .file_key(&state.db, row.lead_id)
-                .await
-                .map_err(kms_unavailable)?;
+            let key = state.file_key(row.lead_id).await?;
             let plain = field::decrypt(&key, email_at(row.id), enc)
                 .map_err(|e| anyhow::anyhow!("decrypting a link's borrower email: {e}"))?;
             let email = String::from_utf8_lossy(&plain).into_owned();
@@ -313,11 +309,7 @@ async fn link_state(
 ) -> Result<AppJson<LinkState>, AppError> {
     let mut conn = state.db.acquire().await?;
     let link = active_link(&mut conn, &token, false).await?;
-    let key = state
-        .keys
-        .file_key(&state.db, link.lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(link.lead_id).await?;
     let requests = crate::requests::ops::for_borrower(&mut conn, &key, link.loan_id).await?;
     let rows = crate::documents::ops::of_link(&mut conn, link.id).await?;
     let mut files = Vec::with_capacity(rows.len());

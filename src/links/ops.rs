@@ -18,7 +18,7 @@ use crate::auth::Actor;
 use crate::auth::session::random_token;
 use crate::crypto::field;
 use crate::db::outbox;
-use crate::error::{AppError, ErrorCode, kms_unavailable};
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 /// A link to create: its recipient when not the borrower's own address, how long it lives,
@@ -48,11 +48,7 @@ pub async fn insert_link(
     let id = Uuid::now_v7();
     let token = random_token();
     let given_email = email.is_some();
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(lead_id).await?;
     // A link goes to the borrower's own address unless another was given at creation,
     // which then becomes its only recipient (docs/api.md).
     let email = match email {

@@ -86,11 +86,7 @@ pub async fn apply_milestone(
     let from =
         parse_status(&status).ok_or_else(|| anyhow::anyhow!("unknown loan status {status}"))?;
     let actor = los_actor();
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(crate::error::kms_unavailable)?;
+    let key = state.file_key(lead_id).await?;
     let reason = format!("LOS milestone {milestone} ({source})");
     match status_of(milestone) {
         Some(to) if to == from => Ok(Outcome::AlreadyThere),

@@ -22,7 +22,7 @@ use crate::crypto::field::{self, Location};
 use crate::db::{Page, next_page, outbox};
 use crate::domain::money::Money;
 use crate::domain::rfc3339;
-use crate::error::{AppError, ErrorCode, FieldError, kms_unavailable};
+use crate::error::{AppError, ErrorCode, FieldError};
 use crate::leads::{Address, validate_address};
 use crate::state::AppState;
 
@@ -74,14 +74,6 @@ pub fn render(row: &LoanRow, key: &DataKey, actor: &Actor) -> Result<Loan, AppEr
         created_at: rfc3339(row.created_at),
         updated_at: rfc3339(row.updated_at),
     })
-}
-
-async fn file_key(state: &AppState, lead: Uuid) -> Result<Arc<DataKey>, AppError> {
-    state
-        .keys
-        .file_key(&state.db, lead)
-        .await
-        .map_err(kms_unavailable)
 }
 
 /// The lead (borrower file) of a loan the caller can see; someone else's loan is 404.
@@ -178,7 +170,7 @@ pub async fn create_valid(
         }]));
     };
     let id = Uuid::now_v7();
-    let key = file_key(state, loan.lead_id).await?;
+    let key = state.file_key(loan.lead_id).await?;
     let property_enc = field::encrypt(
         &key,
         property_at(id),
@@ -224,7 +216,7 @@ pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> Result<Loan, AppE
         .await?
         .ok_or_else(AppError::not_found)?;
     drop(conn);
-    let key = file_key(state, row.lead_id).await?;
+    let key = state.file_key(row.lead_id).await?;
     render(&row, &key, actor)
 }
 
@@ -253,7 +245,7 @@ pub async fn dashboard(
     let next_cursor = next_page(&mut rows, page.limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        let key = file_key(state, row.lead_id).await?;
+        let key = state.file_key(row.lead_id).await?;
         items.push(render(row, &key, actor)?);
     }
     Ok(LoanList {
@@ -319,7 +311,7 @@ pub async fn transition(
             "the loan changed since you read it; read it again",
         ));
     }
-    let key = file_key(state, row.lead_id).await?;
+    let key = state.file_key(row.lead_id).await?;
     let moving = Moving {
         id: row.id,
         lead_id: row.lead_id,
@@ -416,7 +408,7 @@ pub async fn history(
     let mut rows = store::history(&mut conn, id, page.after, page.limit + 1).await?;
     let next_cursor = next_page(&mut rows, page.limit, |r| r.id.to_string());
     drop(conn);
-    let key = file_key(state, row.lead_id).await?;
+    let key = state.file_key(row.lead_id).await?;
     let masked = actor.masks(&row.owner_subject, row.team.as_deref());
     let mut items = Vec::with_capacity(rows.len());
     for transition in rows {

@@ -42,3 +42,44 @@ pub async fn unsubscribe(state: &AppState, token: &str, request_id: &str) -> Res
     tx.commit().await?;
     Ok(())
 }
+
+/// What was sent about a loan the caller can see, newest first; recipients masked.
+pub async fn for_loan(
+    state: &AppState,
+    actor: &Actor,
+    loan: Uuid,
+    page: crate::db::Page<Uuid>,
+) -> Result<super::NotificationList, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let lead = crate::loans::ops::visible_loan(&mut conn, loan, actor).await?;
+    let mut rows = store::loan_page(&mut conn, loan, page.after, page.limit + 1).await?;
+    let next_cursor = crate::db::next_page(&mut rows, page.limit, |r| r.id.to_string());
+    let key = state.file_key(lead).await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let recipient = crate::crypto::field::decrypt(
+            &key,
+            crate::crypto::field::Location {
+                table: "notifications",
+                column: "recipient_enc",
+                row: row.id,
+            },
+            &row.recipient_enc,
+        )
+        .map(|p| super::mask(&String::from_utf8_lossy(&p)))
+        .map_err(|e| anyhow::anyhow!("decrypting a recipient: {e}"))?;
+        items.push(super::Notification {
+            id: row.id,
+            channel: row.channel,
+            template: row.template,
+            recipient_kind: row.recipient_kind,
+            recipient,
+            state: row.state,
+            attempts: row.attempts,
+            last_error: row.last_error,
+            created_at: crate::domain::rfc3339(row.created_at),
+            sent_at: row.sent_at.map(crate::domain::rfc3339),
+        });
+    }
+    Ok(super::NotificationList { items, next_cursor })
+}

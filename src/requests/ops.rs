@@ -15,7 +15,7 @@ use crate::crypto::field::{self, Location};
 use crate::db::{Page, next_page, outbox};
 use crate::domain::DocType;
 use crate::domain::rfc3339;
-use crate::error::{AppError, ErrorCode, kms_unavailable};
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 pub fn at<'a>(table: &'a str, column: &'a str, row: Uuid) -> Location<'a> {
@@ -150,11 +150,7 @@ pub async fn insert_request(
         note,
         due_date,
     } = *ask;
-    let key = state
-        .keys
-        .file_key(&state.db, lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(lead_id).await?;
     let id = Uuid::now_v7();
     let note_enc = field::encrypt(
         &key,
@@ -232,11 +228,7 @@ pub async fn mark_not_applicable(
     let current = store::state_in_loan_for_update(&mut *tx, request, loan).await?;
     // Another loan's request is simply not found through this link.
     let current = current.ok_or_else(AppError::not_found)?;
-    let key = state
-        .keys
-        .file_key(&state.db, lead)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(lead).await?;
     match current {
         current if current.awaits_borrower() => {
             let entry = Entry {
@@ -297,11 +289,7 @@ pub async fn render_all(
     };
     let (owner, team) = crate::loans::ops::owner_and_team(&mut *conn, first.loan_id).await?;
     let masked = actor.masks(&owner, team.as_deref());
-    let key = state
-        .keys
-        .file_key(&state.db, first.lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(first.lead_id).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let events = store::events(&mut *conn, &ids).await?;
     let mut out = Vec::with_capacity(rows.len());

@@ -1,13 +1,13 @@
 //! `AppState`: what every handler, operation and background task reaches the outside world
 //! through (pools and clients, none of which connects before it is used). Built once by the
-//! composition root (`app`); handlers that need only part of it take a sub-state through
-//! `FromRef` (below).
+//! composition root (`app`). A part that runs without the rest takes a sub-state made from
+//! it: the queue consumers and the outbox relay take a `QueueContext` (below). No handler
+//! needs less than the whole state today, so there is no `FromRef` sub-state yet.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::auth::agents::Provisioned;
@@ -113,21 +113,17 @@ impl AppState {
     }
 }
 
-impl FromRef<AppState> for PgPool {
-    fn from_ref(state: &AppState) -> Self {
-        state.db.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<Settings> {
-    fn from_ref(state: &AppState) -> Self {
-        state.settings.clone()
-    }
-}
-
-impl FromRef<AppState> for Arc<Metrics> {
-    fn from_ref(state: &AppState) -> Self {
-        state.metrics.clone()
+impl AppState {
+    /// The borrower file's data key (unwrapped by the key service, cached); the key
+    /// service failing is 503 `dependency_unavailable` naming `kms`.
+    pub async fn file_key(
+        &self,
+        lead: uuid::Uuid,
+    ) -> Result<Arc<crate::crypto::DataKey>, crate::error::AppError> {
+        self.keys
+            .file_key(&self.db, lead)
+            .await
+            .map_err(crate::error::kms_unavailable)
     }
 }
 
@@ -138,11 +134,5 @@ impl From<AppState> for crate::queue::QueueContext {
             broker: state.broker,
             settings: state.settings,
         }
-    }
-}
-
-impl From<&AppState> for crate::queue::QueueContext {
-    fn from(state: &AppState) -> Self {
-        state.clone().into()
     }
 }

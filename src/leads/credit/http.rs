@@ -22,7 +22,7 @@ use crate::auth::{Actor, ReadScope};
 use crate::crypto::field::{self};
 use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::edge::RequestId;
-use crate::http::support::{kms_unavailable, rfc3339, with_location};
+use crate::http::support::{rfc3339, with_location};
 use crate::leads::credit::{Consent, ConsentInput, PullType};
 use crate::leads::ops::writable_lead;
 use crate::state::AppState;
@@ -251,11 +251,7 @@ async fn get_report(
             ),
         ));
     };
-    let key = state
-        .keys
-        .file_key(&state.db, row.lead_id)
-        .await
-        .map_err(kms_unavailable)?;
+    let key = state.file_key(row.lead_id).await?;
     let plain = field::decrypt(&key, report_at(id), &sealed)
         .map_err(|e| anyhow::anyhow!("decrypting a credit report: {e}"))?;
     let report: serde_json::Value = serde_json::from_slice(&plain)

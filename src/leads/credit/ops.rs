@@ -12,7 +12,7 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field;
 use crate::db::outbox;
-use crate::error::{AppError, ErrorCode, kms_unavailable};
+use crate::error::{AppError, ErrorCode};
 use crate::state::AppState;
 
 /// A pull to queue: for which lead, of which type, on which consent; `new`, or a
@@ -53,11 +53,7 @@ pub async fn queue_pull(
     let id = Uuid::now_v7();
     let ip_enc = match consent.ip {
         Some(ip) => {
-            let key = state
-                .keys
-                .file_key(&state.db, lead_id)
-                .await
-                .map_err(kms_unavailable)?;
+            let key = state.file_key(lead_id).await?;
             Some(field::encrypt(&key, ip_at(id), ip.to_string().as_bytes()))
         }
         None => None,
