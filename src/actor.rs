@@ -56,6 +56,25 @@ impl ReadScope {
             ReadScope::Own(subject) => owner == subject,
         }
     }
+
+    /// The owner a statement must match, as a nullable parameter: the stores' lookups by id
+    /// say `($n::text is null or x.owner_subject = $n)` — the primary key decides their plan,
+    /// so one static statement serves every scope. Lists, whose plan does depend on the
+    /// scope, run one static statement per variant instead (docs/architecture.md).
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            ReadScope::Own(subject) => Some(subject),
+            _ => None,
+        }
+    }
+
+    /// The team a statement must match, as a nullable parameter (see [`ReadScope::owner`]).
+    pub fn team(&self) -> Option<&str> {
+        match self {
+            ReadScope::Team(team) => Some(team),
+            _ => None,
+        }
+    }
 }
 
 /// The authenticated caller of one request.

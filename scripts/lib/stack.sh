@@ -30,6 +30,9 @@ PG_PASSWORD=loanfolio
 S3_ACCESS_KEY=loanfolio
 S3_SECRET_KEY=loanfolio-dev-secret
 export PATH="$HOME/.cargo/bin:$PATH"
+# Builds read the compile-checked statements' descriptions from .sqlx/ and never connect to
+# a database (scripts/sqlx-prepare refreshes them; `cargo sqlx prepare` overrides this).
+export SQLX_OFFLINE=true
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -543,6 +546,29 @@ configure_openbao() { # dir
 }
 
 # cargo-deny (licences, bans, sources), installed once per machine like s3s-fs.
+# sqlx-cli, the version of the lockfile's sqlx, for `cargo sqlx prepare` (compile-checked SQL:
+# docs/architecture.md). Once per machine, outside the clone.
+SQLX_CLI_VERSION=0.9.0
+ensure_sqlx_cli() {
+  if ! cargo sqlx --version 2>/dev/null | grep -qF " $SQLX_CLI_VERSION"; then
+    log "installing sqlx-cli $SQLX_CLI_VERSION (once per machine, a few minutes)"
+    cargo install "sqlx-cli@$SQLX_CLI_VERSION" --locked --no-default-features \
+      --features postgres,rustls,sqlx-toml
+  fi
+}
+
+# A database migrated to this checkout's migrations, for describing the compile-checked
+# statements: rebuilt from scratch on every call (a stale schema must never pass the check),
+# one per checkout so two clones on a machine do not share it. Exports its URL in
+# LOANFOLIO_SQLX_DATABASE_URL, the variable sqlx.toml names.
+sqlx_database() {
+  local name
+  name="loanfolio_sqlx_$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+  export LOANFOLIO_SQLX_DATABASE_URL="postgres://$PG_USER:$PG_PASSWORD@127.0.0.1:5432/$name"
+  (cd "$ROOT" && cargo sqlx database reset -y --source migrations >/dev/null) \
+    || die "could not build the SQL-checking database $name"
+}
+
 ensure_cargo_deny() {
   if ! command -v cargo-deny >/dev/null; then
     log "installing cargo-deny (once per machine, a few minutes)"

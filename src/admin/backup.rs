@@ -125,8 +125,9 @@ async fn sha256_file(path: &Path) -> anyhow::Result<(u64, String)> {
 /// The transit key versions that wrapped the stored data keys.
 async fn kek_versions_in_use(settings: &Settings) -> anyhow::Result<Vec<u32>> {
     let pool = crate::db::lazy_pool(&settings.database)?;
-    let versions: Vec<i32> = sqlx::query_scalar(
-        "select kek_version from borrower_files union select kek_version from keyring order by 1",
+    let versions: Vec<i32> = sqlx::query_scalar!(
+        r#"select kek_version as "kek_version!" from borrower_files
+          union select kek_version from keyring order by 1"#
     )
     .fetch_all(&pool)
     .await
@@ -362,8 +363,8 @@ pub async fn restore(
     }
 
     let pool = crate::db::lazy_pool(&settings.database)?;
-    let tables: i64 = sqlx::query_scalar(
-        "select count(*) from information_schema.tables where table_schema = 'public'",
+    let tables: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "tables!" from information_schema.tables where table_schema = 'public'"#
     )
     .fetch_one(&pool)
     .await

@@ -23,23 +23,18 @@ pub async fn run(state: AppState) {
 }
 
 pub async fn sweep(state: &AppState) -> Result<u64, sqlx::Error> {
+    let db = &state.db;
     let mut removed = 0;
-    for statement in [
-        // language=PostgreSQL
-        "delete from oidc_logins where expires_at < now()",
-        // language=PostgreSQL
-        "delete from sessions where expires_at < now()",
-        // language=PostgreSQL
-        "delete from idempotency_keys where expires_at < now()",
-        // language=PostgreSQL
-        "delete from outbox where published_at < now() - interval '7 days'",
-        // language=PostgreSQL
-        "delete from inbox where processed_at < now() - interval '30 days'",
+    for sweep in [
+        sqlx::query!("delete from oidc_logins where expires_at < now()").execute(db),
+        sqlx::query!("delete from sessions where expires_at < now()").execute(db),
+        sqlx::query!("delete from idempotency_keys where expires_at < now()").execute(db),
+        sqlx::query!("delete from outbox where published_at < now() - interval '7 days'")
+            .execute(db),
+        sqlx::query!("delete from inbox where processed_at < now() - interval '30 days'")
+            .execute(db),
     ] {
-        removed += sqlx::query(statement)
-            .execute(&state.db)
-            .await?
-            .rows_affected();
+        removed += sweep.await?.rows_affected();
     }
     // An expired link's sealed token is of no use to anyone: nothing may send it again.
     removed += crate::links::ops::forget_expired_tokens(&state.db).await?;

@@ -5,13 +5,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, QueryBuilder};
-use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::Changed;
 use super::ops::set_disabled;
+use super::store;
 use crate::auth::{Actor, Role};
 use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::edge::RequestId;
@@ -53,17 +52,6 @@ pub struct AgentList {
     next_cursor: Option<String>,
 }
 
-type AgentRow = (
-    String,
-    String,
-    Option<String>,
-    Vec<String>,
-    Option<String>,
-    Option<OffsetDateTime>,
-    OffsetDateTime,
-    OffsetDateTime,
-);
-
 /// Agents known to the service (provisioned at first sign-in): admins see all, managers
 /// their own team.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", params(ListParams),
@@ -78,40 +66,30 @@ async fn list_agents(
     if !(1..=200).contains(&limit) {
         return Err(malformed("`limit` must be between 1 and 200"));
     }
-    let mut query = QueryBuilder::<Postgres>::new(
-        "select subject, display_name, email, roles, team, disabled_at, first_seen_at, last_seen_at
-           from agents where true",
-    );
     // Admins see every agent; a manager their own team; nobody else any.
-    if !actor.has(Role::Admin) {
+    let team = if actor.has(Role::Admin) {
+        None
+    } else {
         match (&actor.team, actor.has(Role::Manager)) {
-            (Some(team), true) => {
-                query.push(" and team = ").push_bind(team.clone());
-            }
+            (Some(team), true) => Some(team.as_str()),
             _ => return Err(AppError::forbidden()),
         }
-    }
-    if let Some(cursor) = &params.cursor {
-        query.push(" and subject > ").push_bind(cursor.clone());
-    }
-    query.push(" order by subject limit ").push_bind(limit + 1);
-    let mut rows: Vec<AgentRow> = query.build_query_as().fetch_all(&state.db).await?;
-    let next_cursor = crate::http::support::next_page(&mut rows, limit, |r| r.0.clone());
+    };
+    let mut rows = store::page(&state.db, team, params.cursor.as_deref(), limit + 1).await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, limit, |r| r.subject.clone());
     Ok(AppJson(AgentList {
         items: rows
             .into_iter()
-            .map(
-                |(subject, display_name, email, roles, team, disabled_at, first, last)| Agent {
-                    subject,
-                    display_name,
-                    email,
-                    roles,
-                    team,
-                    disabled_at: disabled_at.map(rfc3339),
-                    first_seen_at: rfc3339(first),
-                    last_seen_at: rfc3339(last),
-                },
-            )
+            .map(|r| Agent {
+                subject: r.subject,
+                display_name: r.display_name,
+                email: r.email,
+                roles: r.roles,
+                team: r.team,
+                disabled_at: r.disabled_at.map(rfc3339),
+                first_seen_at: rfc3339(r.first_seen_at),
+                last_seen_at: rfc3339(r.last_seen_at),
+            })
             .collect(),
         next_cursor,
     }))

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod ops;
+pub mod store;
 
 /// What [`set_disabled`] did.
 #[derive(Debug, PartialEq, Eq)]

@@ -48,12 +48,12 @@ pub async fn set_disabled(
         },
     )
     .await?;
-    for (id_hash, _) in &ended {
+    for session in &ended {
         crate::audit::session_event(
             &mut tx,
             by,
             "session.ended",
-            id_hash,
+            &session.id_hash,
             request_id,
             serde_json::json!({ "reason": "agent_disabled" }),
         )

@@ -73,22 +73,21 @@ pub struct HashedRow<'a> {
 }
 
 pub async fn record(tx: &mut PgConnection, entry: Entry<'_>) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "insert into audit_chains (chain_id, last_seq, last_hash) values ($1, 0, '\\x')
          on conflict (chain_id) do nothing",
+        entry.chain
     )
-    .bind(entry.chain)
     .execute(&mut *tx)
     .await?;
     // Locks this file's chain until the transaction ends; other files are not affected.
-    // language=PostgreSQL
-    let (last_seq, last_hash): (i64, Vec<u8>) = sqlx::query_as(
+    let chain = sqlx::query!(
         "select last_seq, last_hash from audit_chains where chain_id = $1 for update",
+        entry.chain
     )
-    .bind(entry.chain)
     .fetch_one(&mut *tx)
     .await?;
+    let (last_seq, last_hash) = (chain.last_seq, chain.last_hash);
     // PostgreSQL keeps microseconds; hash what will be stored.
     let now = OffsetDateTime::now_utc();
     let at = now
@@ -116,37 +115,23 @@ pub async fn record(tx: &mut PgConnection, entry: Entry<'_>) -> Result<(), sqlx:
             details: &entry.details,
         },
     );
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into audit_log (chain_id, chain_seq, prev_hash, hash, at, actor_subject, actor_roles,
+    sqlx::query!("insert into audit_log (chain_id, chain_seq, prev_hash, hash, at, actor_subject, actor_roles,
                                 action, entity_type, entity_id, request_id, details)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(entry.chain)
-    .bind(seq)
-    .bind(&last_hash)
-    .bind(&hash)
-    .bind(at)
-    .bind(&entry.actor.subject)
-    .bind(&roles)
-    .bind(entry.action)
-    .bind(entry.entity_type)
-    .bind(entry.entity_id)
-    .bind(entry.request_id)
-    .bind(&entry.details)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)", entry.chain, seq, &last_hash, &hash, at, &entry.actor.subject, &roles, entry.action, entry.entity_type, entry.entity_id, entry.request_id, &entry.details)
     .execute(&mut *tx)
     .await?;
-    // language=PostgreSQL
-    sqlx::query("update audit_chains set last_seq = $2, last_hash = $3 where chain_id = $1")
-        .bind(entry.chain)
-        .bind(seq)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update audit_chains set last_seq = $2, last_hash = $3 where chain_id = $1",
+        entry.chain,
+        seq,
+        &hash
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct StoredRow {
     seq: i64,
     chain_id: Uuid,
@@ -166,11 +151,11 @@ struct StoredRow {
 /// The first broken link, if any: `(seq, why)`.
 pub async fn verify(db: &sqlx::PgPool) -> Result<(u64, Option<(i64, String)>), sqlx::Error> {
     use futures::TryStreamExt;
-    // language=PostgreSQL
-    let mut rows = sqlx::query_as::<_, StoredRow>(
+    let mut rows = sqlx::query_as!(
+        StoredRow,
         "select seq, chain_id, chain_seq, prev_hash, hash, at, actor_subject, actor_roles,
                 action, entity_type, entity_id, request_id, details
-           from audit_log order by chain_id, chain_seq",
+           from audit_log order by chain_id, chain_seq"
     )
     .fetch(db);
     let mut checked = 0u64;
@@ -255,4 +240,78 @@ pub async fn session_event(
         },
     )
     .await
+}
+
+/// The audit list's filters, already parsed.
+pub struct PageFilter {
+    pub entity_type: Option<String>,
+    pub entity_id: Option<Uuid>,
+    pub actor: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    /// Entries before this sequence number (the previous page's cursor).
+    pub before: Option<i64>,
+}
+
+/// An audit entry as the list shows it.
+pub struct ListedRow {
+    pub seq: i64,
+    pub at: OffsetDateTime,
+    pub actor_subject: String,
+    pub actor_roles: Vec<String>,
+    pub action: String,
+    pub entity_type: String,
+    pub entity_id: Uuid,
+    pub request_id: Option<String>,
+    pub details: Value,
+}
+
+/// The list's statement with `$lead` — the condition its index serves — spliced in; every
+/// filter is a nullable parameter.
+macro_rules! audit_page {
+    ($lead:tt, $filter:expr, $fetch:expr) => {
+        sqlx::query_as!(
+            ListedRow,
+            "select seq, at, actor_subject, actor_roles, action, entity_type, entity_id,
+                    request_id, details
+               from audit_log where "
+                + $lead
+                + "
+                and ($1::text is null or entity_type = $1)
+                and ($2::uuid is null or entity_id = $2)
+                and ($3::text is null or actor_subject = $3)
+                and ($4::timestamptz is null or at >= $4)
+                and ($5::timestamptz is null or at < $5)
+                and ($6::bigint is null or seq < $6)
+              order by seq desc limit $7",
+            $filter.entity_type,
+            $filter.entity_id,
+            $filter.actor,
+            $filter.from,
+            $filter.to,
+            $filter.before,
+            $fetch
+        )
+    };
+}
+
+/// Up to `fetch` entries, newest first. One static statement per index the filter can use —
+/// an entity's history, an actor's actions, or the whole log — so a generic plan keeps the
+/// index the caller's filter needs.
+pub async fn page(
+    db: &sqlx::PgPool,
+    filter: &PageFilter,
+    fetch: i64,
+) -> Result<Vec<ListedRow>, sqlx::Error> {
+    if filter.entity_id.is_some() {
+        audit_page!("entity_id = $2", filter, fetch)
+            .fetch_all(db)
+            .await
+    } else if filter.actor.is_some() {
+        audit_page!("actor_subject = $3", filter, fetch)
+            .fetch_all(db)
+            .await
+    } else {
+        audit_page!("true", filter, fetch).fetch_all(db).await
+    }
 }

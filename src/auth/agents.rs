@@ -87,8 +87,7 @@ impl Provisioned {
             return disabled_error(disabled);
         }
         let roles: Vec<String> = actor.roles.iter().map(|r| r.as_str().to_owned()).collect();
-        // language=PostgreSQL
-        let written: Option<bool> = sqlx::query_scalar(
+        let written: Option<bool> = sqlx::query_scalar!(
             "insert into agents (subject, display_name, email, team, roles, claims_iat)
              values ($1, $2, $3, $4, $5, $6)
              on conflict (subject) do update
@@ -100,14 +99,14 @@ impl Provisioned {
                     last_seen_at = now()
               where agents.claims_iat is null or excluded.claims_iat is null
                  or agents.claims_iat <= excluded.claims_iat
-             returning disabled_at is not null",
+             returning disabled_at is not null as \"disabled!\"",
+            &actor.subject,
+            &actor.display_name,
+            actor.email.as_deref(),
+            actor.team.as_deref(),
+            &roles,
+            actor.issued_at
         )
-        .bind(&actor.subject)
-        .bind(&actor.display_name)
-        .bind(&actor.email)
-        .bind(&actor.team)
-        .bind(&roles)
-        .bind(actor.issued_at)
         .fetch_optional(db)
         .await?;
         let disabled = match written {
@@ -132,12 +131,12 @@ impl Provisioned {
     }
 
     async fn is_disabled(&self, db: &PgPool, subject: &str) -> Result<bool, sqlx::Error> {
-        // language=PostgreSQL
-        let disabled: Option<bool> =
-            sqlx::query_scalar("select disabled_at is not null from agents where subject = $1")
-                .bind(subject)
-                .fetch_optional(db)
-                .await?;
+        let disabled: Option<bool> = sqlx::query_scalar!(
+            r#"select disabled_at is not null as "disabled!" from agents where subject = $1"#,
+            subject
+        )
+        .fetch_optional(db)
+        .await?;
         Ok(disabled.unwrap_or(false))
     }
 }
@@ -158,11 +157,12 @@ pub async fn disabled_for_update(
     tx: &mut sqlx::PgConnection,
     subject: &str,
 ) -> Result<Option<bool>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select disabled_at is not null from agents where subject = $1 for update")
-        .bind(subject)
-        .fetch_optional(tx)
-        .await
+    sqlx::query_scalar!(
+        r#"select disabled_at is not null as "disabled!" from agents where subject = $1 for update"#,
+        subject
+    )
+    .fetch_optional(tx)
+    .await
 }
 
 /// Disable (`disabled`) or enable the agent, recording who did it.
@@ -172,15 +172,14 @@ pub async fn set_disabled_at(
     disabled: bool,
     by: &str,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "update agents set disabled_at = case when $2 then now() end,
                 disabled_by = case when $2 then $3 end
           where subject = $1",
+        subject,
+        disabled,
+        by
     )
-    .bind(subject)
-    .bind(disabled)
-    .bind(by)
     .execute(tx)
     .await?;
     Ok(())

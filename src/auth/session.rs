@@ -118,18 +118,8 @@ pub async fn create(
         expires_at: expires_at.unix_timestamp(),
         checked_at: now(),
     };
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into sessions (id_hash, subject, actor, csrf_token, expires_at, refresh_token_enc, provider_sid)
-         values ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&id_hash)
-    .bind(&actor.subject)
-    .bind(serde_json::to_value(actor).unwrap_or_default())
-    .bind(&session.csrf_token)
-    .bind(expires_at)
-    .bind(&origin.refresh_token_enc)
-    .bind(&origin.provider_sid)
+    sqlx::query!("insert into sessions (id_hash, subject, actor, csrf_token, expires_at, refresh_token_enc, provider_sid)
+         values ($1, $2, $3, $4, $5, $6, $7)", &id_hash, &actor.subject, serde_json::to_value(actor).unwrap_or_default(), &session.csrf_token, expires_at, origin.refresh_token_enc.as_deref(), origin.provider_sid.as_deref())
     .execute(db)
     .await?;
     cache_put(cache, &id_hash, &session).await;
@@ -209,22 +199,18 @@ async fn load_durable(
     cache: &Cache,
     id_hash: &[u8],
 ) -> Result<Option<Session>, sqlx::Error> {
-    // language=PostgreSQL
-    let row: Option<(
-        serde_json::Value,
-        String,
-        time::OffsetDateTime,
-        time::OffsetDateTime,
-    )> = sqlx::query_as(
+    let row = sqlx::query!(
         "select actor, csrf_token, expires_at, checked_at from sessions
-              where id_hash = $1 and expires_at > now()",
+          where id_hash = $1 and expires_at > now()",
+        id_hash
     )
-    .bind(id_hash)
     .fetch_optional(db)
     .await?;
-    let Some((actor, csrf_token, expires_at, checked_at)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
+    let (actor, csrf_token, expires_at, checked_at) =
+        (row.actor, row.csrf_token, row.expires_at, row.checked_at);
     let Ok(actor) = serde_json::from_value::<Actor>(actor) else {
         return Ok(None);
     };
@@ -251,20 +237,19 @@ pub async fn claim_recheck(
     id: &str,
     every: i64,
 ) -> Result<Option<Claim>, sqlx::Error> {
-    // language=PostgreSQL
-    let row: Option<(Option<Vec<u8>>, Option<time::OffsetDateTime>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "update sessions set checked_at = now()
           where id_hash = $1 and expires_at > now()
             and checked_at < now() - make_interval(secs => $2)
           returning refresh_token_enc, recheck_failing_since",
+        hash_id(id),
+        every as f64
     )
-    .bind(hash_id(id))
-    .bind(every as f64)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(refresh_token_enc, failing_since)| Claim {
-        refresh_token_enc,
-        failing_since: failing_since.map(|t| t.unix_timestamp()),
+    Ok(row.map(|row| Claim {
+        refresh_token_enc: row.refresh_token_enc,
+        failing_since: row.recheck_failing_since.map(|t| t.unix_timestamp()),
     }))
 }
 
@@ -287,26 +272,24 @@ pub async fn record_recheck(db: &PgPool, id: &str, outcome: &Recheck) -> Result<
             actor,
             refresh_token_enc,
         } => {
-            // language=PostgreSQL
-            sqlx::query(
+            sqlx::query!(
                 "update sessions set actor = $2, refresh_token_enc = $3,
                         recheck_failing_since = null
                   where id_hash = $1",
+                &id_hash,
+                serde_json::to_value(actor).unwrap_or_default(),
+                refresh_token_enc.as_deref()
             )
-            .bind(&id_hash)
-            .bind(serde_json::to_value(actor).unwrap_or_default())
-            .bind(refresh_token_enc)
             .execute(db)
             .await?;
         }
         Recheck::Unreachable { since } => {
-            // language=PostgreSQL
-            sqlx::query(
+            sqlx::query!(
                 "update sessions set recheck_failing_since = to_timestamp($2)
                   where id_hash = $1",
+                &id_hash,
+                *since as f64
             )
-            .bind(&id_hash)
-            .bind(*since as f64)
             .execute(db)
             .await?;
         }
@@ -359,43 +342,47 @@ async fn bury(cache: &Cache, id_hashes: &[Vec<u8>]) {
 pub async fn revoke(db: &PgPool, cache: &Cache, id: &str) -> Result<(), sqlx::Error> {
     let id_hash = hash_id(id);
     bury(cache, std::slice::from_ref(&id_hash)).await;
-    // language=PostgreSQL
-    sqlx::query("delete from sessions where id_hash = $1")
-        .bind(&id_hash)
+    sqlx::query!("delete from sessions where id_hash = $1", &id_hash)
         .execute(db)
         .await?;
     drop_cached(cache, &[id_hash]).await;
     Ok(())
 }
 
+/// A session that was ended: its id's hash and whose it was.
+pub struct Ended {
+    pub id_hash: Vec<u8>,
+    pub subject: String,
+}
+
 /// Delete every session of `subject` (or only the provider session `sid`) in `tx`; the
-/// sessions deleted (id hash, subject). Call [`uncache`] after the commit.
+/// sessions deleted. Call [`uncache`] after the commit.
 pub async fn delete_all(
     tx: &mut sqlx::PgConnection,
     subject: Option<&str>,
     provider_sid: Option<&str>,
-) -> Result<Vec<(Vec<u8>, String)>, sqlx::Error> {
+) -> Result<Vec<Ended>, sqlx::Error> {
     if subject.is_none() && provider_sid.is_none() {
         return Ok(Vec::new());
     }
-    // language=PostgreSQL
-    sqlx::query_as(
+    sqlx::query_as!(
+        Ended,
         "delete from sessions
           where ($1::text is null or subject = $1)
             and ($2::text is null or provider_sid = $2
                  or ($1::text is not null and provider_sid is null))
           returning id_hash, subject",
+        subject,
+        provider_sid
     )
-    .bind(subject)
-    .bind(provider_sid)
     .fetch_all(&mut *tx)
     .await
 }
 
 /// Drop the Redis copies of sessions [`delete_all`] ended; with `every_of_subject`, every
 /// copy the subject's index names too (a replica may have cached one a moment ago).
-pub async fn uncache(cache: &Cache, ended: &[(Vec<u8>, String)], every_of_subject: Option<&str>) {
-    let mut hashes: Vec<Vec<u8>> = ended.iter().map(|(h, _)| h.clone()).collect();
+pub async fn uncache(cache: &Cache, ended: &[Ended], every_of_subject: Option<&str>) {
+    let mut hashes: Vec<Vec<u8>> = ended.iter().map(|e| e.id_hash.clone()).collect();
     if let Some(subject) = every_of_subject
         && let Ok(mut connection) = cache.connection().await
     {

@@ -67,13 +67,12 @@ impl KeyRing {
             .generate(&file.to_string())
             .await
             .context("generating a data key")?;
-        // language=PostgreSQL
-        sqlx::query(
+        sqlx::query!(
             "insert into borrower_files (id, wrapped_dek, kek_version) values ($1, $2, $3)",
+            file,
+            &wrapped,
+            version as i32
         )
-        .bind(file)
-        .bind(&wrapped)
-        .bind(version as i32)
         .execute(&mut *tx)
         .await?;
         let key = Arc::new(key);
@@ -91,10 +90,8 @@ impl KeyRing {
                 return Ok(key.clone());
             }
         }
-        // language=PostgreSQL
         let wrapped: String =
-            sqlx::query_scalar("select wrapped_dek from borrower_files where id = $1")
-                .bind(file)
+            sqlx::query_scalar!("select wrapped_dek from borrower_files where id = $1", file)
                 .fetch_one(db)
                 .await
                 .context("reading a wrapped data key")?;
@@ -130,10 +127,8 @@ impl KeyRing {
     /// An installation-wide key by name: created on first use, stored wrapped.
     async fn named_key(&self, db: &PgPool, name: &'static str) -> anyhow::Result<Arc<DataKey>> {
         let context = format!("keyring:{name}");
-        // language=PostgreSQL
         let existing: Option<String> =
-            sqlx::query_scalar("select wrapped_key from keyring where name = $1")
-                .bind(name)
+            sqlx::query_scalar!("select wrapped_key from keyring where name = $1", name)
                 .fetch_optional(db)
                 .await?;
         let wrapped = match existing {
@@ -141,19 +136,16 @@ impl KeyRing {
             None => {
                 let (_, wrapped, version) = self.kms.generate(&context).await?;
                 // Two replicas may race here; the first insert wins and both use it.
-                // language=PostgreSQL
-                sqlx::query(
+                sqlx::query!(
                     "insert into keyring (name, wrapped_key, kek_version) values ($1, $2, $3)
                      on conflict (name) do nothing",
+                    name,
+                    &wrapped,
+                    version as i32
                 )
-                .bind(name)
-                .bind(&wrapped)
-                .bind(version as i32)
                 .execute(db)
                 .await?;
-                // language=PostgreSQL
-                sqlx::query_scalar("select wrapped_key from keyring where name = $1")
-                    .bind(name)
+                sqlx::query_scalar!("select wrapped_key from keyring where name = $1", name)
                     .fetch_one(db)
                     .await?
             }
@@ -166,52 +158,40 @@ impl KeyRing {
     pub async fn rewrap_all(&self, db: &PgPool, newest: u32) -> anyhow::Result<u64> {
         let mut done = 0u64;
         loop {
-            // language=PostgreSQL
-            let batch: Vec<(Uuid, String, i32)> = sqlx::query_as(
+            let batch = sqlx::query!(
                 "select id, wrapped_dek, kek_version from borrower_files
                   where kek_version < $1 order by id limit 200",
+                newest as i32
             )
-            .bind(newest as i32)
             .fetch_all(db)
             .await?;
             if batch.is_empty() {
                 break;
             }
-            for (id, wrapped, old) in batch {
+            for file in batch {
+                let (id, wrapped, old) = (file.id, file.wrapped_dek, file.kek_version);
                 let (rewrapped, version) = self.kms.rewrap(&wrapped, &id.to_string()).await?;
                 // Only if nobody rewrapped it meanwhile (another operator run).
-                // language=PostgreSQL
-                let updated = sqlx::query(
-                    "update borrower_files set wrapped_dek = $2, kek_version = $3, rewrapped_at = now()
-                      where id = $1 and kek_version = $4",
-                )
-                .bind(id)
-                .bind(&rewrapped)
-                .bind(version as i32)
-                .bind(old)
+                let updated = sqlx::query!("update borrower_files set wrapped_dek = $2, kek_version = $3, rewrapped_at = now()
+                      where id = $1 and kek_version = $4", id, &rewrapped, version as i32, old)
                 .execute(db)
                 .await?;
                 done += updated.rows_affected();
             }
         }
-        // language=PostgreSQL
-        let names: Vec<(String, String, i32)> = sqlx::query_as(
+        let names = sqlx::query!(
             "select name, wrapped_key, kek_version from keyring where kek_version < $1",
+            newest as i32
         )
-        .bind(newest as i32)
         .fetch_all(db)
         .await?;
-        for (name, wrapped, old) in names {
+        for key in names {
+            let (name, wrapped, old) = (key.name, key.wrapped_key, key.kek_version);
             let (rewrapped, version) = self
                 .kms
                 .rewrap(&wrapped, &format!("keyring:{name}"))
                 .await?;
-            // language=PostgreSQL
-            sqlx::query("update keyring set wrapped_key = $2, kek_version = $3 where name = $1 and kek_version = $4")
-                .bind(&name)
-                .bind(&rewrapped)
-                .bind(version as i32)
-                .bind(old)
+            sqlx::query!("update keyring set wrapped_key = $2, kek_version = $3 where name = $1 and kek_version = $4", &name, &rewrapped, version as i32, old)
                 .execute(db)
                 .await?;
             done += 1;

@@ -12,9 +12,7 @@ use anyhow::Context;
 use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, QueryBuilder};
 
-use crate::actor::ReadScope;
 use crate::config::DatabaseSettings;
 
 pub mod migration_check;
@@ -113,15 +111,16 @@ impl SchemaState {
 
 /// The versions recorded as applied (none on an empty database).
 pub async fn applied_versions(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
-    let table_exists: bool =
-        sqlx::query_scalar("select to_regclass('public._sqlx_migrations') is not null")
-            .fetch_one(pool)
-            .await
-            .context("reading the migration table")?;
+    let table_exists: bool = sqlx::query_scalar!(
+        r#"select to_regclass('public._sqlx_migrations') is not null as "exists!""#
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading the migration table")?;
     if !table_exists {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
+    sqlx::query_scalar!("select version from _sqlx_migrations where success order by version")
         .fetch_all(pool)
         .await
         .context("reading the migration table")
@@ -129,16 +128,20 @@ pub async fn applied_versions(pool: &PgPool) -> anyhow::Result<Vec<i64>> {
 
 /// Compare the applied migrations with the embedded ones. Read-only.
 pub async fn schema_state(pool: &PgPool) -> anyhow::Result<SchemaState> {
-    let table_exists: bool =
-        sqlx::query_scalar("select to_regclass('public._sqlx_migrations') is not null")
-            .fetch_one(pool)
-            .await
-            .context("reading the migration table")?;
+    let table_exists: bool = sqlx::query_scalar!(
+        r#"select to_regclass('public._sqlx_migrations') is not null as "exists!""#
+    )
+    .fetch_one(pool)
+    .await
+    .context("reading the migration table")?;
     let applied: Vec<(i64, bool, Vec<u8>)> = if table_exists {
-        sqlx::query_as("select version, success, checksum from _sqlx_migrations order by version")
+        sqlx::query!("select version, success, checksum from _sqlx_migrations order by version")
             .fetch_all(pool)
             .await
             .context("reading the migration table")?
+            .into_iter()
+            .map(|m| (m.version, m.success, m.checksum))
+            .collect()
     } else {
         Vec::new()
     };
@@ -187,29 +190,10 @@ pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 
 /// Make the transaction a read-only snapshot: every later statement in it sees the same data.
 pub async fn read_only_snapshot(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("set transaction isolation level repeatable read, read only")
+    sqlx::query!("set transaction isolation level repeatable read, read only")
         .execute(tx)
         .await?;
     Ok(())
-}
-
-/// Append the caller's read scope to a query over a table aliased `alias` with
-/// `owner_subject` and `team` columns.
-pub fn push_scope(query: &mut QueryBuilder<Postgres>, alias: &str, scope: &ReadScope) {
-    match scope {
-        ReadScope::Own(subject) => {
-            query
-                .push(format!(" and {alias}.owner_subject = "))
-                .push_bind(subject.clone());
-        }
-        ReadScope::Team(team) => {
-            query
-                .push(format!(" and {alias}.team = "))
-                .push_bind(team.clone());
-        }
-        ReadScope::All => {}
-    }
 }
 
 /// Keyset pagination: the query fetched `limit + 1` rows; keep `limit` and say where the

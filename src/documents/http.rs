@@ -20,6 +20,7 @@ use crate::actor::SideEffects;
 use crate::audit;
 use crate::auth::Actor;
 use crate::documents::DocType;
+use crate::domain::DocumentState;
 use crate::error::{AppError, AppJson, ErrorCode, FieldError};
 use crate::http::edge::RequestId;
 use crate::http::support::with_location;
@@ -186,7 +187,7 @@ async fn download(
     if actor.masks(&row.owner_subject, row.team.as_deref()) {
         return Err(AppError::forbidden());
     }
-    if row.state != "available" {
+    if row.state != DocumentState::Available {
         return Err(AppError::client(
             StatusCode::NOT_FOUND,
             ErrorCode::NotFound,
@@ -208,7 +209,10 @@ async fn download(
         },
     )
     .await?;
-    let (object_key, detected) = store::object_of(&mut tx, id).await?;
+    let store::StoredObject {
+        object_key,
+        detected_type: detected,
+    } = store::object_of(&mut tx, id).await?;
     tx.commit().await?;
     let object_key =
         object_key.ok_or_else(|| anyhow::anyhow!("an available document has no object"))?;
@@ -311,8 +315,8 @@ async fn delete_document(
         .await?
         .ok_or_else(AppError::not_found)?;
     writable_loan(&mut tx, row.loan_id, &actor).await?;
-    if row.state != "deleted" {
-        store::set_state(&mut tx, id, "deleted").await?;
+    if row.state != DocumentState::Deleted {
+        store::set_state(&mut tx, id, DocumentState::Deleted).await?;
         audit::record(
             &mut tx,
             audit::Entry {
@@ -322,7 +326,7 @@ async fn delete_document(
                 entity_type: "document",
                 entity_id: id,
                 request_id: Some(&request_id.0),
-                details: json!({ "previous_state": row.state }),
+                details: json!({ "previous_state": row.state.as_str() }),
             },
         )
         .await?;

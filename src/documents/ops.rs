@@ -22,8 +22,9 @@ use crate::audit;
 use crate::auth::{Actor, ReadScope};
 use crate::crypto::field;
 use crate::db::outbox;
-use crate::domain::{mask, rfc3339};
+use crate::domain::{DocumentState, mask, rfc3339};
 use crate::error::{AppError, ErrorCode, FieldError};
+use crate::events::Event;
 use crate::state::AppState;
 
 /// The API shape of a document for `actor`: a caller who sees masked PII only (admin) gets
@@ -59,7 +60,7 @@ pub async fn render(
         size_bytes: row.size_bytes,
         doc_type: row.doc_type.clone(),
         document_request_id: row.document_request_id,
-        state: row.state.clone(),
+        state: row.state.as_str().to_owned(),
         reason: row.reason.clone(),
         sha256: row.sha256.clone(),
         detected_type: row.detected_type.clone(),
@@ -263,8 +264,8 @@ pub async fn finish_upload(
             return Err(AppError::not_found());
         }
     }
-    match row.state.as_str() {
-        "awaiting_upload" => {
+    match row.state {
+        DocumentState::AwaitingUpload => {
             // Only a file that has arrived: a `complete` said before the PUT would let the
             // PUT come later (after a link's revocation, say) and still be processed.
             match state
@@ -288,7 +289,7 @@ pub async fn finish_upload(
                     });
                 }
             }
-            store::set_state(&mut tx, id, "uploaded").await?;
+            store::set_state(&mut tx, id, DocumentState::Uploaded).await?;
             audit::record(
                 &mut tx,
                 audit::Entry {
@@ -304,13 +305,15 @@ pub async fn finish_upload(
             .await?;
             outbox::enqueue(
                 &mut tx,
-                "doc.uploaded",
-                json!({ "documentId": id, "loanId": row.loan_id }),
+                &Event::DocUploaded {
+                    document_id: id,
+                    loan_id: row.loan_id,
+                },
                 Some(request_id),
             )
             .await?;
         }
-        "expired" | "deleted" => {
+        DocumentState::Expired | DocumentState::Deleted => {
             return Err(AppError::client(
                 StatusCode::CONFLICT,
                 ErrorCode::Conflict,
@@ -410,7 +413,7 @@ pub async fn review(
         return Err(AppError::not_found());
     };
     crate::loans::ops::writable_loan(&mut tx, loan_id, actor).await?;
-    if doc_state != "available" {
+    if doc_state != DocumentState::Available {
         return Err(AppError::client(
             StatusCode::CONFLICT,
             ErrorCode::InvalidState,
@@ -459,8 +462,12 @@ pub async fn review(
     .await?;
     outbox::enqueue(
         &mut tx,
-        "doc.reviewed",
-        json!({ "documentId": id, "loanId": loan_id, "decision": decision, "requestId": request }),
+        &Event::DocReviewed {
+            document_id: id,
+            loan_id,
+            decision: decision.to_string(),
+            request_id: request,
+        },
         Some(request_id),
     )
     .await?;

@@ -16,6 +16,8 @@ use super::store;
 use crate::audit;
 use crate::auth::Actor;
 use crate::db::outbox;
+use crate::domain::DocumentState;
+use crate::events::Event;
 use crate::state::AppState;
 
 const EVERY: Duration = Duration::from_secs(60);
@@ -85,7 +87,14 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
     loop {
         let mut tx = state.db.begin().await?;
         let due = store::next_expired_upload(&mut tx).await?;
-        let Some((id, loan_id, lead_id, key, revoked_at)) = due else {
+        let Some(store::ExpiredUpload {
+            id,
+            loan_id,
+            lead_id,
+            quarantine_key: key,
+            revoked_at,
+        }) = due
+        else {
             break;
         };
         let written_at = match state
@@ -101,9 +110,13 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
         };
         let outcome = Outcome::of(written_at, revoked_at);
         let (new_state, reason, action) = match outcome {
-            Outcome::Complete => ("uploaded", None, "document.uploaded"),
-            Outcome::Expire => ("expired", None, "document.expired"),
-            Outcome::LinkRevoked => ("rejected", Some("link_revoked"), "document.rejected"),
+            Outcome::Complete => (DocumentState::Uploaded, None, "document.uploaded"),
+            Outcome::Expire => (DocumentState::Expired, None, "document.expired"),
+            Outcome::LinkRevoked => (
+                DocumentState::Rejected,
+                Some("link_revoked"),
+                "document.rejected",
+            ),
         };
         store::set_state_with_reason(&mut tx, id, new_state, reason).await?;
         audit::record(
@@ -130,8 +143,10 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
         } else if outcome == Outcome::Complete {
             outbox::enqueue(
                 &mut tx,
-                "doc.uploaded",
-                json!({ "documentId": id, "loanId": loan_id }),
+                &Event::DocUploaded {
+                    document_id: id,
+                    loan_id,
+                },
                 None,
             )
             .await?;
@@ -143,12 +158,14 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
     }
     let mut tx = state.db.begin().await?;
     let stuck = store::stuck_uploaded(&mut tx, STUCK_AFTER_SECS).await?;
-    for (id, loan_id) in stuck {
+    for store::DocumentOfLoan { id, loan_id } in stuck {
         store::touch(&mut tx, id).await?;
         outbox::enqueue(
             &mut tx,
-            "doc.uploaded",
-            json!({ "documentId": id, "loanId": loan_id }),
+            &Event::DocUploaded {
+                document_id: id,
+                loan_id,
+            },
             None,
         )
         .await?;

@@ -24,6 +24,8 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::stream::Encryptor;
 use crate::db::outbox;
+use crate::domain::DocumentState;
+use crate::events::Event;
 use crate::queue::consumer::{Handler, HandlerError, Message};
 use crate::scan::ScanOutcome;
 use crate::scan::sniff::{self, Detected};
@@ -77,22 +79,25 @@ impl DocumentPipeline {
         let row = store::pending(&mut *tx, document)
             .await
             .map_err(transient)?;
-        let Some((
+        let Some(store::PendingDocument {
             loan_id,
             lead_id,
-            doc_state,
-            declared_size,
-            declared_type,
+            state: doc_state,
+            size_bytes: declared_size,
+            content_type: declared_type,
             quarantine_key,
-            request,
+            document_request_id: request,
             link_revoked_at,
-        )) = row
+        }) = row
         else {
             return Err(HandlerError::Permanent(anyhow::anyhow!("no such document")));
         };
         // `failed` is processed again when its message is replayed from the DLQ; other
         // states are decided already (a redelivery).
-        if !matches!(doc_state.as_str(), "uploaded" | "scanning" | "failed") {
+        if !matches!(
+            doc_state,
+            DocumentState::Uploaded | DocumentState::Scanning | DocumentState::Failed
+        ) {
             return Ok(());
         }
         let started = std::time::Instant::now();
@@ -139,14 +144,14 @@ impl DocumentPipeline {
         };
         let (new_state, reason, sha, detected) = match &outcome {
             Outcome::Available { sha256, detected } => (
-                "available",
+                DocumentState::Available,
                 None,
                 Some(sha256.clone()),
                 Some(detected.as_str()),
             ),
             Outcome::Rejected(reason) => {
                 let _ = state.storage.documents.delete(&target).await;
-                ("rejected", Some(*reason), None, None)
+                (DocumentState::Rejected, Some(*reason), None, None)
             }
         };
         let duplicate_of: Option<Uuid> = match &sha {
@@ -172,7 +177,7 @@ impl DocumentPipeline {
         .await
         .map_err(transient)?;
         let actor = pipeline_actor();
-        if let (Some(request), "available") = (request, new_state) {
+        if let (Some(request), DocumentState::Available) = (request, new_state) {
             let key = state
                 .keys
                 .file_key(&state.db, lead_id)
@@ -187,26 +192,35 @@ impl DocumentPipeline {
             audit::Entry {
                 chain: lead_id,
                 actor: &actor,
-                action: if new_state == "available" { "document.available" } else { "document.rejected" },
+                action: if new_state == DocumentState::Available { "document.available" } else { "document.rejected" },
                 entity_type: "document",
                 entity_id: document,
                 request_id: None,
-                details: json!({ "state": new_state, "reason": reason, "duplicate": duplicate_of.is_some() }),
+                details: json!({ "state": new_state.as_str(), "reason": reason, "duplicate": duplicate_of.is_some() }),
             },
         )
         .await
         .map_err(transient)?;
-        let topic = if new_state == "available" {
-            "doc.available"
+        let (state, reason_code) = (new_state, reason.map(str::to_owned));
+        let event = if new_state == DocumentState::Available {
+            Event::DocAvailable {
+                document_id: document,
+                loan_id,
+                state,
+                reason: reason_code,
+            }
         } else {
-            "doc.rejected"
+            Event::DocRejected {
+                document_id: document,
+                loan_id,
+                state,
+                reason: reason_code,
+            }
         };
-        outbox::enqueue(tx, topic, json!({ "documentId": document, "loanId": loan_id, "state": new_state, "reason": reason }), None)
-            .await
-            .map_err(transient)?;
+        outbox::enqueue(tx, &event, None).await.map_err(transient)?;
         let outcome = match reason {
             Some(reason) => format!("rejected_{reason}"),
-            None => new_state.to_owned(),
+            None => new_state.as_str().to_owned(),
         };
         if let Ok(mut decided) = self.decided.lock() {
             decided.insert(document, (outcome, started.elapsed().as_secs_f64()));
@@ -369,12 +383,12 @@ impl DocumentPipeline {
     }
 }
 
+/// The document an uploaded-file event names.
 fn document_of(message: &Message) -> Option<Uuid> {
-    message
-        .payload
-        .get("documentId")
-        .and_then(|v| v.as_str())
-        .and_then(|s| Uuid::parse_str(s).ok())
+    match message.decoded {
+        Some(Event::DocUploaded { document_id, .. }) => Some(document_id),
+        _ => None,
+    }
 }
 
 /// Delete the quarantine copy of a decided document and note it. Failed documents keep
@@ -413,9 +427,12 @@ impl Handler for DocumentPipeline {
         message: &'a Message,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            let document = document_of(message).ok_or_else(|| {
-                HandlerError::Permanent(anyhow::anyhow!("doc.uploaded without a documentId"))
-            })?;
+            let Event::DocUploaded { document_id, .. } = message.event()? else {
+                return Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "not an uploaded-file event"
+                )));
+            };
+            let document = *document_id;
             self.process(tx, document).await
         })
     }

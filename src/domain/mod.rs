@@ -1,9 +1,13 @@
 //! Value types shared by several aggregates: validated inputs that can only hold valid values.
 
+mod document_state;
+mod loan_status;
 pub mod mask;
 pub mod money;
 pub mod ssn;
 
+pub use document_state::DocumentState;
+pub use loan_status::LoanStatus;
 use serde::{Deserialize, Serialize};
 
 // The kinds of document a borrower is asked for and an upload is filed under (a plain

@@ -4,13 +4,13 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{Postgres, QueryBuilder};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::audit;
 use crate::auth::{Actor, Role};
 use crate::error::{AppError, AppJson, ErrorCode};
 use crate::state::AppState;
@@ -58,18 +58,6 @@ pub struct AuditPage {
     next_cursor: Option<String>,
 }
 
-type AuditRow = (
-    i64,
-    OffsetDateTime,
-    String,
-    Vec<String>,
-    String,
-    String,
-    Uuid,
-    Option<String>,
-    Value,
-);
-
 fn bad(detail: &str) -> AppError {
     AppError::client(
         StatusCode::BAD_REQUEST,
@@ -97,48 +85,36 @@ async fn list_audit(
     if !(1..=200).contains(&limit) {
         return Err(bad("`limit` must be between 1 and 200"));
     }
-    let mut query = QueryBuilder::<Postgres>::new(
-        "select seq, at, actor_subject, actor_roles, action, entity_type, entity_id, request_id, details
-           from audit_log where true",
-    );
-    if let Some(t) = &params.entity_type {
-        query.push(" and entity_type = ").push_bind(t.clone());
-    }
-    if let Some(id) = params.entity_id {
-        query.push(" and entity_id = ").push_bind(id);
-    }
-    if let Some(a) = &params.actor {
-        query.push(" and actor_subject = ").push_bind(a.clone());
-    }
-    for (bound, op) in [(&params.from, " and at >= "), (&params.to, " and at < ")] {
-        if let Some(t) = bound {
-            let t =
-                OffsetDateTime::parse(t, &Rfc3339).map_err(|_| bad("times must be RFC 3339"))?;
-            query.push(op).push_bind(t);
-        }
-    }
-    if let Some(cursor) = params.cursor {
-        query.push(" and seq < ").push_bind(cursor);
-    }
-    query.push(" order by seq desc limit ").push_bind(limit + 1);
-    let mut rows: Vec<AuditRow> = query.build_query_as().fetch_all(&state.db).await?;
-    let next_cursor = crate::http::support::next_page(&mut rows, limit, |r| r.0.to_string());
+    let time = |t: &Option<String>| {
+        t.as_deref()
+            .map(|t| OffsetDateTime::parse(t, &Rfc3339).map_err(|_| bad("times must be RFC 3339")))
+            .transpose()
+    };
+    let filter = audit::PageFilter {
+        entity_type: params.entity_type,
+        entity_id: params.entity_id,
+        actor: params.actor,
+        from: time(&params.from)?,
+        to: time(&params.to)?,
+        before: params.cursor,
+    };
+    let mut rows = audit::page(&state.db, &filter, limit + 1).await?;
+    let next_cursor = crate::http::support::next_page(&mut rows, limit, |r| r.seq.to_string());
     let items = rows
         .into_iter()
-        .map(
-            |(seq, at, subject, roles, action, entity_type, entity_id, request_id, details)| {
-                AuditEntry {
-                    seq,
-                    at: at.format(&Rfc3339).unwrap_or_default(),
-                    actor: AuditActor { subject, roles },
-                    action,
-                    entity_type,
-                    entity_id,
-                    request_id,
-                    details,
-                }
+        .map(|r| AuditEntry {
+            seq: r.seq,
+            at: r.at.format(&Rfc3339).unwrap_or_default(),
+            actor: AuditActor {
+                subject: r.actor_subject,
+                roles: r.actor_roles,
             },
-        )
+            action: r.action,
+            entity_type: r.entity_type,
+            entity_id: r.entity_id,
+            request_id: r.request_id,
+            details: r.details,
+        })
         .collect();
     Ok(AppJson(AuditPage { items, next_cursor }))
 }

@@ -192,17 +192,16 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Result<Respon
             return Ok(Response::from_parts(response_parts, Body::from(body)));
         }
     };
-    // language=PostgreSQL
-    let stored = sqlx::query(
+    let stored = sqlx::query!(
         "update idempotency_keys
             set state = 'completed', response_status = $3, response_headers = $4, response_body = $5
           where principal = $1 and idempotency_key = $2",
+        &principal,
+        &key,
+        i16::try_from(response_parts.status.as_u16()).unwrap_or(200),
+        serde_json::Value::Object(headers),
+        sealed
     )
-    .bind(&principal)
-    .bind(&key)
-    .bind(i16::try_from(response_parts.status.as_u16()).unwrap_or(200))
-    .bind(serde_json::Value::Object(headers))
-    .bind(sealed)
     .execute(&state.db)
     .await;
     if let Err(e) = stored {
@@ -248,34 +247,33 @@ async fn claim(
     let ttl_secs = (settings.ttl_hours * 3600) as f64;
     let in_flight_secs = settings.in_flight_timeout_secs as f64;
     for _ in 0..5 {
-        // language=PostgreSQL
-        let inserted = sqlx::query(
+        let inserted = sqlx::query!(
             "insert into idempotency_keys
                  (principal, idempotency_key, fingerprint, state, locked_until, expires_at)
              values ($1, $2, $3, 'in_flight',
                      now() + make_interval(secs => $4), now() + make_interval(secs => $5))
              on conflict (principal, idempotency_key) do nothing",
+            principal,
+            key,
+            fingerprint,
+            in_flight_secs,
+            ttl_secs
         )
-        .bind(principal)
-        .bind(key)
-        .bind(fingerprint)
-        .bind(in_flight_secs)
-        .bind(ttl_secs)
         .execute(&state.db)
         .await?;
         if inserted.rows_affected() == 1 {
             return Ok(Claim::Owned);
         }
-        // language=PostgreSQL
-        let row: Option<StoredKey> = sqlx::query_as(
-            "select fingerprint, state, expires_at < now() as expired,
-                    locked_until > now() as locked,
+        let row = sqlx::query_as!(
+            StoredKey,
+            r#"select fingerprint, state, expires_at < now() as "expired!",
+                    locked_until > now() as "locked!",
                     response_status, response_headers, response_body
                from idempotency_keys
-              where principal = $1 and idempotency_key = $2",
+              where principal = $1 and idempotency_key = $2"#,
+            principal,
+            key
         )
-        .bind(principal)
-        .bind(key)
         .fetch_optional(&state.db)
         .await?;
         let Some(StoredKey {
@@ -291,13 +289,12 @@ async fn claim(
             continue; // released meanwhile: try again
         };
         if expired {
-            // language=PostgreSQL
-            sqlx::query(
+            sqlx::query!(
                 "delete from idempotency_keys
                   where principal = $1 and idempotency_key = $2 and expires_at < now()",
+                principal,
+                key
             )
-            .bind(principal)
-            .bind(key)
             .execute(&state.db)
             .await?;
             continue;
@@ -324,15 +321,14 @@ async fn claim(
             ));
         }
         // The first request died mid-way (its process was killed): take the key over.
-        // language=PostgreSQL
-        let taken = sqlx::query(
+        let taken = sqlx::query!(
             "update idempotency_keys set locked_until = now() + make_interval(secs => $3)
               where principal = $1 and idempotency_key = $2
                 and state = 'in_flight' and locked_until <= now()",
+            principal,
+            key,
+            in_flight_secs
         )
-        .bind(principal)
-        .bind(key)
-        .bind(in_flight_secs)
         .execute(&state.db)
         .await?;
         if taken.rows_affected() == 1 {
@@ -415,13 +411,12 @@ fn replay(
 }
 
 async fn release(state: &AppState, principal: &str, key: &str) {
-    // language=PostgreSQL
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "delete from idempotency_keys
           where principal = $1 and idempotency_key = $2 and state = 'in_flight'",
+        principal,
+        key
     )
-    .bind(principal)
-    .bind(key)
     .execute(&state.db)
     .await;
     if let Err(e) = result {

@@ -122,15 +122,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
     // Installation-wide backlogs, read now and bounded by the readiness timeout: a
     // dependency that is down leaves the last value (its own `dependency_up` says why).
     let budget = state.settings.readiness.check_timeout();
-    // language=PostgreSQL
-    let outbox = sqlx::query_as::<_, (i64, f64)>(
-        "select count(*), coalesce(extract(epoch from now() - min(created_at))::float8, 0)
-           from outbox where published_at is null",
+    let outbox = sqlx::query!(
+        r#"select count(*) as "count!",
+                  coalesce(extract(epoch from now() - min(created_at))::float8, 0) as "oldest!"
+             from outbox where published_at is null"#
     )
     .fetch_one(&state.db);
-    if let Ok(Ok((count, oldest))) = tokio::time::timeout(budget, outbox).await {
-        state.metrics.outbox_unpublished.set(count);
-        state.metrics.outbox_oldest_unpublished.set(oldest);
+    if let Ok(Ok(backlog)) = tokio::time::timeout(budget, outbox).await {
+        state.metrics.outbox_unpublished.set(backlog.count);
+        state.metrics.outbox_oldest_unpublished.set(backlog.oldest);
     }
     let prefix = &state.settings.rabbitmq.prefix;
     for (consumer, _) in crate::events::SUBSCRIPTIONS {

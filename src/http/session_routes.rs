@@ -309,9 +309,7 @@ async fn logout(
     let Extension(context) = context.ok_or(AuthError::SessionExpired)?;
     let id_hash = session::hash_id(&context.id);
     let mut tx = state.db.begin().await?;
-    // language=PostgreSQL
-    sqlx::query("delete from sessions where id_hash = $1")
-        .bind(&id_hash)
+    sqlx::query!("delete from sessions where id_hash = $1", &id_hash)
         .execute(&mut *tx)
         .await?;
     audit_session(
@@ -414,12 +412,12 @@ async fn backchannel_logout(
     let actor = Actor::borrower("system:backchannel-logout".to_owned());
     let mut tx = state.db.begin().await?;
     let ended = session::delete_all(&mut tx, by_subject, by_sid).await?;
-    for (id_hash, _) in &ended {
+    for session in &ended {
         audit_session(
             &mut tx,
             &actor,
             "session.ended",
-            id_hash,
+            &session.id_hash,
             Some(&request_id.0),
             json!({ "reason": "backchannel_logout" }),
         )

@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
-pub use crate::db::{Page, next_page, push_scope};
+pub use crate::db::{Page, next_page};
 pub use crate::domain::rfc3339;
 pub use crate::error::{AppError, ErrorCode, kms_unavailable, malformed};
 

@@ -35,6 +35,13 @@ impl LoanPurpose {
     }
 }
 
+/// Who owns a lead: its owner's subject and team (a loan or request attached to the lead
+/// takes them).
+pub struct LeadOwner {
+    pub owner_subject: String,
+    pub team: Option<String>,
+}
+
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
 )]

@@ -17,6 +17,7 @@ use crate::crypto::field::{self};
 use crate::db::{next_page, outbox};
 use crate::domain::ssn::Ssn;
 use crate::error::{AppError, ErrorCode, FieldError, kms_unavailable};
+use crate::events::Event;
 use crate::leads::credit::{Consent, PullType};
 use crate::state::AppState;
 
@@ -53,10 +54,12 @@ async fn possible_duplicates(
 ) -> Result<Vec<Uuid>, AppError> {
     let candidates = store::ssn_candidates(&state.db, index, id, &actor.read_scope()).await?;
     let mut duplicates = Vec::new();
-    for (candidate, envelope) in candidates {
-        let key = state.file_key(candidate).await?;
-        if unseal(&key, candidate, "ssn_enc", &envelope)?.as_deref() == Some(ssn.digits()) {
-            duplicates.push(candidate);
+    for candidate in candidates {
+        let key = state.file_key(candidate.id).await?;
+        if unseal(&key, candidate.id, "ssn_enc", &candidate.ssn_enc)?.as_deref()
+            == Some(ssn.digits())
+        {
+            duplicates.push(candidate.id);
         }
     }
     Ok(duplicates)
@@ -159,8 +162,7 @@ pub async fn create_with_pull(
     .await?;
     outbox::enqueue(
         &mut tx,
-        "lead.created",
-        json!({ "leadId": id }),
+        &Event::LeadCreated { lead_id: id },
         Some(request_id),
     )
     .await?;
@@ -403,7 +405,7 @@ pub async fn owner_for_share(
     tx: &mut sqlx::PgConnection,
     lead: Uuid,
     scope: &ReadScope,
-) -> Result<Option<(String, Option<String>)>, AppError> {
+) -> Result<Option<super::LeadOwner>, AppError> {
     Ok(store::owner_for_share(tx, lead, scope).await?)
 }
 

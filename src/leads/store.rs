@@ -1,14 +1,13 @@
 //! The only code that runs SQL on `leads`.
 
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{LeadStatus, LoanPurpose, ValidLead};
+use super::{LeadOwner, LeadStatus, LoanPurpose, ValidLead};
 use crate::auth::ReadScope;
-use crate::db::push_scope;
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct LeadRow {
     pub id: Uuid,
     pub owner_subject: String,
@@ -31,11 +30,21 @@ pub struct LeadRow {
     pub updated_at: OffsetDateTime,
 }
 
-const SELECT_LEAD: &str = "select l.id, l.owner_subject, a.display_name as owner_name, l.team,
-        l.first_name, l.last_name, l.email_enc, l.phone_enc, l.ssn_enc, l.date_of_birth_enc,
-        l.annual_income_enc, l.address_enc, l.notes_enc, l.loan_purpose, l.source, l.status,
-        l.version, l.created_at, l.updated_at
-   from leads l left join agents a on a.subject = l.owner_subject";
+/// `query_as!` into a [`LeadRow`]: the lead's columns (`from leads l left join agents a`)
+/// followed by `$tail` — one column list, every statement still checked at compile time.
+macro_rules! select_lead {
+    ($first:tt $(+ $tail:tt)* $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            LeadRow,
+            "select l.id, l.owner_subject, a.display_name as owner_name, l.team,
+                    l.first_name, l.last_name, l.email_enc, l.phone_enc, l.ssn_enc,
+                    l.date_of_birth_enc, l.annual_income_enc, l.address_enc, l.notes_enc,
+                    l.loan_purpose, l.source, l.status, l.version, l.created_at, l.updated_at
+               from leads l left join agents a on a.subject = l.owner_subject " + $first $(+ $tail)*
+            $(, $arg)*
+        )
+    };
+}
 
 /// One lead within `scope` (`for_update` locks it for a change).
 pub async fn fetch(
@@ -44,13 +53,29 @@ pub async fn fetch(
     scope: &ReadScope,
     for_update: bool,
 ) -> Result<Option<LeadRow>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new(SELECT_LEAD);
-    query.push(" where l.id = ").push_bind(id);
-    push_scope(&mut query, "l", scope);
+    let (owner, team) = (scope.owner(), scope.team());
     if for_update {
-        query.push(" for update of l");
+        select_lead!(
+            "where l.id = $1 and ($2::text is null or l.owner_subject = $2)
+                and ($3::text is null or l.team = $3)
+             for update of l",
+            id,
+            owner,
+            team
+        )
+        .fetch_optional(db)
+        .await
+    } else {
+        select_lead!(
+            "where l.id = $1 and ($2::text is null or l.owner_subject = $2)
+                and ($3::text is null or l.team = $3)",
+            id,
+            owner,
+            team
+        )
+        .fetch_optional(db)
+        .await
     }
-    query.build_query_as::<LeadRow>().fetch_optional(db).await
 }
 
 /// A lead's encrypted fields and the SSN's blind index, as stored.
@@ -65,29 +90,6 @@ pub struct SealedLead {
     pub notes: Option<Vec<u8>>,
 }
 
-/// Bind a lead's stored fields as the next 13 parameters, in the order the insert and the
-/// update both list them (first_name … status).
-fn bind_fields<'q>(
-    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    lead: &'q ValidLead,
-    sealed: &'q SealedLead,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(&lead.first_name)
-        .bind(&lead.last_name)
-        .bind(&sealed.email)
-        .bind(&sealed.phone)
-        .bind(&sealed.ssn)
-        .bind(sealed.ssn_index)
-        .bind(&sealed.dob)
-        .bind(&sealed.income)
-        .bind(&sealed.address)
-        .bind(&sealed.notes)
-        .bind(lead.loan_purpose.map(LoanPurpose::as_str))
-        .bind(&lead.source)
-        .bind(lead.status.as_str())
-}
-
 pub async fn insert(
     tx: &mut PgConnection,
     id: Uuid,
@@ -96,19 +98,30 @@ pub async fn insert(
     owner_subject: &str,
     team: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    let insert = sqlx::query(
+    sqlx::query!(
         "insert into leads (id, first_name, last_name, email_enc, phone_enc, ssn_enc, ssn_index,
                             date_of_birth_enc, annual_income_enc, address_enc, notes_enc,
                             loan_purpose, source, status, owner_subject, team)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        id,
+        lead.first_name,
+        lead.last_name,
+        sealed.email,
+        sealed.phone,
+        sealed.ssn,
+        sealed.ssn_index,
+        sealed.dob,
+        sealed.income,
+        sealed.address,
+        sealed.notes,
+        lead.loan_purpose.map(LoanPurpose::as_str),
+        lead.source,
+        lead.status as LeadStatus,
+        owner_subject,
+        team,
     )
-    .bind(id);
-    bind_fields(insert, lead, sealed)
-        .bind(owner_subject)
-        .bind(team)
-        .execute(tx)
-        .await?;
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -118,17 +131,36 @@ pub async fn update(
     lead: &ValidLead,
     sealed: &SealedLead,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    let update = sqlx::query(
+    sqlx::query!(
         "update leads set first_name = $2, last_name = $3, email_enc = $4, phone_enc = $5,
                 ssn_enc = $6, ssn_index = $7, date_of_birth_enc = $8, annual_income_enc = $9,
                 address_enc = $10, notes_enc = $11, loan_purpose = $12, source = $13, status = $14,
                 version = version + 1, updated_at = now()
           where id = $1",
+        id,
+        lead.first_name,
+        lead.last_name,
+        sealed.email,
+        sealed.phone,
+        sealed.ssn,
+        sealed.ssn_index,
+        sealed.dob,
+        sealed.income,
+        sealed.address,
+        sealed.notes,
+        lead.loan_purpose.map(LoanPurpose::as_str),
+        lead.source,
+        lead.status as LeadStatus,
     )
-    .bind(id);
-    bind_fields(update, lead, sealed).execute(tx).await?;
+    .execute(tx)
+    .await?;
     Ok(())
+}
+
+/// A lead whose SSN's blind index matched, with its sealed SSN for the caller to decrypt.
+pub struct SsnCandidate {
+    pub id: Uuid,
+    pub ssn_enc: Option<Vec<u8>>,
 }
 
 /// Leads within `scope` other than `id` whose SSN has the blind index `index` (at most
@@ -138,13 +170,20 @@ pub async fn ssn_candidates(
     index: i32,
     id: Uuid,
     scope: &ReadScope,
-) -> Result<Vec<(Uuid, Option<Vec<u8>>)>, sqlx::Error> {
-    let mut query =
-        QueryBuilder::<Postgres>::new("select l.id, l.ssn_enc from leads l where l.ssn_index = ");
-    query.push_bind(index).push(" and l.id <> ").push_bind(id);
-    push_scope(&mut query, "l", scope);
-    query.push(" limit 200");
-    query.build_query_as().fetch_all(db).await
+) -> Result<Vec<SsnCandidate>, sqlx::Error> {
+    sqlx::query_as!(
+        SsnCandidate,
+        "select l.id, l.ssn_enc from leads l
+          where l.ssn_index = $1 and l.id <> $2
+            and ($3::text is null or l.owner_subject = $3) and ($4::text is null or l.team = $4)
+          limit 200",
+        index,
+        id,
+        scope.owner(),
+        scope.team(),
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// The list's filters, already validated.
@@ -156,6 +195,28 @@ pub struct ListFilter {
     pub before: Option<Uuid>,
 }
 
+/// The list's statement with the scope's condition (`$6`) spliced in: the filters are
+/// nullable parameters (the plan walks the primary key backwards whatever they are), the
+/// scope is one static statement per variant (its plan does depend on it).
+macro_rules! list_leads {
+    ($scope:tt, $filter:expr, $fetch:expr $(, $scope_arg:expr)?) => {
+        select_lead!(
+            "where ($1::text is null or l.status = $1)
+               and ($2::text is null or lower(l.first_name) like $2 or lower(l.last_name) like $2
+                    or lower(l.first_name || ' ' || l.last_name) like $2)
+               and ($3::timestamptz is null or l.created_at > $3)
+               and ($4::uuid is null or l.id < $4)" + $scope + "
+             order by l.id desc limit $5",
+            $filter.status as Option<LeadStatus>,
+            $filter.name_pattern,
+            $filter.created_after,
+            $filter.before,
+            $fetch
+            $(, $scope_arg)?
+        )
+    };
+}
+
 /// Up to `fetch` leads within `scope`, newest first.
 pub async fn list(
     db: &PgPool,
@@ -163,31 +224,19 @@ pub async fn list(
     filter: &ListFilter,
     fetch: i64,
 ) -> Result<Vec<LeadRow>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new(SELECT_LEAD);
-    query.push(" where true");
-    push_scope(&mut query, "l", scope);
-    if let Some(status) = filter.status {
-        query.push(" and l.status = ").push_bind(status.as_str());
+    match scope {
+        ReadScope::Own(subject) => {
+            list_leads!(" and l.owner_subject = $6", filter, fetch, subject)
+                .fetch_all(db)
+                .await
+        }
+        ReadScope::Team(team) => {
+            list_leads!(" and l.team = $6", filter, fetch, team)
+                .fetch_all(db)
+                .await
+        }
+        ReadScope::All => list_leads!("", filter, fetch).fetch_all(db).await,
     }
-    if let Some(pattern) = &filter.name_pattern {
-        // One escaped pattern for all three: `%` and `_` typed by the caller are literal.
-        query
-            .push(" and (lower(l.first_name) like ")
-            .push_bind(pattern.clone())
-            .push(" or lower(l.last_name) like ")
-            .push_bind(pattern.clone())
-            .push(" or lower(l.first_name || ' ' || l.last_name) like ")
-            .push_bind(pattern.clone())
-            .push(")");
-    }
-    if let Some(after) = filter.created_after {
-        query.push(" and l.created_at > ").push_bind(after);
-    }
-    if let Some(before) = filter.before {
-        query.push(" and l.id < ").push_bind(before);
-    }
-    query.push(" order by l.id desc limit ").push_bind(fetch);
-    query.build_query_as::<LeadRow>().fetch_all(db).await
 }
 
 /// The owner and team of a lead within `scope`, locked against deletion (`for share`) for
@@ -196,13 +245,19 @@ pub async fn owner_for_share(
     tx: &mut PgConnection,
     lead: Uuid,
     scope: &ReadScope,
-) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    let mut query =
-        QueryBuilder::<Postgres>::new("select l.owner_subject, l.team from leads l where l.id = ");
-    query.push_bind(lead);
-    push_scope(&mut query, "l", scope);
-    query.push(" for share");
-    query.build_query_as().fetch_optional(tx).await
+) -> Result<Option<LeadOwner>, sqlx::Error> {
+    sqlx::query_as!(
+        LeadOwner,
+        "select l.owner_subject, l.team from leads l
+          where l.id = $1
+            and ($2::text is null or l.owner_subject = $2) and ($3::text is null or l.team = $3)
+          for share",
+        lead,
+        scope.owner(),
+        scope.team(),
+    )
+    .fetch_optional(tx)
+    .await
 }
 
 /// Whether the lead exists within `scope`.
@@ -211,10 +266,16 @@ pub async fn in_scope(
     lead: Uuid,
     scope: &ReadScope,
 ) -> Result<bool, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new("select 1 from leads l where l.id = ");
-    query.push_bind(lead);
-    push_scope(&mut query, "l", scope);
-    let found: Option<i32> = query.build_query_scalar().fetch_optional(conn).await?;
+    let found = sqlx::query_scalar!(
+        "select 1 as \"found!\" from leads l
+          where l.id = $1
+            and ($2::text is null or l.owner_subject = $2) and ($3::text is null or l.team = $3)",
+        lead,
+        scope.owner(),
+        scope.team(),
+    )
+    .fetch_optional(conn)
+    .await?;
     Ok(found.is_some())
 }
 
@@ -224,12 +285,12 @@ pub async fn subject_complete(
     conn: &mut PgConnection,
     lead: Uuid,
 ) -> Result<Option<bool>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select ssn_enc is not null and date_of_birth_enc is not null and address_enc is not null
+                as \"complete!\"
            from leads where id = $1",
+        lead,
     )
-    .bind(lead)
     .fetch_optional(conn)
     .await
 }
@@ -240,9 +301,7 @@ pub async fn email_enc(
     conn: &mut PgConnection,
     lead: Uuid,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select email_enc from leads where id = $1")
-        .bind(lead)
+    sqlx::query_scalar!("select email_enc from leads where id = $1", lead)
         .fetch_one(conn)
         .await
 }
@@ -254,43 +313,43 @@ pub async fn set_sms_consent(
     method: &str,
     by: &str,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "update leads set sms_consent_at = $2, sms_consent_method = $3, sms_consent_by = $4,
                 sms_opted_out_at = null, updated_at = now() where id = $1",
+        lead,
+        obtained_at,
+        method,
+        by,
     )
-    .bind(lead)
-    .bind(obtained_at)
-    .bind(method)
-    .bind(by)
     .execute(tx)
     .await?;
     Ok(())
 }
 
 pub async fn set_sms_opted_out(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("update leads set sms_opted_out_at = now(), updated_at = now() where id = $1")
-        .bind(lead)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "update leads set sms_opted_out_at = now(), updated_at = now() where id = $1",
+        lead
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
 pub async fn email_opted_out(conn: &mut PgConnection, lead: Uuid) -> Result<bool, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select email_opted_out_at is not null from leads where id = $1")
-        .bind(lead)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        "select email_opted_out_at is not null as \"opted_out!\" from leads where id = $1",
+        lead
+    )
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn set_email_opted_out(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "update leads set email_opted_out_at = now() where id = $1 and email_opted_out_at is null",
+        lead
     )
-    .bind(lead)
     .execute(tx)
     .await?;
     Ok(())
@@ -298,7 +357,7 @@ pub async fn set_email_opted_out(tx: &mut PgConnection, lead: Uuid) -> Result<()
 
 /// What a credit pull sends the bureau, as stored: the names, and the sealed SSN, date of
 /// birth and address.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct CreditSubject {
     pub first_name: String,
     pub last_name: String,
@@ -311,11 +370,11 @@ pub async fn credit_subject(
     conn: &mut PgConnection,
     lead: Uuid,
 ) -> Result<CreditSubject, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
+    sqlx::query_as!(
+        CreditSubject,
         "select first_name, last_name, ssn_enc, date_of_birth_enc, address_enc from leads where id = $1",
+        lead,
     )
-    .bind(lead)
     .fetch_one(conn)
     .await
 }

@@ -16,6 +16,7 @@ use super::{borrower_actor, email_at};
 use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
+use crate::domain::DocumentState;
 use crate::error::{AppError, AppJson, FieldError};
 use crate::http::edge::RequestId;
 use crate::http::support::{rfc3339, with_location};
@@ -331,9 +332,9 @@ async fn link_state(
             doc_type: row.doc_type,
             document_request_id: row.document_request_id,
             state: if rejected_by_agent {
-                "rejected".into()
+                DocumentState::Rejected.as_str().to_owned()
             } else {
-                row.state
+                row.state.as_str().to_owned()
             },
             reason: if rejected_by_agent {
                 Some("rejected_by_agent".into())
@@ -349,11 +350,7 @@ async fn link_state(
         });
     }
     Ok(AppJson(LinkState {
-        state: if link.files_accepted >= i64::from(link.max_files) {
-            "full"
-        } else {
-            "active"
-        },
+        state: link.state.as_str(),
         expires_at: rfc3339(link.expires_at),
         agent: link.agent,
         max_files: link.max_files,

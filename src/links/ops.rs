@@ -10,15 +10,15 @@ use uuid::Uuid;
 
 /// The SQL condition "upload link `u` still takes files" for other aggregates' read
 /// queries (one definition: `active_link` answers 410 for the same links).
-pub use super::store::link_takes_files;
 use super::store::{self, LinkLookup, NewLinkRow};
-use super::{email_at, token_at, token_hash};
+use super::{LinkState, email_at, token_at, token_hash};
 use crate::audit;
 use crate::auth::Actor;
 use crate::auth::session::random_token;
 use crate::crypto::field;
 use crate::db::outbox;
 use crate::error::{AppError, ErrorCode};
+use crate::events::Event;
 use crate::state::AppState;
 
 /// A link to create: its recipient when not the borrower's own address, how long it lives,
@@ -94,8 +94,10 @@ pub async fn insert_link(
     .await?;
     outbox::enqueue(
         &mut *tx,
-        "upload_link.created",
-        json!({ "linkId": id, "loanId": loan_id }),
+        &Event::UploadLinkCreated {
+            link_id: id,
+            loan_id,
+        },
         Some(request_id),
     )
     .await?;
@@ -111,6 +113,8 @@ pub struct ActiveLink {
     pub files_accepted: i64,
     pub expires_at: OffsetDateTime,
     pub agent: String,
+    /// `Active` or `Full` (a full link still shows its page; it takes no more files).
+    pub state: LinkState,
 }
 
 /// The link behind `token`, or the contract's answer: 404 `link_not_found`, 410
@@ -144,26 +148,31 @@ pub async fn active_link(
             "this upload link does not exist",
         ));
     };
-    if revoked_at.is_some() {
-        return Err(link_error(
-            StatusCode::GONE,
-            ErrorCode::LinkRevoked,
-            "this upload link was revoked; ask your loan officer for a new one",
-        ));
-    }
-    if expires_at <= OffsetDateTime::now_utc() {
-        return Err(link_error(
-            StatusCode::GONE,
-            ErrorCode::LinkExpired,
-            "this upload link has expired; ask your loan officer for a new one",
-        ));
-    }
-    if for_upload && files_accepted >= i64::from(max_files) {
-        return Err(link_error(
-            StatusCode::GONE,
-            ErrorCode::LinkExhausted,
-            "this upload link has taken all the files it accepts",
-        ));
+    let now = OffsetDateTime::now_utc();
+    let state = LinkState::at(now, revoked_at, expires_at, (files_accepted, max_files));
+    match state {
+        LinkState::Revoked => {
+            return Err(link_error(
+                StatusCode::GONE,
+                ErrorCode::LinkRevoked,
+                "this upload link was revoked; ask your loan officer for a new one",
+            ));
+        }
+        LinkState::Expired => {
+            return Err(link_error(
+                StatusCode::GONE,
+                ErrorCode::LinkExpired,
+                "this upload link has expired; ask your loan officer for a new one",
+            ));
+        }
+        LinkState::Full if for_upload => {
+            return Err(link_error(
+                StatusCode::GONE,
+                ErrorCode::LinkExhausted,
+                "this upload link has taken all the files it accepts",
+            ));
+        }
+        LinkState::Full | LinkState::Active => {}
     }
     Ok(ActiveLink {
         id,
@@ -173,6 +182,7 @@ pub async fn active_link(
         files_accepted,
         expires_at,
         agent,
+        state,
     })
 }
 

@@ -1,37 +1,51 @@
-//! The only code that runs SQL on `upload_links` (the HTTP routes' own reads are still
-//! being moved here: docs/architecture.md).
+//! The only code that runs SQL on `upload_links`.
 
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::auth::ReadScope;
-use crate::db::push_scope;
 
-/// The files that use up a link's `max_files`: not rejected by the pipeline or the agent,
-/// not expired, not deleted — so a borrower can replace a rejected file.
-/// SQL condition: the upload link `u` still takes files at `now` (an SQL expression) — not
-/// revoked, unexpired, not used up; what `active_link` answers 410 for otherwise.
-pub fn link_takes_files(now: &str) -> String {
-    format!(
-        "u.revoked_at is null and u.expires_at > {now}
-         and (select count(*) from documents d where d.upload_link_id = u.id and {COUNTS_AGAINST_LINK}) < u.max_files"
-    )
+/// A link's rules in SQL, handed to `$then!` as three string literals (a compile-checked
+/// statement takes only literals, so the rules cannot be a `String` spliced in):
+/// - the number of files that use up the link's `max_files` — not rejected by the pipeline
+///   or the agent, not expired, not deleted, so a borrower can replace a rejected file;
+/// - "the link still takes files" at `now()`, and at the statement's `$1`: not revoked,
+///   unexpired, not used up — what a link's page answers 410 for otherwise.
+///
+/// Each is written for the upload link aliased `u`. The three texts are the one statement of
+/// the rules: keep them equal.
+macro_rules! link_rules_sql {
+    ($then:ident) => {
+        $then!(
+            "(select count(*) from documents d where d.upload_link_id = u.id
+                 and d.state not in ('rejected', 'expired', 'deleted')
+                 and d.review_decision is distinct from 'reject')",
+            "(u.revoked_at is null and u.expires_at > now()
+              and (select count(*) from documents d where d.upload_link_id = u.id
+                      and d.state not in ('rejected', 'expired', 'deleted')
+                      and d.review_decision is distinct from 'reject') < u.max_files)",
+            "(u.revoked_at is null and u.expires_at > $1
+              and (select count(*) from documents d where d.upload_link_id = u.id
+                      and d.state not in ('rejected', 'expired', 'deleted')
+                      and d.review_decision is distinct from 'reject') < u.max_files)"
+        )
+    };
 }
-
-pub const COUNTS_AGAINST_LINK: &str = "d.state not in ('rejected', 'expired', 'deleted') and d.review_decision is distinct from 'reject'";
+pub(crate) use link_rules_sql;
 
 /// Lock the link behind `token_hash` until the caller's transaction ends.
 pub async fn lock_by_token(conn: &mut PgConnection, token_hash: &[u8]) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("select 1 from upload_links where token_hash = $1 for update")
-        .bind(token_hash)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        r#"select 1 as "locked!" from upload_links where token_hash = $1 for update"#,
+        token_hash
+    )
+    .fetch_all(conn)
+    .await?;
     Ok(())
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct LinkLookup {
     pub id: Uuid,
     pub loan_id: Uuid,
@@ -49,17 +63,22 @@ pub async fn by_token(
     conn: &mut PgConnection,
     token_hash: &[u8],
 ) -> Result<Option<LinkLookup>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select l.id, l.loan_id, l.lead_id, l.max_files, l.expires_at, l.revoked_at,
-                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}) as files_accepted,
-                coalesce(a.display_name, l.created_by) as agent
-           from upload_links l left join agents a on a.subject = l.created_by
-          where l.token_hash = $1"
-    )))
-    .bind(token_hash)
-    .fetch_optional(conn)
-    .await
+    macro_rules! statement {
+        ($files_accepted:tt, $takes_files_now:tt, $takes_files_at_1:tt) => {
+            sqlx::query_as!(
+                LinkLookup,
+                r#"select u.id, u.loan_id, u.lead_id, u.max_files, u.expires_at, u.revoked_at,
+                          "#
+                    + $files_accepted
+                    + r#" as "files_accepted!",
+                          coalesce(a.display_name, u.created_by) as "agent!"
+                     from upload_links u left join agents a on a.subject = u.created_by
+                    where u.token_hash = $1"#,
+                token_hash
+            )
+        };
+    }
+    link_rules_sql!(statement).fetch_optional(conn).await
 }
 
 /// A new link's row (the recipient and the token sealed by the caller).
@@ -76,26 +95,14 @@ pub struct NewLinkRow<'a> {
 }
 
 pub async fn insert(conn: &mut PgConnection, link: &NewLinkRow<'_>) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by, token_enc)
-         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8, $9)",
-    )
-    .bind(link.id)
-    .bind(link.loan_id)
-    .bind(link.lead_id)
-    .bind(link.token_hash)
-    .bind(link.borrower_email_enc)
-    .bind(link.hours as i32)
-    .bind(link.max_files as i32)
-    .bind(link.created_by)
-    .bind(link.token_enc)
+    sqlx::query!("insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by, token_enc)
+         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8, $9)", link.id, link.loan_id, link.lead_id, link.token_hash, link.borrower_email_enc, link.hours as i32, link.max_files as i32, link.created_by, link.token_enc)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct LinkRow {
     pub id: Uuid,
     pub loan_id: Uuid,
@@ -110,24 +117,27 @@ pub struct LinkRow {
     pub team: Option<String>,
 }
 
-fn select_link() -> String {
-    format!(
-        "select id, loan_id, lead_id, borrower_email_enc, expires_at, max_files, revoked_at,
-                (select count(*) from documents d where d.upload_link_id = l.id and {COUNTS_AGAINST_LINK}) as files_accepted,
-                (select o.owner_subject from loans o where o.id = l.loan_id) as owner_subject,
-                (select o.team from loans o where o.id = l.loan_id) as team
-           from upload_links l"
-    )
+/// `query_as!` into a [`LinkRow`] (`from upload_links u join loans o`) followed by `$tail`.
+macro_rules! select_link {
+    ($tail:tt $(, $arg:expr)* $(,)?) => {{
+        macro_rules! statement {
+            ($files_accepted:tt, $takes_files_now:tt, $takes_files_at_1:tt) => {
+                sqlx::query_as!(
+                    LinkRow,
+                    r#"select u.id, u.loan_id, u.lead_id, u.borrower_email_enc, u.expires_at,
+                              u.max_files, u.revoked_at, "# + $files_accepted + r#" as "files_accepted!",
+                              o.owner_subject, o.team
+                         from upload_links u join loans o on o.id = u.loan_id "# + $tail
+                    $(, $arg)*
+                )
+            };
+        }
+        link_rules_sql!(statement)
+    }};
 }
 
 pub async fn fetch(conn: &mut PgConnection, id: Uuid) -> Result<LinkRow, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{} where id = $1",
-        select_link()
-    )))
-    .bind(id)
-    .fetch_one(conn)
-    .await
+    select_link!("where u.id = $1", id).fetch_one(conn).await
 }
 
 /// Up to `fetch` links of a loan, newest first, before `before`.
@@ -137,13 +147,12 @@ pub async fn loan_page(
     before: Option<Uuid>,
     fetch: i64,
 ) -> Result<Vec<LinkRow>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{} where loan_id = $1 and ($2::uuid is null or id < $2) order by id desc limit $3",
-        select_link()
-    )))
-    .bind(loan)
-    .bind(before)
-    .bind(fetch)
+    select_link!(
+        "where u.loan_id = $1 and ($2::uuid is null or u.id < $2) order by u.id desc limit $3",
+        loan,
+        before,
+        fetch
+    )
     .fetch_all(conn)
     .await
 }
@@ -155,34 +164,43 @@ pub async fn lead_in_scope(
     scope: &ReadScope,
     lock: bool,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new(
-        "select l.lead_id from upload_links l join loans o on o.id = l.loan_id where l.id = ",
-    );
-    query.push_bind(id);
-    push_scope(&mut query, "o", scope);
+    let (owner, team) = (scope.owner(), scope.team());
     if lock {
-        query.push(" for update of l");
+        sqlx::query_scalar!(
+            "select u.lead_id from upload_links u join loans o on o.id = u.loan_id
+              where u.id = $1
+                and ($2::text is null or o.owner_subject = $2) and ($3::text is null or o.team = $3)
+              for update of u",
+            id,
+            owner,
+            team
+        )
+        .fetch_optional(tx)
+        .await
+    } else {
+        sqlx::query_scalar!(
+            "select u.lead_id from upload_links u join loans o on o.id = u.loan_id
+              where u.id = $1
+                and ($2::text is null or o.owner_subject = $2) and ($3::text is null or o.team = $3)",
+            id,
+            owner,
+            team
+        )
+        .fetch_optional(tx)
+        .await
     }
-    query.build_query_scalar().fetch_optional(tx).await
 }
 
 /// Revoke the link (idempotent); its sealed token goes with it: nothing can send it again.
 pub async fn revoke(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "update upload_links set revoked_at = coalesce(revoked_at, now()), token_enc = null where id = $1",
-    )
-    .bind(id)
+    sqlx::query!("update upload_links set revoked_at = coalesce(revoked_at, now()), token_enc = null where id = $1", id)
     .execute(tx)
     .await?;
     Ok(())
 }
 
 pub async fn forget_expired_tokens(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-    // language=PostgreSQL
-    Ok(sqlx::query(
-        "update upload_links set token_enc = null where token_enc is not null and expires_at <= now()",
-    )
+    Ok(sqlx::query!("update upload_links set token_enc = null where token_enc is not null and expires_at <= now()")
     .execute(db)
     .await?
     .rows_affected())

@@ -14,6 +14,7 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::db::outbox;
 use crate::error::AppError;
+use crate::events::Event;
 use crate::state::AppState;
 
 /// The LOS, as audit rows and histories name it.
@@ -47,27 +48,54 @@ impl Outcome {
     }
 }
 
-pub const MILESTONES: [&str; 6] = [
-    "underwriting",
-    "approved",
-    "closed",
-    "denied",
-    "withdrawn",
-    "suspended",
-];
-
-fn status_of(milestone: &str) -> Option<LoanStatus> {
-    match milestone {
-        "underwriting" => Some(LoanStatus::Underwriting),
-        "closed" => Some(LoanStatus::Closed),
-        "denied" => Some(LoanStatus::Denied),
-        "withdrawn" => Some(LoanStatus::Withdrawn),
-        _ => None,
-    }
+/// A milestone the LOS reports (docs/integrations/los.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Milestone {
+    Underwriting,
+    Approved,
+    Closed,
+    Denied,
+    Withdrawn,
+    Suspended,
 }
 
-fn parse_status(s: &str) -> Option<LoanStatus> {
-    LoanStatus::ALL.into_iter().find(|st| st.as_str() == s)
+impl Milestone {
+    pub const ALL: [Milestone; 6] = [
+        Milestone::Underwriting,
+        Milestone::Approved,
+        Milestone::Closed,
+        Milestone::Denied,
+        Milestone::Withdrawn,
+        Milestone::Suspended,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Milestone::Underwriting => "underwriting",
+            Milestone::Approved => "approved",
+            Milestone::Closed => "closed",
+            Milestone::Denied => "denied",
+            Milestone::Withdrawn => "withdrawn",
+            Milestone::Suspended => "suspended",
+        }
+    }
+
+    /// The milestone the LOS's text names, if it is one we know.
+    pub fn parse(text: &str) -> Option<Milestone> {
+        Milestone::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+
+    /// The loan status it moves the loan to; `None` for one only recorded on the loan
+    /// (approved, suspended).
+    fn status(self) -> Option<LoanStatus> {
+        match self {
+            Milestone::Underwriting => Some(LoanStatus::Underwriting),
+            Milestone::Closed => Some(LoanStatus::Closed),
+            Milestone::Denied => Some(LoanStatus::Denied),
+            Milestone::Withdrawn => Some(LoanStatus::Withdrawn),
+            Milestone::Approved | Milestone::Suspended => None,
+        }
+    }
 }
 
 /// Apply an LOS milestone to a loan (in `tx`, with the loan row locked).
@@ -75,20 +103,22 @@ pub async fn apply_milestone(
     state: &AppState,
     tx: &mut PgConnection,
     loan: Uuid,
-    milestone: &str,
+    milestone: Milestone,
     source: &str,
     request_id: &str,
 ) -> Result<Outcome, AppError> {
     let row = store::lead_and_status_for_update(&mut *tx, loan).await?;
-    let Some((lead_id, status)) = row else {
+    let Some(store::LeadAndStatus {
+        lead_id,
+        status: from,
+    }) = row
+    else {
         return Ok(Outcome::UnknownLoan);
     };
-    let from =
-        parse_status(&status).ok_or_else(|| anyhow::anyhow!("unknown loan status {status}"))?;
     let actor = los_actor();
     let key = state.file_key(lead_id).await?;
-    let reason = format!("LOS milestone {milestone} ({source})");
-    match status_of(milestone) {
+    let reason = format!("LOS milestone {} ({source})", milestone.as_str());
+    match milestone.status() {
         Some(to) if to == from => Ok(Outcome::AlreadyThere),
         Some(to) if !may_move(Mover::Los, from, to) => Ok(Outcome::NotAllowed),
         Some(to) => {
@@ -109,11 +139,11 @@ pub async fn apply_milestone(
                 request_id,
             )
             .await?;
-            store::set_los_milestone(&mut *tx, loan, milestone).await?;
+            store::set_los_milestone(&mut *tx, loan, milestone.as_str()).await?;
             Ok(Outcome::Applied)
         }
         None => {
-            if !store::change_los_milestone(&mut *tx, loan, milestone).await? {
+            if !store::change_los_milestone(&mut *tx, loan, milestone.as_str()).await? {
                 return Ok(Outcome::AlreadyThere);
             }
             let reason_enc = crate::crypto::field::encrypt(
@@ -143,7 +173,7 @@ pub async fn apply_milestone(
                     entity_type: "loan",
                     entity_id: loan,
                     request_id: Some(request_id),
-                    details: json!({ "milestone": milestone, "source": source }),
+                    details: json!({ "milestone": milestone.as_str(), "source": source }),
                 },
             )
             .await?;
@@ -162,8 +192,10 @@ pub async fn needs_attention(
     store::flag_needs_attention(&mut *tx, loan, &reason).await?;
     outbox::enqueue(
         &mut *tx,
-        "loan.needs_attention",
-        json!({ "loanId": loan, "reason": reason }),
+        &Event::LoanNeedsAttention {
+            loan_id: loan,
+            reason,
+        },
         None,
     )
     .await?;
@@ -188,7 +220,7 @@ pub async fn set_los_loan_id(
 }
 
 /// Loans the LOS is working on, least recently updated first: (loan, LOS loan id).
-pub async fn awaiting_los(db: &PgPool) -> Result<Vec<(Uuid, String)>, AppError> {
+pub async fn awaiting_los(db: &PgPool) -> Result<Vec<super::AtLos>, AppError> {
     Ok(store::awaiting_los(db, 500).await?)
 }
 
@@ -205,6 +237,6 @@ pub async fn by_los_loan_id(
 pub async fn status_and_los_id_for_update(
     tx: &mut PgConnection,
     loan: Uuid,
-) -> Result<(String, Option<String>), AppError> {
+) -> Result<super::StatusAndLosId, AppError> {
     Ok(store::status_and_los_id_for_update(tx, loan).await?)
 }

@@ -16,58 +16,26 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::domain::LoanStatus;
 use crate::domain::money::MoneyInput;
 use crate::leads::Address;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema, sqlx::Type,
-)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum LoanStatus {
-    Draft,
-    Submitted,
-    Underwriting,
-    Closed,
-    Denied,
-    Withdrawn,
+/// Who owns a loan: whom its PII is masked for.
+pub struct LoanOwner {
+    pub owner_subject: String,
+    pub team: Option<String>,
 }
 
-impl LoanStatus {
-    pub const ALL: [LoanStatus; 6] = [
-        LoanStatus::Draft,
-        LoanStatus::Submitted,
-        LoanStatus::Underwriting,
-        LoanStatus::Closed,
-        LoanStatus::Denied,
-        LoanStatus::Withdrawn,
-    ];
+/// A loan the LOS is working on, with the LOS's id for it.
+pub struct AtLos {
+    pub id: Uuid,
+    pub los_loan_id: String,
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoanStatus::Draft => "draft",
-            LoanStatus::Submitted => "submitted",
-            LoanStatus::Underwriting => "underwriting",
-            LoanStatus::Closed => "closed",
-            LoanStatus::Denied => "denied",
-            LoanStatus::Withdrawn => "withdrawn",
-        }
-    }
-
-    /// Whether the machine ever allows `self → to`, whoever asks.
-    pub fn can_move_to(self, to: LoanStatus) -> bool {
-        use LoanStatus::*;
-        matches!(
-            (self, to),
-            (Draft, Submitted)
-                | (Draft, Withdrawn)
-                | (Submitted, Underwriting)
-                | (Submitted, Withdrawn)
-                | (Underwriting, Closed)
-                | (Underwriting, Denied)
-                | (Underwriting, Withdrawn)
-        )
-    }
+/// A loan's status and the LOS's id for it.
+pub struct StatusAndLosId {
+    pub status: LoanStatus,
+    pub los_loan_id: Option<String>,
 }
 
 /// Who asks for a transition (the role × action matrix of docs/security.md).

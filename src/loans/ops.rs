@@ -23,6 +23,7 @@ use crate::db::{Page, next_page, outbox};
 use crate::domain::money::Money;
 use crate::domain::rfc3339;
 use crate::error::{AppError, ErrorCode, FieldError};
+use crate::events::Event;
 use crate::leads::{Address, validate_address};
 use crate::state::AppState;
 
@@ -161,8 +162,10 @@ pub async fn create_valid(
 ) -> Result<(LoanRow, Arc<DataKey>), AppError> {
     let mut tx = state.db.begin().await?;
     // The lead must be one the caller may change; an invisible lead is a field error.
-    let Some((owner, team)) =
-        crate::leads::ops::owner_for_share(&mut tx, loan.lead_id, write_scope).await?
+    let Some(crate::leads::LeadOwner {
+        owner_subject: owner,
+        team,
+    }) = crate::leads::ops::owner_for_share(&mut tx, loan.lead_id, write_scope).await?
     else {
         return Err(AppError::validation(vec![FieldError {
             field: "lead_id".into(),
@@ -239,8 +242,8 @@ pub async fn dashboard(
         .iter()
         .map(|s| (s.as_str().to_owned(), 0))
         .collect();
-    for (status, count) in counts {
-        status_counts.insert(status, count);
+    for row in counts {
+        status_counts.insert(row.status.as_str().to_owned(), row.count);
     }
     let next_cursor = next_page(&mut rows, page.limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(rows.len());
@@ -386,8 +389,11 @@ pub async fn apply_transition(
     .await?;
     outbox::enqueue(
         tx,
-        "loan.status.changed",
-        json!({ "loanId": row.id, "oldStatus": row.status.as_str(), "newStatus": to.as_str() }),
+        &Event::LoanStatusChanged {
+            loan_id: row.id,
+            old_status: row.status,
+            new_status: to,
+        },
         Some(request_id),
     )
     .await?;
@@ -423,8 +429,8 @@ pub async fn history(
             None => None,
         };
         items.push(HistoryItem {
-            from: transition.from_status,
-            to: transition.to_status,
+            from: transition.from_status.as_str().to_owned(),
+            to: transition.to_status.as_str().to_owned(),
             actor: transition.actor_subject,
             // Reasons are free text about the borrower: not for masked-only callers.
             reason: if masked {
@@ -442,6 +448,6 @@ pub async fn history(
 pub async fn owner_and_team(
     conn: &mut PgConnection,
     loan: Uuid,
-) -> Result<(String, Option<String>), AppError> {
+) -> Result<super::LoanOwner, AppError> {
     Ok(store::owner_and_team(conn, loan).await?)
 }

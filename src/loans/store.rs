@@ -1,15 +1,14 @@
 //! The only code that runs SQL on `loans` and `loan_status_history`.
 
 use rust_decimal::Decimal;
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{LoanStatus, LoanType};
+use super::{AtLos, LoanOwner, LoanStatus, LoanType, StatusAndLosId};
 use crate::auth::ReadScope;
-use crate::db::push_scope;
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct LoanRow {
     pub id: Uuid,
     pub lead_id: Uuid,
@@ -28,10 +27,19 @@ pub struct LoanRow {
     pub updated_at: OffsetDateTime,
 }
 
-const SELECT_LOAN: &str = "select o.id, o.lead_id, o.owner_subject, o.team, o.loan_type, o.amount,
-        o.property_enc, o.status, o.version, o.los_loan_id, o.los_milestone,
-        o.needs_attention_reason, o.needs_attention_since, o.created_at, o.updated_at
-   from loans o";
+/// `query_as!` into a [`LoanRow`]: the loan's columns (`from loans o`) followed by `$tail`.
+macro_rules! select_loan {
+    ($first:tt $(+ $tail:tt)* $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            LoanRow,
+            "select o.id, o.lead_id, o.owner_subject, o.team, o.loan_type, o.amount,
+                    o.property_enc, o.status, o.version, o.los_loan_id, o.los_milestone,
+                    o.needs_attention_reason, o.needs_attention_since, o.created_at, o.updated_at
+               from loans o " + $first $(+ $tail)*
+            $(, $arg)*
+        )
+    };
+}
 
 /// One loan within `scope` (`for_update` locks it for a transition).
 pub async fn fetch(
@@ -40,13 +48,29 @@ pub async fn fetch(
     scope: &ReadScope,
     for_update: bool,
 ) -> Result<Option<LoanRow>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new(SELECT_LOAN);
-    query.push(" where o.id = ").push_bind(id);
-    push_scope(&mut query, "o", scope);
+    let (owner, team) = (scope.owner(), scope.team());
     if for_update {
-        query.push(" for update");
+        select_loan!(
+            "where o.id = $1 and ($2::text is null or o.owner_subject = $2)
+                and ($3::text is null or o.team = $3)
+             for update",
+            id,
+            owner,
+            team
+        )
+        .fetch_optional(conn)
+        .await
+    } else {
+        select_loan!(
+            "where o.id = $1 and ($2::text is null or o.owner_subject = $2)
+                and ($3::text is null or o.team = $3)",
+            id,
+            owner,
+            team
+        )
+        .fetch_optional(conn)
+        .await
     }
-    query.build_query_as::<LoanRow>().fetch_optional(conn).await
 }
 
 /// The lead (borrower file) of a loan within `scope`.
@@ -55,22 +79,75 @@ pub async fn lead_of(
     loan: Uuid,
     scope: &ReadScope,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new("select o.lead_id from loans o where o.id = ");
-    query.push_bind(loan);
-    push_scope(&mut query, "o", scope);
-    query.build_query_scalar().fetch_optional(conn).await
+    sqlx::query_scalar!(
+        "select o.lead_id from loans o
+          where o.id = $1
+            and ($2::text is null or o.owner_subject = $2) and ($3::text is null or o.team = $3)",
+        loan,
+        scope.owner(),
+        scope.team(),
+    )
+    .fetch_optional(conn)
+    .await
 }
 
-/// Loans per status within `scope`.
+/// How many loans are in one status.
+pub struct StatusCount {
+    pub status: LoanStatus,
+    pub count: i64,
+}
+
+/// Loans per status within `scope` (one static statement per scope: the dashboard's plan
+/// depends on it).
 pub async fn status_counts(
     conn: &mut PgConnection,
     scope: &ReadScope,
-) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let mut query =
-        QueryBuilder::<Postgres>::new("select o.status, count(*) from loans o where true");
-    push_scope(&mut query, "o", scope);
-    query.push(" group by o.status");
-    query.build_query_as().fetch_all(conn).await
+) -> Result<Vec<StatusCount>, sqlx::Error> {
+    match scope {
+        ReadScope::Own(subject) => {
+            sqlx::query_as!(
+                StatusCount,
+                r#"select o.status, count(*) as "count!" from loans o
+                    where o.owner_subject = $1 group by o.status"#,
+                subject
+            )
+            .fetch_all(conn)
+            .await
+        }
+        ReadScope::Team(team) => {
+            sqlx::query_as!(
+                StatusCount,
+                r#"select o.status, count(*) as "count!" from loans o
+                    where o.team = $1 group by o.status"#,
+                team
+            )
+            .fetch_all(conn)
+            .await
+        }
+        ReadScope::All => {
+            sqlx::query_as!(
+                StatusCount,
+                r#"select o.status, count(*) as "count!" from loans o group by o.status"#
+            )
+            .fetch_all(conn)
+            .await
+        }
+    }
+}
+
+/// The dashboard's page with the scope's condition (`$4`) spliced in; the status and the
+/// cursor are nullable parameters.
+macro_rules! loan_page {
+    ($scope:tt, $status:expr, $cursor:expr, $fetch:expr $(, $scope_arg:expr)?) => {
+        select_loan!(
+            "where ($1::text is null or o.status = $1) and ($2::uuid is null or o.id < $2)"
+                + $scope + " order by o.id desc limit $3",
+            $status as Option<LoanStatus>,
+            $cursor,
+            $fetch
+            $(, $scope_arg)?
+        )
+    };
 }
 
 /// Up to `fetch` loans within `scope`, newest first, before `cursor`.
@@ -81,17 +158,19 @@ pub async fn page(
     cursor: Option<Uuid>,
     fetch: i64,
 ) -> Result<Vec<LoanRow>, sqlx::Error> {
-    let mut query = QueryBuilder::<Postgres>::new(SELECT_LOAN);
-    query.push(" where true");
-    push_scope(&mut query, "o", scope);
-    if let Some(status) = status {
-        query.push(" and o.status = ").push_bind(status.as_str());
+    match scope {
+        ReadScope::Own(subject) => {
+            loan_page!(" and o.owner_subject = $4", status, cursor, fetch, subject)
+                .fetch_all(conn)
+                .await
+        }
+        ReadScope::Team(team) => {
+            loan_page!(" and o.team = $4", status, cursor, fetch, team)
+                .fetch_all(conn)
+                .await
+        }
+        ReadScope::All => loan_page!("", status, cursor, fetch).fetch_all(conn).await,
     }
-    if let Some(cursor) = cursor {
-        query.push(" and o.id < ").push_bind(cursor);
-    }
-    query.push(" order by o.id desc limit ").push_bind(fetch);
-    query.build_query_as().fetch_all(conn).await
 }
 
 /// A new loan's row, its property already sealed.
@@ -106,18 +185,17 @@ pub struct NewLoanRow<'a> {
 }
 
 pub async fn insert(tx: &mut PgConnection, loan: &NewLoanRow<'_>) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "insert into loans (id, lead_id, owner_subject, team, loan_type, amount, property_enc)
          values ($1, $2, $3, $4, $5, $6, $7)",
+        loan.id,
+        loan.lead_id,
+        loan.owner_subject,
+        loan.team,
+        loan.loan_type.as_str(),
+        loan.amount,
+        loan.property_enc,
     )
-    .bind(loan.id)
-    .bind(loan.lead_id)
-    .bind(loan.owner_subject)
-    .bind(loan.team)
-    .bind(loan.loan_type.as_str())
-    .bind(loan.amount)
-    .bind(loan.property_enc)
     .execute(tx)
     .await?;
     Ok(())
@@ -132,12 +210,11 @@ pub async fn record_transition(
     actor_subject: &str,
     reason_enc: Option<&[u8]>,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "update loans set status = $2, version = version + 1, updated_at = now() where id = $1",
+        id,
+        to as LoanStatus,
     )
-    .bind(id)
-    .bind(to.as_str())
     .execute(&mut *tx)
     .await?;
     insert_history(tx, id, from, to, actor_subject, reason_enc).await
@@ -152,26 +229,25 @@ pub async fn insert_history(
     actor_subject: &str,
     reason_enc: Option<&[u8]>,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "insert into loan_status_history (loan_id, from_status, to_status, actor_subject, reason_enc)
          values ($1, $2, $3, $4, $5)",
+        id,
+        from as LoanStatus,
+        to as LoanStatus,
+        actor_subject,
+        reason_enc,
     )
-    .bind(id)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .bind(actor_subject)
-    .bind(reason_enc)
     .execute(tx)
     .await?;
     Ok(())
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct HistoryRow {
     pub id: i64,
-    pub from_status: String,
-    pub to_status: String,
+    pub from_status: LoanStatus,
+    pub to_status: LoanStatus,
     pub actor_subject: String,
     pub reason_enc: Option<Vec<u8>>,
     pub at: OffsetDateTime,
@@ -184,40 +260,47 @@ pub async fn history(
     after: Option<i64>,
     fetch: i64,
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
+    sqlx::query_as!(
+        HistoryRow,
         "select id, from_status, to_status, actor_subject, reason_enc, at
            from loan_status_history where loan_id = $1 and ($2::bigint is null or id > $2)
           order by id limit $3",
+        loan,
+        after,
+        fetch,
     )
-    .bind(loan)
-    .bind(after)
-    .bind(fetch)
     .fetch_all(conn)
     .await
 }
 
-pub async fn owner_and_team(
-    conn: &mut PgConnection,
-    loan: Uuid,
-) -> Result<(String, Option<String>), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as("select owner_subject, team from loans where id = $1")
-        .bind(loan)
-        .fetch_one(conn)
-        .await
+pub async fn owner_and_team(conn: &mut PgConnection, loan: Uuid) -> Result<LoanOwner, sqlx::Error> {
+    sqlx::query_as!(
+        LoanOwner,
+        "select owner_subject, team from loans where id = $1",
+        loan
+    )
+    .fetch_one(conn)
+    .await
 }
 
-/// The loan's lead and status (as stored), the row locked.
+/// A loan's borrower file and status.
+pub struct LeadAndStatus {
+    pub lead_id: Uuid,
+    pub status: LoanStatus,
+}
+
+/// The loan's lead and status, the row locked.
 pub async fn lead_and_status_for_update(
     tx: &mut PgConnection,
     loan: Uuid,
-) -> Result<Option<(Uuid, String)>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as("select lead_id, status from loans where id = $1 for update")
-        .bind(loan)
-        .fetch_optional(tx)
-        .await
+) -> Result<Option<LeadAndStatus>, sqlx::Error> {
+    sqlx::query_as!(
+        LeadAndStatus,
+        "select lead_id, status from loans where id = $1 for update",
+        loan
+    )
+    .fetch_optional(tx)
+    .await
 }
 
 pub async fn set_los_milestone(
@@ -225,12 +308,13 @@ pub async fn set_los_milestone(
     loan: Uuid,
     milestone: &str,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("update loans set los_milestone = $2 where id = $1")
-        .bind(loan)
-        .bind(milestone)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "update loans set los_milestone = $2 where id = $1",
+        loan,
+        milestone
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -240,13 +324,12 @@ pub async fn change_los_milestone(
     loan: Uuid,
     milestone: &str,
 ) -> Result<bool, sqlx::Error> {
-    // language=PostgreSQL
-    let changed = sqlx::query(
+    let changed = sqlx::query!(
         "update loans set los_milestone = $2, updated_at = now()
           where id = $1 and los_milestone is distinct from $2",
+        loan,
+        milestone,
     )
-    .bind(loan)
-    .bind(milestone)
     .execute(tx)
     .await?
     .rows_affected();
@@ -258,21 +341,20 @@ pub async fn flag_needs_attention(
     loan: Uuid,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "update loans set needs_attention_reason = $2, needs_attention_since = now(), updated_at = now() where id = $1",
+        loan,
+        reason,
     )
-    .bind(loan)
-    .bind(reason)
     .execute(tx)
     .await?;
     Ok(())
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct SubmissionRow {
     pub lead_id: Uuid,
-    pub status: String,
+    pub status: LoanStatus,
     pub los_loan_id: Option<String>,
     pub loan_type: String,
     pub amount: String,
@@ -282,11 +364,12 @@ pub async fn for_submission(
     tx: &mut PgConnection,
     loan: Uuid,
 ) -> Result<Option<SubmissionRow>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
-        "select lead_id, status, los_loan_id, loan_type, amount::text as amount from loans where id = $1 for update",
+    sqlx::query_as!(
+        SubmissionRow,
+        r#"select lead_id, status, los_loan_id, loan_type, amount::text as "amount!"
+             from loans where id = $1 for update"#,
+        loan
     )
-    .bind(loan)
     .fetch_optional(tx)
     .await
 }
@@ -296,31 +379,27 @@ pub async fn set_los_loan_id(
     loan: Uuid,
     los_loan_id: &str,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "update loans set los_loan_id = $2, updated_at = now(),
                 needs_attention_reason = case when needs_attention_reason like 'los_%' then null else needs_attention_reason end,
                 needs_attention_since = case when needs_attention_reason like 'los_%' then null else needs_attention_since end
           where id = $1",
+        loan,
+        los_loan_id,
     )
-    .bind(loan)
-    .bind(los_loan_id)
     .execute(tx)
     .await?;
     Ok(())
 }
 
-pub async fn awaiting_los(
-    db: &sqlx::PgPool,
-    limit: i64,
-) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
-        "select id, los_loan_id from loans
-          where status in ('submitted', 'underwriting') and los_loan_id is not null
-          order by updated_at limit $1",
+pub async fn awaiting_los(db: &sqlx::PgPool, limit: i64) -> Result<Vec<AtLos>, sqlx::Error> {
+    sqlx::query_as!(
+        AtLos,
+        r#"select id, los_loan_id as "los_loan_id!" from loans
+            where status in ('submitted', 'underwriting') and los_loan_id is not null
+            order by updated_at limit $1"#,
+        limit
     )
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -330,12 +409,11 @@ pub async fn by_los_loan_id(
     los_loan_id: &str,
     loan: Option<Uuid>,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select id from loans where los_loan_id = $1 and ($2::uuid is null or id = $2)",
+        los_loan_id,
+        loan,
     )
-    .bind(los_loan_id)
-    .bind(loan)
     .fetch_optional(tx)
     .await
 }
@@ -343,10 +421,12 @@ pub async fn by_los_loan_id(
 pub async fn status_and_los_id_for_update(
     tx: &mut PgConnection,
     loan: Uuid,
-) -> Result<(String, Option<String>), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as("select status, los_loan_id from loans where id = $1 for update")
-        .bind(loan)
-        .fetch_one(tx)
-        .await
+) -> Result<StatusAndLosId, sqlx::Error> {
+    sqlx::query_as!(
+        StatusAndLosId,
+        "select status, los_loan_id from loans where id = $1 for update",
+        loan
+    )
+    .fetch_one(tx)
+    .await
 }

@@ -16,9 +16,11 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::db::outbox;
 use crate::error::{AppError, AppJson, ErrorCode, FieldError};
+use crate::events::Event;
 use crate::http::edge::RequestId;
 use crate::integrations::webhook_signature::{self as signature, HeaderError};
-use crate::loans::milestones::{MILESTONES, Outcome, apply_milestone};
+use crate::loans::LoanStatus;
+use crate::loans::milestones::{Milestone, Outcome, apply_milestone};
 use crate::loans::ops::writable_loan;
 use crate::los::store;
 use crate::state::AppState;
@@ -139,20 +141,17 @@ async fn webhook(
         "los_loan_id",
         "1–200 characters",
     );
-    check(
-        MILESTONES.contains(&event.milestone.as_str()),
-        "milestone",
-        "unknown milestone",
-    );
+    let milestone = Milestone::parse(&event.milestone);
+    check(milestone.is_some(), "milestone", "unknown milestone");
     let occurred_at = OffsetDateTime::parse(&event.occurred_at, &Rfc3339).ok();
     check(
         occurred_at.is_some(),
         "occurred_at",
         "must be an RFC 3339 time",
     );
-    if !errors.is_empty() {
+    let Some(milestone) = milestone.filter(|_| errors.is_empty()) else {
         return Err(AppError::validation(errors));
-    }
+    };
 
     let mut tx = state.db.begin().await?;
     // The event id is claimed first: concurrent deliveries of one event wait here for the
@@ -161,7 +160,7 @@ async fn webhook(
         &mut tx,
         &event.event_id,
         &event.los_loan_id,
-        &event.milestone,
+        milestone.as_str(),
         occurred_at,
     )
     .await?;
@@ -172,15 +171,7 @@ async fn webhook(
         .await?;
     let outcome = match loan {
         Some(loan) => {
-            apply_milestone(
-                &state,
-                &mut tx,
-                loan,
-                &event.milestone,
-                "webhook",
-                &request_id.0,
-            )
-            .await?
+            apply_milestone(&state, &mut tx, loan, milestone, "webhook", &request_id.0).await?
         }
         None => Outcome::UnknownLoan,
     };
@@ -215,13 +206,15 @@ async fn resubmit(
 ) -> Result<Response, AppError> {
     let mut tx = state.db.begin().await?;
     let lead_id = writable_loan(&mut tx, loan, &actor).await?;
-    let (status, los_loan_id) =
-        crate::loans::milestones::status_and_los_id_for_update(&mut tx, loan).await?;
-    if !matches!(status.as_str(), "submitted" | "underwriting") {
+    let crate::loans::StatusAndLosId {
+        status,
+        los_loan_id,
+    } = crate::loans::milestones::status_and_los_id_for_update(&mut tx, loan).await?;
+    if !matches!(status, LoanStatus::Submitted | LoanStatus::Underwriting) {
         return Err(AppError::client(
             StatusCode::CONFLICT,
             ErrorCode::InvalidState,
-            format!("a {status} loan is not submitted to the LOS"),
+            format!("a {} loan is not submitted to the LOS", status.as_str()),
         ));
     }
     audit::record(
@@ -239,8 +232,7 @@ async fn resubmit(
     .await?;
     outbox::enqueue(
         &mut tx,
-        "los.submission.requested",
-        json!({ "loanId": loan }),
+        &Event::LosSubmissionRequested { loan_id: loan },
         Some(&request_id.0),
     )
     .await?;

@@ -14,15 +14,14 @@ pub async fn claim_event(
     milestone: &str,
     occurred_at: Option<OffsetDateTime>,
 ) -> Result<bool, sqlx::Error> {
-    // language=PostgreSQL
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "insert into los_webhook_events (event_id, los_loan_id, milestone, outcome, occurred_at)
          values ($1, $2, $3, 'pending', $4) on conflict (event_id) do nothing",
+        event_id,
+        los_loan_id,
+        milestone,
+        occurred_at
     )
-    .bind(event_id)
-    .bind(los_loan_id)
-    .bind(milestone)
-    .bind(occurred_at)
     .execute(tx)
     .await?
     .rows_affected();
@@ -35,12 +34,13 @@ pub async fn set_outcome(
     outcome: &str,
     loan: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("update los_webhook_events set outcome = $2, loan_id = $3 where event_id = $1")
-        .bind(event_id)
-        .bind(outcome)
-        .bind(loan)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        "update los_webhook_events set outcome = $2, loan_id = $3 where event_id = $1",
+        event_id,
+        outcome,
+        loan
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }

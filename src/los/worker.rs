@@ -7,13 +7,15 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::audit;
 use crate::db::outbox;
+use crate::events::Event;
 use crate::integrations::los::LosError;
+use crate::loans::LoanStatus;
 use crate::queue::consumer::{Handler, HandlerError, Message};
 use crate::state::AppState;
 
@@ -31,23 +33,27 @@ impl LosSubmitter {
     }
 }
 
+/// The loan an event names.
 fn loan_of(message: &Message) -> Option<Uuid> {
-    message
-        .payload
-        .get("loanId")
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
+    message.decoded.as_ref().and_then(Event::loan_id)
 }
 
 impl LosSubmitter {
     async fn process(&self, tx: &mut PgConnection, message: &Message) -> Result<(), HandlerError> {
-        if message.topic == "loan.status.changed"
-            && message.payload.get("newStatus").and_then(Value::as_str) != Some("submitted")
-        {
-            return Ok(());
-        }
-        let loan = loan_of(message)
-            .ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no loanId")))?;
+        let (loan, resubmission) = match *message.event()? {
+            Event::LoanStatusChanged {
+                loan_id,
+                new_status: LoanStatus::Submitted,
+                ..
+            } => (loan_id, false),
+            Event::LoanStatusChanged { .. } => return Ok(()),
+            Event::LosSubmissionRequested { loan_id } => (loan_id, true),
+            _ => {
+                return Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "not an event the LOS submitter handles"
+                )));
+            }
+        };
         let row = crate::loans::milestones::for_submission(&mut *tx, loan)
             .await
             .map_err(|e| HandlerError::Transient(anyhow::anyhow!("{e}")))?;
@@ -61,9 +67,8 @@ impl LosSubmitter {
         else {
             return Err(HandlerError::Permanent(anyhow::anyhow!("no such loan")));
         };
-        let resubmission = message.topic == "los.submission.requested";
         if (los_loan_id.is_some() && !resubmission)
-            || !matches!(status.as_str(), "submitted" | "underwriting")
+            || !matches!(status, LoanStatus::Submitted | LoanStatus::Underwriting)
         {
             return Ok(());
         }
@@ -89,8 +94,10 @@ impl LosSubmitter {
                 .map_err(|e| HandlerError::Transient(e.into()))?;
                 outbox::enqueue(
                     &mut *tx,
-                    "loan.los_submitted",
-                    json!({ "loanId": loan, "losLoanId": id }),
+                    &Event::LoanLosSubmitted {
+                        loan_id: loan,
+                        los_loan_id: id,
+                    },
                     None,
                 )
                 .await
@@ -147,7 +154,11 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<u64> {
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut applied = 0;
-    for (loan, los_loan_id) in loans {
+    for crate::loans::AtLos {
+        id: loan,
+        los_loan_id,
+    } in loans
+    {
         let milestone = match state.los.milestone(&los_loan_id).await {
             Ok(m) => m,
             Err(LosError::CircuitOpen(_)) => break,
@@ -156,15 +167,15 @@ pub async fn reconcile_once(state: &AppState) -> anyhow::Result<u64> {
                 continue;
             }
         };
-        if !crate::loans::milestones::MILESTONES.contains(&milestone.as_str()) {
+        let Some(milestone) = crate::loans::milestones::Milestone::parse(&milestone) else {
             continue;
-        }
+        };
         let mut tx = state.db.begin().await?;
         let outcome = crate::loans::milestones::apply_milestone(
             state,
             &mut tx,
             loan,
-            &milestone,
+            milestone,
             "reconciliation",
             "los-reconciliation",
         )

@@ -11,6 +11,26 @@ pub mod worker;
 use serde::Serialize;
 use uuid::Uuid;
 
+// A notification's delivery: recorded `queued` before the send, then `sent` or `failed`
+// (a plain comment: the API shows the text, `as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum NotificationState {
+    Queued,
+    Sent,
+    Failed,
+}
+
+impl NotificationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationState::Queued => "queued",
+            NotificationState::Sent => "sent",
+            NotificationState::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Notification {
     pub id: Uuid,

@@ -74,7 +74,7 @@ pub async fn for_loan(
             template: row.template,
             recipient_kind: row.recipient_kind,
             recipient,
-            state: row.state,
+            state: row.state.as_str().to_owned(),
             attempts: row.attempts,
             last_error: row.last_error,
             created_at: crate::domain::rfc3339(row.created_at),

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::store;
 use super::worker::{Notifier, Outgoing, decrypt, transient};
 use crate::mail::SendError;
-use crate::queue::consumer::{HandlerError, Message};
+use crate::queue::consumer::HandlerError;
 
 impl Notifier {
     pub(super) fn branding(&self) -> (String, String) {
@@ -34,7 +34,12 @@ impl Notifier {
         let rows = store::live_emailed_links(&self.state.db, loan)
             .await
             .map_err(transient)?;
-        for (id, token, email) in rows {
+        for store::EmailedLink {
+            id,
+            token_enc: token,
+            borrower_email_enc: email,
+        } in rows
+        {
             let recipient = decrypt(key, "upload_links", "borrower_email_enc", id, &email)?;
             if recipient.eq_ignore_ascii_case(to) {
                 let token = decrypt(key, "upload_links", "token_enc", id, &token)?;
@@ -58,7 +63,11 @@ impl Notifier {
             let row = store::link_recipient(&self.state.db, link)
                 .await
                 .map_err(transient)?;
-            if let Some((Some(email), token)) = row {
+            if let Some(store::LinkRecipient {
+                borrower_email_enc: Some(email),
+                live_token_enc: token,
+            }) = row
+            {
                 let to = decrypt(key, "upload_links", "borrower_email_enc", link, &email)?;
                 let url = match token {
                     Some(token) => {
@@ -145,7 +154,7 @@ impl Notifier {
     /// was answered since the scheduler queued it.
     pub(super) async fn reminder(
         &self,
-        message: &Message,
+        requests: &[Uuid],
         key: &[u8; 32],
         (loan, lead): (Uuid, Uuid),
         first_name: &str,
@@ -159,17 +168,7 @@ impl Notifier {
         if opted_out {
             return Ok(None);
         }
-        let ids: Vec<Uuid> = message
-            .payload
-            .get("requestIds")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let documents = store::still_needed(&state.db, &ids, loan)
+        let documents = store::still_needed(&state.db, requests, loan)
             .await
             .map_err(transient)?;
         if documents.is_empty() {
@@ -178,7 +177,12 @@ impl Notifier {
         let link = store::reminder_link(&state.db, loan)
             .await
             .map_err(transient)?;
-        let Some((link, token, email)) = link else {
+        let Some(store::EmailedLink {
+            id: link,
+            token_enc: token,
+            borrower_email_enc: email,
+        }) = link
+        else {
             return Ok(None);
         };
         let to = decrypt(key, "upload_links", "borrower_email_enc", link, &email)?;

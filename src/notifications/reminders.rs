@@ -9,18 +9,17 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::store;
 use crate::config::Schedule;
 use crate::db::outbox;
+use crate::events::Event;
 use crate::state::AppState;
 
 /// The "scheduler" name `worker.consumers` uses to place the reminders runner.
 pub const RUNNER: &str = "reminder-scheduler";
-pub use crate::events::REMINDER_DUE as TOPIC;
 
 /// Distinguishes this lock from every other advisory lock on the database.
 const LOCK_KEY: i64 = 0x6c66_7265_6d69_6e64; // "lfremind"
@@ -56,19 +55,22 @@ pub async fn tick(
     .await?;
 
     let mut queued = 0;
-    for group in due.chunk_by(|a, b| a.1 == b.1) {
+    for group in due.chunk_by(|a, b| a.loan_id == b.loan_id) {
         // A digest goes out when its earliest request is due; the others ride along.
-        if group.iter().all(|(_, _, _, due_at)| *due_at > now) {
+        if group.iter().all(|r| r.due_at > now) {
             continue;
         }
-        let loan = group[0].1;
-        let ids: Vec<Uuid> = group.iter().map(|r| r.0).collect();
-        let number = group.iter().map(|r| r.2).max().unwrap_or(0) + 1;
+        let loan = group[0].loan_id;
+        let ids: Vec<Uuid> = group.iter().map(|r| r.id).collect();
+        let number = group.iter().map(|r| r.reminders_sent).max().unwrap_or(0) + 1;
         crate::requests::ops::mark_reminded(&mut tx, &ids, now).await?;
         outbox::enqueue(
             &mut tx,
-            TOPIC,
-            json!({"loanId": loan, "requestIds": ids, "reminder": number}),
+            &Event::ReminderDue {
+                loan_id: loan,
+                request_ids: ids,
+                reminder: number,
+            },
             None,
         )
         .await?;

@@ -10,11 +10,12 @@ pub async fn lead_of_unsubscribe_token(
     conn: &mut PgConnection,
     token_hash: &[u8],
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select lead_id from unsubscribe_tokens where token_hash = $1")
-        .bind(token_hash)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar!(
+        "select lead_id from unsubscribe_tokens where token_hash = $1",
+        token_hash
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -25,7 +26,7 @@ pub struct NotificationRow {
     pub template: String,
     pub recipient_kind: String,
     pub recipient_enc: Vec<u8>,
-    pub state: String,
+    pub state: super::NotificationState,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub created_at: OffsetDateTime,
@@ -39,15 +40,16 @@ pub async fn loan_page(
     before: Option<Uuid>,
     fetch: i64,
 ) -> Result<Vec<NotificationRow>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
-        "select id, lead_id, channel, template, recipient_kind, recipient_enc, state, attempts, last_error, created_at, sent_at
+    sqlx::query_as!(
+        NotificationRow,
+        "select id, lead_id, channel, template, recipient_kind, recipient_enc, state, attempts,
+                last_error, created_at, sent_at
            from notifications where loan_id = $1 and ($2::uuid is null or id < $2)
           order by id desc limit $3",
+        loan,
+        before,
+        fetch
     )
-    .bind(loan)
-    .bind(before)
-    .bind(fetch)
     .fetch_all(conn)
     .await
 }
@@ -55,15 +57,22 @@ pub async fn loan_page(
 /// Take the reminder round's advisory lock for this transaction; false when another replica
 /// holds it.
 pub async fn try_round_lock(tx: &mut PgConnection, key: i64) -> Result<bool, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(key)
+    sqlx::query_scalar!(r#"select pg_try_advisory_xact_lock($1) as "locked!""#, key)
         .fetch_one(tx)
         .await
 }
 
-/// The requests a reminder round considers, locked (skipping those another round holds):
-/// (request, loan, reminders sent, when the next one falls due), by loan. A read across
+/// A request a reminder round considers: its loan, the reminders sent and when the next one
+/// falls due.
+pub struct DueReminder {
+    pub id: Uuid,
+    pub loan_id: Uuid,
+    pub reminders_sent: i32,
+    pub due_at: OffsetDateTime,
+}
+
+/// The requests a reminder round considers, locked (skipping those another round holds),
+/// by loan. A read across
 /// the needs list, the loan, the lead and its links: each request still waiting on the
 /// borrower (`received`, `accepted` and `not_applicable` stop reminders; a rejected one asks
 /// for a new file) of a loan still collecting documents, a borrower who has not opted out,
@@ -76,33 +85,41 @@ pub async fn due_reminders(
     every: time::Duration,
     max: i32,
     window: time::Duration,
-) -> Result<Vec<(Uuid, Uuid, i32, OffsetDateTime)>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        // language=PostgreSQL
-        "select r.id, r.loan_id, r.reminders_sent,
-                case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end as due_at
-           from document_requests r
-           join loans o on o.id = r.loan_id
-           join leads l on l.id = r.lead_id
-          where r.state in ('outstanding', 'rejected')
-            and o.status not in ('closed', 'denied', 'withdrawn')
-            and r.reminders_sent < $4
-            and l.email_opted_out_at is null
-            and exists (select 1 from upload_links u
-                         where u.loan_id = r.loan_id and u.token_enc is not null
-                           and {open})
-            and case when r.reminders_sent = 0 then r.created_at + $2 else r.last_reminded_at + $3 end <= $1 + $5
-          order by r.loan_id, r.id
-          for update of r skip locked",
-        open = crate::links::ops::link_takes_files("$1")
-    )))
-    .bind(now)
-    .bind(first)
-    .bind(every)
-    .bind(max)
-    .bind(window)
-    .fetch_all(tx)
-    .await
+) -> Result<Vec<DueReminder>, sqlx::Error> {
+    macro_rules! statement {
+        ($files_accepted:tt, $takes_files_now:tt, $takes_files_at_1:tt) => {
+            sqlx::query_as!(
+                DueReminder,
+                r#"select r.id, r.loan_id, r.reminders_sent,
+                          case when r.reminders_sent = 0 then r.created_at + $2
+                               else r.last_reminded_at + $3 end as "due_at!"
+                     from document_requests r
+                     join loans o on o.id = r.loan_id
+                     join leads l on l.id = r.lead_id
+                    where r.state in ('outstanding', 'rejected')
+                      and o.status not in ('closed', 'denied', 'withdrawn')
+                      and r.reminders_sent < $4
+                      and l.email_opted_out_at is null
+                      and exists (select 1 from upload_links u
+                                   where u.loan_id = r.loan_id and u.token_enc is not null
+                                     and "#
+                    + $takes_files_at_1
+                    + r#")
+                      and case when r.reminders_sent = 0 then r.created_at + $2
+                               else r.last_reminded_at + $3 end <= $1 + $5
+                    order by r.loan_id, r.id
+                    for update of r skip locked"#,
+                now,
+                // `time::Duration`s: sqlx encodes them as intervals, the macros only know
+                // `PgInterval` as the parameters' type.
+                first as _,
+                every as _,
+                max,
+                window as _
+            )
+        };
+    }
+    crate::links::link_rules_sql!(statement).fetch_all(tx).await
 }
 
 // What the notifier reads about the event's subject. A read model across the aggregates:
@@ -113,39 +130,50 @@ pub async fn newest_loan_of_lead(
     db: impl PgExecutor<'_>,
     lead: Uuid,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select id from loans where lead_id = $1 order by id desc limit 1")
-        .bind(lead)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        "select id from loans where lead_id = $1 order by id desc limit 1",
+        lead
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// A new link's sealed recipient, sealed token and expiry.
-pub type LinkInvitation = (Option<Vec<u8>>, Option<Vec<u8>>, OffsetDateTime);
+pub struct LinkInvitation {
+    pub borrower_email_enc: Option<Vec<u8>>,
+    pub token_enc: Option<Vec<u8>>,
+    pub expires_at: OffsetDateTime,
+}
 
 pub async fn link_invitation(
     db: impl PgExecutor<'_>,
     link: Uuid,
 ) -> Result<Option<LinkInvitation>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
+    sqlx::query_as!(
+        LinkInvitation,
         "select borrower_email_enc, token_enc, expires_at from upload_links where id = $1",
+        link
     )
-    .bind(link)
     .fetch_optional(db)
     .await
 }
 
 /// A rejected document's type, sealed reason and the link it came through.
+pub struct RejectedDocument {
+    pub doc_type: String,
+    pub review_reason_enc: Option<Vec<u8>>,
+    pub upload_link_id: Option<Uuid>,
+}
+
 pub async fn rejected_document(
     db: impl PgExecutor<'_>,
     document: Uuid,
-) -> Result<Option<(String, Option<Vec<u8>>, Option<Uuid>)>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
+) -> Result<Option<RejectedDocument>, sqlx::Error> {
+    sqlx::query_as!(
+        RejectedDocument,
         "select doc_type, review_reason_enc, upload_link_id from documents where id = $1",
+        document
     )
-    .bind(document)
     .fetch_optional(db)
     .await
 }
@@ -162,45 +190,43 @@ pub struct NewNotification<'a> {
     pub recipient_enc: &'a [u8],
 }
 
+/// A notification as recorded: what an earlier delivery of its event did.
+pub struct Recorded {
+    pub id: Uuid,
+    pub state: super::NotificationState,
+    pub last_error: Option<String>,
+}
+
 /// Record the notification once per (event, recipient kind, channel) and answer the
-/// recorded one: (id, state, last error) — a redelivery finds what the first delivery did.
+/// recorded one — a redelivery finds what the first delivery did.
 pub async fn record_once(
     db: &sqlx::PgPool,
     n: &NewNotification<'_>,
-) -> Result<(Uuid, String, Option<String>), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into notifications (id, source_message_id, recipient_kind, channel, template, loan_id, lead_id, recipient_enc)
+) -> Result<Recorded, sqlx::Error> {
+    sqlx::query!("insert into notifications (id, source_message_id, recipient_kind, channel, template, loan_id, lead_id, recipient_enc)
          values ($1, $2, $3, $8, $4, $5, $6, $7)
-         on conflict (source_message_id, recipient_kind, channel) do nothing",
-    )
-    .bind(n.id)
-    .bind(n.source_message_id)
-    .bind(n.recipient_kind)
-    .bind(n.template)
-    .bind(n.loan)
-    .bind(n.lead)
-    .bind(n.recipient_enc)
-    .bind(n.channel)
+         on conflict (source_message_id, recipient_kind, channel) do nothing", n.id, n.source_message_id, n.recipient_kind, n.template, n.loan, n.lead, n.recipient_enc, n.channel)
     .execute(db)
     .await?;
-    // language=PostgreSQL
-    sqlx::query_as(
-        "select id, state, last_error from notifications where source_message_id = $1 and recipient_kind = $2 and channel = $3",
+    sqlx::query_as!(
+        Recorded,
+        "select id, state, last_error from notifications
+          where source_message_id = $1 and recipient_kind = $2 and channel = $3",
+        n.source_message_id,
+        n.recipient_kind,
+        n.channel
     )
-    .bind(n.source_message_id)
-    .bind(n.recipient_kind)
-    .bind(n.channel)
     .fetch_one(db)
     .await
 }
 
 pub async fn requeue(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("update notifications set state = 'queued' where id = $1 and state = 'failed'")
-        .bind(id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update notifications set state = 'queued' where id = $1 and state = 'failed'",
+        id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -209,13 +235,8 @@ pub async fn sent(
     id: Uuid,
     provider_message_id: &str,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "update notifications set state = 'sent', attempts = attempts + 1, provider_message_id = $2,
-                sent_at = now(), last_error = null where id = $1",
-    )
-    .bind(id)
-    .bind(provider_message_id)
+    sqlx::query!("update notifications set state = 'sent', attempts = attempts + 1, provider_message_id = $2,
+                sent_at = now(), last_error = null where id = $1", id, provider_message_id)
     .execute(db)
     .await?;
     Ok(())
@@ -223,10 +244,7 @@ pub async fn sent(
 
 /// Refused for good by the provider.
 pub async fn refused(db: impl PgExecutor<'_>, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("update notifications set state = 'failed', attempts = attempts + 1, last_error = $2 where id = $1")
-        .bind(id)
-        .bind(reason)
+    sqlx::query!("update notifications set state = 'failed', attempts = attempts + 1, last_error = $2 where id = $1", id, reason)
         .execute(db)
         .await?;
     Ok(())
@@ -238,12 +256,13 @@ pub async fn attempt_failed(
     id: Uuid,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("update notifications set attempts = attempts + 1, last_error = $2 where id = $1")
-        .bind(id)
-        .bind(reason)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update notifications set attempts = attempts + 1, last_error = $2 where id = $1",
+        id,
+        reason
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -253,65 +272,82 @@ pub async fn exhausted(
     source_message_id: Uuid,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "update notifications set state = 'failed', last_error = $2 where source_message_id = $1 and state = 'queued'",
-    )
-    .bind(source_message_id)
-    .bind(reason)
+    sqlx::query!("update notifications set state = 'failed', last_error = $2 where source_message_id = $1 and state = 'queued'", source_message_id, reason)
     .execute(tx)
     .await?;
     Ok(())
 }
 
-/// Who a loan belongs to: (lead, borrower first name, borrower email, agent name, agent email).
-pub type LoanPeople = (Uuid, String, Option<Vec<u8>>, String, Option<String>);
+/// Who a loan belongs to: its borrower (lead, first name, sealed email) and its agent.
+pub struct LoanPeople {
+    pub lead_id: Uuid,
+    pub first_name: String,
+    pub email_enc: Option<Vec<u8>>,
+    pub agent_name: String,
+    pub agent_email: Option<String>,
+}
 
 pub async fn people(
     db: impl PgExecutor<'_>,
     loan: Uuid,
 ) -> Result<Option<LoanPeople>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
-        "select l.id, l.first_name, l.email_enc, coalesce(a.display_name, o.owner_subject), a.email
-           from loans o join leads l on l.id = o.lead_id left join agents a on a.subject = o.owner_subject
-          where o.id = $1",
+    sqlx::query_as!(
+        LoanPeople,
+        r#"select l.id as lead_id, l.first_name, l.email_enc,
+                  coalesce(a.display_name, o.owner_subject) as "agent_name!",
+                  a.email as "agent_email?"
+             from loans o join leads l on l.id = o.lead_id
+             left join agents a on a.subject = o.owner_subject
+            where o.id = $1"#,
+        loan
     )
-    .bind(loan)
     .fetch_optional(db)
     .await
 }
 
-/// The loan's live links that have a recipient: (link, sealed token, sealed recipient),
-/// newest first.
+/// A link with a recipient: its sealed token and sealed recipient address.
+pub struct EmailedLink {
+    pub id: Uuid,
+    pub token_enc: Vec<u8>,
+    pub borrower_email_enc: Vec<u8>,
+}
+
+/// The loan's live links that have a recipient, newest first.
 pub async fn live_emailed_links(
     db: impl PgExecutor<'_>,
     loan: Uuid,
-) -> Result<Vec<(Uuid, Vec<u8>, Vec<u8>)>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
-        "select id, token_enc, borrower_email_enc from upload_links
-          where loan_id = $1 and token_enc is not null and borrower_email_enc is not null
-            and revoked_at is null and expires_at > now()
-          order by id desc limit 20",
+) -> Result<Vec<EmailedLink>, sqlx::Error> {
+    sqlx::query_as!(
+        EmailedLink,
+        r#"select id, token_enc as "token_enc!", borrower_email_enc as "borrower_email_enc!"
+             from upload_links
+            where loan_id = $1 and token_enc is not null and borrower_email_enc is not null
+              and revoked_at is null and expires_at > now()
+            order by id desc limit 20"#,
+        loan
     )
-    .bind(loan)
     .fetch_all(db)
     .await
 }
 
 /// A link's sealed recipient address and, while it lives, its sealed token.
+pub struct LinkRecipient {
+    pub borrower_email_enc: Option<Vec<u8>>,
+    pub live_token_enc: Option<Vec<u8>>,
+}
+
 pub async fn link_recipient(
     db: impl PgExecutor<'_>,
     link: Uuid,
-) -> Result<Option<(Option<Vec<u8>>, Option<Vec<u8>>)>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
+) -> Result<Option<LinkRecipient>, sqlx::Error> {
+    sqlx::query_as!(
+        LinkRecipient,
         "select borrower_email_enc,
                 case when revoked_at is null and expires_at > now() then token_enc end
+                    as live_token_enc
            from upload_links where id = $1",
+        link
     )
-    .bind(link)
     .fetch_optional(db)
     .await
 }
@@ -321,22 +357,19 @@ pub async fn sms_phone(
     db: impl PgExecutor<'_>,
     lead: Uuid,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    // language=PostgreSQL
-    let row: Option<Option<Vec<u8>>> = sqlx::query_scalar(
-        "select phone_enc from leads where id = $1 and sms_consent_at is not null and sms_opted_out_at is null",
-    )
-    .bind(lead)
+    let row: Option<Option<Vec<u8>>> = sqlx::query_scalar!("select phone_enc from leads where id = $1 and sms_consent_at is not null and sms_opted_out_at is null", lead)
     .fetch_optional(db)
     .await?;
     Ok(row.flatten())
 }
 
 pub async fn email_opted_out(db: impl PgExecutor<'_>, lead: Uuid) -> Result<bool, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select email_opted_out_at is not null from leads where id = $1")
-        .bind(lead)
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select email_opted_out_at is not null as "opted_out!" from leads where id = $1"#,
+        lead
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// The document types of those of `requests` (of `loan`) still waiting on the borrower,
@@ -346,34 +379,42 @@ pub async fn still_needed(
     requests: &[Uuid],
     loan: Uuid,
 ) -> Result<Vec<String>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar(
-        "select replace(doc_type, '_', ' ') from document_requests
-          where id = any($1) and loan_id = $2 and state in ('outstanding', 'rejected') order by id",
+    sqlx::query_scalar!(
+        r#"select replace(doc_type, '_', ' ') as "doc_type!" from document_requests
+            where id = any($1) and loan_id = $2 and state in ('outstanding', 'rejected')
+            order by id"#,
+        requests,
+        loan
     )
-    .bind(requests)
-    .bind(loan)
     .fetch_all(db)
     .await
 }
 
-/// The loan's newest link that can still take the borrower's files and has a recipient:
-/// (link, sealed token, sealed recipient).
+/// The loan's newest link that can still take the borrower's files and has a recipient.
 pub async fn reminder_link(
     db: impl PgExecutor<'_>,
     loan: Uuid,
-) -> Result<Option<(Uuid, Vec<u8>, Vec<u8>)>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        // language=PostgreSQL
-        "select u.id, u.token_enc, u.borrower_email_enc from upload_links u
-          where u.loan_id = $1 and u.token_enc is not null and u.borrower_email_enc is not null
-            and {}
-          order by u.id desc limit 1",
-        crate::links::ops::link_takes_files("now()")
-    )))
-    .bind(loan)
-    .fetch_optional(db)
-    .await
+) -> Result<Option<EmailedLink>, sqlx::Error> {
+    macro_rules! statement {
+        ($files_accepted:tt, $takes_files_now:tt, $takes_files_at_1:tt) => {
+            sqlx::query_as!(
+                EmailedLink,
+                r#"select u.id, u.token_enc as "token_enc!",
+                          u.borrower_email_enc as "borrower_email_enc!"
+                     from upload_links u
+                    where u.loan_id = $1 and u.token_enc is not null
+                      and u.borrower_email_enc is not null
+                      and "#
+                    + $takes_files_now
+                    + r#"
+                    order by u.id desc limit 1"#,
+                loan
+            )
+        };
+    }
+    crate::links::link_rules_sql!(statement)
+        .fetch_optional(db)
+        .await
 }
 
 /// Keep an unsubscribe token (its hash only) for the lead.
@@ -382,11 +423,12 @@ pub async fn insert_unsubscribe_token(
     token_hash: &[u8],
     lead: Uuid,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query("insert into unsubscribe_tokens (token_hash, lead_id) values ($1, $2)")
-        .bind(token_hash)
-        .bind(lead)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "insert into unsubscribe_tokens (token_hash, lead_id) values ($1, $2)",
+        token_hash,
+        lead
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::store;
+use super::{NotificationState, store};
 use crate::crypto::field::{self, Location};
+use crate::events::Event;
 use crate::mail::SendError;
 use crate::queue::consumer::{Handler, HandlerError, Message};
 use crate::state::AppState;
@@ -37,14 +38,6 @@ impl Notifier {
 
 pub(super) fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
     HandlerError::Transient(e.into())
-}
-
-fn id_of(message: &Message, key: &str) -> Option<Uuid> {
-    message
-        .payload
-        .get(key)
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
 }
 
 pub(super) fn decrypt(
@@ -81,28 +74,24 @@ impl Notifier {
     ) -> Result<Option<(Uuid, Uuid, Vec<Outgoing>)>, HandlerError> {
         let state = &self.state;
         let (lender, phone) = self.branding();
-        let loan = match message.topic.as_str() {
-            "upload_link.created" | crate::notifications::reminders::TOPIC => {
-                id_of(message, "loanId")
-            }
-            "doc.available"
-            | "doc.rejected"
-            | "doc.reviewed"
-            | "loan.status.changed"
-            | "loan.needs_attention" => id_of(message, "loanId"),
-            "credit.completed" | "credit.failed" => {
+        let event = message.event()?;
+        let loan = match event {
+            Event::CreditCompleted { lead_id, .. } | Event::CreditFailed { lead_id, .. } => {
                 // A pull belongs to a lead; tell the agent about the lead's newest loan, if any.
-                let Some(lead) = id_of(message, "leadId") else {
-                    return Ok(None);
-                };
-                store::newest_loan_of_lead(&state.db, lead)
+                store::newest_loan_of_lead(&state.db, *lead_id)
                     .await
                     .map_err(transient)?
             }
-            _ => None,
+            _ => event.loan_id(),
         };
         let Some(loan) = loan else { return Ok(None) };
-        let Some((lead, first_name, email_enc, agent, agent_email)) = self.people(loan).await?
+        let Some(store::LoanPeople {
+            lead_id: lead,
+            first_name,
+            email_enc,
+            agent_name: agent,
+            agent_email,
+        }) = self.people(loan).await?
         else {
             return Ok(None);
         };
@@ -127,15 +116,17 @@ impl Notifier {
             })
         };
         let mut out = Vec::new();
-        match message.topic.as_str() {
-            "upload_link.created" => {
-                let Some(link) = id_of(message, "linkId") else {
-                    return Ok(None);
-                };
+        match event {
+            &Event::UploadLinkCreated { link_id: link, .. } => {
                 let row = store::link_invitation(&state.db, link)
                     .await
                     .map_err(transient)?;
-                if let Some((Some(email), Some(token), expires)) = row {
+                if let Some(store::LinkInvitation {
+                    borrower_email_enc: Some(email),
+                    token_enc: Some(token),
+                    expires_at: expires,
+                }) = row
+                {
                     let to = decrypt(&key, "upload_links", "borrower_email_enc", link, &email)?;
                     let token = decrypt(&key, "upload_links", "token_enc", link, &token)?;
                     out.push(Outgoing {
@@ -151,16 +142,20 @@ impl Notifier {
                     });
                 }
             }
-            "doc.reviewed"
-                if message.payload.get("decision").and_then(Value::as_str) == Some("reject") =>
-            {
-                let Some(document) = id_of(message, "documentId") else {
-                    return Ok(None);
-                };
+            Event::DocReviewed {
+                document_id: document,
+                decision,
+                ..
+            } if decision == "reject" => {
+                let document = *document;
                 let row = store::rejected_document(&state.db, document)
                     .await
                     .map_err(transient)?;
-                if let Some((doc_type, Some(sealed), link)) = row
+                if let Some(store::RejectedDocument {
+                    doc_type,
+                    review_reason_enc: Some(sealed),
+                    upload_link_id: link,
+                }) = row
                     && let Some((to, link)) = self
                         .rejection_recipient(&key, loan, link, borrower_email.clone())
                         .await?
@@ -180,13 +175,8 @@ impl Notifier {
                     });
                 }
             }
-            "loan.status.changed" => {
-                let status = message
-                    .payload
-                    .get("newStatus")
-                    .and_then(Value::as_str)
-                    .unwrap_or("updated")
-                    .to_owned();
+            Event::LoanStatusChanged { new_status, .. } => {
+                let status = new_status.as_str();
                 if let Some(to) = borrower_email.clone() {
                     out.push(Outgoing {
                         kind: "borrower",
@@ -213,19 +203,23 @@ impl Notifier {
                 }
                 out.extend(agent_update(format!("Loan status: {status}")));
             }
-            crate::notifications::reminders::TOPIC => {
+            Event::ReminderDue { request_ids, .. } => {
                 out.extend(
-                    self.reminder(message, &key, (loan, lead), &first_name, &agent)
+                    self.reminder(request_ids, &key, (loan, lead), &first_name, &agent)
                         .await?,
                 );
             }
-            "doc.available" => out.extend(agent_update("A document was received".into())),
-            "doc.rejected" => {
+            Event::DocAvailable { .. } => {
+                out.extend(agent_update("A document was received".into()))
+            }
+            Event::DocRejected { .. } => {
                 out.extend(agent_update("A document was rejected by the checks".into()))
             }
-            "credit.completed" => out.extend(agent_update("A credit report is ready".into())),
-            "credit.failed" => out.extend(agent_update("A credit pull failed".into())),
-            "loan.needs_attention" => {
+            Event::CreditCompleted { .. } => {
+                out.extend(agent_update("A credit report is ready".into()))
+            }
+            Event::CreditFailed { .. } => out.extend(agent_update("A credit pull failed".into())),
+            Event::LoanNeedsAttention { .. } => {
                 out.extend(agent_update("A loan needs your attention".into()))
             }
             _ => {}
@@ -256,7 +250,11 @@ impl Notifier {
             },
             o.to.as_bytes(),
         );
-        let (id, current, last_error) = store::record_once(
+        let store::Recorded {
+            id,
+            state: current,
+            last_error,
+        } = store::record_once(
             &state.db,
             &store::NewNotification {
                 id,
@@ -273,13 +271,13 @@ impl Notifier {
         .map_err(transient)?;
         // A message that ran out of retries reaches a handler again only by an operator's
         // `admin dlq replay` (it never entered the inbox): that is a request to try again.
-        let replayed = current == "failed"
+        let replayed = current == NotificationState::Failed
             && last_error
                 .as_deref()
                 .is_some_and(|e| e.starts_with(EXHAUSTED));
         if replayed {
             store::requeue(&state.db, id).await.map_err(transient)?;
-        } else if current != "queued" {
+        } else if current != NotificationState::Queued {
             return Ok(()); // sent, or refused for good, on an earlier delivery
         }
         let sent = if o.channel == "sms" {

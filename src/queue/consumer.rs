@@ -62,9 +62,25 @@ pub struct Message {
     pub id: Uuid,
     pub topic: String,
     pub payload: serde_json::Value,
+    /// The payload decoded under its topic and version (`None`: not an event this build
+    /// knows — the production handlers dead-letter it, see [`Message::event`]).
+    pub decoded: Option<crate::events::Event>,
     /// 0 on first delivery; counts retries through the retry queues.
     pub attempt: u32,
     pub request_id: Option<String>,
+}
+
+impl Message {
+    /// The event this message carries, or a permanent error: retrying cannot make an
+    /// unknown topic, version or payload known.
+    pub fn event(&self) -> Result<&crate::events::Event, HandlerError> {
+        self.decoded.as_ref().ok_or_else(|| {
+            HandlerError::Permanent(anyhow::anyhow!(
+                "not a {} event this version understands",
+                self.topic
+            ))
+        })
+    }
 }
 
 pub trait Handler: Send + Sync + 'static {
@@ -232,13 +248,17 @@ async fn process(
             .and_then(|m| Uuid::parse_str(m.as_str()).ok())
             .context("no message id")?;
         let payload = serde_json::from_slice(&delivery.data).context("the body is not JSON")?;
+        let topic = properties
+            .kind()
+            .as_ref()
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| delivery.routing_key.to_string());
+        // Messages published before events carried a version are version 1.
+        let version = header_u32(properties, "x-event-version").unwrap_or(1);
         anyhow::Ok(Message {
             id,
-            topic: properties
-                .kind()
-                .as_ref()
-                .map(|k| k.to_string())
-                .unwrap_or_else(|| delivery.routing_key.to_string()),
+            decoded: crate::events::Event::decode(&topic, version, &payload),
+            topic,
             payload,
             attempt: header_u32(properties, "x-attempt").unwrap_or(0),
             request_id: header_string(properties, "x-request-id"),
@@ -278,12 +298,11 @@ async fn handle(
     message: Message,
 ) -> anyhow::Result<()> {
     let mut tx = state.db.begin().await?;
-    // language=PostgreSQL
-    let fresh = sqlx::query(
+    let fresh = sqlx::query!(
         "insert into inbox (consumer, message_id) values ($1, $2) on conflict do nothing",
+        handler.name(),
+        message.id
     )
-    .bind(handler.name())
-    .bind(message.id)
     .execute(&mut *tx)
     .await?
     .rows_affected()

@@ -11,7 +11,6 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation};
 use sqlx::postgres::PgListener;
-use uuid::Uuid;
 
 use super::QueueContext;
 use super::topology::{self, Names};
@@ -45,22 +44,22 @@ pub async fn publish_pending(state: &QueueContext, channel: &Channel) -> anyhow:
     let mut total = 0;
     loop {
         let mut tx = state.db.begin().await?;
-        // language=PostgreSQL
-        let rows: Vec<(Uuid, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+        let rows = sqlx::query!(
             "select id, topic, payload, headers from outbox
               where published_at is null
               order by created_at, id
               limit $1
               for update skip locked",
+            BATCH
         )
-        .bind(BATCH)
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
             break;
         }
         let mut confirms = Vec::with_capacity(rows.len());
-        for (id, topic, payload, headers) in &rows {
+        for row in &rows {
+            let (id, topic, payload, headers) = (&row.id, &row.topic, &row.payload, &row.headers);
             let mut amqp_headers = FieldTable::default();
             if let Some(request_id) = headers.get("request_id").and_then(|v| v.as_str()) {
                 amqp_headers.insert(
@@ -68,6 +67,12 @@ pub async fn publish_pending(state: &QueueContext, channel: &Channel) -> anyhow:
                     AMQPValue::LongString(request_id.into()),
                 );
             }
+            // Rows written before events carried a version are version 1.
+            let version = headers.get("version").and_then(|v| v.as_u64()).unwrap_or(1);
+            amqp_headers.insert(
+                "x-event-version".into(),
+                AMQPValue::LongInt(i32::try_from(version).unwrap_or(i32::MAX)),
+            );
             let properties = BasicProperties::default()
                 .with_message_id(id.to_string().as_str().into())
                 .with_type(topic.as_str().into())
@@ -103,11 +108,12 @@ pub async fn publish_pending(state: &QueueContext, channel: &Channel) -> anyhow:
                 Confirmation::NotRequested => anyhow::bail!("publisher confirms are off"),
             }
         }
-        // language=PostgreSQL
-        sqlx::query("update outbox set published_at = now() where id = any($1)")
-            .bind(&published)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "update outbox set published_at = now() where id = any($1)",
+            &published
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         total += published.len() as u64;
     }

@@ -16,6 +16,7 @@ use crate::db::{Page, next_page, outbox};
 use crate::domain::DocType;
 use crate::domain::rfc3339;
 use crate::error::{AppError, ErrorCode};
+use crate::events::Event;
 use crate::state::AppState;
 
 pub fn at<'a>(table: &'a str, column: &'a str, row: Uuid) -> Location<'a> {
@@ -192,8 +193,11 @@ pub async fn insert_request(
     .await?;
     outbox::enqueue(
         &mut *tx,
-        "document_request.created",
-        json!({ "requestId": id, "loanId": loan_id, "docType": doc_type.as_str() }),
+        &Event::DocumentRequestCreated {
+            request_id: id,
+            loan_id,
+            doc_type,
+        },
         Some(request_id),
     )
     .await?;
@@ -253,8 +257,10 @@ pub async fn mark_not_applicable(
             .await?;
             outbox::enqueue(
                 &mut *tx,
-                "document_request.not_applicable",
-                json!({ "requestId": request, "loanId": loan }),
+                &Event::DocumentRequestNotApplicable {
+                    request_id: request,
+                    loan_id: loan,
+                },
                 Some(request_id),
             )
             .await?;
@@ -287,8 +293,8 @@ pub async fn render_all(
     let Some(first) = rows.first() else {
         return Ok(Vec::new());
     };
-    let (owner, team) = crate::loans::ops::owner_and_team(&mut *conn, first.loan_id).await?;
-    let masked = actor.masks(&owner, team.as_deref());
+    let owner = crate::loans::ops::owner_and_team(&mut *conn, first.loan_id).await?;
+    let masked = actor.masks(&owner.owner_subject, owner.team.as_deref());
     let key = state.file_key(first.lead_id).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let events = store::events(&mut *conn, &ids).await?;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::DocType;
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct RequestRow {
     pub id: Uuid,
     pub loan_id: Uuid,
@@ -26,12 +26,8 @@ pub async fn loan_requests(
     conn: &mut PgConnection,
     loan: Uuid,
 ) -> Result<Vec<RequestRow>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
-        "select id, loan_id, lead_id, doc_type, note_enc, due_date, state, reason_enc, created_at, updated_at
-           from document_requests where loan_id = $1 order by id",
-    )
-    .bind(loan)
+    sqlx::query_as!(RequestRow, "select id, loan_id, lead_id, doc_type, note_enc, due_date, state, reason_enc, created_at, updated_at
+           from document_requests where loan_id = $1 order by id", loan)
     .fetch_all(conn)
     .await
 }
@@ -41,11 +37,12 @@ pub async fn state_for_update(
     conn: &mut PgConnection,
     request: Uuid,
 ) -> Result<Option<super::RequestState>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select state from document_requests where id = $1 for update")
-        .bind(request)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar!(
+        "select state from document_requests where id = $1 for update",
+        request
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 pub async fn set_state(
@@ -54,13 +51,7 @@ pub async fn set_state(
     state: super::RequestState,
     reason_enc: Option<&[u8]>,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "update document_requests set state = $2, reason_enc = $3, updated_at = now() where id = $1",
-    )
-    .bind(request)
-    .bind(state)
-    .bind(reason_enc)
+    sqlx::query!("update document_requests set state = $2, reason_enc = $3, updated_at = now() where id = $1", request, state as super::RequestState, reason_enc)
     .execute(conn)
     .await?;
     Ok(())
@@ -80,17 +71,8 @@ pub async fn insert_event(
     conn: &mut PgConnection,
     event: &NewEvent<'_>,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into document_request_events (id, request_id, event, by_label, document_id, reason_enc)
-         values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(event.id)
-    .bind(event.request)
-    .bind(event.event)
-    .bind(event.by)
-    .bind(event.document)
-    .bind(event.reason_enc)
+    sqlx::query!("insert into document_request_events (id, request_id, event, by_label, document_id, reason_enc)
+         values ($1, $2, $3, $4, $5, $6)", event.id, event.request, event.event, event.by, event.document, event.reason_enc)
     .execute(conn)
     .await?;
     Ok(())
@@ -111,18 +93,8 @@ pub async fn insert(
     conn: &mut PgConnection,
     request: &NewRequestRow<'_>,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
-        "insert into document_requests (id, loan_id, lead_id, doc_type, note_enc, due_date, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(request.id)
-    .bind(request.loan_id)
-    .bind(request.lead_id)
-    .bind(request.doc_type.as_str())
-    .bind(request.note_enc)
-    .bind(request.due_date)
-    .bind(request.created_by)
+    sqlx::query!("insert into document_requests (id, loan_id, lead_id, doc_type, note_enc, due_date, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7)", request.id, request.loan_id, request.lead_id, request.doc_type.as_str(), request.note_enc, request.due_date, request.created_by)
     .execute(conn)
     .await?;
     Ok(())
@@ -134,17 +106,16 @@ pub async fn state_in_loan_for_update(
     request: Uuid,
     loan: Uuid,
 ) -> Result<Option<super::RequestState>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select state from document_requests where id = $1 and loan_id = $2 for update",
+        request,
+        loan
     )
-    .bind(request)
-    .bind(loan)
     .fetch_optional(conn)
     .await
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct EventRow {
     pub id: Uuid,
     pub request_id: Uuid,
@@ -160,12 +131,12 @@ pub async fn events(
     conn: &mut PgConnection,
     requests: &[Uuid],
 ) -> Result<Vec<EventRow>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_as(
+    sqlx::query_as!(
+        EventRow,
         "select id, request_id, at, event, by_label, document_id, reason_enc
            from document_request_events where request_id = any($1) order by id",
+        requests
     )
-    .bind(requests)
     .fetch_all(conn)
     .await
 }
@@ -175,12 +146,13 @@ pub async fn doc_type_in_loan(
     request: Uuid,
     loan: Uuid,
 ) -> Result<Option<String>, sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query_scalar("select doc_type from document_requests where id = $1 and loan_id = $2")
-        .bind(request)
-        .bind(loan)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar!(
+        "select doc_type from document_requests where id = $1 and loan_id = $2",
+        request,
+        loan
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 pub async fn mark_reminded(
@@ -188,13 +160,12 @@ pub async fn mark_reminded(
     requests: &[Uuid],
     now: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "update document_requests set reminders_sent = reminders_sent + 1, last_reminded_at = $2
           where id = any($1)",
+        requests,
+        now
     )
-    .bind(requests)
-    .bind(now)
     .execute(conn)
     .await?;
     Ok(())

@@ -68,12 +68,18 @@ fn start_consumer(app: &TestApp, topics: &[&str]) -> (Arc<Recorder>, tokio::task
     (recorder, task)
 }
 
+/// An outbox row with any topic and payload, as `outbox::enqueue` writes it for an event:
+/// the framework under test must carry what it is given, events or not.
 async fn enqueue(app: &TestApp, topic: &str, payload: Value) -> uuid::Uuid {
-    let mut tx = app.state.db.begin().await.unwrap();
-    let id = loanfolio::db::outbox::enqueue(&mut tx, topic, payload, Some("req-1"))
+    let id = uuid::Uuid::now_v7();
+    sqlx::query("insert into outbox (id, topic, payload, headers) values ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(topic)
+        .bind(payload)
+        .bind(json!({ "request_id": "req-1", "version": 1 }))
+        .execute(&app.state.db)
         .await
         .unwrap();
-    tx.commit().await.unwrap();
     id
 }
 

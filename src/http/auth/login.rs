@@ -190,16 +190,15 @@ pub async fn begin(
             .set_max_age(std::time::Duration::ZERO);
     }
     let (url, csrf, nonce) = request.url();
-    // language=PostgreSQL
-    sqlx::query(
+    sqlx::query!(
         "insert into oidc_logins (state_hash, pkce_verifier, nonce, return_to, expires_at, purpose)
          values ($1, $2, $3, $4, now() + interval '10 minutes', $5)",
+        crate::auth::session::hash_id(csrf.secret()),
+        verifier.secret(),
+        nonce.secret(),
+        safe_return_to(return_to),
+        purpose.as_str()
     )
-    .bind(crate::auth::session::hash_id(csrf.secret()))
-    .bind(verifier.secret())
-    .bind(nonce.secret())
-    .bind(safe_return_to(return_to))
-    .bind(purpose.as_str())
     .execute(&state.db)
     .await?;
     Ok((url.to_string(), binding))
@@ -236,12 +235,13 @@ fn failed(reason: &'static str, error: impl Into<AppError>) -> Failed {
 
 /// Consume the login `csrf_state` names, if this service started one: whether it did.
 pub async fn abandon(state: &AppState, csrf_state: &str) -> bool {
-    // language=PostgreSQL
-    sqlx::query("delete from oidc_logins where state_hash = $1")
-        .bind(crate::auth::session::hash_id(csrf_state))
-        .execute(&state.db)
-        .await
-        .is_ok_and(|r| r.rows_affected() > 0)
+    sqlx::query!(
+        "delete from oidc_logins where state_hash = $1",
+        crate::auth::session::hash_id(csrf_state)
+    )
+    .execute(&state.db)
+    .await
+    .is_ok_and(|r| r.rows_affected() > 0)
 }
 
 /// Finish a login started by the browser holding `binding` (the pre-login cookie): exchange
@@ -268,19 +268,24 @@ pub async fn finish(
             ..failed("not_this_browser", AuthError::SessionExpired)
         });
     }
-    // language=PostgreSQL
-    let login: Option<(String, String, String, String)> = sqlx::query_as(
+    let login = sqlx::query!(
         "delete from oidc_logins where state_hash = $1 and expires_at > now()
          returning pkce_verifier, nonce, return_to, purpose",
+        crate::auth::session::hash_id(csrf_state)
     )
-    .bind(crate::auth::session::hash_id(csrf_state))
     .fetch_optional(&state.db)
     .await
     .map_err(|e| failed("storage", e))?;
-    let (verifier, nonce, return_to, purpose) = login.ok_or_else(|| Failed {
+    let login = login.ok_or_else(|| Failed {
         started: false,
         ..failed("unknown_or_expired_state", AuthError::SessionExpired)
     })?;
+    let (verifier, nonce, return_to, purpose) = (
+        login.pkce_verifier,
+        login.nonce,
+        login.return_to,
+        login.purpose,
+    );
     let purpose = if purpose == "step_up" {
         Purpose::StepUp
     } else {

@@ -72,9 +72,7 @@ async fn end(
 ) -> Result<(), AppError> {
     let id_hash = session::hash_id(id);
     let mut tx = state.db.begin().await?;
-    // language=PostgreSQL
-    sqlx::query("delete from sessions where id_hash = $1")
-        .bind(&id_hash)
+    sqlx::query!("delete from sessions where id_hash = $1", &id_hash)
         .execute(&mut *tx)
         .await?;
     crate::audit::session_event(

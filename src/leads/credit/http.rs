@@ -78,7 +78,7 @@ impl CreditPull {
             pull_type: r.pull_type,
             request_kind: r.request_kind,
             based_on: r.based_on,
-            status: r.status,
+            status: r.status.as_str().to_owned(),
             score: if masked { None } else { r.score },
             bureau: r.bureau,
             bureau_report_id: r.bureau_report_id,
@@ -247,7 +247,7 @@ async fn get_report(
             ErrorCode::InvalidState,
             format!(
                 "the pull is {}; the report exists once it is completed",
-                row.status
+                row.status.as_str()
             ),
         ));
     };
@@ -329,7 +329,7 @@ async fn follow_up(
         .await?
         .ok_or_else(AppError::not_found)?;
     writable_lead(&mut tx, row.lead_id, &actor).await?;
-    if row.status != "completed" || row.bureau_report_id.is_none() {
+    if row.status != super::PullState::Completed || row.bureau_report_id.is_none() {
         return Err(AppError::client(
             StatusCode::CONFLICT,
             ErrorCode::InvalidState,
@@ -352,7 +352,11 @@ async fn follow_up(
         (PullType::Hard, consent, "upgrade")
     } else {
         // A reissue rests on the original pull's consent.
-        let (obtained_at, method, text_version) = store::consent_of(&mut tx, id).await?;
+        let store::ConsentRecord {
+            consent_obtained_at: obtained_at,
+            consent_method: method,
+            consent_text_version: text_version,
+        } = store::consent_of(&mut tx, id).await?;
         let method = match method.as_str() {
             "written" => crate::leads::credit::ConsentMethod::Written,
             "electronic" => crate::leads::credit::ConsentMethod::Electronic,

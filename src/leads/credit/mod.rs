@@ -15,6 +15,33 @@ use uuid::Uuid;
 use crate::crypto::field::Location;
 use crate::error::FieldError;
 
+// Where a pull is: queued, with the bureau, then completed or failed (a plain comment: the
+// API shows the text, `as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum PullState {
+    Queued,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+impl PullState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullState::Queued => "queued",
+            PullState::InProgress => "in_progress",
+            PullState::Completed => "completed",
+            PullState::Failed => "failed",
+        }
+    }
+
+    /// Still open: the worker may still ask the bureau.
+    pub fn is_open(self) -> bool {
+        matches!(self, PullState::Queued | PullState::InProgress)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PullType {

@@ -13,6 +13,7 @@ use crate::auth::Actor;
 use crate::crypto::field;
 use crate::db::outbox;
 use crate::error::{AppError, ErrorCode};
+use crate::events::Event;
 use crate::state::AppState;
 
 /// A pull to queue: for which lead, of which type, on which consent; `new`, or a
@@ -87,8 +88,10 @@ pub async fn queue_pull(
     .await?;
     outbox::enqueue(
         &mut *tx,
-        "credit.requested",
-        json!({ "creditReportId": id, "leadId": lead_id }),
+        &Event::CreditRequested {
+            credit_report_id: id,
+            lead_id,
+        },
         Some(request_id),
     )
     .await?;

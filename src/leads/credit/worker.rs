@@ -17,6 +17,7 @@ use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::db::outbox;
+use crate::events::Event;
 use crate::integrations::bureau::{BureauError, Kind, Subject};
 use crate::queue::consumer::{Handler, HandlerError, Message};
 use crate::state::AppState;
@@ -44,12 +45,14 @@ fn transient(e: impl Into<anyhow::Error>) -> HandlerError {
     HandlerError::Transient(e.into())
 }
 
+/// The pull a requested-pull event names.
 fn pull_of(message: &Message) -> Option<Uuid> {
-    message
-        .payload
-        .get("creditReportId")
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
+    match message.decoded {
+        Some(Event::CreditRequested {
+            credit_report_id, ..
+        }) => Some(credit_report_id),
+        _ => None,
+    }
 }
 
 /// The lead's subject in the clear, for the length of one call.
@@ -126,8 +129,11 @@ pub async fn fail_pull(
     .await?;
     outbox::enqueue(
         &mut *tx,
-        "credit.failed",
-        json!({ "creditReportId": id, "leadId": lead, "reason": reason }),
+        &Event::CreditFailed {
+            credit_report_id: id,
+            lead_id: lead,
+            reason: reason.to_string(),
+        },
         None,
     )
     .await?;
@@ -135,21 +141,18 @@ pub async fn fail_pull(
     // The lead's open loans are marked here, in the pull's transaction: the loans aggregate
     // depends on the lead's, so it cannot be called from here (docs/architecture.md; listed
     // in scripts/checks/layers.py's PENDING until the marking moves behind an event).
-    // language=PostgreSQL
-    let loans: Vec<Uuid> = sqlx::query_scalar(
-        "update loans set needs_attention_reason = $2, needs_attention_since = now(), updated_at = now()
+    let loans: Vec<Uuid> = sqlx::query_scalar!("update loans set needs_attention_reason = $2, needs_attention_since = now(), updated_at = now()
           where lead_id = $1 and status in ('draft', 'submitted', 'underwriting')
-          returning id",
-    )
-    .bind(lead)
-    .bind(&attention)
+          returning id", lead, &attention)
     .fetch_all(&mut *tx)
     .await?;
     for loan in loans {
         outbox::enqueue(
             &mut *tx,
-            "loan.needs_attention",
-            json!({ "loanId": loan, "reason": attention }),
+            &Event::LoanNeedsAttention {
+                loan_id: loan,
+                reason: attention.clone(),
+            },
             None,
         )
         .await?;
@@ -173,7 +176,7 @@ impl CreditWorker {
                 "no such credit pull"
             )));
         };
-        if status != "queued" && status != "in_progress" {
+        if !status.is_open() {
             return Ok(()); // decided already: a redelivery
         }
         let base_report: Option<String> = match based_on {
@@ -267,8 +270,10 @@ impl CreditWorker {
         .map_err(transient)?;
         outbox::enqueue(
             &mut *tx,
-            "credit.completed",
-            json!({ "creditReportId": id, "leadId": lead }),
+            &Event::CreditCompleted {
+                credit_report_id: id,
+                lead_id: lead,
+            },
             None,
         )
         .await
@@ -292,11 +297,15 @@ impl Handler for CreditWorker {
         message: &'a Message,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            let id = pull_of(message).ok_or_else(|| {
-                HandlerError::Permanent(anyhow::anyhow!(
-                    "credit.requested without a creditReportId"
-                ))
-            })?;
+            let Event::CreditRequested {
+                credit_report_id: id,
+                ..
+            } = *message.event()?
+            else {
+                return Err(HandlerError::Permanent(anyhow::anyhow!(
+                    "not a requested-pull event"
+                )));
+            };
             self.process(tx, id).await
         })
     }
