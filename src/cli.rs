@@ -236,196 +236,236 @@ async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCo
             source,
         } => migrate_check(settings, source).await,
         Command::Migrate { check: false, .. } => migrate(settings).await,
-        Command::Admin(AdminCommand::Storage(StorageCommand::CreateBuckets)) => {
-            let storage = crate::storage::Storage::new(&settings.s3)?;
-            storage.ensure_buckets().await?;
-            println!(
-                "buckets ready: {}, {}",
-                settings.s3.quarantine_bucket, settings.s3.documents_bucket
-            );
-            // Borrowers' browsers PUT from the service's own origin.
-            let origin = settings
-                .server
-                .public_base_url
-                .origin()
-                .ascii_serialization();
-            use crate::storage::CorsOutcome;
-            let bucket = &settings.s3.quarantine_bucket;
-            match storage.allow_browser_uploads(&origin).await? {
-                CorsOutcome::Set => println!("CORS: {origin} may PUT into {bucket}"),
-                CorsOutcome::Unsupported => println!(
-                    "CORS: this S3 server has no bucket CORS API; allow PUT from {origin} to {bucket} in its own settings (docs/operations/network.md)"
-                ),
-                CorsOutcome::Denied => println!(
-                    "CORS: this key may not set {bucket}'s CORS rule; have the storage administrator allow PUT from {origin} (docs/operations/network.md)"
-                ),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin(AdminCommand::Backup { to }) => {
-            let started = std::time::Instant::now();
-            let summary = crate::admin::backup::backup(&settings, &to).await?;
-            let key = match settings.kms.provider {
-                crate::config::KmsProvider::Local => "master key",
-                crate::config::KmsProvider::Vault => "transit key versions needed",
-            };
-            println!(
-                "backup written to {}: database, {} objects ({} bytes), {key}; {:.1} s",
-                to.display(),
-                summary.objects,
-                summary.bytes,
-                started.elapsed().as_secs_f64()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin(AdminCommand::Restore {
+        Command::Admin(command) => admin(command, settings).await,
+    }
+}
+
+async fn admin(command: AdminCommand, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        AdminCommand::Storage(StorageCommand::CreateBuckets) => create_buckets(&settings).await,
+        AdminCommand::Backup { to } => backup(&settings, &to).await,
+        AdminCommand::Restore {
             from,
             vault_token_file,
-        }) => {
-            let started = std::time::Instant::now();
-            let summary =
-                crate::admin::backup::restore(&settings, &from, vault_token_file.as_deref())
-                    .await?;
-            println!(
-                "restored from {}: database, {} objects ({} bytes), key checked; {:.1} s",
-                from.display(),
-                summary.objects,
-                summary.bytes,
-                started.elapsed().as_secs_f64()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin(AdminCommand::DemoSeed { per_agent }) => {
-            let state = crate::state::AppState::new(settings, Role::Serve)?;
-            let seeded = crate::admin::demo::seed(&state, per_agent).await?;
-            println!(
-                "seeded {} demo leads (and loans for half of them)",
-                seeded.leads
-            );
-            if let Some(url) = seeded.link_url {
-                // Development data: the demo link is shown like any new link, once.
-                println!("demo borrower upload link (agent-a1's first loan): {url}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin(AdminCommand::Agents(command)) => {
-            let state = crate::state::AppState::new(settings, Role::Serve)?;
-            let (subject, disabled) = match &command {
-                AgentsCommand::Disable { subject } => (subject.as_str(), true),
-                AgentsCommand::Enable { subject } => (subject.as_str(), false),
-            };
-            // The operator at the host, recorded as such in the audit log.
-            let operator = crate::auth::Actor::system("cli", "loanfolio admin");
-            let outcome =
-                crate::agents::ops::set_disabled(&state, subject, disabled, &operator, None)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-            state.db.close().await;
-            match outcome {
-                crate::agents::Changed::Unknown => {
-                    println!("no agent {subject}");
-                    Ok(ExitCode::FAILURE)
-                }
-                crate::agents::Changed::Unchanged => {
-                    println!(
-                        "{subject} was already {}",
-                        if disabled { "disabled" } else { "enabled" }
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                crate::agents::Changed::Done { sessions_ended } => {
-                    if disabled {
-                        println!("{subject} disabled; {sessions_ended} session(s) ended");
-                    } else {
-                        println!("{subject} enabled");
-                    }
-                    Ok(ExitCode::SUCCESS)
-                }
-            }
-        }
-        Command::Admin(AdminCommand::OutboxRedrive { minutes }) => {
-            let pool = db::lazy_pool(&settings.database)?;
-            let count = crate::db::outbox::redrive(&pool, minutes).await?;
-            pool.close().await;
-            println!("{count} event(s) will be published again by the relay");
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin(AdminCommand::Dlq(command)) => {
-            let broker = crate::queue::Broker::new(&settings.rabbitmq)?;
-            let prefix = &settings.rabbitmq.prefix;
-            match command {
-                DlqCommand::List { consumer } => {
-                    let letters = crate::queue::dlq::list(&broker, prefix, &consumer).await?;
-                    println!("{} dead letter(s) for {consumer}", letters.len());
-                    for letter in letters {
-                        println!(
-                            "{}\t{}\t{}",
-                            letter.message_id.unwrap_or_default(),
-                            letter.topic.unwrap_or_default(),
-                            letter.error.unwrap_or_default()
-                        );
-                    }
-                }
-                DlqCommand::Replay { consumer } => {
-                    let moved = crate::queue::dlq::replay(&broker, prefix, &consumer).await?;
-                    println!("replayed {moved} message(s) to {consumer}");
-                }
-            }
-            broker.close().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin(AdminCommand::Audit(AuditCommand::Verify)) => {
-            let pool = db::lazy_pool(&settings.database)?;
-            let (checked, broken) = crate::audit::verify(&pool).await?;
-            match broken {
-                None => {
-                    println!("audit log intact: {checked} entries verified");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some((seq, why)) => {
-                    println!(
-                        "audit log BROKEN at seq {seq}: {why} ({checked} entries verified before it)"
-                    );
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
-        Command::Admin(AdminCommand::Keys(KeysCommand::Rotate {
+        } => restore(&settings, &from, vault_token_file.as_deref()).await,
+        AdminCommand::DemoSeed { per_agent } => demo_seed(settings, per_agent).await,
+        AdminCommand::Agents(command) => agents(settings, command).await,
+        AdminCommand::OutboxRedrive { minutes } => outbox_redrive(&settings, minutes).await,
+        AdminCommand::Dlq(command) => dlq(&settings, command).await,
+        AdminCommand::Audit(AuditCommand::Verify) => audit_verify(&settings).await,
+        AdminCommand::Keys(KeysCommand::Rotate {
             operator_token_file,
-        })) => {
-            let kms = operator_kms(&settings, operator_token_file.as_deref())?;
-            kms.rotate().await?;
-            println!(
-                "rotated the {} master key; now run `loanfolio admin keys rewrap`",
-                kms.provider_name()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Admin(AdminCommand::Keys(KeysCommand::Rewrap {
+        }) => keys_rotate(&settings, operator_token_file.as_deref()).await,
+        AdminCommand::Keys(KeysCommand::Rewrap {
             operator_token_file,
             newest_version,
-        })) => {
-            let kms = operator_kms(&settings, operator_token_file.as_deref())?;
-            let newest = match (&kms, newest_version) {
-                (crate::crypto::Kms::Local(file), _) => file.newest_version()?,
-                (_, Some(v)) => v,
-                // The operator's policy may read the key's versions.
-                (crate::crypto::Kms::Vault(keys), None) => keys.newest_version().await?,
-                (crate::crypto::Kms::Misconfigured(why), None) => anyhow::bail!("{why}"),
-            };
-            let pool = db::lazy_pool(&settings.database)?;
-            let keys = crate::crypto::keyring::KeyRing::new(kms);
-            let count = keys.rewrap_all(&pool, newest).await?;
-            println!("rewrapped {count} key(s) to master version {newest}");
+        }) => keys_rewrap(&settings, operator_token_file.as_deref(), newest_version).await,
+        AdminCommand::Keys(KeysCommand::GenerateLocal { file }) => {
+            keys_generate_local(&settings, file).await
+        }
+    }
+}
+
+async fn create_buckets(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let storage = crate::storage::Storage::new(&settings.s3)?;
+    storage.ensure_buckets().await?;
+    println!(
+        "buckets ready: {}, {}",
+        settings.s3.quarantine_bucket, settings.s3.documents_bucket
+    );
+    // Borrowers' browsers PUT from the service's own origin.
+    let origin = settings
+        .server
+        .public_base_url
+        .origin()
+        .ascii_serialization();
+    use crate::storage::CorsOutcome;
+    let bucket = &settings.s3.quarantine_bucket;
+    match storage.allow_browser_uploads(&origin).await? {
+        CorsOutcome::Set => println!("CORS: {origin} may PUT into {bucket}"),
+        CorsOutcome::Unsupported => println!(
+            "CORS: this S3 server has no bucket CORS API; allow PUT from {origin} to {bucket} in its own settings (docs/operations/network.md)"
+        ),
+        CorsOutcome::Denied => println!(
+            "CORS: this key may not set {bucket}'s CORS rule; have the storage administrator allow PUT from {origin} (docs/operations/network.md)"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backup(settings: &Settings, to: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let summary = crate::admin::backup::backup(settings, to).await?;
+    let key = match settings.kms.provider {
+        crate::config::KmsProvider::Local => "master key",
+        crate::config::KmsProvider::Vault => "transit key versions needed",
+    };
+    println!(
+        "backup written to {}: database, {} objects ({} bytes), {key}; {:.1} s",
+        to.display(),
+        summary.objects,
+        summary.bytes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore(
+    settings: &Settings,
+    from: &std::path::Path,
+    vault_token_file: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let summary =
+        crate::admin::backup::restore(settings, from, vault_token_file).await?;
+    println!(
+        "restored from {}: database, {} objects ({} bytes), key checked; {:.1} s",
+        from.display(),
+        summary.objects,
+        summary.bytes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo_seed(settings: Settings, per_agent: usize) -> anyhow::Result<ExitCode> {
+    let state = crate::state::AppState::new(settings, Role::Serve)?;
+    let seeded = crate::admin::demo::seed(&state, per_agent).await?;
+    println!(
+        "seeded {} demo leads (and loans for half of them)",
+        seeded.leads
+    );
+    if let Some(url) = seeded.link_url {
+        // Development data: the demo link is shown like any new link, once.
+        println!("demo borrower upload link (agent-a1's first loan): {url}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn agents(settings: Settings, command: AgentsCommand) -> anyhow::Result<ExitCode> {
+    let state = crate::state::AppState::new(settings, Role::Serve)?;
+    let (subject, disabled) = match &command {
+        AgentsCommand::Disable { subject } => (subject.as_str(), true),
+        AgentsCommand::Enable { subject } => (subject.as_str(), false),
+    };
+    // The operator at the host, recorded as such in the audit log.
+    let operator = crate::auth::Actor::system("cli", "loanfolio admin");
+    let outcome = crate::agents::ops::set_disabled(&state, subject, disabled, &operator, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    state.db.close().await;
+    match outcome {
+        crate::agents::Changed::Unknown => {
+            println!("no agent {subject}");
+            Ok(ExitCode::FAILURE)
+        }
+        crate::agents::Changed::Unchanged => {
+            println!(
+                "{subject} was already {}",
+                if disabled { "disabled" } else { "enabled" }
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Admin(AdminCommand::Keys(KeysCommand::GenerateLocal { file })) => {
-            let path = file.unwrap_or_else(|| settings.kms.local.master_key_file.clone());
-            crate::crypto::local::LocalKeyFile::new(&path).generate()?;
-            println!("wrote a new master key file at {}", path.display());
+        crate::agents::Changed::Done { sessions_ended } => {
+            if disabled {
+                println!("{subject} disabled; {sessions_ended} session(s) ended");
+            } else {
+                println!("{subject} enabled");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn outbox_redrive(settings: &Settings, minutes: u32) -> anyhow::Result<ExitCode> {
+    let pool = db::lazy_pool(&settings.database)?;
+    let count = crate::db::outbox::redrive(&pool, minutes).await?;
+    pool.close().await;
+    println!("{count} event(s) will be published again by the relay");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<ExitCode> {
+    let broker = crate::queue::Broker::new(&settings.rabbitmq)?;
+    let prefix = &settings.rabbitmq.prefix;
+    match command {
+        DlqCommand::List { consumer } => {
+            let letters = crate::queue::dlq::list(&broker, prefix, &consumer).await?;
+            println!("{} dead letter(s) for {consumer}", letters.len());
+            for letter in letters {
+                println!(
+                    "{}\t{}\t{}",
+                    letter.message_id.unwrap_or_default(),
+                    letter.topic.unwrap_or_default(),
+                    letter.error.unwrap_or_default()
+                );
+            }
+        }
+        DlqCommand::Replay { consumer } => {
+            let moved = crate::queue::dlq::replay(&broker, prefix, &consumer).await?;
+            println!("replayed {moved} message(s) to {consumer}");
+        }
+    }
+    broker.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let pool = db::lazy_pool(&settings.database)?;
+    let (checked, broken) = crate::audit::verify(&pool).await?;
+    match broken {
+        None => {
+            println!("audit log intact: {checked} entries verified");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((seq, why)) => {
+            println!("audit log BROKEN at seq {seq}: {why} ({checked} entries verified before it)");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn keys_rotate(
+    settings: &Settings,
+    operator_token_file: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let kms = operator_kms(settings, operator_token_file)?;
+    kms.rotate().await?;
+    println!(
+        "rotated the {} master key; now run `loanfolio admin keys rewrap`",
+        kms.provider_name()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys_rewrap(
+    settings: &Settings,
+    operator_token_file: Option<&std::path::Path>,
+    newest_version: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let kms = operator_kms(settings, operator_token_file)?;
+    let newest = match (&kms, newest_version) {
+        (crate::crypto::Kms::Local(file), _) => file.newest_version()?,
+        (_, Some(v)) => v,
+        // The operator's policy may read the key's versions.
+        (crate::crypto::Kms::Vault(keys), None) => keys.newest_version().await?,
+        (crate::crypto::Kms::Misconfigured(why), None) => anyhow::bail!("{why}"),
+    };
+    let pool = db::lazy_pool(&settings.database)?;
+    let keys = crate::crypto::keyring::KeyRing::new(kms);
+    let count = keys.rewrap_all(&pool, newest).await?;
+    println!("rewrapped {count} key(s) to master version {newest}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys_generate_local(
+    settings: &Settings,
+    file: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let path = file.unwrap_or_else(|| settings.kms.local.master_key_file.clone());
+    crate::crypto::local::LocalKeyFile::new(&path).generate()?;
+    println!("wrote a new master key file at {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The key provider with the operator's rights (Vault: the operator token given here).

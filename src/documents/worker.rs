@@ -75,47 +75,58 @@ enum Outcome {
 
 impl DocumentPipeline {
     async fn process(&self, tx: &mut PgConnection, document: Uuid) -> Result<(), HandlerError> {
-        let state = &self.state;
         let row = store::pending(&mut *tx, document)
             .await
             .map_err(transient)?;
-        let Some(store::PendingDocument {
-            loan_id,
-            lead_id,
-            state: doc_state,
-            size_bytes: declared_size,
-            content_type: declared_type,
-            quarantine_key,
-            document_request_id: request,
-            link_revoked_at,
-        }) = row
-        else {
+        let Some(pending) = row else {
             return Err(HandlerError::Permanent(anyhow::anyhow!("no such document")));
         };
         // `failed` is processed again when its message is replayed from the DLQ; other
         // states are decided already (a redelivery).
         if !matches!(
-            doc_state,
+            pending.state,
             DocumentState::Uploaded | DocumentState::Scanning | DocumentState::Failed
         ) {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let source = ObjectPath::from(quarantine_key.as_str());
-        let meta = state
+        let target = ObjectPath::from(format!("documents/{document}"));
+        let outcome = self.decide(document, &pending, &target).await?;
+        let label = self
+            .record(tx, document, &pending, &outcome, &target)
+            .await?;
+        if let Ok(mut decided) = self.decided.lock() {
+            decided.insert(document, (label, started.elapsed().as_secs_f64()));
+        }
+        // The metrics and the quarantine copy wait for this transaction to commit.
+        Ok(())
+    }
+
+    /// What the file is: refused on its size or timing before it is read, else scanned,
+    /// checked and encrypted into `target` in one pass.
+    async fn decide(
+        &self,
+        document: Uuid,
+        pending: &store::PendingDocument,
+        target: &ObjectPath,
+    ) -> Result<Outcome, HandlerError> {
+        let source = ObjectPath::from(pending.quarantine_key.as_str());
+        let meta = self
+            .state
             .storage
             .quarantine
             .head(&source)
             .await
             .map_err(transient)?;
-        let limit = state.settings.documents.max_upload_bytes;
+        let limit = self.state.settings.documents.max_upload_bytes;
+        let declared_size = pending.size_bytes as u64;
         // A borrower who said `complete` early could PUT after the link's revocation with a
         // URL still valid: what was written after it is never processed (kept in
         // quarantine, like the reconciler's `link_revoked`).
-        let late = link_revoked_at.is_some()
+        let late = pending.link_revoked_at.is_some()
             && crate::documents::reconciler::Outcome::of(
                 Some(meta.last_modified.timestamp()),
-                link_revoked_at,
+                pending.link_revoked_at,
             ) == crate::documents::reconciler::Outcome::LinkRevoked;
         let precheck = if late {
             Some("link_revoked")
@@ -123,26 +134,43 @@ impl DocumentPipeline {
             Some("empty")
         } else if meta.size > limit {
             Some("too_large")
-        } else if meta.size != declared_size as u64 {
+        } else if meta.size != declared_size {
             Some("size_mismatch")
         } else {
             None
         };
-        let target = ObjectPath::from(format!("documents/{document}"));
-        let outcome = match precheck {
-            Some(reason) => Outcome::Rejected(reason),
+        match precheck {
+            Some(reason) => Ok(Outcome::Rejected(reason)),
             None => {
                 self.stream_pass(
                     document,
-                    lead_id,
+                    pending.lead_id,
                     &source,
-                    &target,
-                    (&declared_type, declared_size as u64),
+                    target,
+                    (&pending.content_type, declared_size),
                 )
-                .await?
+                .await
             }
-        };
-        let (new_state, reason, sha, detected) = match &outcome {
+        }
+    }
+
+    /// Record the decision in `tx`: the document's row, its request, the audit row and the
+    /// event. Answers the outcome's metric label.
+    async fn record(
+        &self,
+        tx: &mut PgConnection,
+        document: Uuid,
+        pending: &store::PendingDocument,
+        outcome: &Outcome,
+        target: &ObjectPath,
+    ) -> Result<String, HandlerError> {
+        let state = &self.state;
+        let (loan_id, lead_id, request) = (
+            pending.loan_id,
+            pending.lead_id,
+            pending.document_request_id,
+        );
+        let (new_state, reason, sha, detected) = match outcome {
             Outcome::Available { sha256, detected } => (
                 DocumentState::Available,
                 None,
@@ -150,7 +178,7 @@ impl DocumentPipeline {
                 Some(detected.as_str()),
             ),
             Outcome::Rejected(reason) => {
-                let _ = state.storage.documents.delete(&target).await;
+                let _ = state.storage.documents.delete(target).await;
                 (DocumentState::Rejected, Some(*reason), None, None)
             }
         };
@@ -218,15 +246,10 @@ impl DocumentPipeline {
             }
         };
         outbox::enqueue(tx, &event, None).await.map_err(transient)?;
-        let outcome = match reason {
+        Ok(match reason {
             Some(reason) => format!("rejected_{reason}"),
             None => new_state.as_str().to_owned(),
-        };
-        if let Ok(mut decided) = self.decided.lock() {
-            decided.insert(document, (outcome, started.elapsed().as_secs_f64()));
-        }
-        // The metrics and the quarantine copy wait for this transaction to commit.
-        Ok(())
+        })
     }
 
     async fn stream_pass(

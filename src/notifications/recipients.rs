@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::store;
-use super::worker::{Notifier, Outgoing, decrypt, transient};
+use super::worker::{Audience, Notifier, Outgoing, decrypt, transient};
 use crate::mail::SendError;
 use crate::queue::consumer::HandlerError;
 
@@ -155,13 +155,12 @@ impl Notifier {
     pub(super) async fn reminder(
         &self,
         requests: &[Uuid],
-        key: &[u8; 32],
-        (loan, lead): (Uuid, Uuid),
-        first_name: &str,
-        agent: &str,
+        who: &Audience,
     ) -> Result<Option<Outgoing>, HandlerError> {
         let state = &self.state;
-        let (lender, phone) = self.branding();
+        let (key, loan, lead) = (&who.key, who.loan, who.lead);
+        let (lender, phone, first_name, agent) =
+            (&who.lender, &who.phone, &who.first_name, &who.agent);
         let opted_out = store::email_opted_out(&state.db, lead)
             .await
             .map_err(transient)?;

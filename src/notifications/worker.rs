@@ -66,15 +66,83 @@ pub(super) struct Outgoing {
     pub(super) unsubscribe: bool,
 }
 
+/// Who an event's messages go to and what they say about whom: the loan's borrower and
+/// agent, the file's key, and the lender's branding.
+pub(super) struct Audience {
+    pub(super) loan: Uuid,
+    pub(super) lead: Uuid,
+    pub(super) key: std::sync::Arc<crate::crypto::DataKey>,
+    pub(super) first_name: String,
+    pub(super) borrower_email: Option<String>,
+    pub(super) agent: String,
+    pub(super) agent_email: Option<String>,
+    pub(super) lender: String,
+    pub(super) phone: String,
+}
+
+impl Audience {
+    /// The agent's short update (`agent_update`), when the agent has an address.
+    fn agent_update(&self, headline: &str) -> Option<Outgoing> {
+        self.agent_email.clone().map(|to| Outgoing {
+            kind: "agent",
+            channel: "email",
+            to,
+            template: "agent_update",
+            subject: headline.to_owned(),
+            context: json!({"headline": headline, "borrower": self.first_name,
+                "loan_id": self.loan, "lender": self.lender}),
+            unsubscribe: false,
+        })
+    }
+}
+
 impl Notifier {
     /// The messages an event asks for, with the loan and lead they are about.
     async fn plan(
         &self,
         message: &Message,
     ) -> Result<Option<(Uuid, Uuid, Vec<Outgoing>)>, HandlerError> {
-        let state = &self.state;
-        let (lender, phone) = self.branding();
         let event = message.event()?;
+        let Some(who) = self.audience(event).await? else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        match event {
+            &Event::UploadLinkCreated { link_id, .. } => {
+                out.extend(self.invitation(&who, link_id).await?);
+            }
+            Event::DocReviewed {
+                document_id,
+                decision,
+                ..
+            } if decision == "reject" => {
+                out.extend(self.rejection(&who, *document_id).await?);
+            }
+            Event::LoanStatusChanged { new_status, .. } => {
+                out.extend(self.status_changed(&who, new_status.as_str()).await?);
+            }
+            Event::ReminderDue { request_ids, .. } => {
+                out.extend(self.reminder(request_ids, &who).await?);
+            }
+            Event::DocAvailable { .. } => out.extend(who.agent_update("A document was received")),
+            Event::DocRejected { .. } => {
+                out.extend(who.agent_update("A document was rejected by the checks"))
+            }
+            Event::CreditCompleted { .. } => {
+                out.extend(who.agent_update("A credit report is ready"))
+            }
+            Event::CreditFailed { .. } => out.extend(who.agent_update("A credit pull failed")),
+            Event::LoanNeedsAttention { .. } => {
+                out.extend(who.agent_update("A loan needs your attention"))
+            }
+            _ => {}
+        }
+        Ok(Some((who.loan, who.lead, out)))
+    }
+
+    /// The loan an event is about and its people; `None` when there is no such loan.
+    async fn audience(&self, event: &Event) -> Result<Option<Audience>, HandlerError> {
+        let state = &self.state;
         let loan = match event {
             Event::CreditCompleted { lead_id, .. } | Event::CreditFailed { lead_id, .. } => {
                 // A pull belongs to a lead; tell the agent about the lead's newest loan, if any.
@@ -85,146 +153,143 @@ impl Notifier {
             _ => event.loan_id(),
         };
         let Some(loan) = loan else { return Ok(None) };
-        let Some(store::LoanPeople {
-            lead_id: lead,
-            first_name,
-            email_enc,
-            agent_name: agent,
-            agent_email,
-        }) = self.people(loan).await?
-        else {
+        let Some(people) = self.people(loan).await? else {
             return Ok(None);
         };
+        let lead = people.lead_id;
         let key = state
             .keys
             .file_key(&state.db, lead)
             .await
             .map_err(transient)?;
-        let borrower_email = match &email_enc {
+        let borrower_email = match &people.email_enc {
             Some(sealed) => Some(decrypt(&key, "leads", "email_enc", lead, sealed)?),
             None => None,
         };
-        let agent_update = |headline: String| {
-            agent_email.clone().map(|to| Outgoing {
-                kind: "agent",
+        let (lender, phone) = self.branding();
+        Ok(Some(Audience {
+            loan,
+            lead,
+            key,
+            first_name: people.first_name,
+            borrower_email,
+            agent: people.agent_name,
+            agent_email: people.agent_email,
+            lender,
+            phone,
+        }))
+    }
+
+    /// A new link's invitation to the address it was made for.
+    async fn invitation(
+        &self,
+        who: &Audience,
+        link: Uuid,
+    ) -> Result<Option<Outgoing>, HandlerError> {
+        let row = store::link_invitation(&self.state.db, link)
+            .await
+            .map_err(transient)?;
+        let Some(store::LinkInvitation {
+            borrower_email_enc: Some(email),
+            token_enc: Some(token),
+            expires_at: expires,
+        }) = row
+        else {
+            return Ok(None);
+        };
+        let to = decrypt(&who.key, "upload_links", "borrower_email_enc", link, &email)?;
+        let token = decrypt(&who.key, "upload_links", "token_enc", link, &token)?;
+        Ok(Some(Outgoing {
+            kind: "borrower",
+            channel: "email",
+            to,
+            template: "link_invitation",
+            subject: format!("{}: please upload your documents", who.lender),
+            context: json!({"first_name": who.first_name, "agent": who.agent, "lender": who.lender,
+                "support_phone": who.phone, "link": self.url(&token),
+                "expires": expires.date().to_string()}),
+            unsubscribe: false,
+        }))
+    }
+
+    /// An agent's rejection of a document, with its reason and the way back.
+    async fn rejection(
+        &self,
+        who: &Audience,
+        document: Uuid,
+    ) -> Result<Option<Outgoing>, HandlerError> {
+        let row = store::rejected_document(&self.state.db, document)
+            .await
+            .map_err(transient)?;
+        let Some(store::RejectedDocument {
+            doc_type,
+            review_reason_enc: Some(sealed),
+            upload_link_id: link,
+        }) = row
+        else {
+            return Ok(None);
+        };
+        let Some((to, link)) = self
+            .rejection_recipient(&who.key, who.loan, link, who.borrower_email.clone())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let reason = decrypt(
+            &who.key,
+            "documents",
+            "review_reason_enc",
+            document,
+            &sealed,
+        )?;
+        Ok(Some(Outgoing {
+            kind: "borrower",
+            channel: "email",
+            to,
+            template: "document_rejected",
+            subject: format!("{}: a document needs to be replaced", who.lender),
+            context: json!({"first_name": who.first_name, "agent": who.agent, "lender": who.lender,
+                "support_phone": who.phone, "doc_type": doc_type.replace('_', " "), "reason": reason,
+                "link": link}),
+            unsubscribe: false,
+        }))
+    }
+
+    /// A status change: the borrower by email (and by SMS with an opt-in), the agent.
+    async fn status_changed(
+        &self,
+        who: &Audience,
+        status: &str,
+    ) -> Result<Vec<Outgoing>, HandlerError> {
+        let (lender, phone) = (&who.lender, &who.phone);
+        let mut out = Vec::new();
+        if let Some(to) = who.borrower_email.clone() {
+            out.push(Outgoing {
+                kind: "borrower",
                 channel: "email",
                 to,
-                template: "agent_update",
-                subject: headline.clone(),
-                context: json!({"headline": headline, "borrower": first_name, "loan_id": loan, "lender": lender}),
+                template: "status_borrower",
+                subject: format!("{lender}: your application is {status}"),
+                context: json!({"first_name": who.first_name, "status": status, "lender": lender,
+                    "support_phone": phone}),
                 unsubscribe: false,
-            })
-        };
-        let mut out = Vec::new();
-        match event {
-            &Event::UploadLinkCreated { link_id: link, .. } => {
-                let row = store::link_invitation(&state.db, link)
-                    .await
-                    .map_err(transient)?;
-                if let Some(store::LinkInvitation {
-                    borrower_email_enc: Some(email),
-                    token_enc: Some(token),
-                    expires_at: expires,
-                }) = row
-                {
-                    let to = decrypt(&key, "upload_links", "borrower_email_enc", link, &email)?;
-                    let token = decrypt(&key, "upload_links", "token_enc", link, &token)?;
-                    out.push(Outgoing {
-                        kind: "borrower",
-                        channel: "email",
-                        to,
-                        template: "link_invitation",
-                        subject: format!("{lender}: please upload your documents"),
-                        context: json!({"first_name": first_name, "agent": agent, "lender": lender,
-                            "support_phone": phone, "link": self.url(&token),
-                            "expires": expires.date().to_string()}),
-                        unsubscribe: false,
-                    });
-                }
-            }
-            Event::DocReviewed {
-                document_id: document,
-                decision,
-                ..
-            } if decision == "reject" => {
-                let document = *document;
-                let row = store::rejected_document(&state.db, document)
-                    .await
-                    .map_err(transient)?;
-                if let Some(store::RejectedDocument {
-                    doc_type,
-                    review_reason_enc: Some(sealed),
-                    upload_link_id: link,
-                }) = row
-                    && let Some((to, link)) = self
-                        .rejection_recipient(&key, loan, link, borrower_email.clone())
-                        .await?
-                {
-                    let reason =
-                        decrypt(&key, "documents", "review_reason_enc", document, &sealed)?;
-                    out.push(Outgoing {
-                        kind: "borrower",
-                        channel: "email",
-                        to,
-                        template: "document_rejected",
-                        subject: format!("{lender}: a document needs to be replaced"),
-                        context: json!({"first_name": first_name, "agent": agent, "lender": lender,
-                            "support_phone": phone, "doc_type": doc_type.replace('_', " "), "reason": reason,
-                            "link": link}),
-                        unsubscribe: false,
-                    });
-                }
-            }
-            Event::LoanStatusChanged { new_status, .. } => {
-                let status = new_status.as_str();
-                if let Some(to) = borrower_email.clone() {
-                    out.push(Outgoing {
-                        kind: "borrower",
-                        channel: "email",
-                        to,
-                        template: "status_borrower",
-                        subject: format!("{lender}: your application is {status}"),
-                        context: json!({"first_name": first_name, "status": status, "lender": lender, "support_phone": phone}),
-                        unsubscribe: false,
-                    });
-                }
-                if let Some(to) = self.sms_number(&key, lead).await? {
-                    out.push(Outgoing {
-                        kind: "borrower",
-                        channel: "sms",
-                        to,
-                        template: "status_sms",
-                        subject: format!(
-                            "{lender}: your loan application is now {status}. Questions? {phone}"
-                        ),
-                        context: Value::Null,
-                        unsubscribe: false,
-                    });
-                }
-                out.extend(agent_update(format!("Loan status: {status}")));
-            }
-            Event::ReminderDue { request_ids, .. } => {
-                out.extend(
-                    self.reminder(request_ids, &key, (loan, lead), &first_name, &agent)
-                        .await?,
-                );
-            }
-            Event::DocAvailable { .. } => {
-                out.extend(agent_update("A document was received".into()))
-            }
-            Event::DocRejected { .. } => {
-                out.extend(agent_update("A document was rejected by the checks".into()))
-            }
-            Event::CreditCompleted { .. } => {
-                out.extend(agent_update("A credit report is ready".into()))
-            }
-            Event::CreditFailed { .. } => out.extend(agent_update("A credit pull failed".into())),
-            Event::LoanNeedsAttention { .. } => {
-                out.extend(agent_update("A loan needs your attention".into()))
-            }
-            _ => {}
+            });
         }
-        Ok(Some((loan, lead, out)))
+        if let Some(to) = self.sms_number(&who.key, who.lead).await? {
+            out.push(Outgoing {
+                kind: "borrower",
+                channel: "sms",
+                to,
+                template: "status_sms",
+                subject: format!(
+                    "{lender}: your loan application is now {status}. Questions? {phone}"
+                ),
+                context: Value::Null,
+                unsubscribe: false,
+            });
+        }
+        out.extend(who.agent_update(&format!("Loan status: {status}")));
+        Ok(out)
     }
 
     async fn deliver(
