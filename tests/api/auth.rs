@@ -95,6 +95,35 @@ async fn missing_or_malformed_credentials_are_401() {
     assert_refused(&app, "a.b.c", StatusCode::UNAUTHORIZED, "malformed_token").await;
 }
 
+/// A real token with one claim changed and the signature kept.
+async fn tampered_token() -> String {
+    let real = oidc::access_token("agent-a1").await;
+    let mut parts: Vec<String> = real.split('.').map(str::to_owned).collect();
+    let mut claims = oidc::decode_part(&real, 1);
+    claims["realm_access"]["roles"] = json!(["admin"]);
+    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    parts.join(".")
+}
+
+/// HS256 signed with the provider's public key as the HMAC secret.
+async fn hs256_with_public_key(issuer: &str) -> String {
+    let public: Value = reqwest::get(format!("{issuer}/__test/public-key"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(public["kid"].as_str().unwrap().to_owned());
+    header.typ = Some("at+jwt".into());
+    jsonwebtoken::encode(
+        &header,
+        &access_claims(issuer, "x"),
+        &jsonwebtoken::EncodingKey::from_secret(public["pem"].as_str().unwrap().as_bytes()),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn hostile_tokens_are_refused_each_with_its_code() {
     let app = spawn_app().await;
@@ -126,18 +155,8 @@ async fn hostile_tokens_are_refused_each_with_its_code() {
     assert_refused(&app, &token, StatusCode::UNAUTHORIZED, "invalid_issuer").await;
 
     // Tampered: a real token with one claim changed and the signature kept.
-    let real = oidc::access_token("agent-a1").await;
-    let mut parts: Vec<String> = real.split('.').map(str::to_owned).collect();
-    let mut claims = oidc::decode_part(&real, 1);
-    claims["realm_access"]["roles"] = json!(["admin"]);
-    parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-    assert_refused(
-        &app,
-        &parts.join("."),
-        StatusCode::UNAUTHORIZED,
-        "invalid_signature",
-    )
-    .await;
+    let token = tampered_token().await;
+    assert_refused(&app, &token, StatusCode::UNAUTHORIZED, "invalid_signature").await;
 
     // alg none: no signature at all.
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"at+jwt"}"#);
@@ -152,21 +171,7 @@ async fn hostile_tokens_are_refused_each_with_its_code() {
     .await;
 
     // HS256 with the provider's public key as the HMAC secret (the classic confusion).
-    let public: Value = reqwest::get(format!("{issuer}/__test/public-key"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some(public["kid"].as_str().unwrap().to_owned());
-    header.typ = Some("at+jwt".into());
-    let token = jsonwebtoken::encode(
-        &header,
-        &access_claims(&issuer, "x"),
-        &jsonwebtoken::EncodingKey::from_secret(public["pem"].as_str().unwrap().as_bytes()),
-    )
-    .unwrap();
+    let token = hs256_with_public_key(&issuer).await;
     assert_refused(
         &app,
         &token,

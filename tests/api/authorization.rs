@@ -53,55 +53,71 @@ async fn json(app: &TestApp, token: &str, path: &str) -> Value {
         .unwrap()
 }
 
-/// Defect: `complete` checked read scope plus a role-only write scope, so an agent who is
-/// also compliance (reads everything) could complete another team's pending document.
-#[tokio::test]
-async fn every_writing_route_checks_write_scope_on_the_object_itself() {
-    let app = crate::helpers::app()
-        .settings(|s| s.rate_limit.api_per_ip = 10_000)
-        .spawn()
-        .await;
-    let owner = oidc::access_token("agent-a1").await;
-    let loan = agent_a1_loan(&app, &owner).await;
-    let lead = json(&app, &owner, &format!("/v1/loans/{loan}")).await["lead_id"]
+/// What the writing routes act on: agent-a1's loan and what hangs off it.
+struct Objects {
+    loan: String,
+    lead: String,
+    link: String,
+    document: String,
+    pull: String,
+}
+
+async fn id_of(response: reqwest::Response, pointer: &str) -> String {
+    let body: Value = response.json().await.unwrap();
+    body.pointer(pointer).unwrap().as_str().unwrap().to_owned()
+}
+
+async fn owners_objects(app: &TestApp, owner: &str) -> Objects {
+    let loan = agent_a1_loan(app, owner).await;
+    let lead = json(app, owner, &format!("/v1/loans/{loan}")).await["lead_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let link: Value = app
-        .create(
-            &owner,
-            &format!("/v1/loans/{loan}/upload-links"),
-            &json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let link = link["id"].as_str().unwrap().to_owned();
-    let upload: Value = app
-        .create(
-            &owner,
+    let link = id_of(
+        app.create(owner, &format!("/v1/loans/{loan}/upload-links"), &json!({}))
+            .await,
+        "/id",
+    )
+    .await;
+    let document = id_of(
+        app.create(
+            owner,
             &format!("/v1/loans/{loan}/documents"),
             &json!({"filename": "w2.pdf", "content_type": "application/pdf", "size_bytes": 100, "doc_type": "w2"}),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let document = upload["document"]["id"].as_str().unwrap().to_owned();
-    let pull: Value = app
-        .create(
-            &owner,
+        .await,
+        "/document/id",
+    )
+    .await;
+    let pull = id_of(
+        app.create(
+            owner,
             &format!("/v1/leads/{lead}/credit-reports"),
             &json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "written", "text_version": "fcra-2026-01"}}),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let pull = pull["id"].as_str().unwrap().to_owned();
+        .await,
+        "/id",
+    )
+    .await;
+    Objects {
+        loan,
+        lead,
+        link,
+        document,
+        pull,
+    }
+}
+
+fn writing_routes(objects: &Objects) -> Vec<Call> {
+    let Objects {
+        loan,
+        lead,
+        link,
+        document,
+        pull,
+    } = objects;
     let upload_file = json!({"filename": "x.pdf", "content_type": "application/pdf", "size_bytes": 100, "doc_type": "other"});
-    let calls = vec![
+    vec![
         Call {
             if_match: true,
             ..call(
@@ -186,29 +202,27 @@ async fn every_writing_route_checks_write_scope_on_the_object_itself() {
             format!("/v1/loans/{loan}/los-submission"),
             None,
         ),
-    ];
-    let audit_rows = || async {
-        sqlx::query_scalar::<_, i64>("select count(*) from audit_log")
-            .fetch_one(&app.state.db)
-            .await
-            .unwrap()
-    };
-    let before = audit_rows().await;
-    // (user, the answer every writing route must give them)
-    let callers = [
-        ("agent-b1", 404),
-        ("agent-a2", 404),
-        ("compliance", 403),
-        ("admin", 403),
-        ("agent-compliance-b", 403),
-        ("agent-admin-b", 403),
-        ("manager-compliance-b", 403),
-    ];
+    ]
+}
+
+/// (user, the answer every writing route must give them)
+const CALLERS: [(&str, u16); 7] = [
+    ("agent-b1", 404),
+    ("agent-a2", 404),
+    ("compliance", 403),
+    ("admin", 403),
+    ("agent-compliance-b", 403),
+    ("agent-admin-b", 403),
+    ("manager-compliance-b", 403),
+];
+
+/// Every (caller, route) pair whose answer is not the one expected of that caller.
+async fn wrong_answers(app: &TestApp, calls: &[Call]) -> Vec<String> {
     let mut wrong = Vec::new();
-    for (user, expected) in callers {
+    for (user, expected) in CALLERS {
         let token = oidc::access_token(user).await;
-        for c in &calls {
-            let status = send(&app, &token, c).await;
+        for c in calls {
+            let status = send(app, &token, c).await;
             if status != expected {
                 wrong.push(format!(
                     "{user} {} {} → {status}, not {expected}",
@@ -217,9 +231,11 @@ async fn every_writing_route_checks_write_scope_on_the_object_itself() {
             }
         }
     }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    assert_eq!(audit_rows().await, before, "nothing was written");
-    // Creating a loan on someone else's lead is refused as well (the id is in the body).
+    wrong
+}
+
+/// Creating a loan on someone else's lead is refused as well (the id is in the body).
+async fn assert_loans_on_anothers_lead_refused(app: &TestApp, lead: &str) {
     for user in ["agent-compliance-b", "manager-compliance-b", "agent-b1"] {
         let token = oidc::access_token(user).await;
         let response = app
@@ -236,6 +252,31 @@ async fn every_writing_route_checks_write_scope_on_the_object_itself() {
             response.status()
         );
     }
+}
+
+/// Defect: `complete` checked read scope plus a role-only write scope, so an agent who is
+/// also compliance (reads everything) could complete another team's pending document.
+#[tokio::test]
+async fn every_writing_route_checks_write_scope_on_the_object_itself() {
+    let app = crate::helpers::app()
+        .settings(|s| s.rate_limit.api_per_ip = 10_000)
+        .spawn()
+        .await;
+    let owner = oidc::access_token("agent-a1").await;
+    let objects = owners_objects(&app, &owner).await;
+    let calls = writing_routes(&objects);
+    let document = &objects.document;
+    let audit_rows = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from audit_log")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap()
+    };
+    let before = audit_rows().await;
+    let wrong = wrong_answers(&app, &calls).await;
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(audit_rows().await, before, "nothing was written");
+    assert_loans_on_anothers_lead_refused(&app, &objects.lead).await;
     let document_state = json(&app, &owner, &format!("/v1/documents/{document}")).await;
     assert_eq!(document_state["state"], "awaiting_upload");
 

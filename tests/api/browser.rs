@@ -138,28 +138,15 @@ async fn a_borrower_uploads_two_files_through_the_page_to_garage() {
     borrower_uploads_two_files(app).await;
 }
 
-async fn borrower_uploads_two_files(app: TestApp) {
-    let token = oidc::access_token("agent-a1").await;
-    let loan = agent_a1_loan(&app, &token).await;
-    let request = app
-        .create(
-            &token,
-            &format!("/v1/loans/{loan}/document-requests"),
-            &json!({"doc_type": "bank_statement", "note": "The last two months"}),
-        )
-        .await;
-    assert_eq!(request.status(), 201);
-    let created = link(&app, &token, &loan).await;
-    let secret = created["token"].as_str().unwrap();
-
-    let files = tempfile::tempdir().unwrap();
-    let pdf = files.path().join("statement.pdf");
+/// A small PDF and a one-pixel PNG, as a borrower would pick them.
+fn sample_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let pdf = dir.join("statement.pdf");
     std::fs::write(
         &pdf,
         b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n",
     )
     .unwrap();
-    let png = files.path().join("id-card.png");
+    let png = dir.join("id-card.png");
     std::fs::write(
         &png,
         [
@@ -168,15 +155,23 @@ async fn borrower_uploads_two_files(app: TestApp) {
         ],
     )
     .unwrap();
+    (pdf, png)
+}
 
-    let (_driver, client) = browser().await;
+/// The needs list shows, both files reach 100 % and then appear as received.
+async fn upload_two_files_through_the_page(
+    app: &TestApp,
+    client: &Client,
+    secret: &str,
+    [pdf, png]: [&PathBuf; 2],
+) {
     // The page is served with the token in its path, as the emailed link would be.
     client
         .goto(&app.url(&format!("/u/{secret}")))
         .await
         .unwrap();
-    if !wait_for_count(&client, "li.request[data-state=outstanding]", 1, 10).await {
-        let shot = screenshot(&client, "upload-page-failed").await;
+    if !wait_for_count(client, "li.request[data-state=outstanding]", 1, 10).await {
+        let shot = screenshot(client, "upload-page-failed").await;
         let logs = client
             .execute("return document.getElementById('summary').textContent + ' | ' + document.getElementById('link-message').textContent", vec![])
             .await
@@ -191,8 +186,8 @@ async fn borrower_uploads_two_files(app: TestApp) {
         .send_keys(&format!("{}\n{}", pdf.display(), png.display()))
         .await
         .unwrap();
-    if !wait_for_count(&client, ".upload-row[data-state=done]", 2, 30).await {
-        let shot = screenshot(&client, "upload-page-failed").await;
+    if !wait_for_count(client, ".upload-row[data-state=done]", 2, 30).await {
+        let shot = screenshot(client, "upload-page-failed").await;
         let rows = client
             .find(Locator::Id("uploads"))
             .await
@@ -211,7 +206,7 @@ async fn borrower_uploads_two_files(app: TestApp) {
         .unwrap();
     assert_eq!(bars, json!([100, 100]), "both progress bars at 100 %");
     assert!(
-        wait_for_count(&client, ".file-item[data-state=available]", 2, 60).await,
+        wait_for_count(client, ".file-item[data-state=available]", 2, 60).await,
         "both files appear as received"
     );
     let received = client
@@ -225,13 +220,14 @@ async fn borrower_uploads_two_files(app: TestApp) {
         received.contains("statement.pdf") && received.contains("id-card.png"),
         "{received}"
     );
-    screenshot(&client, "upload-page-two-files-received").await;
+    screenshot(client, "upload-page-two-files-received").await;
+}
 
-    // The files are really there: the agent sees both available.
+async fn assert_agent_sees_both_available(app: &TestApp, token: &str, loan: &str) {
     let docs: Value = app
         .client
         .get(app.url(&format!("/v1/loans/{loan}/documents")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -245,9 +241,15 @@ async fn borrower_uploads_two_files(app: TestApp) {
         .map(|d| d["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["available", "available"]);
+}
 
-    // An expired link shows the expired message and no upload controls.
-    let expired = link(&app, &token, &loan).await;
+async fn assert_an_expired_link_shows_its_message(
+    app: &TestApp,
+    client: &Client,
+    token: &str,
+    loan: &str,
+) {
+    let expired = link(app, token, loan).await;
     sqlx::query("update upload_links set expires_at = now() - interval '1 hour' where id = $1")
         .bind(uuid::Uuid::parse_str(expired["id"].as_str().unwrap()).unwrap())
         .execute(&app.state.db)
@@ -258,7 +260,7 @@ async fn borrower_uploads_two_files(app: TestApp) {
         .await
         .unwrap();
     assert!(
-        wait_for_count(&client, "#link-message[data-code=link_expired]", 1, 10).await,
+        wait_for_count(client, "#link-message[data-code=link_expired]", 1, 10).await,
         "the expired message is shown"
     );
     let message = client
@@ -278,7 +280,34 @@ async fn borrower_uploads_two_files(app: TestApp) {
             .await
             .unwrap()
     );
-    screenshot(&client, "upload-page-expired-link").await;
+    screenshot(client, "upload-page-expired-link").await;
+}
+
+async fn borrower_uploads_two_files(app: TestApp) {
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let request = app
+        .create(
+            &token,
+            &format!("/v1/loans/{loan}/document-requests"),
+            &json!({"doc_type": "bank_statement", "note": "The last two months"}),
+        )
+        .await;
+    assert_eq!(request.status(), 201);
+    let created = link(&app, &token, &loan).await;
+    let secret = created["token"].as_str().unwrap();
+
+    let files = tempfile::tempdir().unwrap();
+    let (pdf, png) = sample_files(files.path());
+
+    let (_driver, client) = browser().await;
+    upload_two_files_through_the_page(&app, &client, secret, [&pdf, &png]).await;
+
+    // The files are really there: the agent sees both available.
+    assert_agent_sees_both_available(&app, &token, &loan).await;
+
+    // An expired link shows the expired message and no upload controls.
+    assert_an_expired_link_shows_its_message(&app, &client, &token, &loan).await;
     client.close().await.unwrap();
     assert!(!app.logs.text().contains(secret), "token in the logs");
 }

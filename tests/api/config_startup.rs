@@ -61,13 +61,15 @@ fn a_missing_secret_fails_startup_naming_it() {
     assert!(stderr.contains("database.url"), "{stderr}");
 }
 
-#[tokio::test]
-async fn a_database_password_never_reaches_logs_or_error_bodies() {
-    let canary = format!("Canary-Pw-{}", uuid::Uuid::now_v7().simple());
-    let dead_port = free_port(); // nothing listens there
-    let port = free_port();
-    let admin_port = free_port();
-    let mut child = loanfolio()
+/// `serve` with every dependency's URL carrying `canary` as its password and pointing at
+/// `dead_port`, where nothing listens.
+fn serve_with_unreachable_dependencies(
+    canary: &str,
+    dead_port: u16,
+    port: u16,
+    admin_port: u16,
+) -> std::process::Child {
+    loanfolio()
         .arg("--config")
         .arg(stack_config_path())
         .arg("serve")
@@ -93,8 +95,12 @@ async fn a_database_password_never_reaches_logs_or_error_bodies() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
 
+/// Every body the child answers with: the public readiness, health and an unknown route,
+/// then the operations listener's detailed report (last).
+async fn bodies_while_not_ready(port: u16, admin_port: u16) -> Vec<String> {
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let mut bodies = Vec::new();
@@ -126,6 +132,17 @@ async fn a_database_password_never_reaches_logs_or_error_bodies() {
         .await
         .unwrap();
     bodies.push(detailed);
+    bodies
+}
+
+#[tokio::test]
+async fn a_database_password_never_reaches_logs_or_error_bodies() {
+    let canary = format!("Canary-Pw-{}", uuid::Uuid::now_v7().simple());
+    let dead_port = free_port(); // nothing listens there
+    let port = free_port();
+    let admin_port = free_port();
+    let mut child = serve_with_unreachable_dependencies(&canary, dead_port, port, admin_port);
+    let bodies = bodies_while_not_ready(port, admin_port).await;
     let _ = child.kill();
     let output = child.wait_with_output().unwrap();
     let logs = format!(

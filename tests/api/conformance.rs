@@ -9,7 +9,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{app, oidc};
+use crate::helpers::{TestApp, app, oidc};
 use crate::loans::agent_a1_loan;
 
 fn schemathesis() -> String {
@@ -19,45 +19,33 @@ fn schemathesis() -> String {
     })
 }
 
-#[tokio::test]
-#[ignore = "scripts/test runs it as its own step: it needs schemathesis and takes minutes"]
-async fn schemathesis_finds_no_failures() {
-    let tool = schemathesis();
-    assert!(
-        std::path::Path::new(&tool).is_file(),
-        "schemathesis not found at {tool}: scripts/test installs it"
-    );
-    let app = app()
-        .settings(|s| {
-            s.rate_limit.api_per_ip = 1_000_000;
-            s.rate_limit.api_per_principal = 1_000_000;
-            s.rate_limit.public_per_ip = 1_000_000;
-            s.rate_limit.public_per_token = 1_000_000;
-            s.rate_limit.auth_per_ip = 1_000_000;
-            s.readiness.public_per_ip = 1_000_000;
-            s.log.level = "warn".into();
-        })
-        .spawn()
-        .await;
-    let token = oidc::access_token("agent-a1").await;
-    let loan = agent_a1_loan(&app, &token).await;
+/// The ids schemathesis is given for path parameters: agent-a1's loan and what hangs off it.
+struct Ids {
+    lead: String,
+    loan: String,
+    secret: String,
+    link_id: String,
+    request: String,
+    document: String,
+    pull: String,
+}
+
+async fn live_ids(app: &TestApp, token: &str) -> Ids {
+    let loan = agent_a1_loan(app, token).await;
     let get = |path: String| {
-        let request = app.client.get(app.url(&path)).bearer_auth(&token);
+        let request = app.client.get(app.url(&path)).bearer_auth(token);
         async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
     };
     let lead = get(format!("/v1/loans/{loan}")).await["lead_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let created = |path: String, body: Value| {
-        let (app, token) = (&app, &token);
-        async move {
-            app.create(token, &path, &body)
-                .await
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+    let created = |path: String, body: Value| async move {
+        app.create(token, &path, &body)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
     };
     let link = created(format!("/v1/loans/{loan}/upload-links"), json!({})).await;
     let request = created(
@@ -76,44 +64,63 @@ async fn schemathesis_finds_no_failures() {
     )
     .await;
     let string = |v: &Value| v.as_str().unwrap().to_owned();
-    let (secret, link_id) = (string(&link["token"]), string(&link["id"]));
-    let (request, document, pull) = (
-        string(&request["id"]),
-        string(&upload["document"]["id"]),
-        string(&pull["id"]),
-    );
+    Ids {
+        secret: string(&link["token"]),
+        link_id: string(&link["id"]),
+        request: string(&request["id"]),
+        document: string(&upload["document"]["id"]),
+        pull: string(&pull["id"]),
+        lead,
+        loan,
+    }
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("schemathesis.toml");
-    // Path ids by the resource a path names; the token of a live link; other operations'
-    // parameters are generated.
+/// Path ids by the resource a path names; the token of a live link; other operations'
+/// parameters are generated.
+fn config_toml(ids: &Ids) -> String {
+    let Ids {
+        lead,
+        loan,
+        secret,
+        link_id,
+        request,
+        document,
+        pull,
+    } = ids;
     let operation = |regex: &str, id: &str| {
         format!(
             "[[operations]]\ninclude-path-regex = \"{regex}\"\nparameters = {{ \"path.id\" = \"{id}\" }}\n"
         )
     };
-    let toml = [
+    [
         format!(
             "[parameters]\n\"path.token\" = \"{secret}\"\n\"path.leadId\" = \"{lead}\"\n\"path.document_id\" = \"{document}\"\n\"path.request_id\" = \"{request}\"\n\"path.subject\" = \"agent-a1\"\n"
         ),
-        operation("^/v1/leads/", &lead),
-        operation("^/v1/loans/", &loan),
-        operation("^/v1/documents/", &document),
-        operation("^/v1/credit-reports/", &pull),
-        operation("^/v1/upload-links/", &link_id),
+        operation("^/v1/leads/", lead),
+        operation("^/v1/loans/", loan),
+        operation("^/v1/documents/", document),
+        operation("^/v1/credit-reports/", pull),
+        operation("^/v1/upload-links/", link_id),
     ]
-    .join("\n");
-    std::fs::write(&config, toml).unwrap();
+    .join("\n")
+}
+
+/// Runs schemathesis against `app` as the agent holding `token`; its output and stdout.
+async fn run_schemathesis(
+    tool: &str,
+    config: &std::path::Path,
+    app: &TestApp,
+    token: &str,
+) -> (std::process::Output, String) {
     let examples = std::env::var("LOANFOLIO_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "20".into());
     let checks = std::env::var("LOANFOLIO_SCHEMATHESIS_CHECKS").unwrap_or_else(|_| {
         "not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance".into()
     });
-    let started = std::time::Instant::now();
     let run = || {
         // Async: this test's runtime must keep serving the app while schemathesis runs.
-        tokio::process::Command::new(&tool)
+        tokio::process::Command::new(tool)
             .arg("--config-file")
-            .arg(&config)
+            .arg(config)
             .args(["run", &app.url("/openapi.json")])
             .args(["--checks", &checks])
             .args(["--max-examples", &examples])
@@ -144,6 +151,37 @@ async fn schemathesis_finds_no_failures() {
         output = run().await.expect("run schemathesis");
         stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     }
+    (output, stdout)
+}
+
+#[tokio::test]
+#[ignore = "scripts/test runs it as its own step: it needs schemathesis and takes minutes"]
+async fn schemathesis_finds_no_failures() {
+    let tool = schemathesis();
+    assert!(
+        std::path::Path::new(&tool).is_file(),
+        "schemathesis not found at {tool}: scripts/test installs it"
+    );
+    let app = app()
+        .settings(|s| {
+            s.rate_limit.api_per_ip = 1_000_000;
+            s.rate_limit.api_per_principal = 1_000_000;
+            s.rate_limit.public_per_ip = 1_000_000;
+            s.rate_limit.public_per_token = 1_000_000;
+            s.rate_limit.auth_per_ip = 1_000_000;
+            s.readiness.public_per_ip = 1_000_000;
+            s.log.level = "warn".into();
+        })
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let ids = live_ids(&app, &token).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("schemathesis.toml");
+    std::fs::write(&config, config_toml(&ids)).unwrap();
+    let started = std::time::Instant::now();
+    let (output, stdout) = run_schemathesis(&tool, &config, &app, &token).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}\n{stderr}");
     println!(
