@@ -316,8 +316,7 @@ async fn restore(
     vault_token_file: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
-    let summary =
-        crate::admin::backup::restore(settings, from, vault_token_file).await?;
+    let summary = crate::admin::backup::restore(settings, from, vault_token_file).await?;
     println!(
         "restored from {}: database, {} objects ({} bytes), key checked; {:.1} s",
         from.display(),

@@ -179,8 +179,10 @@ async fn check_transit_versions(
     Ok(())
 }
 
-/// Back up into `dir`, which must not exist or be empty.
-pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> {
+/// Make `dir` for a backup: it must not exist or be empty; it holds the key and borrower
+/// data, so only its owner may enter it.
+fn prepare_folder(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if dir.exists() {
         ensure!(
             std::fs::read_dir(dir)?.next().is_none(),
@@ -188,42 +190,23 @@ pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> 
             dir.display()
         );
     }
-    // The folder holds the key and borrower data: the operator's eyes only.
-    {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    let mut files = BTreeMap::new();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
 
-    // The database first: objects written after it are harmless extras on restore, while
-    // an object missing for a row would be a lost document.
-    // The key versions the dump needs are among those in use just before it and just after
-    // it (a rewrap running meanwhile moves rows from one to the other): both, so the
-    // restore's check can never pass for data it cannot unwrap.
-    let versions_before = match settings.kms.provider {
-        KmsProvider::Vault => kek_versions_in_use(settings).await?,
-        KmsProvider::Local => Vec::new(),
-    };
-    let (url, env) = pg_env(settings)?;
-    let dump = dir.join("database.dump");
-    let status = tokio::process::Command::new("pg_dump")
-        .args(["--format=custom", "--no-password", "--file"])
-        .arg(&dump)
-        .arg(format!("--dbname={url}"))
-        .envs(env)
-        .status()
-        .await
-        .context("running pg_dump (PostgreSQL client tools)")?;
-    ensure!(status.success(), "pg_dump failed ({status})");
-    files.insert("database.dump".to_owned(), sha256_file(&dump).await?);
-
-    let storage = Storage::new(&settings.s3)?;
+/// Copy every object of both buckets under `dir/buckets/`, each file's size and SHA-256
+/// into `files`.
+async fn copy_objects(
+    storage: &Storage,
+    dir: &Path,
+    files: &mut BTreeMap<String, (u64, String)>,
+) -> anyhow::Result<Summary> {
     let mut summary = Summary::default();
-    for (role, store) in buckets(&storage) {
+    for (role, store) in buckets(storage) {
         let objects: Vec<_> = store.list(None).try_collect().await?;
         for meta in objects {
             let relative = format!("buckets/{role}/{}", meta.location);
@@ -251,6 +234,37 @@ pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> 
             summary.bytes += size;
         }
     }
+    Ok(summary)
+}
+
+/// Back up into `dir`, which must not exist or be empty.
+pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> {
+    prepare_folder(dir)?;
+    let mut files = BTreeMap::new();
+
+    // The database first: objects written after it are harmless extras on restore, while
+    // an object missing for a row would be a lost document.
+    // The key versions the dump needs are among those in use just before it and just after
+    // it (a rewrap running meanwhile moves rows from one to the other): both, so the
+    // restore's check can never pass for data it cannot unwrap.
+    let versions_before = match settings.kms.provider {
+        KmsProvider::Vault => kek_versions_in_use(settings).await?,
+        KmsProvider::Local => Vec::new(),
+    };
+    let (url, env) = pg_env(settings)?;
+    let dump = dir.join("database.dump");
+    let status = tokio::process::Command::new("pg_dump")
+        .args(["--format=custom", "--no-password", "--file"])
+        .arg(&dump)
+        .arg(format!("--dbname={url}"))
+        .envs(env)
+        .status()
+        .await
+        .context("running pg_dump (PostgreSQL client tools)")?;
+    ensure!(status.success(), "pg_dump failed ({status})");
+    files.insert("database.dump".to_owned(), sha256_file(&dump).await?);
+
+    let summary = copy_objects(&Storage::new(&settings.s3)?, dir, &mut files).await?;
 
     let mut transit = None;
     let kms_provider = match settings.kms.provider {
@@ -319,12 +333,9 @@ fn read_token(file: Option<&Path>) -> anyhow::Result<String> {
         .to_owned())
 }
 
-/// Restore `dir` into the configured database (which must be empty), buckets and key.
-pub async fn restore(
-    settings: &Settings,
-    dir: &Path,
-    vault_token_file: Option<&Path>,
-) -> anyhow::Result<Summary> {
+/// The backup's manifest, once every file matches it and this release can restore it —
+/// checked before anything changes.
+async fn verified_manifest(dir: &Path) -> anyhow::Result<Manifest> {
     let manifest: Manifest = serde_json::from_slice(
         &std::fs::read(dir.join("manifest.json")).context("reading manifest.json")?,
     )?;
@@ -353,30 +364,13 @@ pub async fn restore(
         manifest.schema_version,
         crate::db::expected_version()
     );
+    Ok(manifest)
+}
 
-    if manifest.kms_provider == "vault" {
-        let needs = manifest
-            .transit
-            .as_ref()
-            .context("the manifest names the vault provider but no transit key")?;
-        check_transit_versions(settings, needs, vault_token_file).await?;
-    }
-
-    let pool = crate::db::lazy_pool(&settings.database)?;
-    let tables: i64 = sqlx::query_scalar!(
-        r#"select count(*) as "tables!" from information_schema.tables where table_schema = 'public'"#
-    )
-    .fetch_one(&pool)
-    .await
-    .context("connecting to the target database")?;
-    pool.close().await;
-    ensure!(
-        tables == 0,
-        "the target database is not empty ({tables} tables): restore into a new, empty database"
-    );
-
-    // The key first: without it nothing else is usable.
-    match manifest.kms_provider.as_str() {
+/// Put the backed-up local master key in place (never over a different one); a Vault's
+/// versions were checked before anything changed.
+fn restore_key(settings: &Settings, dir: &Path, provider: &str) -> anyhow::Result<()> {
+    match provider {
         "local" => {
             let target = &settings.kms.local.master_key_file;
             let backed_up = std::fs::read(dir.join("master.key"))?;
@@ -399,6 +393,39 @@ pub async fn restore(
         "vault" => {}
         other => bail!("unknown key provider {other} in the manifest"),
     }
+    Ok(())
+}
+
+/// Restore `dir` into the configured database (which must be empty), buckets and key.
+pub async fn restore(
+    settings: &Settings,
+    dir: &Path,
+    vault_token_file: Option<&Path>,
+) -> anyhow::Result<Summary> {
+    let manifest = verified_manifest(dir).await?;
+    if manifest.kms_provider == "vault" {
+        let needs = manifest
+            .transit
+            .as_ref()
+            .context("the manifest names the vault provider but no transit key")?;
+        check_transit_versions(settings, needs, vault_token_file).await?;
+    }
+
+    let pool = crate::db::lazy_pool(&settings.database)?;
+    let tables: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "tables!" from information_schema.tables where table_schema = 'public'"#
+    )
+    .fetch_one(&pool)
+    .await
+    .context("connecting to the target database")?;
+    pool.close().await;
+    ensure!(
+        tables == 0,
+        "the target database is not empty ({tables} tables): restore into a new, empty database"
+    );
+
+    // The key first: without it nothing else is usable.
+    restore_key(settings, dir, &manifest.kms_provider)?;
 
     let (url, env) = pg_env(settings)?;
     let status = tokio::process::Command::new("pg_restore")

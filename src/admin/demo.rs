@@ -58,57 +58,7 @@ pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<Seeded> 
         state.agents.ensure(&state.db, actor).await?;
         for i in 0..per_agent {
             let n = a * 100 + i;
-            let (city, st, zip) = CITIES[n % CITIES.len()];
-            let first = FIRST[n % FIRST.len()];
-            let last = LAST[(n / 3) % LAST.len()];
-            let input = LeadInput {
-                first_name: Some(first.into()),
-                last_name: Some(last.into()),
-                email: Some(format!(
-                    "{}.{}{n}@example.com",
-                    first.to_lowercase(),
-                    last.to_lowercase()
-                )),
-                phone: Some(format!("+1202555{:04}", 1000 + n)),
-                ssn: Some(format!(
-                    "{:03}-{:02}-{:04}",
-                    100 + (n * 37) % 500,
-                    10 + n % 89,
-                    1000 + n
-                )),
-                date_of_birth: Some(format!(
-                    "{}-{:02}-{:02}",
-                    1960 + n % 35,
-                    1 + n % 12,
-                    1 + n % 28
-                )),
-                address: Some(Address {
-                    line1: format!("{} Maple Ave", 100 + n),
-                    line2: None,
-                    city: city.into(),
-                    state: st.into(),
-                    postal_code: zip.into(),
-                }),
-                annual_income: Some(MoneyInput(format!("{}", 55_000 + (n * 7_919) % 140_000))),
-                loan_purpose: Some(
-                    [
-                        LoanPurpose::Purchase,
-                        LoanPurpose::Refinance,
-                        LoanPurpose::CashOutRefinance,
-                    ][n % 3],
-                ),
-                source: Some(["referral", "web", "open house"][n % 3].into()),
-                notes: None,
-                credit_consent: None,
-                status: Some(
-                    [
-                        LeadStatus::New,
-                        LeadStatus::Contacted,
-                        LeadStatus::Qualified,
-                    ][n % 3],
-                ),
-            };
-            let lead = input
+            let lead = demo_lead(n)
                 .validate(today)
                 .map_err(|errors| anyhow::anyhow!("demo lead invalid: {errors:?}"))?;
             let view = leads::ops::create(state, actor, &lead, "demo-seed")
@@ -118,72 +68,12 @@ pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<Seeded> 
             if i % 2 == 1 {
                 continue;
             }
-            let amount = Money::parse(&format!("{}", 180_000 + (n * 12_345) % 600_000))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let Some(property) = lead.address.clone() else {
                 continue;
             };
-            let valid = loans::ops::ValidLoan {
-                lead_id: view.id,
-                loan_type: [
-                    LoanType::Conventional,
-                    LoanType::Fha,
-                    LoanType::Va,
-                    LoanType::Jumbo,
-                ][n % 4],
-                amount,
-                property,
-            };
-            let (loan, key) = loans::ops::create_valid(
-                state,
-                actor,
-                &ReadScope::Own(actor.subject.clone()),
-                &valid,
-                "demo-seed",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("creating a demo loan: {e}"))?;
-            if first_loan.is_none() {
-                first_loan = Some((loan.id, view.id));
-            }
-            // Walk some loans along the status machine, as their agent and manager would.
-            let path: &[(LoanStatus, &Actor)] = match (n / 2) % 4 {
-                0 => &[],
-                1 => &[(LoanStatus::Submitted, actor)],
-                2 => &[
-                    (LoanStatus::Submitted, actor),
-                    (LoanStatus::Underwriting, &manager),
-                ],
-                _ => &[
-                    (LoanStatus::Submitted, actor),
-                    (LoanStatus::Underwriting, &manager),
-                    (LoanStatus::Closed, &manager),
-                ],
-            };
-            let mut status = LoanStatus::Draft;
-            for (to, by) in path {
-                let mut tx = state.db.begin().await?;
-                let moving = loans::ops::Moving {
-                    id: loan.id,
-                    lead_id: view.id,
-                    status,
-                };
-                loans::ops::apply_transition(
-                    &mut tx,
-                    &key,
-                    &moving,
-                    crate::loans::ops::Step {
-                        to: *to,
-                        reason: Some("demo"),
-                    },
-                    by,
-                    "demo-seed",
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("moving a demo loan: {e}"))?;
-                tx.commit().await?;
-                status = *to;
-            }
+            let people = (actor, &manager);
+            let loan = seed_loan(state, people, n, (view.id, property)).await?;
+            first_loan.get_or_insert((loan, view.id));
         }
     }
     let link_url = match first_loan {
@@ -198,6 +88,130 @@ pub async fn seed(state: &AppState, per_agent: usize) -> anyhow::Result<Seeded> 
         leads: created,
         link_url,
     })
+}
+
+/// The `n`th demo borrower: made-up names, numbers and addresses, varied by `n`.
+fn demo_lead(n: usize) -> LeadInput {
+    let (city, st, zip) = CITIES[n % CITIES.len()];
+    let first = FIRST[n % FIRST.len()];
+    let last = LAST[(n / 3) % LAST.len()];
+    LeadInput {
+        first_name: Some(first.into()),
+        last_name: Some(last.into()),
+        email: Some(format!(
+            "{}.{}{n}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase()
+        )),
+        phone: Some(format!("+1202555{:04}", 1000 + n)),
+        ssn: Some(format!(
+            "{:03}-{:02}-{:04}",
+            100 + (n * 37) % 500,
+            10 + n % 89,
+            1000 + n
+        )),
+        date_of_birth: Some(format!(
+            "{}-{:02}-{:02}",
+            1960 + n % 35,
+            1 + n % 12,
+            1 + n % 28
+        )),
+        address: Some(Address {
+            line1: format!("{} Maple Ave", 100 + n),
+            line2: None,
+            city: city.into(),
+            state: st.into(),
+            postal_code: zip.into(),
+        }),
+        annual_income: Some(MoneyInput(format!("{}", 55_000 + (n * 7_919) % 140_000))),
+        loan_purpose: Some(
+            [
+                LoanPurpose::Purchase,
+                LoanPurpose::Refinance,
+                LoanPurpose::CashOutRefinance,
+            ][n % 3],
+        ),
+        source: Some(["referral", "web", "open house"][n % 3].into()),
+        notes: None,
+        credit_consent: None,
+        status: Some(
+            [
+                LeadStatus::New,
+                LeadStatus::Contacted,
+                LeadStatus::Qualified,
+            ][n % 3],
+        ),
+    }
+}
+
+/// The `n`th demo loan for `lead`, walked some way along the status machine by its agent
+/// and the team's manager, as they would; the loan's id.
+async fn seed_loan(
+    state: &AppState,
+    (actor, manager): (&Actor, &Actor),
+    n: usize,
+    (lead, property): (uuid::Uuid, Address),
+) -> anyhow::Result<uuid::Uuid> {
+    let amount = Money::parse(&format!("{}", 180_000 + (n * 12_345) % 600_000))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let valid = loans::ops::ValidLoan {
+        lead_id: lead,
+        loan_type: [
+            LoanType::Conventional,
+            LoanType::Fha,
+            LoanType::Va,
+            LoanType::Jumbo,
+        ][n % 4],
+        amount,
+        property,
+    };
+    let (loan, key) = loans::ops::create_valid(
+        state,
+        actor,
+        &ReadScope::Own(actor.subject.clone()),
+        &valid,
+        "demo-seed",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating a demo loan: {e}"))?;
+    let path: &[(LoanStatus, &Actor)] = match (n / 2) % 4 {
+        0 => &[],
+        1 => &[(LoanStatus::Submitted, actor)],
+        2 => &[
+            (LoanStatus::Submitted, actor),
+            (LoanStatus::Underwriting, manager),
+        ],
+        _ => &[
+            (LoanStatus::Submitted, actor),
+            (LoanStatus::Underwriting, manager),
+            (LoanStatus::Closed, manager),
+        ],
+    };
+    let mut status = LoanStatus::Draft;
+    for (to, by) in path {
+        let mut tx = state.db.begin().await?;
+        let moving = loans::ops::Moving {
+            id: loan.id,
+            lead_id: lead,
+            status,
+        };
+        loans::ops::apply_transition(
+            &mut tx,
+            &key,
+            &moving,
+            crate::loans::ops::Step {
+                to: *to,
+                reason: Some("demo"),
+            },
+            by,
+            "demo-seed",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("moving a demo loan: {e}"))?;
+        tx.commit().await?;
+        status = *to;
+    }
+    Ok(loan.id)
 }
 
 /// A needs list, an agent's PDF and PNG (processed by the pipeline once the service runs)

@@ -65,7 +65,7 @@ struct Pass {
     bytes: u64,
     encryptor: Option<Encryptor>,
     /// Feeds the ciphertext to the single streaming PUT into the documents bucket.
-    sink: Option<futures::channel::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>>,
+    sink: Option<CiphertextSink>,
 }
 
 enum Outcome {
@@ -309,92 +309,29 @@ impl DocumentPipeline {
             });
         let tee = {
             let pass = pass.clone();
-            body.then(move |chunk| {
-                let pass = pass.clone();
-                async move {
-                    let chunk = chunk.map_err(std::io::Error::other)?;
-                    let mut p = pass.lock().await;
-                    p.hasher.update(&chunk);
-                    if p.head.len() < 16 {
-                        let take = (16 - p.head.len()).min(chunk.len());
-                        p.head.extend_from_slice(&chunk[..take]);
-                    }
-                    p.pdf.feed(&chunk);
-                    p.bytes += chunk.len() as u64;
-                    let sealed = p
-                        .encryptor
-                        .as_mut()
-                        .map(|e| e.push(&chunk))
-                        .unwrap_or_default();
-                    if let Some(sink) = p.sink.as_mut()
-                        && !sealed.is_empty()
-                    {
-                        // Waits while the PUT is behind: memory stays bounded.
-                        sink.send(Ok(sealed.into()))
-                            .await
-                            .map_err(|_| std::io::Error::other("the document PUT stopped"))?;
-                    }
-                    Ok::<_, std::io::Error>(chunk)
-                }
-            })
+            body.then(move |chunk| feed(pass.clone(), chunk))
         };
         let scan = state.clamd.scan(tee).await;
         reader.abort();
         let mut p = pass.lock().await;
         let sink = p.sink.take();
-        // Refuse the PUT: an error in its body aborts the request, so nothing is stored.
-        let abort = |sink: Option<futures::channel::mpsc::Sender<_>>,
-                     put: tokio::task::JoinHandle<anyhow::Result<()>>| async move {
-            if let Some(mut sink) = sink {
-                let _ = sink
-                    .send(Err(std::io::Error::other(
-                        "not stored: rejected or unscanned",
-                    )))
-                    .await;
+        let detected = match verdict(scan, &p, declared_type) {
+            Ok(Ok(detected)) => detected,
+            Ok(Err(reason)) => {
+                abort_put(sink, put).await;
+                return Ok(Outcome::Rejected(reason));
             }
-            let _ = put.await;
+            Err(not_scanned) => {
+                abort_put(sink, put).await;
+                return Err(not_scanned);
+            }
         };
-        match scan {
-            ScanOutcome::NotScanned(why) => {
-                abort(sink, put).await;
-                return Err(HandlerError::Transient(anyhow::anyhow!(
-                    "not scanned: {why}"
-                )));
-            }
-            ScanOutcome::Infected(_) => {
-                abort(sink, put).await;
-                return Ok(Outcome::Rejected("infected"));
-            }
-            ScanOutcome::Clean => {}
-        }
-        let detected = sniff::sniff(&p.head);
-        let Some(detected) = detected.filter(|d| d.matches_declared(declared_type)) else {
-            abort(sink, put).await;
-            return Ok(Outcome::Rejected("type_mismatch"));
-        };
-        if detected == Detected::Pdf && p.pdf.found() {
-            abort(sink, put).await;
-            return Ok(Outcome::Rejected("encrypted_pdf"));
-        }
         let last = p
             .encryptor
             .take()
             .map(Encryptor::finish)
             .unwrap_or_default();
-        let Some(mut sink) = sink else {
-            return Err(HandlerError::Transient(anyhow::anyhow!(
-                "the document PUT is gone"
-            )));
-        };
-        let sent = sink.send(Ok(last.into())).await;
-        drop(sink);
-        let stored = put.await;
-        match (sent, stored) {
-            (Ok(()), Ok(Ok(()))) => {}
-            (_, Ok(Err(e))) => return Err(transient(e)),
-            (_, Err(e)) => return Err(transient(e)),
-            (Err(e), _) => return Err(transient(e)),
-        }
+        complete_put(sink, last, put).await?;
         let sha256 = p
             .hasher
             .clone()
@@ -403,6 +340,100 @@ impl DocumentPipeline {
             .map(|b| format!("{b:02x}"))
             .collect();
         Ok(Outcome::Available { sha256, detected })
+    }
+}
+
+/// Hash, sniff and encrypt one chunk on its way to clamd, and send its ciphertext to the
+/// document's PUT.
+async fn feed(
+    pass: Arc<Mutex<Pass>>,
+    chunk: object_store::Result<bytes::Bytes>,
+) -> std::io::Result<bytes::Bytes> {
+    let chunk = chunk.map_err(std::io::Error::other)?;
+    let mut p = pass.lock().await;
+    p.hasher.update(&chunk);
+    if p.head.len() < 16 {
+        let take = (16 - p.head.len()).min(chunk.len());
+        p.head.extend_from_slice(&chunk[..take]);
+    }
+    p.pdf.feed(&chunk);
+    p.bytes += chunk.len() as u64;
+    let sealed = p
+        .encryptor
+        .as_mut()
+        .map(|e| e.push(&chunk))
+        .unwrap_or_default();
+    if let Some(sink) = p.sink.as_mut()
+        && !sealed.is_empty()
+    {
+        // Waits while the PUT is behind: memory stays bounded.
+        sink.send(Ok(sealed.into()))
+            .await
+            .map_err(|_| std::io::Error::other("the document PUT stopped"))?;
+    }
+    Ok(chunk)
+}
+
+type CiphertextSink = futures::channel::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>;
+type DocumentPut = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// What the scan and the sniffed bytes say: the file's type, or why it is refused (`Err`
+/// when it was not scanned at all: retried).
+fn verdict(
+    scan: ScanOutcome,
+    pass: &Pass,
+    declared_type: &str,
+) -> Result<Result<Detected, &'static str>, HandlerError> {
+    match scan {
+        ScanOutcome::NotScanned(why) => {
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "not scanned: {why}"
+            )));
+        }
+        ScanOutcome::Infected(_) => return Ok(Err("infected")),
+        ScanOutcome::Clean => {}
+    }
+    let detected = sniff::sniff(&pass.head);
+    let Some(detected) = detected.filter(|d| d.matches_declared(declared_type)) else {
+        return Ok(Err("type_mismatch"));
+    };
+    if detected == Detected::Pdf && pass.pdf.found() {
+        return Ok(Err("encrypted_pdf"));
+    }
+    Ok(Ok(detected))
+}
+
+/// Refuse the PUT: an error in its body aborts the request, so nothing is stored.
+async fn abort_put(sink: Option<CiphertextSink>, put: DocumentPut) {
+    if let Some(mut sink) = sink {
+        let _ = sink
+            .send(Err(std::io::Error::other(
+                "not stored: rejected or unscanned",
+            )))
+            .await;
+    }
+    let _ = put.await;
+}
+
+/// Send the last sealed chunk and wait for the PUT to store the document.
+async fn complete_put(
+    sink: Option<CiphertextSink>,
+    last: Vec<u8>,
+    put: DocumentPut,
+) -> Result<(), HandlerError> {
+    let Some(mut sink) = sink else {
+        return Err(HandlerError::Transient(anyhow::anyhow!(
+            "the document PUT is gone"
+        )));
+    };
+    let sent = sink.send(Ok(last.into())).await;
+    drop(sink);
+    let stored = put.await;
+    match (sent, stored) {
+        (Ok(()), Ok(Ok(()))) => Ok(()),
+        (_, Ok(Err(e))) => Err(transient(e)),
+        (_, Err(e)) => Err(transient(e)),
+        (Err(e), _) => Err(transient(e)),
     }
 }
 

@@ -63,8 +63,54 @@ async fn webhook(
     request_id: RequestId,
     request: axum::extract::Request,
 ) -> Result<Response, AppError> {
-    // The header first: a forged or stale request is refused before one byte of its body
-    // is read, whatever its size (docs/api.md; integrations::webhook_signature).
+    let body = signed_body(&state, request).await?;
+    let event: MilestoneEvent = serde_json::from_slice(&body).map_err(|_| {
+        AppError::client(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedJson,
+            "the body is not a milestone event".to_owned(),
+        )
+    })?;
+    let (milestone, occurred_at) = validate_event(&event)?;
+
+    let mut tx = state.db.begin().await?;
+    // The event id is claimed first: concurrent deliveries of one event wait here for the
+    // first to commit, then find it taken.
+    let fresh = store::claim_event(
+        &mut tx,
+        &event.event_id,
+        &event.los_loan_id,
+        milestone.as_str(),
+        occurred_at,
+    )
+    .await?;
+    if !fresh {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let loan = crate::loans::milestones::by_los_loan_id(&mut tx, &event.los_loan_id, event.loan_id)
+        .await?;
+    let outcome = match loan {
+        Some(loan) => {
+            apply_milestone(&state, &mut tx, loan, milestone, "webhook", &request_id.0).await?
+        }
+        None => Outcome::UnknownLoan,
+    };
+    store::set_outcome(&mut tx, &event.event_id, outcome.as_str(), loan).await?;
+    tx.commit().await?;
+    Ok(match outcome {
+        Outcome::Applied | Outcome::Recorded | Outcome::AlreadyThere => StatusCode::NO_CONTENT,
+        Outcome::NotAllowed | Outcome::UnknownLoan => StatusCode::ACCEPTED,
+    }
+    .into_response())
+}
+
+/// The body of a webhook whose signature holds. The header first: a forged or stale request
+/// is refused before one byte of its body is read, whatever its size (docs/api.md;
+/// integrations::webhook_signature).
+async fn signed_body(
+    state: &AppState,
+    request: axum::extract::Request,
+) -> Result<axum::body::Bytes, AppError> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let header = request
         .headers()
@@ -110,13 +156,11 @@ async fn webhook(
             "the signature does not match",
         ));
     }
-    let event: MilestoneEvent = serde_json::from_slice(&body).map_err(|_| {
-        AppError::client(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::MalformedJson,
-            "the body is not a milestone event".to_owned(),
-        )
-    })?;
+    Ok(body)
+}
+
+/// The event's milestone and time, or 422 naming every field that is wrong.
+fn validate_event(event: &MilestoneEvent) -> Result<(Milestone, Option<OffsetDateTime>), AppError> {
     let mut errors = Vec::new();
     let mut check = |ok: bool, field: &str, message: &str| {
         if !ok {
@@ -149,39 +193,10 @@ async fn webhook(
         "occurred_at",
         "must be an RFC 3339 time",
     );
-    let Some(milestone) = milestone.filter(|_| errors.is_empty()) else {
-        return Err(AppError::validation(errors));
-    };
-
-    let mut tx = state.db.begin().await?;
-    // The event id is claimed first: concurrent deliveries of one event wait here for the
-    // first to commit, then find it taken.
-    let fresh = store::claim_event(
-        &mut tx,
-        &event.event_id,
-        &event.los_loan_id,
-        milestone.as_str(),
-        occurred_at,
-    )
-    .await?;
-    if !fresh {
-        return Ok(StatusCode::NO_CONTENT.into_response());
+    match milestone.filter(|_| errors.is_empty()) {
+        Some(milestone) => Ok((milestone, occurred_at)),
+        None => Err(AppError::validation(errors)),
     }
-    let loan = crate::loans::milestones::by_los_loan_id(&mut tx, &event.los_loan_id, event.loan_id)
-        .await?;
-    let outcome = match loan {
-        Some(loan) => {
-            apply_milestone(&state, &mut tx, loan, milestone, "webhook", &request_id.0).await?
-        }
-        None => Outcome::UnknownLoan,
-    };
-    store::set_outcome(&mut tx, &event.event_id, outcome.as_str(), loan).await?;
-    tx.commit().await?;
-    Ok(match outcome {
-        Outcome::Applied | Outcome::Recorded | Outcome::AlreadyThere => StatusCode::NO_CONTENT,
-        Outcome::NotAllowed | Outcome::UnknownLoan => StatusCode::ACCEPTED,
-    }
-    .into_response())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -18,7 +18,7 @@ use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::db::outbox;
 use crate::events::Event;
-use crate::integrations::bureau::{BureauError, Kind, Subject};
+use crate::integrations::bureau::{BureauError, Kind, Report, Subject};
 use crate::queue::consumer::{Handler, HandlerError, Message};
 use crate::state::AppState;
 
@@ -221,18 +221,20 @@ impl CreditWorker {
                 return Ok(());
             }
             Err(e @ (BureauError::Transient { .. } | BureauError::CircuitOpen(_))) => {
-                let wait = match &e {
-                    BureauError::Transient { retry_after, .. } => *retry_after,
-                    BureauError::CircuitOpen(retry_in) => Some(*retry_in),
-                    BureauError::Permanent(_) => None,
-                };
-                let error = anyhow::Error::new(e);
-                return Err(HandlerError::Transient(match wait {
-                    Some(wait) => error.context(crate::queue::consumer::RetryAfter(wait)),
-                    None => error,
-                }));
+                return Err(retry_later(e));
             }
         };
+        self.complete_pull(tx, (id, lead), &report).await
+    }
+
+    /// Store the bureau's report sealed, with its audit row and event, in `tx`.
+    async fn complete_pull(
+        &self,
+        tx: &mut PgConnection,
+        (id, lead): (Uuid, Uuid),
+        report: &Report,
+    ) -> Result<(), HandlerError> {
+        let state = &self.state;
         let key = state
             .keys
             .file_key(&state.db, lead)
@@ -280,6 +282,20 @@ impl CreditWorker {
         .map_err(transient)?;
         Ok(())
     }
+}
+
+/// A bureau outage as a retry, after the wait the bureau (or the open circuit) names.
+fn retry_later(e: BureauError) -> HandlerError {
+    let wait = match &e {
+        BureauError::Transient { retry_after, .. } => *retry_after,
+        BureauError::CircuitOpen(retry_in) => Some(*retry_in),
+        BureauError::Permanent(_) => None,
+    };
+    let error = anyhow::Error::new(e);
+    HandlerError::Transient(match wait {
+        Some(wait) => error.context(crate::queue::consumer::RetryAfter(wait)),
+        None => error,
+    })
 }
 
 impl Handler for CreditWorker {
