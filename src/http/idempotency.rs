@@ -135,21 +135,7 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Result<Respon
                 "the request body is too large",
             )
         })?;
-    let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str().as_bytes());
-    hasher.update(b"\n");
-    hasher.update(
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("")
-            .as_bytes(),
-    );
-    hasher.update(b"\n");
-    hasher.update(&bytes);
-    let fingerprint = hasher.finalize().to_vec();
-
+    let fingerprint = fingerprint(&parts, &bytes);
     match claim(state, &principal, &key, &fingerprint).await? {
         Claim::Replay(response) => return Ok(response),
         Claim::Owned => {}
@@ -162,6 +148,35 @@ async fn handle(state: &AppState, request: Request, next: Next) -> Result<Respon
         release(state, &principal, &key).await;
         return Ok(response);
     }
+    store_response(state, (&principal, &key), response).await
+}
+
+/// What makes two requests the same: method, path and query, body.
+fn fingerprint(parts: &axum::http::request::Parts, body: &[u8]) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("")
+            .as_bytes(),
+    );
+    hasher.update(b"\n");
+    hasher.update(body);
+    hasher.finalize().to_vec()
+}
+
+/// Keep a successful response (sealed) for replays of the key, and pass it on. A failure
+/// to keep it loses only the replay copy: the work is done and committed.
+async fn store_response(
+    state: &AppState,
+    (principal, key): (&str, &str),
+    response: Response,
+) -> Result<Response, AppError> {
+    let (principal, key) = (principal.to_owned(), key.to_owned());
     let (mut response_parts, body) = response.into_parts();
     let body = match to_bytes(body, usize::MAX).await {
         Ok(body) => body,
@@ -236,6 +251,38 @@ fn redact(body: &[u8], fields: &[(&'static str, Option<&'static str>)]) -> Vec<u
     serde_json::to_vec(&object).unwrap_or_default()
 }
 
+/// The key as stored, with whether it expired and whether its first request still holds it.
+async fn stored_key(
+    state: &AppState,
+    principal: &str,
+    key: &str,
+) -> Result<Option<StoredKey>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredKey,
+        r#"select fingerprint, state, expires_at < now() as "expired!",
+                locked_until > now() as "locked!",
+                response_status, response_headers, response_body
+           from idempotency_keys
+          where principal = $1 and idempotency_key = $2"#,
+        principal,
+        key
+    )
+    .fetch_optional(&state.db)
+    .await
+}
+
+async fn delete_expired(state: &AppState, principal: &str, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "delete from idempotency_keys
+          where principal = $1 and idempotency_key = $2 and expires_at < now()",
+        principal,
+        key
+    )
+    .execute(&state.db)
+    .await?;
+    Ok(())
+}
+
 /// Take the key for this request, or learn what to answer instead.
 async fn claim(
     state: &AppState,
@@ -264,18 +311,6 @@ async fn claim(
         if inserted.rows_affected() == 1 {
             return Ok(Claim::Owned);
         }
-        let row = sqlx::query_as!(
-            StoredKey,
-            r#"select fingerprint, state, expires_at < now() as "expired!",
-                    locked_until > now() as "locked!",
-                    response_status, response_headers, response_body
-               from idempotency_keys
-              where principal = $1 and idempotency_key = $2"#,
-            principal,
-            key
-        )
-        .fetch_optional(&state.db)
-        .await?;
         let Some(StoredKey {
             fingerprint: stored_print,
             state: row_state,
@@ -284,19 +319,12 @@ async fn claim(
             response_status: status,
             response_headers: headers,
             response_body: body,
-        }) = row
+        }) = stored_key(state, principal, key).await?
         else {
             continue; // released meanwhile: try again
         };
         if expired {
-            sqlx::query!(
-                "delete from idempotency_keys
-                  where principal = $1 and idempotency_key = $2 and expires_at < now()",
-                principal,
-                key
-            )
-            .execute(&state.db)
-            .await?;
+            delete_expired(state, principal, key).await?;
             continue;
         }
         if stored_print != fingerprint {

@@ -253,50 +253,7 @@ impl LeadInput {
             },
             None => None,
         };
-        let date_of_birth = match self
-            .date_of_birth
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            Some(raw) => {
-                let format = time::macros::format_description!("[year]-[month]-[day]");
-                match Date::parse(raw, &format) {
-                    Ok(dob) if dob >= today => {
-                        field_error(&mut errors, "date_of_birth", "must be in the past");
-                        None
-                    }
-                    Ok(dob) if dob.year() < 1900 => {
-                        field_error(&mut errors, "date_of_birth", "must be after 1900");
-                        None
-                    }
-                    Ok(dob) => {
-                        // 29 February has no counterpart 18 years back: use the 28th.
-                        let eighteen = today.replace_year(today.year() - 18).unwrap_or_else(|_| {
-                            today
-                                .replace_day(28)
-                                .and_then(|d| d.replace_year(today.year() - 18))
-                                .unwrap_or(today)
-                        });
-                        if dob > eighteen {
-                            field_error(
-                                &mut errors,
-                                "date_of_birth",
-                                "the borrower must be 18 or older",
-                            );
-                            None
-                        } else {
-                            Some(dob)
-                        }
-                    }
-                    Err(_) => {
-                        field_error(&mut errors, "date_of_birth", "must be a date as YYYY-MM-DD");
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
+        let date_of_birth = date_of_birth(&mut errors, self.date_of_birth.as_deref(), today);
         let address = self
             .address
             .map(|a| validate_address(&mut errors, "address", a));
@@ -329,6 +286,46 @@ impl LeadInput {
             notes,
             status: self.status.unwrap_or(LeadStatus::New),
         })
+    }
+}
+
+/// A borrower's date of birth: a past date as YYYY-MM-DD, after 1900, 18 or more years
+/// before `today`.
+fn date_of_birth(errors: &mut Vec<FieldError>, raw: Option<&str>, today: Date) -> Option<Date> {
+    match raw.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(raw) => {
+            let format = time::macros::format_description!("[year]-[month]-[day]");
+            match Date::parse(raw, &format) {
+                Ok(dob) if dob >= today => {
+                    field_error(errors, "date_of_birth", "must be in the past");
+                    None
+                }
+                Ok(dob) if dob.year() < 1900 => {
+                    field_error(errors, "date_of_birth", "must be after 1900");
+                    None
+                }
+                Ok(dob) => {
+                    // 29 February has no counterpart 18 years back: use the 28th.
+                    let eighteen = today.replace_year(today.year() - 18).unwrap_or_else(|_| {
+                        today
+                            .replace_day(28)
+                            .and_then(|d| d.replace_year(today.year() - 18))
+                            .unwrap_or(today)
+                    });
+                    if dob > eighteen {
+                        field_error(errors, "date_of_birth", "the borrower must be 18 or older");
+                        None
+                    } else {
+                        Some(dob)
+                    }
+                }
+                Err(_) => {
+                    field_error(errors, "date_of_birth", "must be a date as YYYY-MM-DD");
+                    None
+                }
+            }
+        }
+        None => None,
     }
 }
 

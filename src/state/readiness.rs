@@ -34,27 +34,9 @@ pub async fn cached(state: &AppState) -> ReadinessReport {
     report
 }
 
-pub async fn check(state: &AppState) -> ReadinessReport {
-    state.metrics.readiness_checks.inc();
-    let timeout = state.settings.readiness.check_timeout();
-    let schema_probe = async {
-        tokio::time::timeout(timeout, db::schema_state(&state.db))
-            .await
-            .map_err(|_| anyhow::anyhow!("no answer within {} ms", timeout.as_millis()))
-            .and_then(|r| r)
-    };
-    let (schema, rabbitmq, redis, s3, clamd, oidc, kms) = tokio::join!(
-        schema_probe,
-        probe(timeout, state.broker.check()),
-        probe(timeout, state.cache.check()),
-        probe(timeout, state.storage.check()),
-        probe(timeout, state.clamd.ping()),
-        probe(timeout, async { state.oidc.fetch().await.map(|_| ()) }),
-        probe(timeout, state.keys.kms.check()),
-    );
-
-    // The schema query doubles as the PostgreSQL probe.
-    let (postgres, schema_report) = match schema {
+/// The schema's report from the schema query, which doubles as the PostgreSQL probe.
+fn schema_report(schema: anyhow::Result<db::SchemaState>) -> (Result<(), String>, SchemaReport) {
+    match schema {
         Ok(schema_state) => (
             Ok(()),
             SchemaReport {
@@ -74,7 +56,57 @@ pub async fn check(state: &AppState) -> ReadinessReport {
                 },
             )
         }
+    }
+}
+
+/// One dependency's line of the report; its transition logged and its gauge set.
+fn dependency_report(
+    state: &AppState,
+    name: &'static str,
+    result: Result<(), String>,
+    required: bool,
+) -> DependencyReport {
+    let (status, detail) = match result {
+        Ok(()) => (DependencyStatus::Up, None),
+        Err(detail) => (DependencyStatus::Down, Some(detail)),
     };
+    state
+        .readiness_transitions
+        .record(name, status, detail.as_deref());
+    state
+        .metrics
+        .dependency_up
+        .get_or_create(&crate::metrics::DependencyLabels {
+            dependency: name.to_owned(),
+        })
+        .set(i64::from(status == DependencyStatus::Up));
+    DependencyReport {
+        status,
+        required,
+        detail,
+    }
+}
+
+pub async fn check(state: &AppState) -> ReadinessReport {
+    state.metrics.readiness_checks.inc();
+    let timeout = state.settings.readiness.check_timeout();
+    let schema_probe = async {
+        tokio::time::timeout(timeout, db::schema_state(&state.db))
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {} ms", timeout.as_millis()))
+            .and_then(|r| r)
+    };
+    let (schema, rabbitmq, redis, s3, clamd, oidc, kms) = tokio::join!(
+        schema_probe,
+        probe(timeout, state.broker.check()),
+        probe(timeout, state.cache.check()),
+        probe(timeout, state.storage.check()),
+        probe(timeout, state.clamd.ping()),
+        probe(timeout, async { state.oidc.fetch().await.map(|_| ()) }),
+        probe(timeout, state.keys.kms.check()),
+    );
+
+    let (postgres, schema_report) = schema_report(schema);
     state.readiness_transitions.record(
         "schema",
         if schema_report.ready {
@@ -100,32 +132,11 @@ pub async fn check(state: &AppState) -> ReadinessReport {
         ("oidc", oidc),
         ("kms", kms),
     ] {
-        let is_required = required.contains(&name);
-        let (status, detail) = match result {
-            Ok(()) => (DependencyStatus::Up, None),
-            Err(detail) => (DependencyStatus::Down, Some(detail)),
-        };
-        if status == DependencyStatus::Down && is_required {
+        let report = dependency_report(state, name, result, required.contains(&name));
+        if report.status == DependencyStatus::Down && report.required {
             ready = false;
         }
-        state
-            .readiness_transitions
-            .record(name, status, detail.as_deref());
-        state
-            .metrics
-            .dependency_up
-            .get_or_create(&crate::metrics::DependencyLabels {
-                dependency: name.to_owned(),
-            })
-            .set(i64::from(status == DependencyStatus::Up));
-        dependencies.insert(
-            name.to_owned(),
-            DependencyReport {
-                status,
-                required: is_required,
-                detail,
-            },
-        );
+        dependencies.insert(name.to_owned(), report);
     }
     ReadinessReport {
         status: if ready { "ready" } else { "not_ready" }.into(),

@@ -244,14 +244,14 @@ pub async fn abandon(state: &AppState, csrf_state: &str) -> bool {
     .is_ok_and(|r| r.rows_affected() > 0)
 }
 
-/// Finish a login started by the browser holding `binding` (the pre-login cookie): exchange
-/// the code, verify both tokens, return the actor and where to go.
-pub async fn finish(
+/// The login this callback finishes, taken (deleted) so it can finish only once: its PKCE
+/// verifier, nonce, where to return and why — refused unless the browser that started it
+/// presents it.
+async fn claim_login(
     state: &AppState,
-    code: &str,
     csrf_state: &str,
     binding: Option<&str>,
-) -> Result<Finished, Failed> {
+) -> Result<(String, String, String, Purpose), Failed> {
     use subtle::ConstantTimeEq;
     // A callback replayed in another browser (login CSRF) carries no cookie, or another's.
     let bound: bool = binding
@@ -291,6 +291,18 @@ pub async fn finish(
     } else {
         Purpose::SignIn
     };
+    Ok((verifier, nonce, return_to, purpose))
+}
+
+/// Finish a login started by the browser holding `binding` (the pre-login cookie): exchange
+/// the code, verify both tokens, return the actor and where to go.
+pub async fn finish(
+    state: &AppState,
+    code: &str,
+    csrf_state: &str,
+    binding: Option<&str>,
+) -> Result<Finished, Failed> {
+    let (verifier, nonce, return_to, purpose) = claim_login(state, csrf_state, binding).await?;
     let http = http_client(state).map_err(|e| failed("provider", e))?;
     let client = client(state, &http)
         .await
