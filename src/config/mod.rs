@@ -116,6 +116,13 @@ impl Settings {
         self.s3.secret_access_key()?;
         self.oidc.client_secret()?;
         self.los.webhook_secrets()?;
+        self.validate_kms()?;
+        self.validate_algorithms()?;
+        self.validate_limits()
+    }
+
+    /// A Vault provider logs in by AppRole (both files) or with a token.
+    fn validate_kms(&self) -> Result<(), ConfigError> {
         if self.kms.provider == KmsProvider::Vault {
             let vault = &self.kms.vault;
             match (&vault.role_id_file, &vault.secret_id_file) {
@@ -131,6 +138,12 @@ impl Settings {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Only asymmetric JWS algorithms: a shared-secret one would let anyone holding the
+    /// client secret mint tokens.
+    fn validate_algorithms(&self) -> Result<(), ConfigError> {
         for alg in &self.auth.algorithms {
             if !matches!(
                 alg.as_str(),
@@ -150,6 +163,11 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Limits, timeouts and sizes within what the service can work with.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("rate_limit.api_per_ip", self.rate_limit.api_per_ip),
             (

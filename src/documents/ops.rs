@@ -146,6 +146,31 @@ pub struct ValidUpload<'a> {
     pub content_type: &'a str,
 }
 
+/// The type a new document is filed under: the one given, else its request's, else
+/// `other`; a request must be one of the loan's.
+async fn filed_under(
+    tx: &mut sqlx::PgConnection,
+    input: &NewUpload,
+    loan_id: Uuid,
+) -> Result<String, AppError> {
+    match input.document_request_id {
+        Some(request) => {
+            let requested = crate::requests::ops::doc_type_in_loan(tx, request, loan_id).await?;
+            let Some(requested) = requested else {
+                return Err(AppError::validation(vec![FieldError {
+                    field: "document_request_id".into(),
+                    message: "is not a request of this loan".into(),
+                }]));
+            };
+            Ok(input
+                .doc_type
+                .map(|d| d.as_str().to_owned())
+                .unwrap_or(requested))
+        }
+        None => Ok(input.doc_type.unwrap_or(DocType::Other).as_str().to_owned()),
+    }
+}
+
 pub async fn start_upload(
     state: &AppState,
     mut tx: sqlx::Transaction<'static, Postgres>,
@@ -166,23 +191,7 @@ pub async fn start_upload(
             link_id,
         } => (loan_id, lead_id, Some(link_id), "borrower"),
     };
-    let doc_type = match input.document_request_id {
-        Some(request) => {
-            let requested =
-                crate::requests::ops::doc_type_in_loan(&mut tx, request, loan_id).await?;
-            let Some(requested) = requested else {
-                return Err(AppError::validation(vec![FieldError {
-                    field: "document_request_id".into(),
-                    message: "is not a request of this loan".into(),
-                }]));
-            };
-            input
-                .doc_type
-                .map(|d| d.as_str().to_owned())
-                .unwrap_or(requested)
-        }
-        None => input.doc_type.unwrap_or(DocType::Other).as_str().to_owned(),
-    };
+    let doc_type = filed_under(&mut tx, input, loan_id).await?;
     let id = Uuid::now_v7();
     let key = state.file_key(lead_id).await?;
     let filename = sanitize_filename(&input.filename);

@@ -81,6 +81,43 @@ impl Outcome {
     }
 }
 
+/// Uploaded documents whose processing seems lost get their event again; how many.
+async fn republish_stuck(state: &AppState) -> anyhow::Result<u64> {
+    let mut republished = 0;
+    let mut tx = state.db.begin().await?;
+    let stuck = store::stuck_uploaded(&mut tx, STUCK_AFTER_SECS).await?;
+    for store::DocumentOfLoan { id, loan_id } in stuck {
+        store::touch(&mut tx, id).await?;
+        outbox::enqueue(
+            &mut tx,
+            &Event::DocUploaded {
+                document_id: id,
+                loan_id,
+            },
+            None,
+        )
+        .await?;
+        republished += 1;
+    }
+    tx.commit().await?;
+    Ok(republished)
+}
+
+/// When the quarantine copy of an expired announcement was written, if it was: `None` when
+/// there is none. An unreachable store is an error: never expire a file we could not see.
+async fn written_at(state: &AppState, quarantine_key: &str) -> anyhow::Result<Option<i64>> {
+    match state
+        .storage
+        .quarantine
+        .head(&ObjectPath::from(quarantine_key))
+        .await
+    {
+        Ok(meta) => Ok(Some(meta.last_modified.timestamp())),
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
     let mut swept = Swept::default();
     let actor = reconciler();
@@ -97,18 +134,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
         else {
             break;
         };
-        let written_at = match state
-            .storage
-            .quarantine
-            .head(&ObjectPath::from(key.as_str()))
-            .await
-        {
-            Ok(meta) => Some(meta.last_modified.timestamp()),
-            Err(object_store::Error::NotFound { .. }) => None,
-            // Storage unreachable: decide nothing now; never expire a file we could not see.
-            Err(e) => return Err(e.into()),
-        };
-        let outcome = Outcome::of(written_at, revoked_at);
+        let outcome = Outcome::of(written_at(state, &key).await?, revoked_at);
         let (new_state, reason, action) = match outcome {
             Outcome::Complete => (DocumentState::Uploaded, None, "document.uploaded"),
             Outcome::Expire => (DocumentState::Expired, None, "document.expired"),
@@ -156,22 +182,7 @@ pub async fn sweep(state: &AppState) -> anyhow::Result<Swept> {
         }
         tx.commit().await?;
     }
-    let mut tx = state.db.begin().await?;
-    let stuck = store::stuck_uploaded(&mut tx, STUCK_AFTER_SECS).await?;
-    for store::DocumentOfLoan { id, loan_id } in stuck {
-        store::touch(&mut tx, id).await?;
-        outbox::enqueue(
-            &mut tx,
-            &Event::DocUploaded {
-                document_id: id,
-                loan_id,
-            },
-            None,
-        )
-        .await?;
-        swept.republished += 1;
-    }
-    tx.commit().await?;
+    swept.republished = republish_stuck(state).await?;
     // Quarantine copies left by a crash between a decision's commit and its clean-up. A
     // decided document never needs its quarantine copy again, so there is no grace period.
     let leftovers = store::quarantine_leftovers(&state.db, 500).await?;

@@ -229,22 +229,7 @@ impl DocumentPipeline {
         )
         .await
         .map_err(transient)?;
-        let (state, reason_code) = (new_state, reason.map(str::to_owned));
-        let event = if new_state == DocumentState::Available {
-            Event::DocAvailable {
-                document_id: document,
-                loan_id,
-                state,
-                reason: reason_code,
-            }
-        } else {
-            Event::DocRejected {
-                document_id: document,
-                loan_id,
-                state,
-                reason: reason_code,
-            }
-        };
+        let event = decided_event((document, loan_id), new_state, reason);
         outbox::enqueue(tx, &event, None).await.map_err(transient)?;
         Ok(match reason {
             Some(reason) => format!("rejected_{reason}"),
@@ -340,6 +325,30 @@ impl DocumentPipeline {
             .map(|b| format!("{b:02x}"))
             .collect();
         Ok(Outcome::Available { sha256, detected })
+    }
+}
+
+/// The event the pipeline's decision emits: available, or rejected with its reason.
+fn decided_event(
+    (document_id, loan_id): (Uuid, Uuid),
+    state: DocumentState,
+    reason: Option<&str>,
+) -> Event {
+    let reason = reason.map(str::to_owned);
+    if state == DocumentState::Available {
+        Event::DocAvailable {
+            document_id,
+            loan_id,
+            state,
+            reason,
+        }
+    } else {
+        Event::DocRejected {
+            document_id,
+            loan_id,
+            state,
+            reason,
+        }
     }
 }
 

@@ -348,23 +348,7 @@ impl Notifier {
         let sent = if o.channel == "sms" {
             self.send_sms(&o.to, &o.subject).await
         } else {
-            let mut context = o.context;
-            let unsubscribe = if o.unsubscribe {
-                let url = self.unsubscribe_url(lead).await?;
-                context["unsubscribe"] = Value::String(url.clone());
-                Some(url)
-            } else {
-                None
-            };
-            let body = state
-                .mailer
-                .templates
-                .render(o.template, &context)
-                .map_err(HandlerError::Permanent)?;
-            state
-                .mailer
-                .send(id, &o.to, &o.subject, body, unsubscribe.as_deref())
-                .await
+            self.send_email(id, lead, o).await?
         };
         match sent {
             Ok(provider_id) => {
@@ -386,6 +370,33 @@ impl Notifier {
                 Err(HandlerError::Transient(anyhow::anyhow!("{reason}")))
             }
         }
+    }
+}
+
+impl Notifier {
+    /// Render and send one email (a reminder with its one-click unsubscribe link).
+    async fn send_email(
+        &self,
+        id: Uuid,
+        lead: Uuid,
+        o: Outgoing,
+    ) -> Result<Result<String, SendError>, HandlerError> {
+        let mailer = &self.state.mailer;
+        let mut context = o.context;
+        let unsubscribe = if o.unsubscribe {
+            let url = self.unsubscribe_url(lead).await?;
+            context["unsubscribe"] = Value::String(url.clone());
+            Some(url)
+        } else {
+            None
+        };
+        let body = mailer
+            .templates
+            .render(o.template, &context)
+            .map_err(HandlerError::Permanent)?;
+        Ok(mailer
+            .send(id, &o.to, &o.subject, body, unsubscribe.as_deref())
+            .await)
     }
 }
 
