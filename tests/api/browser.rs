@@ -10,7 +10,7 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, free_port, oidc, port_opens, repo_root};
+use crate::helpers::{TestApp, flows, free_port, oidc, port_opens, repo_root};
 use crate::loans::agent_a1_loan;
 
 struct Driver {
@@ -80,16 +80,8 @@ async fn screenshot(client: &Client, name: &str) -> PathBuf {
     path
 }
 
-async fn link(app: &TestApp, token: &str, loan: &str) -> Value {
-    let response = app
-        .create(
-            token,
-            &format!("/v1/loans/{loan}/upload-links"),
-            &json!({"max_files": 5}),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
+async fn link(app: &TestApp, token: &str, loan: &str) -> flows::Link {
+    flows::link(app, token, loan, &json!({"max_files": 5})).await
 }
 
 /// Wait (up to `seconds`) until `count` elements match `css`.
@@ -251,12 +243,12 @@ async fn assert_an_expired_link_shows_its_message(
 ) {
     let expired = link(app, token, loan).await;
     sqlx::query("update upload_links set expires_at = now() - interval '1 hour' where id = $1")
-        .bind(uuid::Uuid::parse_str(expired["id"].as_str().unwrap()).unwrap())
+        .bind(uuid::Uuid::parse_str(&expired.id).unwrap())
         .execute(&app.state.db)
         .await
         .unwrap();
     client
-        .goto(&app.url(&format!("/u/{}", expired["token"].as_str().unwrap())))
+        .goto(&app.url(&format!("/u/{}", expired.token)))
         .await
         .unwrap();
     assert!(
@@ -295,7 +287,7 @@ async fn borrower_uploads_two_files(app: TestApp) {
         .await;
     assert_eq!(request.status(), 201);
     let created = link(&app, &token, &loan).await;
-    let secret = created["token"].as_str().unwrap();
+    let secret = created.token.as_str();
 
     let files = tempfile::tempdir().unwrap();
     let (pdf, png) = sample_files(files.path());

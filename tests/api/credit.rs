@@ -70,34 +70,23 @@ async fn settled(app: &TestApp, token: &str, id: &str, seconds: u64) -> Value {
     panic!("pull {id} never finished: {last}");
 }
 
-#[tokio::test]
-async fn a_consented_pull_completes_and_its_report_is_audited() {
-    let bureau = PrivateBureau::start().await;
-    let app = crate::helpers::app()
-        .workers_only(&["credit-worker"])
-        .settings(|s| bureau.configure(s))
-        .spawn()
-        .await;
-    let token = oidc::access_token("agent-a1").await;
-    let id = lead(&app, json!({})).await;
-
-    // Consent and subject rules.
-    let none = pull(&app, &token, &id, json!({"pull_type": "soft"})).await;
+async fn assert_consent_and_subject_rules(app: &TestApp, token: &str, id: &str) {
+    let none = pull(app, token, id, json!({"pull_type": "soft"})).await;
     assert_eq!(none.status(), 422);
     assert_eq!(
         none.json::<Value>().await.unwrap()["code"],
         "consent_required"
     );
-    let no_ip = pull(&app, &token, &id, json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "electronic", "text_version": "v1"}})).await;
+    let no_ip = pull(app, token, id, json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "electronic", "text_version": "v1"}})).await;
     assert_eq!(no_ip.status(), 422);
     assert_eq!(
         no_ip.json::<Value>().await.unwrap()["errors"][0]["field"],
         "consent.ip"
     );
-    let thin = lead(&app, json!({"ssn": null})).await;
+    let thin = lead(app, json!({"ssn": null})).await;
     let incomplete = pull(
-        &app,
-        &token,
+        app,
+        token,
         &thin,
         json!({"pull_type": "soft", "consent": consent()}),
     )
@@ -106,33 +95,21 @@ async fn a_consented_pull_completes_and_its_report_is_audited() {
         incomplete.json::<Value>().await.unwrap()["code"],
         "subject_incomplete"
     );
+}
 
-    let response = pull(
-        &app,
-        &token,
-        &id,
-        json!({"pull_type": "soft", "consent": consent()}),
-    )
-    .await;
-    assert_eq!(response.status(), 202);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let queued: Value = response.json().await.unwrap();
-    assert_eq!(queued["status"], "queued");
-    assert_eq!(
-        location,
-        format!("/v1/credit-reports/{}", queued["id"].as_str().unwrap())
-    );
-    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 20).await;
-    assert_eq!(done["status"], "completed", "{done}");
-    let score = done["score"].as_i64().unwrap();
-    assert!((300..=850).contains(&score));
-    assert_eq!(done["bureau"], "simbureau");
-
+/// The brief's route and the full report, whose every view is audited.
+async fn assert_latest_and_report_audited(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    done: &Value,
+    score: i64,
+) {
     // The brief's route: the latest pull, never a new one.
     let latest: Value = app
         .client
         .get(app.url(&format!("/v1/credit-report/{id}")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -146,7 +123,7 @@ async fn a_consented_pull_completes_and_its_report_is_audited() {
             "/v1/credit-reports/{}/report",
             done["id"].as_str().unwrap()
         )))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
@@ -171,20 +148,22 @@ async fn a_consented_pull_completes_and_its_report_is_audited() {
             .await
             .unwrap();
     assert_eq!(viewed, 1);
+}
 
+async fn assert_reissue_and_upgrade(app: &TestApp, token: &str, done: &Value, score: i64) {
     // Reissue (same report id) and upgrade (needs a hard-pull consent).
     let done_id = done["id"].as_str().unwrap();
     let reissued = app
         .create(
-            &token,
+            token,
             &format!("/v1/credit-reports/{done_id}/reissue"),
             &json!({}),
         )
         .await;
     assert_eq!(reissued.status(), 202);
     let reissued = settled(
-        &app,
-        &token,
+        app,
+        token,
         reissued.json::<Value>().await.unwrap()["id"]
             .as_str()
             .unwrap(),
@@ -196,7 +175,7 @@ async fn a_consented_pull_completes_and_its_report_is_audited() {
     assert_eq!(reissued["score"], score);
     let bare = app
         .create(
-            &token,
+            token,
             &format!("/v1/credit-reports/{done_id}/upgrade"),
             &json!({}),
         )
@@ -207,15 +186,15 @@ async fn a_consented_pull_completes_and_its_report_is_audited() {
     );
     let upgraded = app
         .create(
-            &token,
+            token,
             &format!("/v1/credit-reports/{done_id}/upgrade"),
             &json!({"consent": consent()}),
         )
         .await;
     assert_eq!(upgraded.status(), 202);
     let upgraded = settled(
-        &app,
-        &token,
+        app,
+        token,
         upgraded.json::<Value>().await.unwrap()["id"]
             .as_str()
             .unwrap(),
@@ -226,8 +205,49 @@ async fn a_consented_pull_completes_and_its_report_is_audited() {
         (upgraded["status"].as_str(), upgraded["pull_type"].as_str()),
         (Some("completed"), Some("hard"))
     );
+}
+
+#[tokio::test]
+async fn a_consented_pull_completes_and_its_report_is_audited() {
+    let bureau = PrivateBureau::start().await;
+    let app = crate::helpers::app()
+        .workers_only(&["credit-worker"])
+        .settings(|s| bureau.configure(s))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let id = lead(&app, json!({})).await;
+
+    // Consent and subject rules.
+    assert_consent_and_subject_rules(&app, &token, &id).await;
+
+    let response = pull(
+        &app,
+        &token,
+        &id,
+        json!({"pull_type": "soft", "consent": consent()}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let queued: Value = response.json().await.unwrap();
+    assert_eq!(queued["status"], "queued");
+    assert_eq!(
+        location,
+        format!("/v1/credit-reports/{}", queued["id"].as_str().unwrap())
+    );
+    let done = settled(&app, &token, queued["id"].as_str().unwrap(), 20).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let score = done["score"].as_i64().unwrap();
+    assert!((300..=850).contains(&score));
+    assert_eq!(done["bureau"], "simbureau");
+
+    assert_latest_and_report_audited(&app, &token, &id, &done, score).await;
+
+    assert_reissue_and_upgrade(&app, &token, &done, score).await;
 
     // Another team's agent sees none of it.
+    let done_id = done["id"].as_str().unwrap();
     let outsider = oidc::access_token("agent-b1").await;
     let hidden = app
         .client

@@ -5,6 +5,7 @@ use object_store::ObjectStoreExt;
 use serde_json::{Value, json};
 use sha2::Digest;
 
+use crate::helpers::flows::{self, Announced};
 use crate::helpers::{TestApp, oidc, spawn_app};
 use crate::loans::agent_a1_loan;
 
@@ -110,6 +111,47 @@ async fn a_key_without_owner_rights_is_told_to_ask_for_cors() {
     );
 }
 
+async fn assert_url_scoped_to_size_type_and_signature(url: &str, pdf: &[u8]) {
+    let pdf = pdf.to_vec();
+    // The URL is scoped to the announced size and type: the storage server refuses any
+    // other (both are signed into it; before, only the host was).
+    let signed = url::Url::parse(url).unwrap();
+    let signed_headers = signed
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-SignedHeaders")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(
+        signed_headers.as_deref(),
+        Some("content-length;content-type;host")
+    );
+    let mut longer = pdf.clone();
+    longer.extend_from_slice(b"appended");
+    for (body, content_type) in [
+        (longer, "application/pdf"),
+        (pdf[..pdf.len() - 1].to_vec(), "application/pdf"),
+        (pdf.clone(), "image/png"),
+    ] {
+        let put = reqwest::Client::new()
+            .put(url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 403, "another size or type is refused");
+    }
+
+    // A tampered signature is refused by the storage server itself.
+    let tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0");
+    let put = reqwest::Client::new()
+        .put(&tampered)
+        .body(pdf.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_client_error(), "{}", put.status());
+}
+
 async fn presigned_put_then_complete(app: TestApp) {
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
@@ -159,43 +201,7 @@ async fn presigned_put_then_complete(app: TestApp) {
         .unwrap();
     assert_eq!(stored.as_ref(), pdf.as_slice());
 
-    // The URL is scoped to the announced size and type: the storage server refuses any
-    // other (both are signed into it; before, only the host was).
-    let signed = url::Url::parse(url).unwrap();
-    let signed_headers = signed
-        .query_pairs()
-        .find(|(k, _)| k == "X-Amz-SignedHeaders")
-        .map(|(_, v)| v.into_owned());
-    assert_eq!(
-        signed_headers.as_deref(),
-        Some("content-length;content-type;host")
-    );
-    let mut longer = pdf.clone();
-    longer.extend_from_slice(b"appended");
-    for (body, content_type) in [
-        (longer, "application/pdf"),
-        (pdf[..pdf.len() - 1].to_vec(), "application/pdf"),
-        (pdf.clone(), "image/png"),
-    ] {
-        let put = reqwest::Client::new()
-            .put(url)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(put.status(), 403, "another size or type is refused");
-    }
-
-    // A tampered signature is refused by the storage server itself.
-    let tampered = url.replace("X-Amz-Signature=", "X-Amz-Signature=0");
-    let put = reqwest::Client::new()
-        .put(&tampered)
-        .body(pdf.clone())
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_client_error(), "{}", put.status());
+    assert_url_scoped_to_size_type_and_signature(url, &pdf).await;
 
     let complete = |t: String| {
         let request = app
@@ -328,6 +334,124 @@ fn eicar() -> Vec<u8> {
     .into_bytes()
 }
 
+/// Only ciphertext in the documents bucket, which decrypts to `pdf`; no quarantine copy left.
+async fn assert_encrypted_at_rest(app: &TestApp, id: &str, pdf: &[u8]) {
+    let stored = app
+        .state
+        .storage
+        .documents
+        .get(&object_store::path::Path::from(format!("documents/{id}")))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        pdf.windows(64)
+            .step_by(997)
+            .all(|w| !stored.windows(64).any(|s| s == w)),
+        "plaintext in the documents bucket"
+    );
+    let lead_id: uuid::Uuid = sqlx::query_scalar("select lead_id from documents where id = $1")
+        .bind(uuid::Uuid::parse_str(id).unwrap())
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    let key = app
+        .state
+        .keys
+        .file_key(&app.state.db, lead_id)
+        .await
+        .unwrap();
+    let plain =
+        loanfolio::crypto::stream::decrypt_all(&key, uuid::Uuid::parse_str(id).unwrap(), &stored)
+            .unwrap();
+    assert_eq!(plain, pdf);
+    let quarantine = app
+        .state
+        .storage
+        .quarantine
+        .head(&object_store::path::Path::from(format!("uploads/{id}")))
+        .await;
+    assert!(quarantine.is_err(), "the quarantine copy is removed");
+}
+
+async fn assert_more_bytes_than_declared_caught(
+    app: &TestApp,
+    token: &str,
+    loan: &str,
+    pdf: &[u8],
+) {
+    // More bytes than declared. The signed URL makes the store refuse that PUT; the
+    // pipeline checks again in case a store does not (written here behind its back).
+    let announced: Value = announce(app, token, loan, json!({
+        "filename": "file.bin", "content_type": "application/pdf", "size_bytes": pdf.len() - 10, "doc_type": "other"
+    }))
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = announced["document"]["id"].as_str().unwrap().to_owned();
+    app.state
+        .storage
+        .quarantine
+        .put(
+            &object_store::path::Path::from(format!("uploads/{id}")),
+            pdf.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let completed = app
+        .client
+        .post(app.url(&format!("/v1/documents/{id}/complete")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(completed.status(), 202);
+    let doc = settled(app, token, &id).await;
+    assert_eq!(doc["reason"], "size_mismatch", "{doc}");
+}
+
+/// No encrypted copy of a rejected file; each decision counted once.
+async fn assert_rejects_kept_nowhere_and_counted(app: &TestApp) {
+    for reason in ["infected", "type_mismatch", "size_mismatch"] {
+        let id: uuid::Uuid = sqlx::query_scalar("select id from documents where reason = $1")
+            .bind(reason)
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+        let encrypted = app
+            .state
+            .storage
+            .documents
+            .head(&object_store::path::Path::from(format!("documents/{id}")))
+            .await;
+        assert!(encrypted.is_err(), "{reason}: no encrypted copy kept");
+    }
+    // Each decision counted once, by outcome, after its transaction committed.
+    crate::helpers::eventually!(
+        10,
+        || async {
+            let text = app.admin_get("/metrics").await.text().await.unwrap();
+            [
+                "available",
+                "rejected_infected",
+                "rejected_type_mismatch",
+                "rejected_size_mismatch",
+            ]
+            .iter()
+            .all(|outcome| {
+                text.lines().any(|l| {
+                    l == format!("loanfolio_documents_processed_total{{outcome=\"{outcome}\"}} 1")
+                })
+            })
+        },
+        "{}",
+        app.admin_get("/metrics").await.text().await.unwrap()
+    );
+}
+
 #[tokio::test]
 async fn the_pipeline_scans_checks_types_and_encrypts() {
     let app = crate::helpers::app()
@@ -349,44 +473,7 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(doc["sha256"], expected_sha);
-    let stored = app
-        .state
-        .storage
-        .documents
-        .get(&object_store::path::Path::from(format!("documents/{id}")))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert!(
-        pdf.windows(64)
-            .step_by(997)
-            .all(|w| !stored.windows(64).any(|s| s == w)),
-        "plaintext in the documents bucket"
-    );
-    let lead_id: uuid::Uuid = sqlx::query_scalar("select lead_id from documents where id = $1")
-        .bind(uuid::Uuid::parse_str(&id).unwrap())
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
-    let key = app
-        .state
-        .keys
-        .file_key(&app.state.db, lead_id)
-        .await
-        .unwrap();
-    let plain =
-        loanfolio::crypto::stream::decrypt_all(&key, uuid::Uuid::parse_str(&id).unwrap(), &stored)
-            .unwrap();
-    assert_eq!(plain, pdf);
-    let quarantine = app
-        .state
-        .storage
-        .quarantine
-        .head(&object_store::path::Path::from(format!("uploads/{id}")))
-        .await;
-    assert!(quarantine.is_err(), "the quarantine copy is removed");
+    assert_encrypted_at_rest(&app, &id, &pdf).await;
 
     // EICAR, declared as a PDF: infected, never stored.
     let bad = eicar();
@@ -405,122 +492,16 @@ async fn the_pipeline_scans_checks_types_and_encrypts() {
     let doc = settled(&app, &token, &id).await;
     assert_eq!(doc["reason"], "type_mismatch", "{doc}");
 
-    // More bytes than declared. The signed URL makes the store refuse that PUT; the
-    // pipeline checks again in case a store does not (written here behind its back).
-    let announced: Value = announce(&app, &token, &loan, json!({
-        "filename": "file.bin", "content_type": "application/pdf", "size_bytes": pdf.len() - 10, "doc_type": "other"
-    }))
-    .await
-    .json()
-    .await
-    .unwrap();
-    let id = announced["document"]["id"].as_str().unwrap().to_owned();
-    app.state
-        .storage
-        .quarantine
-        .put(
-            &object_store::path::Path::from(format!("uploads/{id}")),
-            pdf.clone().into(),
-        )
-        .await
-        .unwrap();
-    let completed = app
-        .client
-        .post(app.url(&format!("/v1/documents/{id}/complete")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(completed.status(), 202);
-    let doc = settled(&app, &token, &id).await;
-    assert_eq!(doc["reason"], "size_mismatch", "{doc}");
-    for reason in ["infected", "type_mismatch", "size_mismatch"] {
-        let id: uuid::Uuid = sqlx::query_scalar("select id from documents where reason = $1")
-            .bind(reason)
-            .fetch_one(&app.state.db)
-            .await
-            .unwrap();
-        let encrypted = app
-            .state
-            .storage
-            .documents
-            .head(&object_store::path::Path::from(format!("documents/{id}")))
-            .await;
-        assert!(encrypted.is_err(), "{reason}: no encrypted copy kept");
-    }
-    // Each decision counted once, by outcome, after its transaction committed.
-    let counted = crate::helpers::eventually(10, || async {
-        let text = app.admin_get("/metrics").await.text().await.unwrap();
-        [
-            "available",
-            "rejected_infected",
-            "rejected_type_mismatch",
-            "rejected_size_mismatch",
-        ]
-        .iter()
-        .all(|outcome| {
-            text.lines().any(|l| {
-                l == format!("loanfolio_documents_processed_total{{outcome=\"{outcome}\"}} 1")
-            })
-        })
-    })
-    .await;
-    assert!(
-        counted,
-        "{}",
-        app.admin_get("/metrics").await.text().await.unwrap()
-    );
+    assert_more_bytes_than_declared_caught(&app, &token, &loan, &pdf).await;
+    assert_rejects_kept_nowhere_and_counted(&app).await;
 }
 
-#[tokio::test]
-async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
-    let app = crate::helpers::app()
-        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
-        .spawn()
-        .await;
-    let token = oidc::access_token("agent-a1").await;
-    let loan = agent_a1_loan(&app, &token).await;
-    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
-    png.extend((0..150_000u32).map(|i| (i % 241) as u8));
-    let upload: Value = announce(
-        &app,
-        &token,
-        &loan,
-        json!({
-            "filename": "../scan\u{202E}gnp.exe\r\n\u{0}.png", "content_type": "image/png",
-            "size_bytes": png.len(), "doc_type": "photo_id"
-        }),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let put = reqwest::Client::new()
-        .put(upload["upload"]["url"].as_str().unwrap())
-        .header(
-            "content-type",
-            upload["upload"]["headers"]["Content-Type"]
-                .as_str()
-                .unwrap(),
-        )
-        .body(png.clone())
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
-    let id = upload["document"]["id"].as_str().unwrap().to_owned();
-    app.client
-        .post(app.url(&format!("/v1/documents/{id}/complete")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(settled(&app, &token, &id).await["state"], "available");
-
+/// The original bytes under a safe disposition; GET and HEAD both audited.
+async fn assert_download_and_head_audited(app: &TestApp, token: &str, id: &str, png: &[u8]) {
     let response = app
         .client
         .get(app.url(&format!("/v1/documents/{id}/content")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
@@ -534,11 +515,11 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
         response.headers()["content-disposition"],
         "attachment; filename=\"scangnp.exe.png\"; filename*=UTF-8''scangnp.exe.png"
     );
-    assert_eq!(response.bytes().await.unwrap().as_ref(), png.as_slice());
+    assert_eq!(response.bytes().await.unwrap().as_ref(), png);
     let head = app
         .client
         .head(app.url(&format!("/v1/documents/{id}/content")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
@@ -549,26 +530,9 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
             .await
             .unwrap();
     assert_eq!(downloads, 2, "GET and HEAD are both audited");
+}
 
-    let get_as = |user: &'static str| {
-        let app = &app;
-        let id = id.clone();
-        async move {
-            let token = oidc::access_token(user).await;
-            app.client
-                .get(app.url(&format!("/v1/documents/{id}/content")))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(get_as("agent-b1").await, 404);
-    assert_eq!(get_as("admin").await, 403);
-    assert_eq!(get_as("compliance").await, 200);
-
+async fn assert_a_flipped_byte_aborts_the_download(app: &TestApp, token: &str, id: &str) {
     // A flipped byte in the stored object: the download aborts instead of ending short.
     let path = object_store::path::Path::from(format!("documents/{id}"));
     let mut stored = app
@@ -593,7 +557,7 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
     let response = app
         .client
         .get(app.url(&format!("/v1/documents/{id}/content")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
@@ -601,6 +565,100 @@ async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
         response.bytes().await.is_err(),
         "the body must fail, not end quietly"
     );
+}
+
+#[tokio::test]
+async fn downloads_stream_the_original_bytes_with_a_safe_disposition() {
+    let app = crate::helpers::app()
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+    png.extend((0..150_000u32).map(|i| (i % 241) as u8));
+    let upload: Announced = announce(
+        &app,
+        &token,
+        &loan,
+        json!({
+            "filename": "../scan\u{202E}gnp.exe\r\n\u{0}.png", "content_type": "image/png",
+            "size_bytes": png.len(), "doc_type": "photo_id"
+        }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let put = flows::put(&upload.upload, png.clone()).await;
+    assert!(put.status().is_success());
+    let id = upload.document.id;
+    app.client
+        .post(app.url(&format!("/v1/documents/{id}/complete")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(settled(&app, &token, &id).await["state"], "available");
+
+    assert_download_and_head_audited(&app, &token, &id, &png).await;
+
+    let get_as = |user: &'static str| {
+        let app = &app;
+        let id = id.clone();
+        async move {
+            let token = oidc::access_token(user).await;
+            app.client
+                .get(app.url(&format!("/v1/documents/{id}/content")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get_as("agent-b1").await, 404);
+    assert_eq!(get_as("admin").await, 403);
+    assert_eq!(get_as("compliance").await, 200);
+
+    assert_a_flipped_byte_aborts_the_download(&app, &token, &id).await;
+}
+
+/// A borrower's upload of `bytes` as a statement through link `secret`: the refusal's
+/// status and body, or 201 and the document once it is put and completed.
+async fn borrower_sends(app: &TestApp, secret: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let borrower = reqwest::Client::new();
+    let response = borrower
+        .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
+        .json(&json!({"filename": "statement.pdf", "content_type": "application/pdf", "size_bytes": bytes.len(), "doc_type": "bank_statement"}))
+        .send()
+        .await
+        .unwrap();
+    if response.status() != 201 {
+        return (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        );
+    }
+    let upload: Value = response.json().await.unwrap();
+    let announced: Announced = serde_json::from_value(upload.clone()).unwrap();
+    assert!(
+        flows::put(&announced.upload, bytes)
+            .await
+            .status()
+            .is_success()
+    );
+    let id = announced.document.id;
+    let done = borrower
+        .post(app.url(&format!(
+            "/v1/public/upload-links/{secret}/files/{id}/complete"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 202);
+    (201, upload["document"].clone())
 }
 
 #[tokio::test]
@@ -626,50 +684,7 @@ async fn borrowers_upload_through_their_link_only() {
         .unwrap();
     let secret = link["token"].as_str().unwrap().to_owned();
     let borrower = reqwest::Client::new();
-    let send = |bytes: Vec<u8>| {
-        let (app, borrower, secret) = (&app, borrower.clone(), secret.clone());
-        async move {
-            let response = borrower
-                .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
-                .json(&json!({"filename": "statement.pdf", "content_type": "application/pdf", "size_bytes": bytes.len(), "doc_type": "bank_statement"}))
-                .send()
-                .await
-                .unwrap();
-            if response.status() != 201 {
-                return (
-                    response.status().as_u16(),
-                    response.json::<Value>().await.unwrap(),
-                );
-            }
-            let upload: Value = response.json().await.unwrap();
-            assert!(
-                borrower
-                    .put(upload["upload"]["url"].as_str().unwrap())
-                    .header(
-                        "content-type",
-                        upload["upload"]["headers"]["Content-Type"]
-                            .as_str()
-                            .unwrap()
-                    )
-                    .body(bytes)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .is_success()
-            );
-            let id = upload["document"]["id"].as_str().unwrap().to_owned();
-            let done = borrower
-                .post(app.url(&format!(
-                    "/v1/public/upload-links/{secret}/files/{id}/complete"
-                )))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(done.status(), 202);
-            (201, upload["document"].clone())
-        }
-    };
+    let send = |bytes: Vec<u8>| borrower_sends(&app, &secret, bytes);
 
     // A rejected file does not use up the link's one file…
     let (status, doc) = send(eicar()).await;
@@ -710,6 +725,46 @@ async fn borrowers_upload_through_their_link_only() {
         .unwrap();
     assert_eq!(response.status(), 404);
     assert!(!app.logs.text().contains(&secret), "token in the logs");
+}
+
+/// Only the owner may delete; a deleted document is no longer served, its object kept.
+async fn assert_soft_delete(app: &TestApp, token: &str, id: &str) {
+    let compliance = oidc::access_token("compliance").await;
+    let delete = |t: &str| {
+        app.client
+            .delete(app.url(&format!("/v1/documents/{id}")))
+            .bearer_auth(t.to_owned())
+            .send()
+    };
+    assert_eq!(delete(&compliance).await.unwrap().status(), 403);
+    assert_eq!(delete(token).await.unwrap().status(), 204);
+    let doc: Value = app
+        .client
+        .get(app.url(&format!("/v1/documents/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["state"], "deleted");
+    let content = app
+        .client
+        .get(app.url(&format!("/v1/documents/{id}/content")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(content.status(), 404, "no longer served");
+    // The encrypted object stays for retention to purge.
+    let kept = app
+        .state
+        .storage
+        .documents
+        .head(&object_store::path::Path::from(format!("documents/{id}")))
+        .await;
+    assert!(kept.is_ok());
 }
 
 #[tokio::test]
@@ -768,42 +823,7 @@ async fn the_shortcut_and_soft_delete() {
         .unwrap();
     assert_eq!(settled(&app, &token, &id).await["state"], "available");
 
-    let compliance = oidc::access_token("compliance").await;
-    let delete = |t: &str| {
-        app.client
-            .delete(app.url(&format!("/v1/documents/{id}")))
-            .bearer_auth(t.to_owned())
-            .send()
-    };
-    assert_eq!(delete(&compliance).await.unwrap().status(), 403);
-    assert_eq!(delete(&token).await.unwrap().status(), 204);
-    let doc: Value = app
-        .client
-        .get(app.url(&format!("/v1/documents/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(doc["state"], "deleted");
-    let content = app
-        .client
-        .get(app.url(&format!("/v1/documents/{id}/content")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(content.status(), 404, "no longer served");
-    // The encrypted object stays for retention to purge.
-    let kept = app
-        .state
-        .storage
-        .documents
-        .head(&object_store::path::Path::from(format!("documents/{id}")))
-        .await;
-    assert!(kept.is_ok());
+    assert_soft_delete(&app, &token, &id).await;
 }
 
 #[tokio::test]

@@ -3,21 +3,16 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{app, test_routes};
+use crate::helpers::{self, app, test_routes};
 
+/// The shared check plus what every problem document carries: its status, the request id,
+/// a type naming the code, a title and a detail.
 async fn assert_problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
     let request_id = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
         .to_owned();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], code, "{body}");
+    let body = helpers::assert_problem(response, status, code).await;
     assert_eq!(body["status"], status.as_u16(), "{body}");
     assert_eq!(body["request_id"], request_id.as_str(), "{body}");
     assert!(body["type"].as_str().unwrap().ends_with(code), "{body}");

@@ -161,6 +161,46 @@ async fn create_read_and_dashboard() {
     assert_eq!(other["status_counts"]["draft"], 0);
 }
 
+/// The loan's history: one page, each move with its actor.
+async fn assert_withdrawn_history(app: &TestApp, owner: &str, loan: &str) {
+    let history: Value = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}/history")))
+        .bearer_auth(owner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(history["next_cursor"].is_null(), "one page: {history}");
+    let moves: Vec<(String, String, String)> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["from"].as_str().unwrap().into(),
+                h["to"].as_str().unwrap().into(),
+                h["actor"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        vec![
+            ("draft".into(), "submitted".into(), "agent-a1".into()),
+            (
+                "submitted".into(),
+                "underwriting".into(),
+                "manager-a".into()
+            ),
+            ("underwriting".into(), "withdrawn".into(), "agent-a1".into()),
+        ]
+    );
+    assert_eq!(history["items"][0]["reason"], "test");
+}
+
 #[tokio::test]
 async fn the_status_machine_and_the_role_matrix() {
     let app = spawn_app().await;
@@ -224,42 +264,7 @@ async fn the_status_machine_and_the_role_matrix() {
         200
     );
 
-    let history: Value = app
-        .client
-        .get(app.url(&format!("/v1/loans/{loan}/history")))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(history["next_cursor"].is_null(), "one page: {history}");
-    let moves: Vec<(String, String, String)> = history["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            (
-                h["from"].as_str().unwrap().into(),
-                h["to"].as_str().unwrap().into(),
-                h["actor"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        moves,
-        vec![
-            ("draft".into(), "submitted".into(), "agent-a1".into()),
-            (
-                "submitted".into(),
-                "underwriting".into(),
-                "manager-a".into()
-            ),
-            ("underwriting".into(), "withdrawn".into(), "agent-a1".into()),
-        ]
-    );
-    assert_eq!(history["items"][0]["reason"], "test");
+    assert_withdrawn_history(&app, &owner, &loan).await;
 }
 
 #[tokio::test]
@@ -346,6 +351,53 @@ async fn twenty_concurrent_transitions_one_winner_with_one_history_audit_and_eve
 }
 
 /// Every list route takes `limit` and `cursor` and answers `{items, next_cursor}`.
+/// Every item of `path`, read one page at a time.
+async fn read_one_at_a_time(app: &TestApp, token: &str, path: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}?limit=1&cursor={c}"),
+            None => format!("{path}?limit=1"),
+        };
+        let page: Value = app
+            .client
+            .get(app.url(&url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{path}: {page}"));
+        assert!(items.len() <= 1, "{path}");
+        seen.extend(items.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    seen
+}
+
+/// Three of everything a loan lists: links, documents, requests and credit pulls.
+async fn three_of_each(app: &TestApp, token: &str, loan: &str, lead: &str) {
+    for _ in 0..3 {
+        let made = [
+            app.create(token, &format!("/v1/loans/{loan}/upload-links"), &json!({})).await,
+            app.create(token, &format!("/v1/loans/{loan}/documents"),
+                &json!({"filename": "a.pdf", "content_type": "application/pdf", "size_bytes": 10, "doc_type": "w2"})).await,
+            app.create(token, &format!("/v1/loans/{loan}/document-requests"), &json!({"doc_type": "w2"})).await,
+            app.create(token, &format!("/v1/leads/{lead}/credit-reports"),
+                &json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "written", "text_version": "v"}})).await,
+        ];
+        assert!(made.iter().all(|r| r.status().is_success()));
+    }
+}
+
 #[tokio::test]
 async fn every_list_route_pages_with_limit_and_cursor() {
     let app = crate::helpers::spawn_app().await;
@@ -364,17 +416,7 @@ async fn every_list_route_pages_with_limit_and_cursor() {
             .unwrap();
         body["lead_id"].as_str().unwrap().to_owned()
     };
-    for _ in 0..3 {
-        let made = [
-            app.create(&token, &format!("/v1/loans/{loan}/upload-links"), &json!({})).await,
-            app.create(&token, &format!("/v1/loans/{loan}/documents"),
-                &json!({"filename": "a.pdf", "content_type": "application/pdf", "size_bytes": 10, "doc_type": "w2"})).await,
-            app.create(&token, &format!("/v1/loans/{loan}/document-requests"), &json!({"doc_type": "w2"})).await,
-            app.create(&token, &format!("/v1/leads/{lead}/credit-reports"),
-                &json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "written", "text_version": "v"}})).await,
-        ];
-        assert!(made.iter().all(|r| r.status().is_success()));
-    }
+    three_of_each(&app, &token, &loan, &lead).await;
     for to in ["submitted", "withdrawn"] {
         let version: Value = app
             .client
@@ -405,33 +447,7 @@ async fn every_list_route_pages_with_limit_and_cursor() {
         (format!("/v1/leads/{lead}/credit-reports"), 3),
         (format!("/v1/loans/{loan}/history"), 2),
     ] {
-        let mut seen = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let url = match &cursor {
-                Some(c) => format!("{path}?limit=1&cursor={c}"),
-                None => format!("{path}?limit=1"),
-            };
-            let page: Value = app
-                .client
-                .get(app.url(&url))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let items = page["items"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{path}: {page}"));
-            assert!(items.len() <= 1, "{path}");
-            seen.extend(items.iter().cloned());
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = Some(next.to_owned()),
-                None => break,
-            }
-        }
+        let seen = read_one_at_a_time(&app, &token, &path).await;
         assert_eq!(seen.len(), total, "{path}: {seen:?}");
         for bad in ["limit=0", "limit=201", "cursor=not-a-cursor"] {
             let response = app

@@ -153,6 +153,36 @@ fn event(event_id: &str, los_loan_id: &str, milestone: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// Refusals of `body` (a valid event): bad signatures, stale timestamps, junk and invalid bodies.
+async fn assert_refusals(app: &TestApp, body: &[u8]) {
+    // Bad signature, stale timestamp: 401 with their codes, nothing applied.
+    let (status, problem) = deliver(app, body, &sign("wrong", now(), body)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    let (status, _) = deliver(app, body, "garbage").await;
+    assert_eq!(status, 401);
+    let (status, problem) = deliver(app, body, &sign(WEBHOOK_SECRET, now() - 301, body)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("stale_timestamp"))
+    );
+    // Malformed and invalid bodies.
+    let junk = b"{not json";
+    let (status, problem) = deliver(app, junk, &sign(WEBHOOK_SECRET, now(), junk)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
+    let odd = event("e-x", "LOS-77", "teleported");
+    let (status, problem) = deliver(app, &odd, &sign(WEBHOOK_SECRET, now(), &odd)).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("validation_failed"))
+    );
+}
+
 #[tokio::test]
 async fn the_webhook_answers_as_documented_and_applies_each_event_once() {
     let app = crate::helpers::app()
@@ -171,32 +201,7 @@ async fn the_webhook_answers_as_documented_and_applies_each_event_once() {
     let before = statuses().await;
 
     let body = event("e-1", "LOS-77", "underwriting");
-    // Bad signature, stale timestamp: 401 with their codes, nothing applied.
-    let (status, problem) = deliver(&app, &body, &sign("wrong", now(), &body)).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_signature"))
-    );
-    let (status, _) = deliver(&app, &body, "garbage").await;
-    assert_eq!(status, 401);
-    let (status, problem) = deliver(&app, &body, &sign(WEBHOOK_SECRET, now() - 301, &body)).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("stale_timestamp"))
-    );
-    // Malformed and invalid bodies.
-    let junk = b"{not json";
-    let (status, problem) = deliver(&app, junk, &sign(WEBHOOK_SECRET, now(), junk)).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (400, Some("malformed_json"))
-    );
-    let odd = event("e-x", "LOS-77", "teleported");
-    let (status, problem) = deliver(&app, &odd, &sign(WEBHOOK_SECRET, now(), &odd)).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (422, Some("validation_failed"))
-    );
+    assert_refusals(&app, &body).await;
     // Unknown loan and an impossible milestone: recorded, not applied.
     let unknown = event("e-2", "LOS-404", "underwriting");
     assert_eq!(

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::helpers::flows::{self, borrower_upload};
 use crate::helpers::{TestApp, oidc};
 use crate::loans::agent_a1_loan;
 
@@ -23,55 +24,6 @@ async fn request(app: &TestApp, token: &str, loan: &str, body: Value) -> Value {
         .await;
     assert_eq!(response.status(), 201);
     response.json().await.unwrap()
-}
-
-async fn link(app: &TestApp, token: &str, loan: &str, max_files: u32) -> String {
-    let response = app
-        .create(
-            token,
-            &format!("/v1/loans/{loan}/upload-links"),
-            &json!({ "max_files": max_files }),
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    body["token"].as_str().unwrap().to_owned()
-}
-
-/// A borrower's whole upload: announce, PUT, complete; the document's id.
-async fn borrower_sends(app: &TestApp, secret: &str, body: Value, bytes: &[u8]) -> String {
-    let borrower = reqwest::Client::new();
-    let response = borrower
-        .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let upload: Value = response.json().await.unwrap();
-    let put = borrower
-        .put(upload["upload"]["url"].as_str().unwrap())
-        .header(
-            "content-type",
-            upload["upload"]["headers"]["Content-Type"]
-                .as_str()
-                .unwrap(),
-        )
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert!(put.status().is_success());
-    let id = upload["document"]["id"].as_str().unwrap().to_owned();
-    let done = borrower
-        .post(app.url(&format!(
-            "/v1/public/upload-links/{secret}/files/{id}/complete"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 202);
-    id
 }
 
 async fn link_state(app: &TestApp, secret: &str) -> Value {
@@ -122,6 +74,130 @@ fn by_id<'a>(items: &'a [Value], id: &str) -> &'a Value {
 
 const PDF: &[u8] = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n";
 
+async fn assert_bad_requests_write_nothing(app: &TestApp, token: &str, loan: &str) {
+    // Bad input is refused and writes nothing.
+    let past = app
+        .create(
+            token,
+            &format!("/v1/loans/{loan}/document-requests"),
+            &json!({"doc_type": "w2", "due_date": "2020-01-01"}),
+        )
+        .await;
+    assert_eq!(past.status(), 422);
+    let unknown_type = app
+        .create(
+            token,
+            &format!("/v1/loans/{loan}/document-requests"),
+            &json!({"doc_type": "selfie"}),
+        )
+        .await;
+    assert_eq!(unknown_type.status(), 422);
+    assert!(needs_list(app, token, loan).await.is_empty());
+}
+
+/// The borrower sees the needs list on the link, with the agent's note.
+async fn assert_link_shows_the_needs_list(app: &TestApp, secret: &str, statements_id: &str) {
+    let state = link_state(app, secret).await;
+    let requests = state["requests"].as_array().unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        by_id(requests, statements_id)["note"],
+        "Last two months, all pages"
+    );
+    assert_eq!(by_id(requests, statements_id)["state"], "outstanding");
+    assert!(state["max_file_bytes"].as_u64().unwrap() > 0);
+}
+
+async fn assert_rejection_seen_by_the_borrower(
+    app: &TestApp,
+    token: &str,
+    secret: &str,
+    statements_id: &str,
+    first: &str,
+) {
+    // A rejection needs a reason; with one, the request is `rejected` and the borrower sees it.
+    let no_reason = post_json(
+        app,
+        token,
+        &format!("/v1/documents/{first}/review"),
+        json!({"decision": "reject"}),
+    )
+    .await;
+    assert_eq!(no_reason.status(), 422);
+    let reviewed = post_json(
+        app,
+        token,
+        &format!("/v1/documents/{first}/review"),
+        json!({"decision": "reject", "reason": "Page 2 is missing"}),
+    )
+    .await;
+    assert_eq!(reviewed.status(), 200);
+    let reviewed: Value = reviewed.json().await.unwrap();
+    assert_eq!(reviewed["review"]["decision"], "reject");
+    assert_eq!(reviewed["review"]["reason"], "Page 2 is missing");
+    let state = link_state(app, secret).await;
+    let seen = by_id(state["requests"].as_array().unwrap(), statements_id);
+    assert_eq!(seen["state"], "rejected");
+    assert_eq!(seen["reason"], "Page 2 is missing");
+    let file = by_id(state["files"].as_array().unwrap(), first);
+    assert_eq!(file["state"], "rejected");
+    assert_eq!(file["reason"], "rejected_by_agent");
+    assert_eq!(file["review_reason"], "Page 2 is missing");
+    assert_eq!(file["filename"], "march.pdf");
+    // …and the rejected file no longer uses up the link's one place.
+    assert_eq!(state["files_accepted"], 0);
+}
+
+async fn assert_timeline(app: &TestApp, token: &str, loan: &str, statements_id: &str, first: &str) {
+    let items = needs_list(app, token, loan).await;
+    let statements = by_id(&items, statements_id);
+    assert_eq!(statements["state"], "accepted");
+    let events: Vec<&str> = statements["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["requested", "received", "rejected", "received", "accepted"]
+    );
+    let rejection = &statements["timeline"][2];
+    assert_eq!(rejection["reason"], "Page 2 is missing");
+    assert_eq!(rejection["document_id"], first);
+}
+
+async fn assert_not_applicable(app: &TestApp, secret: &str, w2_id: &str, statements_id: &str) {
+    // Not applicable: a comment is required; it applies once; an accepted request refuses it.
+    let na = |id: String, comment: &'static str| {
+        let (app, secret) = (app, secret.to_owned());
+        async move {
+            reqwest::Client::new()
+                .post(app.url(&format!(
+                    "/v1/public/upload-links/{secret}/requests/{id}/not-applicable"
+                )))
+                .json(&json!({ "comment": comment }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(na(w2_id.to_owned(), "  ").await.status(), 422);
+    let marked = na(w2_id.to_owned(), "I am self-employed").await;
+    assert_eq!(marked.status(), 200);
+    let marked: Value = marked.json().await.unwrap();
+    assert_eq!(marked["state"], "not_applicable");
+    assert_eq!(marked["reason"], "I am self-employed");
+    assert_eq!(na(w2_id.to_owned(), "again").await.status(), 200);
+    let refused = na(statements_id.to_owned(), "never mind").await;
+    let (status, body) = (refused.status(), refused.json::<Value>().await.unwrap());
+    assert_eq!(
+        (status.as_u16(), &body["code"]),
+        (409, &json!("invalid_state")),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn requests_reviews_replacements_and_not_applicable() {
     let app = crate::helpers::app()
@@ -132,24 +208,7 @@ async fn requests_reviews_replacements_and_not_applicable() {
     let loan = agent_a1_loan(&app, &token).await;
     let due = (time::OffsetDateTime::now_utc().date() + time::Duration::days(7)).to_string();
 
-    // Bad input is refused and writes nothing.
-    let past = app
-        .create(
-            &token,
-            &format!("/v1/loans/{loan}/document-requests"),
-            &json!({"doc_type": "w2", "due_date": "2020-01-01"}),
-        )
-        .await;
-    assert_eq!(past.status(), 422);
-    let unknown_type = app
-        .create(
-            &token,
-            &format!("/v1/loans/{loan}/document-requests"),
-            &json!({"doc_type": "selfie"}),
-        )
-        .await;
-    assert_eq!(unknown_type.status(), 422);
-    assert!(needs_list(&app, &token, &loan).await.is_empty());
+    assert_bad_requests_write_nothing(&app, &token, &loan).await;
 
     let statements = request(
         &app,
@@ -167,22 +226,16 @@ async fn requests_reviews_replacements_and_not_applicable() {
     );
 
     // The borrower sees the needs list on the link, with the agent's note.
-    let secret = link(&app, &token, &loan, 1).await;
-    let state = link_state(&app, &secret).await;
-    let requests = state["requests"].as_array().unwrap();
-    assert_eq!(requests.len(), 2);
-    assert_eq!(
-        by_id(requests, &statements_id)["note"],
-        "Last two months, all pages"
-    );
-    assert_eq!(by_id(requests, &statements_id)["state"], "outstanding");
-    assert!(state["max_file_bytes"].as_u64().unwrap() > 0);
+    let secret = flows::link(&app, &token, &loan, &json!({"max_files": 1}))
+        .await
+        .token;
+    assert_link_shows_the_needs_list(&app, &secret, &statements_id).await;
 
     // A file for the request takes the request's type and makes it `received`.
-    let first = borrower_sends(
+    let first = borrower_upload(
         &app,
         &secret,
-        json!({"filename": "march.pdf", "content_type": "application/pdf", "size_bytes": PDF.len(), "document_request_id": statements_id}),
+        &json!({"filename": "march.pdf", "content_type": "application/pdf", "size_bytes": PDF.len(), "document_request_id": statements_id}),
         PDF,
     )
     .await;
@@ -201,42 +254,12 @@ async fn requests_reviews_replacements_and_not_applicable() {
         .unwrap();
     assert_eq!(full.status(), 410);
 
-    // A rejection needs a reason; with one, the request is `rejected` and the borrower sees it.
-    let no_reason = post_json(
-        &app,
-        &token,
-        &format!("/v1/documents/{first}/review"),
-        json!({"decision": "reject"}),
-    )
-    .await;
-    assert_eq!(no_reason.status(), 422);
-    let reviewed = post_json(
-        &app,
-        &token,
-        &format!("/v1/documents/{first}/review"),
-        json!({"decision": "reject", "reason": "Page 2 is missing"}),
-    )
-    .await;
-    assert_eq!(reviewed.status(), 200);
-    let reviewed: Value = reviewed.json().await.unwrap();
-    assert_eq!(reviewed["review"]["decision"], "reject");
-    assert_eq!(reviewed["review"]["reason"], "Page 2 is missing");
-    let state = link_state(&app, &secret).await;
-    let seen = by_id(state["requests"].as_array().unwrap(), &statements_id);
-    assert_eq!(seen["state"], "rejected");
-    assert_eq!(seen["reason"], "Page 2 is missing");
-    let file = by_id(state["files"].as_array().unwrap(), &first);
-    assert_eq!(file["state"], "rejected");
-    assert_eq!(file["reason"], "rejected_by_agent");
-    assert_eq!(file["review_reason"], "Page 2 is missing");
-    assert_eq!(file["filename"], "march.pdf");
-    // …and the rejected file no longer uses up the link's one place.
-    assert_eq!(state["files_accepted"], 0);
+    assert_rejection_seen_by_the_borrower(&app, &token, &secret, &statements_id, &first).await;
 
-    let replacement = borrower_sends(
+    let replacement = borrower_upload(
         &app,
         &secret,
-        json!({"filename": "march-full.pdf", "content_type": "application/pdf", "size_bytes": PDF.len(), "document_request_id": statements_id}),
+        &json!({"filename": "march-full.pdf", "content_type": "application/pdf", "size_bytes": PDF.len(), "document_request_id": statements_id}),
         PDF,
     )
     .await;
@@ -255,51 +278,9 @@ async fn requests_reviews_replacements_and_not_applicable() {
     .await;
     assert_eq!(accepted.status(), 200);
 
-    let items = needs_list(&app, &token, &loan).await;
-    let statements = by_id(&items, &statements_id);
-    assert_eq!(statements["state"], "accepted");
-    let events: Vec<&str> = statements["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        events,
-        ["requested", "received", "rejected", "received", "accepted"]
-    );
-    let rejection = &statements["timeline"][2];
-    assert_eq!(rejection["reason"], "Page 2 is missing");
-    assert_eq!(rejection["document_id"], first.as_str());
+    assert_timeline(&app, &token, &loan, &statements_id, &first).await;
 
-    // Not applicable: a comment is required; it applies once; an accepted request refuses it.
-    let na = |id: String, comment: &'static str| {
-        let (app, secret) = (&app, secret.clone());
-        async move {
-            reqwest::Client::new()
-                .post(app.url(&format!(
-                    "/v1/public/upload-links/{secret}/requests/{id}/not-applicable"
-                )))
-                .json(&json!({ "comment": comment }))
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(na(w2_id.clone(), "  ").await.status(), 422);
-    let marked = na(w2_id.clone(), "I am self-employed").await;
-    assert_eq!(marked.status(), 200);
-    let marked: Value = marked.json().await.unwrap();
-    assert_eq!(marked["state"], "not_applicable");
-    assert_eq!(marked["reason"], "I am self-employed");
-    assert_eq!(na(w2_id.clone(), "again").await.status(), 200);
-    let refused = na(statements_id.clone(), "never mind").await;
-    let (status, body) = (refused.status(), refused.json::<Value>().await.unwrap());
-    assert_eq!(
-        (status.as_u16(), &body["code"]),
-        (409, &json!("invalid_state")),
-        "{body}"
-    );
+    assert_not_applicable(&app, &secret, &w2_id, &statements_id).await;
 
     // The agent's actions are in the audit log without the free text.
     let audit: Value = app
@@ -329,7 +310,9 @@ async fn a_link_and_an_agent_reach_only_their_own_loans_requests() {
     let loan_b = agent_a1_loan(&app, &token).await;
     let request_b = request(&app, &token, &loan_b, json!({"doc_type": "photo_id"})).await;
     let request_b = request_b["id"].as_str().unwrap();
-    let secret_a = link(&app, &token, &loan_a, 5).await;
+    let secret_a = flows::link(&app, &token, &loan_a, &json!({"max_files": 5}))
+        .await
+        .token;
 
     // Loan A's link can neither see, answer nor upload against loan B's request.
     let state = link_state(&app, &secret_a).await;
@@ -399,12 +382,14 @@ async fn a_password_protected_pdf_is_rejected() {
         .await;
     let token = oidc::access_token("agent-a1").await;
     let loan = agent_a1_loan(&app, &token).await;
-    let secret = link(&app, &token, &loan, 5).await;
+    let secret = flows::link(&app, &token, &loan, &json!({"max_files": 5}))
+        .await
+        .token;
     let protected: &[u8] = b"%PDF-1.6\n1 0 obj<<>>endobj\ntrailer\n<< /Root 1 0 R /Encrypt 2 0 R /ID [<01><02>] >>\n%%EOF\n";
-    let id = borrower_sends(
+    let id = borrower_upload(
         &app,
         &secret,
-        json!({"filename": "locked.pdf", "content_type": "application/pdf", "size_bytes": protected.len()}),
+        &json!({"filename": "locked.pdf", "content_type": "application/pdf", "size_bytes": protected.len()}),
         protected,
     )
     .await;

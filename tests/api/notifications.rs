@@ -38,22 +38,10 @@ async fn link_with_email(app: &TestApp, token: &str, loan: &str, email: &str) ->
     response.json().await.unwrap()
 }
 
-#[tokio::test]
-async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_once() {
-    let smtp = PrivateSmtp::start().await;
-    let app = crate::helpers::app()
-        .workers_only(&["document-pipeline", "notifier"])
-        .settings(|s| smtp.configure(s))
-        .spawn()
-        .await;
-    let token = oidc::access_token("agent-a1").await;
-    let loan = agent_a1_loan(&app, &token).await;
-
-    // The invitation: its link opens the borrower's link state.
-    link_with_email(&app, &token, &loan, "invitee@example.net").await;
-    let invitation = wait_for(&smtp, "invitee@example.net", 1, 20)
-        .await
-        .remove(0);
+/// The invitation's token, once its link is shown to open the borrower's link state.
+async fn invitation_secret(app: &TestApp, smtp: &PrivateSmtp, token: &str, loan: &str) -> String {
+    link_with_email(app, token, loan, "invitee@example.net").await;
+    let invitation = wait_for(smtp, "invitee@example.net", 1, 20).await.remove(0);
     let start = invitation.find("/u/").expect("a link in the invitation");
     let secret: String = invitation[start + 3..]
         .chars()
@@ -62,7 +50,15 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
     let state = app.get(&format!("/v1/public/upload-links/{secret}")).await;
     assert_eq!(state.status(), 200, "the emailed link works");
     assert!(invitation.contains("Message-ID: <"), "{invitation}");
+    secret
+}
 
+async fn assert_a_rejection_reaches_the_invitee(
+    app: &TestApp,
+    smtp: &PrivateSmtp,
+    token: &str,
+    secret: &str,
+) {
     // A file through the link, rejected by the agent: the borrower gets the reason.
     let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n";
     let upload: Value = reqwest::Client::new()
@@ -98,7 +94,7 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
         let d: Value = app
             .client
             .get(app.url(&format!("/v1/documents/{doc}")))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await
             .unwrap()
@@ -112,7 +108,7 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
     let reviewed = app
         .client
         .post(app.url(&format!("/v1/documents/{doc}/review")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"decision": "reject", "reason": "Page 2 is missing"}))
         .send()
         .await
@@ -121,27 +117,35 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
     // The file came through the invitee's link: the reason and the way back go to the
     // address that link was issued to — never a link's token to anyone else (the lead's
     // own address received the invitee's token before).
-    let borrower = crate::leads::EMAIL;
-    let rejection = wait_for(&smtp, "invitee@example.net", 2, 20).await;
+    let rejection = wait_for(smtp, "invitee@example.net", 2, 20).await;
     assert!(
         rejection
             .iter()
             .any(|m| m.contains("Page 2 is missing") && m.contains(&format!("/u/{secret}"))),
         "{rejection:?}"
     );
+}
 
+async fn assert_a_status_change_heard_once(
+    app: &TestApp,
+    smtp: &PrivateSmtp,
+    token: &str,
+    loan: &str,
+    secret: &str,
+) {
     // A status change: one message to the borrower and one to the agent, whatever the redeliveries.
+    let borrower = crate::leads::EMAIL;
     let moved = app
         .client
         .post(app.url(&format!("/v1/loans/{loan}/status")))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("If-Match", "\"1\"")
         .json(&json!({"status": "submitted"}))
         .send()
         .await
         .unwrap();
     assert_eq!(moved.status(), 200);
-    let to_borrower = wait_for(&smtp, borrower, 1, 20).await;
+    let to_borrower = wait_for(smtp, borrower, 1, 20).await;
     assert!(to_borrower.iter().any(|m| m.contains("submitted")));
     let agent: Option<String> =
         sqlx::query_scalar("select email from agents where subject = 'agent-a1'")
@@ -166,11 +170,31 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
     assert!(
         smtp.messages_to(borrower)
             .iter()
-            .all(|m| !decoded(m).contains(&secret)),
+            .all(|m| !decoded(m).contains(secret)),
         "another recipient's link token reached the lead's address"
     );
+}
+
+#[tokio::test]
+async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_once() {
+    let smtp = PrivateSmtp::start().await;
+    let app = crate::helpers::app()
+        .workers_only(&["document-pipeline", "notifier"])
+        .settings(|s| smtp.configure(s))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+
+    // The invitation: its link opens the borrower's link state.
+    let secret = invitation_secret(&app, &smtp, &token, &loan).await;
+
+    assert_a_rejection_reaches_the_invitee(&app, &smtp, &token, &secret).await;
+
+    assert_a_status_change_heard_once(&app, &smtp, &token, &loan, &secret).await;
 
     // What was sent about the loan, recipients masked.
+    let borrower = crate::leads::EMAIL;
     let list: Value = app
         .client
         .get(app.url(&format!("/v1/loans/{loan}/notifications")))

@@ -2,6 +2,7 @@
 
 pub mod bureau;
 pub mod clamd;
+pub mod flows;
 pub mod garage;
 pub mod logs;
 pub mod los;
@@ -202,25 +203,31 @@ impl Drop for TestDatabase {
             return;
         }
         let name = self.name.clone();
-        // Drop runs inside the test's runtime; a small runtime of its own on another thread
-        // lets us finish the async cleanup without blocking that one.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
-                    let _ = sqlx::query(AssertSqlSafe(format!(
-                        "drop database if exists {name} with (force)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        })
-        .join();
+        run_cleanup(async move {
+            if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
+                let _ = sqlx::query(AssertSqlSafe(format!(
+                    "drop database if exists {name} with (force)"
+                )))
+                .execute(&mut admin)
+                .await;
+            }
+        });
     }
+}
+
+/// Runs a guard's async clean-up to completion from `Drop`. Drop runs inside the test's
+/// runtime; a small runtime of its own on another thread lets the clean-up finish without
+/// blocking that one.
+fn run_cleanup(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
 }
 
 /// Isolates one test's use of the shared services.
@@ -364,21 +371,13 @@ impl Drop for TestApp {
             .map(|u| u.expose_secret().to_owned());
         let prefix = self.state.settings.rabbitmq.prefix.clone();
         if let Ok(url) = url {
-            let _ = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    rt.block_on(async {
-                        let _ = tokio::time::timeout(
-                            std::time::Duration::from_secs(10),
-                            delete_broker_objects(url, prefix),
-                        )
-                        .await;
-                    });
-                }
-            })
-            .join();
+            run_cleanup(async move {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    delete_broker_objects(url, prefix),
+                )
+                .await;
+            });
         }
     }
 }
@@ -541,6 +540,51 @@ where
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Polls the async condition until it holds, and panics with the message (`format!`
+/// arguments allowed) when `seconds` pass first.
+macro_rules! eventually_or_panic {
+    ($seconds:expr, $condition:expr $(,)?) => {
+        $crate::helpers::eventually!($seconds, $condition, "not within {} s", $seconds)
+    };
+    ($seconds:expr, $condition:expr, $($message:tt)+) => {
+        if !$crate::helpers::eventually($seconds, $condition).await {
+            panic!($($message)+);
+        }
+    };
+}
+// Under the function's name: `use crate::helpers::eventually` brings both.
+pub(crate) use eventually_or_panic as eventually;
+
+/// Asserts that `response` is a problem document (RFC 9457) with this status and `code`;
+/// its body.
+pub async fn assert_problem(
+    response: reqwest::Response,
+    status: reqwest::StatusCode,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(
+        response.status(),
+        status,
+        "expected a {status} {code} problem"
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/problem+json"),
+        "the content type of a {status} {code} problem"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["code"], code,
+        "expected code {code}, got {}: {body}",
+        body["code"]
+    );
+    body
 }
 
 /// Whether something listens on 127.0.0.1:`port` within `seconds` (a child server started).
