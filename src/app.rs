@@ -219,23 +219,7 @@ impl Application {
             expected_schema = db::expected_version(),
             "listening"
         );
-        let tls = match (
-            &state.role,
-            &state.settings.server.tls_cert_file,
-            &state.settings.server.tls_key_file,
-        ) {
-            (Role::Serve, Some(cert), Some(key)) => {
-                let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                    .await
-                    .context("server.tls_cert_file / tls_key_file")?;
-                // The listeners speak HTTP/1.1 only: never offer h2 in ALPN.
-                let mut inner = (*config.get_inner()).clone();
-                inner.alpn_protocols = vec![b"http/1.1".to_vec()];
-                config.reload_from_config(Arc::new(inner));
-                Some(config)
-            }
-            _ => None,
-        };
+        let tls = tls_config(&state).await?;
         let header_timeout = Duration::from_secs(state.settings.server.header_read_timeout_secs);
         let mut server = serve(listener, router, tls, header_timeout, stop_rx.clone())?;
         let admin_server = match admin {
@@ -285,6 +269,26 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The API listener's TLS, when a serving process has a certificate and key configured.
+async fn tls_config(
+    state: &AppState,
+) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+    let server = &state.settings.server;
+    let (Role::Serve, Some(cert), Some(key)) =
+        (&state.role, &server.tls_cert_file, &server.tls_key_file)
+    else {
+        return Ok(None);
+    };
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .context("server.tls_cert_file / tls_key_file")?;
+    // The listeners speak HTTP/1.1 only: never offer h2 in ALPN.
+    let mut inner = (*config.get_inner()).clone();
+    inner.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.reload_from_config(Arc::new(inner));
+    Ok(Some(config))
 }
 
 type TaskFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;

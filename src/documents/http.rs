@@ -177,7 +177,6 @@ async fn download(
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
     use crate::crypto::stream::Decryptor;
-    use futures::StreamExt;
     use object_store::ObjectStoreExt;
 
     let mut tx = state.db.begin().await?;
@@ -228,21 +227,7 @@ async fn download(
             source: e.into(),
         })?
         .into_stream();
-    let decryptor = Decryptor::new(&key, id);
-    let plain = futures::stream::unfold(Some((source, decryptor)), |state| async move {
-        let (mut source, mut decryptor) = state?;
-        match source.next().await {
-            Some(Ok(chunk)) => match decryptor.push(&chunk) {
-                Ok(plain) => Some((Ok(bytes::Bytes::from(plain)), Some((source, decryptor)))),
-                Err(e) => Some((Err(std::io::Error::other(e)), None)),
-            },
-            Some(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
-            None => match decryptor.finish() {
-                Ok(last) => Some((Ok(bytes::Bytes::from(last)), None)),
-                Err(e) => Some((Err(std::io::Error::other(e)), None)),
-            },
-        }
-    });
+    let plain = decrypted(source, Decryptor::new(&key, id));
     let mut response = axum::body::Body::from_stream(plain).into_response();
     let headers = response.headers_mut();
     let content_type = detected.unwrap_or_else(|| "application/octet-stream".into());
@@ -257,6 +242,30 @@ async fn download(
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The plaintext of a stored document as it streams out of the bucket; a chunk that does
+/// not authenticate ends the stream with an error (the client sees a cut-off download,
+/// never unauthenticated bytes).
+fn decrypted(
+    source: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    decryptor: crate::crypto::stream::Decryptor,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    use futures::StreamExt;
+    futures::stream::unfold(Some((source, decryptor)), |state| async move {
+        let (mut source, mut decryptor) = state?;
+        match source.next().await {
+            Some(Ok(chunk)) => match decryptor.push(&chunk) {
+                Ok(plain) => Some((Ok(bytes::Bytes::from(plain)), Some((source, decryptor)))),
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            },
+            Some(Err(e)) => Some((Err(std::io::Error::other(e)), None)),
+            None => match decryptor.finish() {
+                Ok(last) => Some((Ok(bytes::Bytes::from(last)), None)),
+                Err(e) => Some((Err(std::io::Error::other(e)), None)),
+            },
+        }
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -215,23 +215,8 @@ async fn callback(
             return Err(failed.error);
         }
     };
-    let actor = finished.actor;
-    let refresh_token_enc = match &finished.refresh_token {
-        Some(token) => Some(seal_refresh_token(&state, &actor.subject, token).await?),
-        None => None,
-    };
     let ttl = Duration::from_secs(state.settings.auth.session_ttl_secs);
-    let (id, _) = session::create(
-        &state.db,
-        &state.cache,
-        &actor,
-        ttl,
-        session::Origin {
-            refresh_token_enc,
-            provider_sid: finished.provider_sid,
-        },
-    )
-    .await?;
+    let (id, actor) = start_session(&state, &finished, ttl).await?;
     // A session the browser already had is replaced, never kept beside the new one.
     if let Some(previous) = cookie_value(&headers, session::cookie_name(secure)) {
         session::revoke(&state.db, &state.cache, &previous).await?;
@@ -260,6 +245,31 @@ async fn callback(
         login_cookie(&state, String::new(), Duration::ZERO),
     );
     Ok(response)
+}
+
+/// The session a finished login opens (its refresh token sealed): its id and actor.
+async fn start_session(
+    state: &AppState,
+    finished: &login::Finished,
+    ttl: Duration,
+) -> Result<(String, Actor), AppError> {
+    let actor = finished.actor.clone();
+    let refresh_token_enc = match &finished.refresh_token {
+        Some(token) => Some(seal_refresh_token(state, &actor.subject, token).await?),
+        None => None,
+    };
+    let (id, _) = session::create(
+        &state.db,
+        &state.cache,
+        &actor,
+        ttl,
+        session::Origin {
+            refresh_token_enc,
+            provider_sid: finished.provider_sid.clone(),
+        },
+    )
+    .await?;
+    Ok((id, actor))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -318,28 +318,9 @@ pub async fn patch(
     let before = as_input_json(&current_view, current_ssn);
     let mut merged = before.clone();
     merge_patch(&mut merged, patch);
-    let input: LeadInput = serde_json::from_value(merged.clone()).map_err(|e| {
-        let message = e.to_string();
-        let message = message.split(" at line").next().unwrap_or("").to_owned();
-        AppError::validation(vec![FieldError {
-            field: String::new(),
-            message: if message.starts_with("invalid") {
-                "a field has an invalid value".into()
-            } else {
-                message
-            },
-        }])
-    })?;
+    let input: LeadInput = serde_json::from_value(merged.clone()).map_err(patched_input_error)?;
     let (lead, credit) = validate(input)?;
-    let changed: Vec<String> = patch
-        .as_object()
-        .map(|o| {
-            o.keys()
-                .filter(|k| before.get(*k) != merged.get(*k))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let changed = changed_fields(patch, &before, &merged);
     let index_key = state
         .keys
         .ssn_index_key(&state.db)
@@ -367,6 +348,34 @@ pub async fn patch(
         .ok_or_else(|| anyhow::anyhow!("the lead just updated is missing"))?;
     tx.commit().await?;
     render(&row, &key, actor, false)
+}
+
+/// A merged lead that is no lead: the serde message without its position (no value of
+/// the borrower's is ever echoed).
+fn patched_input_error(e: serde_json::Error) -> AppError {
+    let message = e.to_string();
+    let message = message.split(" at line").next().unwrap_or("").to_owned();
+    AppError::validation(vec![FieldError {
+        field: String::new(),
+        message: if message.starts_with("invalid") {
+            "a field has an invalid value".into()
+        } else {
+            message
+        },
+    }])
+}
+
+/// The names of the fields a patch changed (for the audit row: names, never values).
+fn changed_fields(patch: &Value, before: &Value, merged: &Value) -> Vec<String> {
+    patch
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| before.get(*k) != merged.get(*k))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The lead is visible (else 404) and the caller may act on it (else 403).
