@@ -149,25 +149,8 @@ async fn pull(
     if !authorised {
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "bad api key");
     }
-    let (latency, fail, down) = {
-        let f = sim.faults.lock().unwrap();
-        let fail = f.error_rate > 0.0 && sim.coin() < f.error_rate;
-        let down = f.down_until.is_some_and(|t| Instant::now() < t);
-        (f.latency_ms, fail.then_some(f.error_status.max(500)), down)
-    };
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
-    if down {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the bureau is down",
-        );
-    }
-    if let Some(status) = fail {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return error(status, "transient", "simulated transient error");
+    if let Some(refusal) = injected_fault(sim).await {
+        return refusal;
     }
     let Ok(request) = serde_json::from_str::<PullRequest>(body) else {
         return error(
@@ -191,13 +174,53 @@ async fn pull(
         );
     }
     let reference = reference_override.unwrap_or(&request.reference_id);
-    match s.ssn.as_str() {
+    if let Some(answer) = scripted_subject(sim, &s.ssn, reference).await {
+        return answer;
+    }
+    if sim.faults.lock().unwrap().frozen {
+        return error(
+            StatusCode::LOCKED,
+            "credit_freeze",
+            "the consumer's file is frozen",
+        );
+    }
+    *sim.reports.lock().unwrap() += 1;
+    Json(report(&s.ssn, &request.pull_type, reference)).into_response()
+}
+
+/// The faults a test set: latency first, then an outage or a random transient error.
+async fn injected_fault(sim: &Sim) -> Option<Response> {
+    let (latency, fail, down) = {
+        let f = sim.faults.lock().unwrap();
+        let fail = f.error_rate > 0.0 && sim.coin() < f.error_rate;
+        let down = f.down_until.is_some_and(|t| Instant::now() < t);
+        (f.latency_ms, fail.then_some(f.error_status.max(500)), down)
+    };
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    if down {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the bureau is down",
+        ));
+    }
+    let status = fail?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    Some(error(status, "transient", "simulated transient error"))
+}
+
+/// The test subjects with a scripted answer (docs/integrations/bureau.md): a freeze, a
+/// rate limit on the first try, a slow answer, an outage.
+async fn scripted_subject(sim: &Sim, ssn: &str, reference: &str) -> Option<Response> {
+    match ssn {
         "219-09-9001" => {
-            return error(
+            return Some(error(
                 StatusCode::LOCKED,
                 "credit_freeze",
                 "the consumer's file is frozen",
-            );
+            ));
         }
         "219-09-9002"
             if sim
@@ -210,29 +233,21 @@ async fn pull(
             let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "slow down");
             r.headers_mut()
                 .insert("retry-after", wait.to_string().parse().unwrap());
-            return r;
+            return Some(r);
         }
         "219-09-9003" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
         }
         "219-09-9004" => {
-            return error(
+            return Some(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "always down for this subject",
-            );
+            ));
         }
         _ => {}
     }
-    if sim.faults.lock().unwrap().frozen {
-        return error(
-            StatusCode::LOCKED,
-            "credit_freeze",
-            "the consumer's file is frozen",
-        );
-    }
-    *sim.reports.lock().unwrap() += 1;
-    Json(report(&s.ssn, &request.pull_type, reference)).into_response()
+    None
 }
 
 async fn create(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: String) -> Response {

@@ -228,23 +228,10 @@ impl BureauClient {
             .json(&body)
             .send()
             .await;
-        let response = match answer {
-            Ok(r) => r,
-            Err(e) => {
-                self.breaker.record(false);
-                let reason = if e.is_timeout() {
-                    "timeout"
-                } else if e.is_connect() {
-                    "connection failed"
-                } else {
-                    "request failed"
-                };
-                return Err(BureauError::Transient {
-                    reason: reason.into(),
-                    retry_after: None,
-                });
-            }
-        };
+        let response = answer.map_err(|e| {
+            self.breaker.record(false);
+            unreachable_bureau(&e)
+        })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -282,6 +269,28 @@ impl BureauClient {
             reason: "an unreadable answer".into(),
             retry_after: None,
         })?;
+        Report::from_raw(raw)
+    }
+}
+
+/// A request that got no answer: retried (the error's text stays out: it may echo the URL).
+fn unreachable_bureau(e: &reqwest::Error) -> BureauError {
+    let reason = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    BureauError::Transient {
+        reason: reason.into(),
+        retry_after: None,
+    }
+}
+
+impl Report {
+    /// The summary the service keeps in columns, read from the bureau's report.
+    fn from_raw(raw: Value) -> Result<Report, BureauError> {
         let text = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_owned);
         let (Some(bureau), Some(report_id)) = (text("bureau"), text("report_id")) else {
             return Err(BureauError::Permanent("bureau_malformed_report"));
