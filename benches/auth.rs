@@ -4,7 +4,7 @@
 //!
 //! Run with `scripts/bench auth` (provisions the stack, builds in release mode).
 
-#[allow(dead_code, unused_imports)]
+#[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../tests/api/helpers/mod.rs"]
 mod helpers;
 

@@ -4,7 +4,7 @@
 //!
 //! `scripts/bench credit` (release build).
 
-#[allow(dead_code, unused_imports)]
+#[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../tests/api/helpers/mod.rs"]
 mod helpers;
 

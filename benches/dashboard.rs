@@ -6,7 +6,7 @@
 //!
 //! `scripts/bench dashboard` (release build). `BENCH_AGENTS=1000` seeds a tenth of it.
 
-#[allow(dead_code, unused_imports)]
+#[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../tests/api/helpers/mod.rs"]
 mod helpers;
 

@@ -9,7 +9,7 @@
 //!
 //! `scripts/bench notify` (release build).
 
-#[allow(dead_code, unused_imports)]
+#[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../tests/api/helpers/mod.rs"]
 mod helpers;
 

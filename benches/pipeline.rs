@@ -9,7 +9,7 @@
 //! `scripts/bench pipeline` (release build). The service runs in this process (workers
 //! included), so its memory is this process's memory.
 
-#[allow(dead_code, unused_imports)]
+#[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../tests/api/helpers/mod.rs"]
 mod helpers;
 

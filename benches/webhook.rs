@@ -7,7 +7,7 @@
 //!
 //! Run with `scripts/bench webhook`.
 
-#[allow(dead_code, unused_imports)]
+#[allow(dead_code, unused_imports, unused_macros)]
 #[path = "../tests/api/helpers/mod.rs"]
 mod helpers;
 
