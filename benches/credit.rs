@@ -26,6 +26,32 @@ fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples[i].as_secs_f64() * 1000.0
 }
 
+/// When each pull was seen completed (polling every 10 ms; a failed pull fails the run).
+async fn completions(db: &sqlx::PgPool) -> HashMap<Uuid, Instant> {
+    let mut done: HashMap<Uuid, Instant> = HashMap::with_capacity(REQUESTS);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while done.len() < REQUESTS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {REQUESTS} completed",
+            done.len()
+        );
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "select id, status from credit_reports where status in ('completed', 'failed')",
+        )
+        .fetch_all(db)
+        .await
+        .unwrap();
+        let now = Instant::now();
+        for (id, status) in rows {
+            assert_eq!(status, "completed", "pull {id} failed");
+            done.entry(id).or_insert(now);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done
+}
+
 #[tokio::main]
 async fn main() {
     let bureau = helpers::bureau::PrivateBureau::start().await;
@@ -74,27 +100,7 @@ async fn main() {
     }
     let queued_in = start.elapsed();
 
-    let mut done: HashMap<Uuid, Instant> = HashMap::with_capacity(REQUESTS);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while done.len() < REQUESTS {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {REQUESTS} completed",
-            done.len()
-        );
-        let rows: Vec<(Uuid, String)> = sqlx::query_as(
-            "select id, status from credit_reports where status in ('completed', 'failed')",
-        )
-        .fetch_all(&app.state.db)
-        .await
-        .unwrap();
-        let now = Instant::now();
-        for (id, status) in rows {
-            assert_eq!(status, "completed", "pull {id} failed");
-            done.entry(id).or_insert(now);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let done = completions(&app.state.db).await;
     let elapsed = done.values().max().unwrap().duration_since(start);
     let mut latencies: Vec<Duration> = asked
         .iter()

@@ -73,109 +73,13 @@ async fn seed(state: &loanfolio::state::AppState, agents: usize) {
     }
     assert_eq!(have, 0, "partial seed in {BENCH_DB}: drop it and re-run");
     let started = Instant::now();
-    let mut conn = db.acquire().await.unwrap();
-    let mut copy = conn
-        .copy_in_raw("copy agents (subject, display_name, team, roles) from stdin")
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    for a in 0..agents {
-        let subject = if a == 0 {
-            "agent-a1".to_owned()
-        } else {
-            format!("bench-agent-{a}")
-        };
-        buf.push_str(&format!(
-            "{subject}\tBench Agent {a}\tteam-{}\t{{agent}}\n",
-            if a == 0 {
-                "a".into()
-            } else {
-                (a / 10).to_string()
-            }
-        ));
-    }
-    copy.send(buf.as_bytes()).await.unwrap();
-    copy.finish().await.unwrap();
-    drop(conn);
-
-    let kms = &state.keys.kms;
-    let property =
-        br#"{"line1":"1 Bench St","city":"Springfield","state":"IL","postal_code":"62701"}"#;
-    let statuses = [
-        "draft",
-        "submitted",
-        "underwriting",
-        "closed",
-        "denied",
-        "withdrawn",
-    ];
+    copy_agents(db, agents).await;
     for chunk in 0..agents.div_ceil(100) {
-        let (mut files, mut leads, mut loans) = (String::new(), String::new(), String::new());
+        let mut rows = SeedRows::default();
         for a in chunk * 100..((chunk + 1) * 100).min(agents) {
-            let subject = if a == 0 {
-                "agent-a1".to_owned()
-            } else {
-                format!("bench-agent-{a}")
-            };
-            let team = if a == 0 {
-                "team-a".to_owned()
-            } else {
-                format!("team-{}", a / 10)
-            };
-            for l in 0..LOANS_PER_AGENT {
-                let lead = Uuid::now_v7();
-                let (key, wrapped, version) = kms.generate(&lead.to_string()).await.unwrap();
-                files.push_str(&format!("{lead}\t{wrapped}\t{version}\n"));
-                let email = field::encrypt(
-                    &key,
-                    Location {
-                        table: "leads",
-                        column: "email_enc",
-                        row: lead,
-                    },
-                    format!("b{a}.{l}@example.com").as_bytes(),
-                );
-                leads.push_str(&format!(
-                    "{lead}\t{subject}\t{team}\tBench{l}\tBorrower{a}\t\\\\x{}\tnew\n",
-                    hex(&email)
-                ));
-                let loan = Uuid::now_v7();
-                let enc = field::encrypt(
-                    &key,
-                    Location {
-                        table: "loans",
-                        column: "property_enc",
-                        row: loan,
-                    },
-                    property,
-                );
-                loans.push_str(&format!(
-                    "{loan}\t{lead}\t{subject}\t{team}\tconventional\t{}.00\t\\\\x{}\t{}\n",
-                    200_000 + l * 1000,
-                    hex(&enc),
-                    statuses[l % statuses.len()]
-                ));
-            }
+            rows.add_agent(&state.keys.kms, a).await;
         }
-        let mut conn = db.acquire().await.unwrap();
-        for (sql, data) in [
-            (
-                "copy borrower_files (id, wrapped_dek, kek_version) from stdin",
-                &files,
-            ),
-            (
-                "copy leads (id, owner_subject, team, first_name, last_name, email_enc, status) from stdin",
-                &leads,
-            ),
-            (
-                "copy loans (id, lead_id, owner_subject, team, loan_type, amount, property_enc, status) from stdin",
-                &loans,
-            ),
-        ] {
-            let mut copy = conn.copy_in_raw(sql).await.unwrap();
-            copy.send(data.as_bytes()).await.unwrap();
-            copy.finish().await.unwrap();
-        }
+        rows.copy(db).await;
         if chunk % 10 == 9 {
             println!(
                 "seed: {} agents loaded ({:.0} s)",
@@ -189,6 +93,112 @@ async fn seed(state: &loanfolio::state::AppState, agents: usize) {
         "seed: {agents} agents, {want} leads, {want} loans in {:.0} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+fn bench_agent(a: usize) -> (String, String) {
+    if a == 0 {
+        ("agent-a1".to_owned(), "team-a".to_owned())
+    } else {
+        (format!("bench-agent-{a}"), format!("team-{}", a / 10))
+    }
+}
+
+async fn copy_agents(db: &sqlx::PgPool, agents: usize) {
+    let mut conn = db.acquire().await.unwrap();
+    let mut copy = conn
+        .copy_in_raw("copy agents (subject, display_name, team, roles) from stdin")
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    for a in 0..agents {
+        let (subject, team) = bench_agent(a);
+        buf.push_str(&format!("{subject}\tBench Agent {a}\t{team}\t{{agent}}\n"));
+    }
+    copy.send(buf.as_bytes()).await.unwrap();
+    copy.finish().await.unwrap();
+}
+
+/// COPY input for a chunk of agents: borrower files, leads and loans.
+#[derive(Default)]
+struct SeedRows {
+    files: String,
+    leads: String,
+    loans: String,
+}
+
+impl SeedRows {
+    /// Agent `a`'s leads and loans, each lead with its own data key and sealed email, each
+    /// loan with a sealed property address, as the API would write them.
+    async fn add_agent(&mut self, kms: &loanfolio::crypto::Kms, a: usize) {
+        let property =
+            br#"{"line1":"1 Bench St","city":"Springfield","state":"IL","postal_code":"62701"}"#;
+        let statuses = [
+            "draft",
+            "submitted",
+            "underwriting",
+            "closed",
+            "denied",
+            "withdrawn",
+        ];
+        let (subject, team) = bench_agent(a);
+        for l in 0..LOANS_PER_AGENT {
+            let lead = Uuid::now_v7();
+            let (key, wrapped, version) = kms.generate(&lead.to_string()).await.unwrap();
+            self.files
+                .push_str(&format!("{lead}\t{wrapped}\t{version}\n"));
+            let email = field::encrypt(
+                &key,
+                Location {
+                    table: "leads",
+                    column: "email_enc",
+                    row: lead,
+                },
+                format!("b{a}.{l}@example.com").as_bytes(),
+            );
+            self.leads.push_str(&format!(
+                "{lead}\t{subject}\t{team}\tBench{l}\tBorrower{a}\t\\\\x{}\tnew\n",
+                hex(&email)
+            ));
+            let loan = Uuid::now_v7();
+            let enc = field::encrypt(
+                &key,
+                Location {
+                    table: "loans",
+                    column: "property_enc",
+                    row: loan,
+                },
+                property,
+            );
+            self.loans.push_str(&format!(
+                "{loan}\t{lead}\t{subject}\t{team}\tconventional\t{}.00\t\\\\x{}\t{}\n",
+                200_000 + l * 1000,
+                hex(&enc),
+                statuses[l % statuses.len()]
+            ));
+        }
+    }
+
+    async fn copy(&self, db: &sqlx::PgPool) {
+        let mut conn = db.acquire().await.unwrap();
+        for (sql, data) in [
+            (
+                "copy borrower_files (id, wrapped_dek, kek_version) from stdin",
+                &self.files,
+            ),
+            (
+                "copy leads (id, owner_subject, team, first_name, last_name, email_enc, status) from stdin",
+                &self.leads,
+            ),
+            (
+                "copy loans (id, lead_id, owner_subject, team, loan_type, amount, property_enc, status) from stdin",
+                &self.loans,
+            ),
+        ] {
+            let mut copy = conn.copy_in_raw(sql).await.unwrap();
+            copy.send(data.as_bytes()).await.unwrap();
+            copy.finish().await.unwrap();
+        }
+    }
 }
 
 /// Fire `request` at a fixed arrival rate (open loop) and collect latencies.
@@ -232,6 +242,44 @@ async fn raw_dashboard(db: PgPool) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+}
+
+/// `LEAD_POSTS` lead creations from `POST_CONCURRENCY` clients at once; each one's latency.
+async fn post_leads(
+    app: &helpers::TestApp,
+    client: &reqwest::Client,
+    token: &Arc<String>,
+) -> Vec<Duration> {
+    let per_worker = LEAD_POSTS / POST_CONCURRENCY;
+    join_all((0..POST_CONCURRENCY).map(|w| {
+        let (client, token, url) = (client.clone(), token.clone(), app.url("/v1/leads"));
+        async move {
+            let mut latencies = Vec::with_capacity(per_worker);
+            for i in 0..per_worker {
+                let started = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(token.as_str())
+                    .header("Idempotency-Key", Uuid::new_v4().to_string())
+                    .json(&serde_json::json!({
+                        "first_name": format!("Post{w}"), "last_name": format!("Bench{i}"),
+                        "email": format!("p{w}.{i}@example.com"), "phone": "+12025550100",
+                        "ssn": format!("{:03}-{:02}-{:04}", 100 + w, 10 + i % 80, 1000 + i),
+                        "date_of_birth": "1980-05-05", "annual_income": "85000"
+                    }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 201);
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }
+    }))
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 fn main() {
@@ -285,36 +333,7 @@ fn main() {
         let (raw50, raw99) = (percentile(&mut raw, 0.5), percentile(&mut raw, 0.99));
 
         let started = Instant::now();
-        let per_worker = LEAD_POSTS / POST_CONCURRENCY;
-        let mut posts: Vec<Duration> = join_all((0..POST_CONCURRENCY).map(|w| {
-            let (client, token, url) = (client.clone(), token.clone(), app.url("/v1/leads"));
-            async move {
-                let mut latencies = Vec::with_capacity(per_worker);
-                for i in 0..per_worker {
-                    let started = Instant::now();
-                    let response = client
-                        .post(&url)
-                        .bearer_auth(token.as_str())
-                        .header("Idempotency-Key", Uuid::new_v4().to_string())
-                        .json(&serde_json::json!({
-                            "first_name": format!("Post{w}"), "last_name": format!("Bench{i}"),
-                            "email": format!("p{w}.{i}@example.com"), "phone": "+12025550100",
-                            "ssn": format!("{:03}-{:02}-{:04}", 100 + w, 10 + i % 80, 1000 + i),
-                            "date_of_birth": "1980-05-05", "annual_income": "85000"
-                        }))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(response.status(), 201);
-                    latencies.push(started.elapsed());
-                }
-                latencies
-            }
-        }))
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+        let mut posts = post_leads(&app, &client, &token).await;
         let leads_per_sec = posts.len() as f64 / started.elapsed().as_secs_f64();
         let post99 = percentile(&mut posts, 0.99);
         let post50 = percentile(&mut posts, 0.5);

@@ -87,18 +87,8 @@ async fn measure(db: &sqlx::PgPool, since: time::OffsetDateTime) -> (f64, f64, f
     (rate, p50, p99)
 }
 
-#[tokio::main]
-async fn main() {
-    let smtp = helpers::smtp::PrivateSmtp::start().await;
-    let app = helpers::app()
-        .workers_only(&["notifier"])
-        .settings(|s| {
-            smtp.configure(s);
-            s.rate_limit.api_per_ip = 100_000;
-            s.rate_limit.api_per_principal = 100_000;
-        })
-        .spawn()
-        .await;
+/// A lead, its loan and an upload link with a recipient: what the emitted events name.
+async fn loan_with_link(app: &helpers::TestApp) -> (String, String) {
     let token = helpers::oidc::access_token("agent-a1").await;
     let lead: Value = app
         .create(
@@ -133,9 +123,11 @@ async fn main() {
         .await
         .unwrap();
     let link = link["id"].as_str().unwrap().to_owned();
-    wait_sent(&app.state.db, 1).await; // the link's own invitation
+    (loan, link)
+}
 
-    // Raw: the service's SMTP client alone, same rendered message, same concurrency.
+/// The service's SMTP client alone: the same rendered message, the same concurrency.
+async fn raw_send_rate(app: &helpers::TestApp) -> f64 {
     let mailer = Arc::new(loanfolio::mail::Mailer::new(&app.state.settings.notifications).unwrap());
     let body = mailer
         .templates
@@ -165,7 +157,25 @@ async fn main() {
             }
         })
         .await;
-    let raw_rate = RAW_MESSAGES as f64 / started.elapsed().as_secs_f64();
+    RAW_MESSAGES as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let smtp = helpers::smtp::PrivateSmtp::start().await;
+    let app = helpers::app()
+        .workers_only(&["notifier"])
+        .settings(|s| {
+            smtp.configure(s);
+            s.rate_limit.api_per_ip = 100_000;
+            s.rate_limit.api_per_principal = 100_000;
+        })
+        .spawn()
+        .await;
+    let (loan, link) = loan_with_link(&app).await;
+    wait_sent(&app.state.db, 1).await; // the link's own invitation
+
+    let raw_rate = raw_send_rate(&app).await;
 
     // Burst: 10,000 events in one commit.
     let before = sent(&app.state.db).await;

@@ -28,6 +28,42 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The median time of one HMAC-SHA256 over `body` (50 samples).
+fn one_hmac_p50(body: &[u8]) -> Duration {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"current-secret");
+    let mut one = Vec::with_capacity(50);
+    for _ in 0..50 {
+        let started = Instant::now();
+        std::hint::black_box(ring::hmac::sign(&key, body));
+        one.push(started.elapsed());
+    }
+    one.sort();
+    percentile(&one, 0.5)
+}
+
+/// In-process service times of `samples` requests, each refused 401, sorted; `warm_up`
+/// more are sent first and not counted.
+async fn service_times(
+    router: &axum::Router,
+    samples: usize,
+    warm_up: usize,
+    request: impl Fn() -> axum::http::Request<Body>,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..(samples + warm_up) {
+        let request = request();
+        let started = Instant::now();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(response.status(), 401);
+        if i >= warm_up {
+            times.push(took);
+        }
+    }
+    times.sort();
+    times
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -56,46 +92,19 @@ fn main() {
                 .unwrap()
         };
 
-        let mut forged_times = Vec::with_capacity(SAMPLES);
-        for i in 0..(SAMPLES + 200) {
-            let request = request(&forged, &body);
-            let started = Instant::now();
-            let response = router.clone().oneshot(request).await.unwrap();
-            let took = started.elapsed();
-            assert_eq!(response.status(), 401);
-            if i >= 200 {
-                forged_times.push(took);
-            }
-        }
-        forged_times.sort();
+        let forged_times = service_times(&router, SAMPLES, 200, || request(&forged, &body)).await;
 
         // A well-formed header (five `v1` values) with a body at the limit: the most a
         // forgery can make the service do — one HMAC per configured secret.
         let limit = state.settings.los.webhook_body_limit_bytes;
         let at_limit = vec![b'{'; limit];
         let five = format!("t={now}{}", format!(",v1={}", "cd".repeat(32)).repeat(5));
-        let mut five_times = Vec::with_capacity(SAMPLES);
-        for _ in 0..SAMPLES {
-            let request = request(&five, &at_limit);
-            let started = Instant::now();
-            let response = router.clone().oneshot(request).await.unwrap();
-            five_times.push(started.elapsed());
-            assert_eq!(response.status(), 401);
-        }
-        five_times.sort();
+        let five_times = service_times(&router, SAMPLES, 0, || request(&five, &at_limit)).await;
         let hmacs = state.webhook_keys.current().unwrap().hmacs_computed();
 
         // Baselines: one HMAC over the 1 MiB body; the old code's work for the forged
         // request (every value × every secret), measured on a few values and scaled.
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"current-secret");
-        let mut one = Vec::with_capacity(50);
-        for _ in 0..50 {
-            let started = Instant::now();
-            std::hint::black_box(ring::hmac::sign(&key, &body));
-            one.push(started.elapsed());
-        }
-        one.sort();
-        let one_hmac = percentile(&one, 0.5);
+        let one_hmac = one_hmac_p50(&body);
         let old_cost = one_hmac * (FORGED_VALUES as u32) * 2;
 
         let p50 = percentile(&forged_times, 0.50);
