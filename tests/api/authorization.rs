@@ -109,14 +109,12 @@ async fn owners_objects(app: &TestApp, owner: &str) -> Objects {
 }
 
 fn writing_routes(objects: &Objects) -> Vec<Call> {
-    let Objects {
-        loan,
-        lead,
-        link,
-        document,
-        pull,
-    } = objects;
-    let upload_file = json!({"filename": "x.pdf", "content_type": "application/pdf", "size_bytes": 100, "doc_type": "other"});
+    let mut routes = lead_and_credit_routes(&objects.lead, &objects.pull);
+    routes.extend(loan_routes(objects));
+    routes
+}
+
+fn lead_and_credit_routes(lead: &str, pull: &str) -> Vec<Call> {
     vec![
         Call {
             if_match: true,
@@ -155,6 +153,19 @@ fn writing_routes(objects: &Objects) -> Vec<Call> {
                 json!({"consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "written", "text_version": "v"}}),
             ),
         ),
+    ]
+}
+
+/// The loan's own routes and those of the links and documents on it.
+fn loan_routes(objects: &Objects) -> Vec<Call> {
+    let Objects {
+        loan,
+        link,
+        document,
+        ..
+    } = objects;
+    let upload_file = json!({"filename": "x.pdf", "content_type": "application/pdf", "size_bytes": 100, "doc_type": "other"});
+    vec![
         Call {
             if_match: true,
             ..call(

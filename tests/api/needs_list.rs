@@ -198,6 +198,54 @@ async fn assert_not_applicable(app: &TestApp, secret: &str, w2_id: &str, stateme
     );
 }
 
+/// The borrower replaces the rejected file and the agent accepts the replacement.
+async fn accept_a_replacement(
+    app: &TestApp,
+    token: &str,
+    secret: &str,
+    statements_id: &str,
+    first: &str,
+) {
+    let replacement = borrower_upload(
+        app,
+        secret,
+        &json!({"filename": "march-full.pdf", "content_type": "application/pdf", "size_bytes": PDF.len(), "document_request_id": statements_id}),
+        PDF,
+    )
+    .await;
+    let doc = available(app, token, &replacement).await;
+    assert_eq!(doc["state"], "available");
+    assert_eq!(
+        doc["duplicate_of"], first,
+        "the same bytes are flagged as a duplicate of the earlier file"
+    );
+    let accepted = post_json(
+        app,
+        token,
+        &format!("/v1/documents/{replacement}/review"),
+        json!({"decision": "accept"}),
+    )
+    .await;
+    assert_eq!(accepted.status(), 200);
+}
+
+/// The agent's actions are in the audit log without the free text.
+async fn assert_audit_without_free_text(app: &TestApp, first: &str) {
+    let audit: Value = app
+        .client
+        .get(app.url(&format!("/v1/audit?entity_type=document&entity_id={first}")))
+        .bearer_auth(oidc::access_token("compliance").await)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = audit.to_string();
+    assert!(text.contains("document.reviewed"), "{text}");
+    assert!(!text.contains("Page 2 is missing"), "{text}");
+}
+
 #[tokio::test]
 async fn requests_reviews_replacements_and_not_applicable() {
     let app = crate::helpers::app()
@@ -256,46 +304,13 @@ async fn requests_reviews_replacements_and_not_applicable() {
 
     assert_rejection_seen_by_the_borrower(&app, &token, &secret, &statements_id, &first).await;
 
-    let replacement = borrower_upload(
-        &app,
-        &secret,
-        &json!({"filename": "march-full.pdf", "content_type": "application/pdf", "size_bytes": PDF.len(), "document_request_id": statements_id}),
-        PDF,
-    )
-    .await;
-    let doc = available(&app, &token, &replacement).await;
-    assert_eq!(doc["state"], "available");
-    assert_eq!(
-        doc["duplicate_of"], first,
-        "the same bytes are flagged as a duplicate of the earlier file"
-    );
-    let accepted = post_json(
-        &app,
-        &token,
-        &format!("/v1/documents/{replacement}/review"),
-        json!({"decision": "accept"}),
-    )
-    .await;
-    assert_eq!(accepted.status(), 200);
+    accept_a_replacement(&app, &token, &secret, &statements_id, &first).await;
 
     assert_timeline(&app, &token, &loan, &statements_id, &first).await;
 
     assert_not_applicable(&app, &secret, &w2_id, &statements_id).await;
 
-    // The agent's actions are in the audit log without the free text.
-    let audit: Value = app
-        .client
-        .get(app.url(&format!("/v1/audit?entity_type=document&entity_id={first}")))
-        .bearer_auth(oidc::access_token("compliance").await)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text = audit.to_string();
-    assert!(text.contains("document.reviewed"), "{text}");
-    assert!(!text.contains("Page 2 is missing"), "{text}");
+    assert_audit_without_free_text(&app, &first).await;
     assert!(!app.logs.text().contains(&secret), "token in the logs");
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::helpers::flows;
 use crate::helpers::smtp::{PrivateSmtp, decoded};
 use crate::helpers::{TestApp, eventually, oidc};
 use crate::leads::{DOB, INCOME, SSN, SSN_DIGITS};
@@ -61,50 +62,30 @@ async fn assert_a_rejection_reaches_the_invitee(
 ) {
     // A file through the link, rejected by the agent: the borrower gets the reason.
     let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n";
-    let upload: Value = reqwest::Client::new()
-        .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
-        .json(&json!({"filename": "w2.pdf", "content_type": "application/pdf", "size_bytes": pdf.len(), "doc_type": "w2"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    reqwest::Client::new()
-        .put(upload["upload"]["url"].as_str().unwrap())
-        .header(
-            "content-type",
-            upload["upload"]["headers"]["Content-Type"]
-                .as_str()
-                .unwrap(),
-        )
-        .body(pdf.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let doc = upload["document"]["id"].as_str().unwrap().to_owned();
-    reqwest::Client::new()
-        .post(app.url(&format!(
-            "/v1/public/upload-links/{secret}/files/{doc}/complete"
-        )))
-        .send()
-        .await
-        .unwrap();
-    let available = eventually(30, || async {
-        let d: Value = app
-            .client
-            .get(app.url(&format!("/v1/documents/{doc}")))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        d["state"] == "available"
-    })
+    let doc = flows::borrower_upload(
+        app,
+        secret,
+        &json!({"filename": "w2.pdf", "content_type": "application/pdf", "size_bytes": pdf.len(), "doc_type": "w2"}),
+        pdf,
+    )
     .await;
-    assert!(available);
+    eventually!(
+        30,
+        || async {
+            let d: Value = app
+                .client
+                .get(app.url(&format!("/v1/documents/{doc}")))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            d["state"] == "available"
+        },
+        "document {doc} never became available"
+    );
     let reviewed = app
         .client
         .post(app.url(&format!("/v1/documents/{doc}/review")))
@@ -332,16 +313,12 @@ async fn a_permanent_smtp_refusal_ends_failed_with_the_reason_and_is_not_retried
     assert!(letters.is_empty(), "{letters:?}");
 }
 
-#[tokio::test]
-async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
-    use lapin::options::BasicPublishOptions;
-    use lapin::types::{AMQPValue, FieldTable};
-    // The link is created by an app without workers, and its event taken out of the outbox:
-    // the test delivers it itself, as the last of its retries.
-    let api = crate::helpers::app().spawn().await;
+/// A link's event taken out of the outbox of `api` (an app without workers), so that the
+/// test can deliver it itself: its id, its payload and the database it is in.
+async fn undelivered_link_event(api: &TestApp) -> (uuid::Uuid, Value, String) {
     let token = oidc::access_token("agent-a1").await;
-    let loan = agent_a1_loan(&api, &token).await;
-    link_with_email(&api, &token, &loan, "late@example.net").await;
+    let loan = agent_a1_loan(api, &token).await;
+    link_with_email(api, &token, &loan, "late@example.net").await;
     let (event_id, payload): (uuid::Uuid, Value) = sqlx::query_as(
         "delete from outbox where topic = 'upload_link.created' returning id, payload",
     )
@@ -352,25 +329,18 @@ async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
         .fetch_one(&api.state.db)
         .await
         .unwrap();
-    let mut smtp = PrivateSmtp::start().await;
-    let app = crate::helpers::app()
-        .workers_only(&["notifier"])
-        .settings(|s| smtp.configure(s))
-        .shared_database(db)
-        .spawn()
-        .await;
-    let prefix = app.state.settings.rabbitmq.prefix.clone();
-    assert!(
-        eventually(20, || async {
-            loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
-                .await
-                .is_ok()
-        })
-        .await
-    );
+    (event_id, payload, db)
+}
 
-    // SMTP is down while the event arrives on its last attempt: it runs out of retries.
-    smtp.stop().await;
+/// Publish the event to the notifier's queue as the last of its retries.
+async fn deliver_on_its_last_attempt(
+    app: &TestApp,
+    prefix: &str,
+    event_id: uuid::Uuid,
+    payload: &Value,
+) {
+    use lapin::options::BasicPublishOptions;
+    use lapin::types::{AMQPValue, FieldTable};
     let mut headers = FieldTable::default();
     headers.insert("x-attempt".into(), AMQPValue::LongInt(6));
     app.state
@@ -382,7 +352,7 @@ async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
             "".into(),
             format!("{prefix}.notifier").as_str().into(),
             BasicPublishOptions::default(),
-            &serde_json::to_vec(&payload).unwrap(),
+            &serde_json::to_vec(payload).unwrap(),
             lapin::BasicProperties::default()
                 .with_message_id(event_id.to_string().as_str().into())
                 .with_type("upload_link.created".into())
@@ -392,6 +362,9 @@ async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
         .unwrap()
         .await
         .unwrap();
+}
+
+async fn assert_failed_and_dead_lettered(app: &TestApp, prefix: &str) {
     let exhausted = eventually(20, || async {
         // The row exists (queued, no error yet) from just before the send attempt.
         let row: Option<(String, Option<String>)> =
@@ -405,7 +378,7 @@ async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
     assert!(exhausted, "the notification failed with the reason");
     assert!(
         eventually(10, || async {
-            loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
+            loanfolio::queue::dlq::depth(&app.state.broker, prefix, "notifier")
                 .await
                 .unwrap()
                 == 1
@@ -413,31 +386,65 @@ async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
         .await,
         "the message waits in the DLQ"
     );
+}
 
-    // SMTP is back; the operator replays the DLQ: the message goes out, once.
-    smtp.restart().await;
-    let moved = loanfolio::queue::dlq::replay(&app.state.broker, &prefix, "notifier")
+/// The operator replays the DLQ: the message goes out, once.
+async fn assert_a_replay_sends_it_once(app: &TestApp, smtp: &PrivateSmtp, prefix: &str) {
+    let moved = loanfolio::queue::dlq::replay(&app.state.broker, prefix, "notifier")
         .await
         .unwrap();
     assert_eq!(moved, 1);
-    wait_for(&smtp, "late@example.net", 1, 20).await;
-    let sent = eventually(10, || async {
-        let state: String = sqlx::query_scalar("select state from notifications")
-            .fetch_one(&app.state.db)
-            .await
-            .unwrap();
-        state == "sent"
-    })
-    .await;
-    assert!(sent);
+    wait_for(smtp, "late@example.net", 1, 20).await;
+    eventually!(
+        10,
+        || async {
+            let state: String = sqlx::query_scalar("select state from notifications")
+                .fetch_one(&app.state.db)
+                .await
+                .unwrap();
+            state == "sent"
+        },
+        "the replayed notification is not `sent`"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(smtp.messages().len(), 1, "sent once");
     assert_eq!(
-        loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
+        loanfolio::queue::dlq::depth(&app.state.broker, prefix, "notifier")
             .await
             .unwrap(),
         0
     );
+}
+
+#[tokio::test]
+async fn a_message_that_ran_out_of_retries_is_sent_by_a_dlq_replay() {
+    let api = crate::helpers::app().spawn().await;
+    let (event_id, payload, db) = undelivered_link_event(&api).await;
+    let mut smtp = PrivateSmtp::start().await;
+    let app = crate::helpers::app()
+        .workers_only(&["notifier"])
+        .settings(|s| smtp.configure(s))
+        .shared_database(db)
+        .spawn()
+        .await;
+    let prefix = app.state.settings.rabbitmq.prefix.clone();
+    eventually!(
+        20,
+        || async {
+            loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
+                .await
+                .is_ok()
+        },
+        "the notifier's dead-letter queue is never declared"
+    );
+
+    // SMTP is down while the event arrives on its last attempt: it runs out of retries.
+    smtp.stop().await;
+    deliver_on_its_last_attempt(&app, &prefix, event_id, &payload).await;
+    assert_failed_and_dead_lettered(&app, &prefix).await;
+
+    smtp.restart().await;
+    assert_a_replay_sends_it_once(&app, &smtp, &prefix).await;
 }
 
 /// A local HTTP receiver standing in for the site's SMS provider: it records every POST.

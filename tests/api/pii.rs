@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::helpers::{oidc, spawn_app};
+use crate::helpers::{TestApp, oidc, spawn_app};
 use crate::leads::{Client, DOB, EMAIL, INCOME, PHONE, SSN, SSN_DIGITS, full_lead};
 
 fn canary_forms() -> Vec<String> {
@@ -223,21 +223,51 @@ async fn credit_pulls_leave_no_canary_at_rest_in_events_or_in_logs() {
     assert_eq!(ip_at_rest, 0, "the consent IP is encrypted");
 }
 
-/// Defect: upload-link recipients, original filenames, review and transition reasons and
-/// the credit score reached the admin role unmasked. Every GET route of the OpenAPI
-/// document, called as admin over a borrower file seeded with canaries, shows none.
-#[tokio::test]
-async fn admins_see_no_canary_on_any_get_route_of_the_api() {
-    let app = crate::helpers::app()
-        .settings(|s| s.rate_limit.api_per_ip = 10_000)
-        .spawn()
-        .await;
-    let agent = Client::new(&app, "agent-a1").await;
-    let owner = oidc::access_token("agent-a1").await;
+/// A borrower file of agent-a1 with canaries in every free-text place an admin could reach.
+struct Seeded {
+    lead: String,
+    loan: String,
+    request: String,
+    secret: String,
+    document: String,
+    pull: String,
+}
+
+impl Seeded {
+    /// `path` of the OpenAPI document with this file's ids in it; `None` while a
+    /// placeholder is left.
+    fn concrete(&self, path: &str) -> Option<String> {
+        let mut out = path.to_owned();
+        for (name, value) in [
+            ("{leadId}", &self.lead),
+            ("{token}", &self.secret),
+            ("{document_id}", &self.document),
+            ("{request_id}", &self.request),
+        ] {
+            out = out.replace(name, value);
+        }
+        let id = if path.starts_with("/v1/leads/") {
+            &self.lead
+        } else if path.starts_with("/v1/loans/") {
+            &self.loan
+        } else if path.starts_with("/v1/documents/") {
+            &self.document
+        } else if path.starts_with("/v1/credit-reports/") {
+            &self.pull
+        } else {
+            &self.lead
+        };
+        out = out.replace("{id}", id);
+        (!out.contains('{')).then_some(out)
+    }
+}
+
+/// A lead and a submitted loan on it, with canaries in the address and the transition reason.
+async fn seed_lead_and_loan(app: &TestApp, agent: &Client<'_>, owner: &str) -> (String, String) {
     let lead: Value = agent.create(full_lead()).await.json().await.unwrap();
     let lead = lead["id"].as_str().unwrap().to_owned();
     let loan: Value = app
-        .create(&owner, "/v1/loans", &json!({"lead_id": lead, "loan_type": "fha", "amount": "250000.00",
+        .create(owner, "/v1/loans", &json!({"lead_id": lead, "loan_type": "fha", "amount": "250000.00",
             "property": {"line1": "31 Canarywharf Lane", "line2": "Unit canary-7", "city": "Springfield", "state": "IL", "postal_code": "62704"}}))
         .await
         .json()
@@ -247,16 +277,22 @@ async fn admins_see_no_canary_on_any_get_route_of_the_api() {
     let moved = app
         .client
         .post(app.url(&format!("/v1/loans/{loan}/status")))
-        .bearer_auth(&owner)
+        .bearer_auth(owner)
         .header("If-Match", "\"1\"")
         .json(&json!({"status": "submitted", "reason": "canary-transition-reason"}))
         .send()
         .await
         .unwrap();
     assert_eq!(moved.status(), 200);
+    (lead, loan)
+}
+
+/// A request with a note, answered through an emailed link by a file the owner rejects:
+/// (request, link token, document).
+async fn seed_rejected_upload(app: &TestApp, owner: &str, loan: &str) -> (String, String, String) {
     let request: Value = app
         .create(
-            &owner,
+            owner,
             &format!("/v1/loans/{loan}/document-requests"),
             &json!({"doc_type": "pay_stub", "note": "canary-request-note"}),
         )
@@ -267,7 +303,7 @@ async fn admins_see_no_canary_on_any_get_route_of_the_api() {
     let request = request["id"].as_str().unwrap().to_owned();
     let link: Value = app
         .create(
-            &owner,
+            owner,
             &format!("/v1/loans/{loan}/upload-links"),
             &json!({"borrower_email": "canary.cosigner@example.net"}),
         )
@@ -295,14 +331,19 @@ async fn admins_see_no_canary_on_any_get_route_of_the_api() {
     let reviewed = app
         .client
         .post(app.url(&format!("/v1/documents/{document}/review")))
-        .bearer_auth(&owner)
+        .bearer_auth(owner)
         .json(&json!({"decision": "reject", "reason": "canary-review-reason"}))
         .send()
         .await
         .unwrap();
     assert_eq!(reviewed.status(), 200);
+    (request, secret, document)
+}
+
+/// A credit pull on `lead`, completed with score 812.
+async fn seed_completed_pull(app: &TestApp, owner: &str, lead: &str) -> String {
     let pull: Value = app
-        .create(&owner, &format!("/v1/leads/{lead}/credit-reports"),
+        .create(owner, &format!("/v1/leads/{lead}/credit-reports"),
             &json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "written", "text_version": "v1"}}))
         .await
         .json()
@@ -314,7 +355,24 @@ async fn admins_see_no_canary_on_any_get_route_of_the_api() {
         .execute(&app.state.db)
         .await
         .unwrap();
+    pull
+}
 
+async fn seed_a_borrower_file(app: &TestApp, agent: &Client<'_>, owner: &str) -> Seeded {
+    let (lead, loan) = seed_lead_and_loan(app, agent, owner).await;
+    let (request, secret, document) = seed_rejected_upload(app, owner, &loan).await;
+    let pull = seed_completed_pull(app, owner, &lead).await;
+    Seeded {
+        lead,
+        loan,
+        request,
+        secret,
+        document,
+        pull,
+    }
+}
+
+fn admin_canaries() -> Vec<String> {
     let mut canaries = canary_forms();
     canaries.extend(
         [
@@ -328,89 +386,77 @@ async fn admins_see_no_canary_on_any_get_route_of_the_api() {
         ]
         .map(str::to_owned),
     );
-    let ids = |path: &str| -> Option<String> {
-        let mut out = path.to_owned();
-        for (name, value) in [
-            ("{leadId}", &lead),
-            ("{token}", &secret),
-            ("{document_id}", &document),
-            ("{request_id}", &request),
-        ] {
-            out = out.replace(name, value);
-        }
-        let id = if path.starts_with("/v1/leads/") {
-            &lead
-        } else if path.starts_with("/v1/loans/") {
-            &loan
-        } else if path.starts_with("/v1/documents/") {
-            &document
-        } else if path.starts_with("/v1/credit-reports/") {
-            &pull
-        } else {
-            &lead
-        };
-        out = out.replace("{id}", id);
-        (!out.contains('{')).then_some(out)
-    };
-    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    canaries
+}
+
+/// The URLs to GET for `path` of the OpenAPI document, once concrete.
+fn urls_for(path: &str, concrete: String) -> Vec<String> {
+    if path == "/v1/loans/{id}/docs/upload-url" {
+        return vec![format!(
+            "{concrete}?filename=a.pdf&content_type=application/pdf&size_bytes=10"
+        )];
+    }
+    let mut urls = vec![concrete.clone()];
+    if path == "/v1/leads/{id}" {
+        urls.push(format!("{concrete}?reveal=ssn"));
+    }
+    urls
+}
+
+/// Every GET route of `doc` called as `user` over the seeded file: (what was walked, the
+/// leaks found).
+async fn walk_get_routes_as(
+    app: &TestApp,
+    doc: &Value,
+    seeded: &Seeded,
+    user: &str,
+) -> (Vec<String>, Vec<String>) {
+    let canaries = admin_canaries();
     let mut walked = Vec::new();
     let mut leaks = Vec::new();
-    // An admin; and an admin who is also an agent of another team — their agent role does
-    // not lift the mask on files it does not cover (review finding: it used to).
-    for user in ["admin", "agent-admin-b"] {
-        let admin = oidc::access_token(user).await;
-        for (path, item) in doc["paths"].as_object().unwrap() {
-            if item.get("get").is_none()
-                || path.starts_with("/v1/public/")
-                || path.starts_with("/u/")
-                || path.starts_with("/auth/")
-            {
-                continue;
-            }
-            let concrete = ids(path).unwrap_or_else(|| panic!("no id for {path}"));
-            let mut urls = vec![concrete.clone()];
-            if path == "/v1/leads/{id}" {
-                urls.push(format!("{concrete}?reveal=ssn"));
-            }
-            if path == "/v1/loans/{id}/docs/upload-url" {
-                urls = vec![format!(
-                    "{concrete}?filename=a.pdf&content_type=application/pdf&size_bytes=10"
-                )];
-            }
-            for url in urls {
-                let response = app
-                    .client
-                    .get(app.url(&url))
-                    .bearer_auth(&admin)
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status().as_u16();
-                let body = response.text().await.unwrap();
-                walked.push(format!("{user}: {status} {url}"));
-                for canary in &canaries {
-                    if body.contains(canary.as_str()) {
-                        leaks.push(format!("{canary} in GET {url} ({status}) as {user}"));
-                    }
+    let admin = oidc::access_token(user).await;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if item.get("get").is_none()
+            || path.starts_with("/v1/public/")
+            || path.starts_with("/u/")
+            || path.starts_with("/auth/")
+        {
+            continue;
+        }
+        let concrete = seeded
+            .concrete(path)
+            .unwrap_or_else(|| panic!("no id for {path}"));
+        for url in urls_for(path, concrete) {
+            let response = app
+                .client
+                .get(app.url(&url))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            walked.push(format!("{user}: {status} {url}"));
+            for canary in &canaries {
+                if body.contains(canary.as_str()) {
+                    leaks.push(format!("{canary} in GET {url} ({status}) as {user}"));
                 }
-                if body.contains("\"score\":812") {
-                    leaks.push(format!("the score in GET {url} as {user}"));
-                }
+            }
+            if body.contains("\"score\":812") {
+                leaks.push(format!("the score in GET {url} as {user}"));
             }
         }
     }
-    assert!(
-        leaks.is_empty(),
-        "{}\nwalked:\n{}",
-        leaks.join("\n"),
-        walked.join("\n")
-    );
-    assert!(walked.len() >= 40, "{walked:#?}");
-    // Positive control: the owner sees the same routes with the values in them.
+    (walked, leaks)
+}
+
+/// Positive control: the owner sees the same routes with the values in them.
+async fn assert_the_owner_sees_the_values(app: &TestApp, owner: &str, seeded: &Seeded) {
+    let Seeded { loan, pull, .. } = seeded;
     let owners_view = app
         .client
         .get(app.url(&format!("/v1/loans/{loan}/documents")))
-        .bearer_auth(&owner)
+        .bearer_auth(owner)
         .send()
         .await
         .unwrap()
@@ -424,7 +470,7 @@ async fn admins_see_no_canary_on_any_get_route_of_the_api() {
     let owners_pull = app
         .client
         .get(app.url(&format!("/v1/credit-reports/{pull}")))
-        .bearer_auth(&owner)
+        .bearer_auth(owner)
         .send()
         .await
         .unwrap()
@@ -432,4 +478,37 @@ async fn admins_see_no_canary_on_any_get_route_of_the_api() {
         .await
         .unwrap();
     assert!(owners_pull.contains("\"score\":812"), "{owners_pull}");
+}
+
+/// Defect: upload-link recipients, original filenames, review and transition reasons and
+/// the credit score reached the admin role unmasked. Every GET route of the OpenAPI
+/// document, called as admin over a borrower file seeded with canaries, shows none.
+#[tokio::test]
+async fn admins_see_no_canary_on_any_get_route_of_the_api() {
+    let app = crate::helpers::app()
+        .settings(|s| s.rate_limit.api_per_ip = 10_000)
+        .spawn()
+        .await;
+    let agent = Client::new(&app, "agent-a1").await;
+    let owner = oidc::access_token("agent-a1").await;
+    let seeded = seed_a_borrower_file(&app, &agent, &owner).await;
+
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut walked = Vec::new();
+    let mut leaks = Vec::new();
+    // An admin; and an admin who is also an agent of another team — their agent role does
+    // not lift the mask on files it does not cover (review finding: it used to).
+    for user in ["admin", "agent-admin-b"] {
+        let (user_walked, user_leaks) = walk_get_routes_as(&app, &doc, &seeded, user).await;
+        walked.extend(user_walked);
+        leaks.extend(user_leaks);
+    }
+    assert!(
+        leaks.is_empty(),
+        "{}\nwalked:\n{}",
+        leaks.join("\n"),
+        walked.join("\n")
+    );
+    assert!(walked.len() >= 40, "{walked:#?}");
+    assert_the_owner_sees_the_values(&app, &owner, &seeded).await;
 }
