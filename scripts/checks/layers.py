@@ -69,7 +69,7 @@ LAYERS = [
 LAYER_OF = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
 # What the restructure has not moved yet: (rule, file relative to src/). Each entry is
-# work left, named in docs/architecture.md ("Where the code is going").
+# work left, named in docs/architecture.md ("Modules and the dependency rule").
 PENDING = {
     ("sql", "leads/credit/worker.rs"),
 }

@@ -1,6 +1,6 @@
 //! The document operations: announcing an upload (a pre-signed PUT into quarantine),
 //! completing it (`doc.uploaded` in the same transaction), rendering a document for a
-//! caller, and the demo seed's files. (Their SQL is still being moved to `store`.)
+//! caller, and the demo seed's files (their SQL is `store`'s).
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
-//! The only code that runs SQL on `notifications` and `unsubscribe_tokens` (the notifier's
-//! own statements are still being moved here: docs/architecture.md).
+//! The only code that runs SQL on `notifications` and `unsubscribe_tokens`, and the
+//! notifier's read model across the other aggregates (docs/architecture.md).
 
 use sqlx::{PgConnection, PgExecutor};
 use time::OffsetDateTime;

@@ -1,5 +1,4 @@
-//! The only code that runs SQL on `document_requests` and `document_request_events`
-//! (the HTTP routes' own reads are still being moved here: docs/architecture.md).
+//! The only code that runs SQL on `document_requests` and `document_request_events`.
 
 use sqlx::PgConnection;
 use time::{Date, OffsetDateTime};
