@@ -10,7 +10,10 @@
              aggregate owns (it may read them: scope, masking and read models join them);
   cycle      two top-level modules import each other, directly or through others;
   layer      a top-level module imports one LAYERS puts above it (or is in no layer);
-  size       a file in src/ is over 600 lines.
+  size       a file in src/ is over 600 lines;
+  runtime    a file in src/ runs SQL the compiler does not check: `sqlx::query(`,
+             `query_as(`, `query_scalar(`, `QueryBuilder` or `AssertSqlSafe` (every statement
+             is a `query!` macro, checked against the schema: docs/architecture.md).
 
     scripts/checks/layers.py [SRC_DIR]      check (default: src/ of this repository)
     scripts/checks/layers.py --self-test    also break a copy of src/ on purpose, once per
@@ -74,6 +77,9 @@ PENDING = {
     ("sql", "leads/credit/worker.rs"),
 }
 
+RUNTIME_SQL_RE = re.compile(
+    r"\b(?:sqlx::query(?:_as|_scalar)?(?:::<[^>]*>)?\(|query_as::<|QueryBuilder|AssertSqlSafe)"
+)
 USE_RE = re.compile(r"\bcrate::([a-z_]+(?:::[a-z_]+)*)")
 WRITE_RE = re.compile(r"\b(?:insert\s+into|update|delete\s+from)\s+([a-z_]+)\b", re.IGNORECASE)
 SQL_RE = re.compile(
@@ -168,6 +174,9 @@ def check(src):
                 findings.append(("store", rel, f"imports crate::{store_path}"))
             if module == "http" and not may_import_http(rel):
                 findings.append(("http", rel, "imports crate::http"))
+        unchecked = sorted(set(RUNTIME_SQL_RE.findall(code)))
+        if unchecked:
+            findings.append(("runtime", rel, "SQL not checked at compile time: " + ", ".join(unchecked)))
         literals = re.findall(r'"(?:[^"\\]|\\.)*"', code, re.DOTALL)
         if is_store(rel):
             foreign = sorted(
@@ -264,6 +273,7 @@ def self_test():
         "cycle": ("config/mod.rs", "\nfn _broken() { let _ = crate::leads::ops::get; }\n"),
         "layer": ("crypto/mod.rs", "\nfn _broken() { let _ = crate::state::AppState::new; }\n"),
         "size": ("domain/mask.rs", "\n" + "// filler\n" * (MAX_LINES + 1)),
+        "runtime": ("agents/store.rs", '\nfn _broken() { let _ = sqlx::query("select 1"); }\n'),
     }
     failures = 0
     for rule, (rel, text) in breaks.items():
