@@ -339,6 +339,7 @@ const BACKGROUND_TASKS: &[BackgroundTask] = &[
         start: |state| {
             let handler = Arc::new(crate::leads::credit::worker::CreditWorker::new(
                 state.clone(),
+                crate::loans::ops::flag_open_loans,
             ));
             Box::pin(crate::queue::consumer::run(
                 state,

@@ -451,3 +451,27 @@ pub async fn owner_and_team(
 ) -> Result<super::LoanOwner, AppError> {
     Ok(store::owner_and_team(conn, loan).await?)
 }
+
+/// A borrower's credit pull failed for good: flag the lead's open loans for their agents,
+/// each with its `loan.needs_attention` event, in the caller's transaction. Handed to the
+/// credit worker by the composition root (`leads::credit::worker::FlagOpenLoans`).
+pub fn flag_open_loans<'a>(
+    tx: &'a mut PgConnection,
+    lead: Uuid,
+    reason: &'a str,
+) -> futures::future::BoxFuture<'a, anyhow::Result<()>> {
+    Box::pin(async move {
+        for loan in store::flag_open_loans_of_lead(&mut *tx, lead, reason).await? {
+            outbox::enqueue(
+                &mut *tx,
+                &Event::LoanNeedsAttention {
+                    loan_id: loan,
+                    reason: reason.to_owned(),
+                },
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    })
+}

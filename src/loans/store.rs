@@ -336,6 +336,23 @@ pub async fn change_los_milestone(
     Ok(changed > 0)
 }
 
+/// Flag the lead's open loans (draft, submitted, underwriting) with `reason`; their ids.
+pub async fn flag_open_loans_of_lead(
+    tx: &mut PgConnection,
+    lead: Uuid,
+    reason: &str,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "update loans set needs_attention_reason = $2, needs_attention_since = now(), updated_at = now()
+          where lead_id = $1 and status in ('draft', 'submitted', 'underwriting')
+          returning id",
+        lead,
+        reason
+    )
+    .fetch_all(tx)
+    .await
+}
+
 pub async fn flag_needs_attention(
     tx: &mut PgConnection,
     loan: Uuid,

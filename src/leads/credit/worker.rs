@@ -27,13 +27,23 @@ pub use crate::events::{CREDIT_WORKER as CONSUMER, CREDIT_WORKER_TOPICS as TOPIC
 /// The longest Retry-After waited for in place; longer ones go back to the queue.
 const WAIT_IN_PLACE: Duration = Duration::from_secs(5);
 
+/// Flags the lead's open loans when its pull failed for good, in the pull's transaction,
+/// with their `loan.needs_attention` events. The loans aggregate's rule: loans depends on
+/// leads, so the composition root hands it in (`app.rs`: `loans::ops::flag_open_loans`).
+pub type FlagOpenLoans =
+    for<'a> fn(&'a mut PgConnection, Uuid, &'a str) -> BoxFuture<'a, anyhow::Result<()>>;
+
 pub struct CreditWorker {
     state: AppState,
+    flag_open_loans: FlagOpenLoans,
 }
 
 impl CreditWorker {
-    pub fn new(state: AppState) -> Self {
-        Self { state }
+    pub fn new(state: AppState, flag_open_loans: FlagOpenLoans) -> Self {
+        Self {
+            state,
+            flag_open_loans,
+        }
     }
 }
 
@@ -104,11 +114,11 @@ async fn subject(
 
 /// A pull that failed for good: its state, the audit row, `credit.failed`, and every open
 /// loan of the lead marked `needs_attention` with `loan.needs_attention`.
-pub async fn fail_pull(
+async fn fail_pull(
     tx: &mut PgConnection,
-    id: Uuid,
-    lead: Uuid,
+    (id, lead): (Uuid, Uuid),
     reason: &str,
+    flag_open_loans: FlagOpenLoans,
 ) -> anyhow::Result<()> {
     if !store::fail(&mut *tx, id, reason).await? {
         return Ok(());
@@ -138,26 +148,7 @@ pub async fn fail_pull(
     )
     .await?;
     let attention = format!("credit_pull_failed: {reason}");
-    // The lead's open loans are marked here, in the pull's transaction: the loans aggregate
-    // depends on the lead's, so it cannot be called from here (docs/architecture.md; listed
-    // in scripts/checks/layers.py's PENDING until the marking moves behind an event).
-    let loans: Vec<Uuid> = sqlx::query_scalar!("update loans set needs_attention_reason = $2, needs_attention_since = now(), updated_at = now()
-          where lead_id = $1 and status in ('draft', 'submitted', 'underwriting')
-          returning id", lead, &attention)
-    .fetch_all(&mut *tx)
-    .await?;
-    for loan in loans {
-        outbox::enqueue(
-            &mut *tx,
-            &Event::LoanNeedsAttention {
-                loan_id: loan,
-                reason: attention.clone(),
-            },
-            None,
-        )
-        .await?;
-    }
-    Ok(())
+    flag_open_loans(tx, lead, &attention).await
 }
 
 impl CreditWorker {
@@ -193,7 +184,7 @@ impl CreditWorker {
         let subject = match subject(state, tx, lead).await {
             Ok(s) => s,
             Err(HandlerError::Permanent(_)) => {
-                fail_pull(tx, id, lead, "subject_incomplete")
+                fail_pull(tx, (id, lead), "subject_incomplete", self.flag_open_loans)
                     .await
                     .map_err(transient)?;
                 return Ok(());
@@ -217,7 +208,9 @@ impl CreditWorker {
         let report = match outcome {
             Ok(report) => report,
             Err(BureauError::Permanent(reason)) => {
-                fail_pull(tx, id, lead, reason).await.map_err(transient)?;
+                fail_pull(tx, (id, lead), reason, self.flag_open_loans)
+                    .await
+                    .map_err(transient)?;
                 return Ok(());
             }
             Err(e @ (BureauError::Transient { .. } | BureauError::CircuitOpen(_))) => {
@@ -338,7 +331,7 @@ impl Handler for CreditWorker {
             };
             let lead = store::lead_of(&mut *tx, id).await?;
             if let Some(lead) = lead {
-                fail_pull(tx, id, lead, "bureau_unavailable").await?;
+                fail_pull(tx, (id, lead), "bureau_unavailable", self.flag_open_loans).await?;
             }
             Ok(())
         })
