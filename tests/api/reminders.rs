@@ -132,6 +132,131 @@ async fn tick(app: &TestApp, schedule: &Schedule, now: OffsetDateTime) -> usize 
     reminders::tick(&app.state, schedule, now).await.unwrap()
 }
 
+/// Wednesday 09:05 after the requests: r1 is due and r2 rides along; the first reminder.
+async fn assert_the_first_digest(
+    app: &TestApp,
+    smtp: &PrivateSmtp,
+    schedule: &Schedule,
+    email: &str,
+    link_token: &str,
+) -> String {
+    // Not due yet (first after 2 days).
+    assert_eq!(
+        tick(app, schedule, t0() + days(2.0) - time::Duration::hours(1)).await,
+        0
+    );
+    // Wednesday 09:05: r1 is due; r2 (due 2 minutes later) rides along; r3 is a day away.
+    assert_eq!(
+        tick(app, schedule, t0() + days(2.0) + time::Duration::minutes(5)).await,
+        1
+    );
+    let first = expect_reminders(smtp, email, 1).await.remove(0);
+    assert!(first.contains("w2"), "{first}");
+    assert!(first.contains("bank statement"), "{first}");
+    assert!(!first.contains("pay stub"), "r3 is not due: {first}");
+    assert!(
+        first.contains(&format!("/u/{link_token}")),
+        "the way back to the link"
+    );
+    assert!(
+        first.contains("List-Unsubscribe: <") && first.contains("/v1/public/unsubscribe/"),
+        "a reminder is not transactional: {first}"
+    );
+    // The same round again sends nothing twice.
+    assert_eq!(
+        tick(app, schedule, t0() + days(2.0) + time::Duration::minutes(6)).await,
+        0
+    );
+    first
+}
+
+/// r3 waits out the quiet hours and is then reminded of alone.
+async fn assert_r3_alone_after_quiet_hours(
+    app: &TestApp,
+    smtp: &PrivateSmtp,
+    schedule: &Schedule,
+    email: &str,
+    first: &str,
+) {
+    // Thursday 21:00 local: r3 is due since 09:00, but it is quiet hours.
+    assert_eq!(
+        tick(app, schedule, t0() + days(3.0) + time::Duration::hours(12)).await,
+        0
+    );
+    // Friday 09:00: r3's first reminder, alone.
+    assert_eq!(tick(app, schedule, t0() + days(4.0)).await, 1);
+    let second = expect_reminders(smtp, email, 2).await;
+    let r3_only = second.iter().find(|m| *m != first).unwrap();
+    assert!(
+        r3_only.contains("pay stub") && !r3_only.contains("bank statement"),
+        "{r3_only}"
+    );
+}
+
+/// The quiet Saturday passes; on Monday r1 and r3 come in one digest, r2 (answered) not.
+async fn assert_the_monday_digest(
+    app: &TestApp,
+    smtp: &PrivateSmtp,
+    schedule: &Schedule,
+    email: &str,
+) {
+    // Saturday 10:00: r1's second reminder fell due at 09:05 — a quiet day.
+    assert_eq!(
+        tick(app, schedule, t0() + days(5.0) + time::Duration::hours(1)).await,
+        0
+    );
+    // Monday 09:00: r1 (overdue since Saturday) and r3 (due now) in one digest, r2 not.
+    assert_eq!(tick(app, schedule, t0() + days(7.0)).await, 1);
+    let third = expect_reminders(smtp, email, 3).await;
+    let last = third
+        .iter()
+        .find(|m| m.contains("pay stub") && m.contains("w2"))
+        .unwrap_or_else(|| panic!("a digest of r1 and r3: {third:#?}"));
+    assert!(!last.contains("bank statement"), "{last}");
+}
+
+/// Both have had the maximum (2); r2 is answered: nothing more, ever.
+async fn assert_nothing_after_the_maximum(
+    app: &TestApp,
+    schedule: &Schedule,
+    loan: &str,
+    [r1, r2, r3]: [&str; 3],
+) {
+    for d in [10.0, 14.0, 21.0] {
+        assert_eq!(tick(app, schedule, t0() + days(d)).await, 0, "day {d}");
+    }
+    let counts: Vec<(String, i32)> = sqlx::query_as(
+        "select id::text, reminders_sent from document_requests where loan_id = $1::uuid order by id",
+    )
+    .bind(loan)
+    .fetch_all(&app.state.db)
+    .await
+    .unwrap();
+    let sent = |id: &str| counts.iter().find(|(i, _)| i == id).unwrap().1;
+    assert_eq!((sent(r1), sent(r2), sent(r3)), (2, 1, 2));
+}
+
+/// The borrower's file carries canaries (crate::leads::full_lead): no reminder holds an
+/// SSN, date of birth or income in any form, nor the agent's note on a request.
+fn assert_no_canary_in_reminders(all: &str) {
+    use crate::leads::{DOB, INCOME, SSN, SSN_DIGITS};
+    for canary in [
+        SSN,
+        SSN_DIGITS,
+        DOB,
+        "03/14/1971",
+        INCOME,
+        "87654",
+        "the latest one",
+    ] {
+        assert!(!all.contains(canary), "{canary} in a reminder");
+    }
+    assert!(
+        all.contains("pay stub"),
+        "positive control: the scan reads the bodies"
+    );
+}
+
 #[tokio::test]
 async fn reminders_keep_the_cadence_quiet_hours_maximum_and_stop_rules_and_digest_requests_made_together()
  {
@@ -150,62 +275,8 @@ async fn reminders_keep_the_cadence_quiet_hours_maximum_and_stop_rules_and_diges
     .await;
     let r3 = request(&app, &token, &loan, "pay_stub", t0() + days(1.0)).await;
 
-    // Not due yet (first after 2 days).
-    assert_eq!(
-        tick(&app, &schedule, t0() + days(2.0) - time::Duration::hours(1)).await,
-        0
-    );
-    // Wednesday 09:05: r1 is due; r2 (due 2 minutes later) rides along; r3 is a day away.
-    assert_eq!(
-        tick(
-            &app,
-            &schedule,
-            t0() + days(2.0) + time::Duration::minutes(5)
-        )
-        .await,
-        1
-    );
-    let first = expect_reminders(&smtp, email, 1).await.remove(0);
-    assert!(first.contains("w2"), "{first}");
-    assert!(first.contains("bank statement"), "{first}");
-    assert!(!first.contains("pay stub"), "r3 is not due: {first}");
-    assert!(
-        first.contains(&format!("/u/{link_token}")),
-        "the way back to the link"
-    );
-    assert!(
-        first.contains("List-Unsubscribe: <") && first.contains("/v1/public/unsubscribe/"),
-        "a reminder is not transactional: {first}"
-    );
-    // The same round again sends nothing twice.
-    assert_eq!(
-        tick(
-            &app,
-            &schedule,
-            t0() + days(2.0) + time::Duration::minutes(6)
-        )
-        .await,
-        0
-    );
-
-    // Thursday 21:00 local: r3 is due since 09:00, but it is quiet hours.
-    assert_eq!(
-        tick(
-            &app,
-            &schedule,
-            t0() + days(3.0) + time::Duration::hours(12)
-        )
-        .await,
-        0
-    );
-    // Friday 09:00: r3's first reminder, alone.
-    assert_eq!(tick(&app, &schedule, t0() + days(4.0)).await, 1);
-    let second = expect_reminders(&smtp, email, 2).await;
-    let r3_only = second.iter().find(|m| *m != &first).unwrap();
-    assert!(
-        r3_only.contains("pay stub") && !r3_only.contains("bank statement"),
-        "{r3_only}"
-    );
+    let first = assert_the_first_digest(&app, &smtp, &schedule, email, &link_token).await;
+    assert_r3_alone_after_quiet_hours(&app, &smtp, &schedule, email, &first).await;
 
     // The borrower says r2 does not apply: its reminders stop.
     let response = app
@@ -219,53 +290,67 @@ async fn reminders_keep_the_cadence_quiet_hours_maximum_and_stop_rules_and_diges
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    // Saturday 10:00: r1's second reminder fell due at 09:05 — a quiet day.
-    assert_eq!(
-        tick(&app, &schedule, t0() + days(5.0) + time::Duration::hours(1)).await,
-        0
-    );
-    // Monday 09:00: r1 (overdue since Saturday) and r3 (due now) in one digest, r2 not.
-    assert_eq!(tick(&app, &schedule, t0() + days(7.0)).await, 1);
-    let third = expect_reminders(&smtp, email, 3).await;
-    let last = third
-        .iter()
-        .find(|m| m.contains("pay stub") && m.contains("w2"))
-        .unwrap_or_else(|| panic!("a digest of r1 and r3: {third:#?}"));
-    assert!(!last.contains("bank statement"), "{last}");
+    assert_the_monday_digest(&app, &smtp, &schedule, email).await;
+    assert_nothing_after_the_maximum(&app, &schedule, &loan, [&r1, &r2, &r3]).await;
+    let all = expect_reminders(&smtp, email, 3).await.join("\n");
+    assert_no_canary_in_reminders(&all);
+}
 
-    // Both have had the maximum (2); r2 is answered: nothing more, ever.
-    for d in [10.0, 14.0, 21.0] {
-        assert_eq!(tick(&app, &schedule, t0() + days(d)).await, 0, "day {d}");
+/// The path of the one-click unsubscribe URL in a reminder's headers.
+fn unsubscribe_path(message: &str) -> &str {
+    let start = message.find("List-Unsubscribe: <").unwrap() + "List-Unsubscribe: <".len();
+    let url = &message[start..start + message[start..].find('>').unwrap()];
+    &url[url.find("/v1/public/unsubscribe/").unwrap()..]
+}
+
+/// The unsubscribe state at `path`, as JSON.
+async fn unsubscribe_state(app: &TestApp, path: &str) -> Value {
+    app.client
+        .get(app.url(path))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Opening the link (a mail scanner, a HEAD, the borrower) changes nothing: a page with
+/// a button.
+async fn assert_opening_the_link_changes_nothing(app: &TestApp, path: &str) {
+    let page = app.get(path).await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<form method=\"post\""));
+    let head = app.client.head(app.url(path)).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let state = unsubscribe_state(app, path).await;
+    assert_eq!(state["unsubscribed"], false, "GET and HEAD change nothing");
+}
+
+/// The one-click POST (RFC 8058), twice: idempotent, recorded once.
+async fn assert_one_click_unsubscribes_once(app: &TestApp, path: &str) {
+    for _ in 0..2 {
+        let done = app
+            .client
+            .post(app.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(done.status(), 200);
+        assert!(done.text().await.unwrap().contains("You are unsubscribed"));
     }
-    let counts: Vec<(String, i32)> = sqlx::query_as(
-        "select id::text, reminders_sent from document_requests where loan_id = $1::uuid order by id",
+    let state = unsubscribe_state(app, path).await;
+    assert_eq!(state["unsubscribed"], true);
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = 'lead.email_unsubscribed'",
     )
-    .bind(&loan)
-    .fetch_all(&app.state.db)
+    .fetch_one(&app.state.db)
     .await
     .unwrap();
-    let sent = |id: &str| counts.iter().find(|(i, _)| i == id).unwrap().1;
-    assert_eq!((sent(&r1), sent(&r2), sent(&r3)), (2, 1, 2));
-    let all = expect_reminders(&smtp, email, 3).await.join("\n");
-
-    // The borrower's file carries canaries (crate::leads::full_lead): no reminder holds an
-    // SSN, date of birth or income in any form, nor the agent's note on a request.
-    use crate::leads::{DOB, INCOME, SSN, SSN_DIGITS};
-    for canary in [
-        SSN,
-        SSN_DIGITS,
-        DOB,
-        "03/14/1971",
-        INCOME,
-        "87654",
-        "the latest one",
-    ] {
-        assert!(!all.contains(canary), "{canary} in a reminder");
-    }
-    assert!(
-        all.contains("pay stub"),
-        "positive control: the scan reads the bodies"
-    );
+    assert_eq!(audited, 1);
 }
 
 #[tokio::test]
@@ -299,60 +384,9 @@ async fn reminders_stop_when_the_borrower_unsubscribes_or_the_link_is_revoked() 
         message.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
         "{message}"
     );
-    let start = message.find("List-Unsubscribe: <").unwrap() + "List-Unsubscribe: <".len();
-    let url = &message[start..start + message[start..].find('>').unwrap()];
-    let path = &url[url.find("/v1/public/unsubscribe/").unwrap()..];
-
-    // Opening the link (a mail scanner, a HEAD, the borrower) changes nothing: a page with
-    // a button.
-    let page = app.get(path).await;
-    assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("<form method=\"post\""));
-    let head = app.client.head(app.url(path)).send().await.unwrap();
-    assert_eq!(head.status(), 200);
-    let state: Value = app
-        .client
-        .get(app.url(path))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(state["unsubscribed"], false, "GET and HEAD change nothing");
-
-    // The one-click POST (RFC 8058), twice: idempotent, recorded once.
-    for _ in 0..2 {
-        let done = app
-            .client
-            .post(app.url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("List-Unsubscribe=One-Click")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(done.status(), 200);
-        assert!(done.text().await.unwrap().contains("You are unsubscribed"));
-    }
-    let state: Value = app
-        .client
-        .get(app.url(path))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(state["unsubscribed"], true);
-    let audited: i64 = sqlx::query_scalar(
-        "select count(*) from audit_log where action = 'lead.email_unsubscribed'",
-    )
-    .fetch_one(&app.state.db)
-    .await
-    .unwrap();
-    assert_eq!(audited, 1);
+    let path = unsubscribe_path(&message);
+    assert_opening_the_link_changes_nothing(&app, path).await;
+    assert_one_click_unsubscribes_once(&app, path).await;
     let unknown = app.get("/v1/public/unsubscribe/not-a-real-token").await;
     assert_eq!(unknown.status(), 404);
     assert_eq!(

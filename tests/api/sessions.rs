@@ -1,11 +1,12 @@
 //! Browser login against the real provider: /auth/login → provider → /auth/callback →
 //! cookie → /v1/me; CSRF on cookie writes; logout; sessions through a Redis outage.
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::oidc::{REDIRECT_URI, shared_issuer};
 use crate::helpers::redis::PrivateRedis;
-use crate::helpers::{TestApp, app};
+use crate::helpers::{TestApp, app, assert_problem};
 
 /// A browser: cookies, no automatic redirects (each hop is followed by hand so the
 /// provider's redirect to the registered callback can be delivered to this test's app).
@@ -648,6 +649,76 @@ async fn sessions_follow_the_agents_rights() {
     );
 }
 
+async fn assert_the_admin_lists_the_agent(app: &TestApp, admin: &str, leaver: &str) {
+    let agents: Value = app
+        .client
+        .get(app.url("/v1/agents?limit=200"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        agents["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["subject"] == leaver)
+    );
+}
+
+/// An agent may not, and the admin may not disable themselves.
+async fn assert_only_an_admin_disables_others(app: &TestApp, admin: &str, path: &str) {
+    let agent = crate::helpers::oidc::access_token("agent-a1").await;
+    let denied = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let own = app
+        .client
+        .post(app.url("/v1/agents/admin/disable"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 409);
+}
+
+async fn me_by_token(app: &TestApp, token: &str) -> reqwest::Response {
+    app.client
+        .get(app.url("/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Once disabled: every session ended, the token refused, no new session, audited.
+async fn assert_the_disabled_agent_is_locked_out(
+    app: &TestApp,
+    issuer: &str,
+    leaver: &str,
+    token: &str,
+    browsers: [&reqwest::Client; 2],
+) {
+    for b in browsers {
+        assert_eq!(me(app, b).await.0, 401, "every session ended at once");
+    }
+    let response = me_by_token(app, token).await;
+    assert_problem(response, StatusCode::FORBIDDEN, "account_disabled").await;
+    let relogin = browser();
+    let callback = sign_in_at(app, &relogin, issuer, leaver, "/auth/login").await;
+    assert_eq!(callback.status(), 403, "no new session either");
+    assert_eq!(audit_actions(app, "agent.disabled").await.len(), 1);
+    assert_eq!(audit_actions(app, "session.ended").await.len(), 2);
+}
+
 #[tokio::test]
 async fn an_admin_disables_an_agent_ending_sessions_and_refusing_tokens() {
     let app = app().spawn().await;
@@ -668,42 +739,9 @@ async fn an_admin_disables_an_agent_ending_sessions_and_refusing_tokens() {
         .await
         .access_token;
     let admin = crate::helpers::oidc::access_token("admin").await;
-    let agents: Value = app
-        .client
-        .get(app.url("/v1/agents?limit=200"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        agents["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["subject"] == leaver.as_str())
-    );
-    // An agent may not, and the admin may not disable themselves.
-    let agent = crate::helpers::oidc::access_token("agent-a1").await;
+    assert_the_admin_lists_the_agent(&app, &admin, &leaver).await;
     let path = format!("/v1/agents/{leaver}/disable");
-    let denied = app
-        .client
-        .post(app.url(&path))
-        .bearer_auth(&agent)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(denied.status(), 403);
-    let own = app
-        .client
-        .post(app.url("/v1/agents/admin/disable"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(own.status(), 409);
+    assert_only_an_admin_disables_others(&app, &admin, &path).await;
 
     let disabled = app
         .client
@@ -713,24 +751,8 @@ async fn an_admin_disables_an_agent_ending_sessions_and_refusing_tokens() {
         .await
         .unwrap();
     assert_eq!(disabled.status(), 204);
-    for b in [&first, &second] {
-        assert_eq!(me(&app, b).await.0, 401, "every session ended at once");
-    }
-    let response = app
-        .client
-        .get(app.url("/v1/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 403);
-    let problem: Value = response.json().await.unwrap();
-    assert_eq!(problem["code"], "account_disabled");
-    let relogin = browser();
-    let callback = sign_in_at(&app, &relogin, &issuer, &leaver, "/auth/login").await;
-    assert_eq!(callback.status(), 403, "no new session either");
-    assert_eq!(audit_actions(&app, "agent.disabled").await.len(), 1);
-    assert_eq!(audit_actions(&app, "session.ended").await.len(), 2);
+    assert_the_disabled_agent_is_locked_out(&app, &issuer, &leaver, &token, [&first, &second])
+        .await;
 
     let enabled = app
         .client
@@ -740,13 +762,7 @@ async fn an_admin_disables_an_agent_ending_sessions_and_refusing_tokens() {
         .await
         .unwrap();
     assert_eq!(enabled.status(), 204);
-    let response = app
-        .client
-        .get(app.url("/v1/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = me_by_token(&app, &token).await;
     assert_eq!(response.status(), 200);
     assert_eq!(audit_actions(&app, "agent.enabled").await.len(), 1);
 }
@@ -822,6 +838,90 @@ async fn an_unreachable_provider_ends_sessions_after_the_grace_period() {
     assert_eq!(ended.last().unwrap().1["reason"], "provider_unreachable");
 }
 
+/// Logout tokens about `subject`'s sessions, as the provider would sign them.
+struct LogoutTokens<'a> {
+    issuer: &'a str,
+    subject: &'a str,
+    now: i64,
+}
+
+impl LogoutTokens<'_> {
+    /// A valid logout token's claims (a fresh `jti` each), with `extra` set over them (a
+    /// null removes the claim).
+    fn claims(&self, extra: Value) -> Value {
+        let now = self.now;
+        let mut c = json!({"iss": self.issuer, "aud": crate::helpers::oidc::CLIENT_ID, "iat": now,
+            "exp": now + 120, "jti": uuid::Uuid::new_v4().to_string(), "sub": self.subject,
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}});
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    async fn signed(&self, claims: Value) -> String {
+        crate::helpers::oidc::sign(self.issuer, json!({"typ": "logout+jwt"}), claims).await
+    }
+}
+
+async fn post_logout(app: &TestApp, token: String) -> u16 {
+    app.client
+        .post(app.url("/auth/backchannel-logout"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Forged or malformed logout tokens end nothing.
+async fn assert_bad_logout_tokens_end_nothing(
+    app: &TestApp,
+    tokens: &LogoutTokens<'_>,
+    browsers: &[reqwest::Client],
+) {
+    let now = tokens.now;
+    for bad in [
+        tokens.claims(json!({"aud": "someone-else"})),
+        tokens.claims(json!({"events": null})),
+        tokens.claims(json!({"nonce": "n"})),
+        tokens.claims(json!({"iat": now - 3600})),
+        tokens.claims(json!({"iss": "http://127.0.0.1:1"})),
+        tokens.claims(json!({"sub": null})),
+    ] {
+        let token = tokens.signed(bad).await;
+        assert_eq!(post_logout(app, token).await, 400);
+    }
+    assert_eq!(post_logout(app, "not-a-jwt".into()).await, 400);
+    for b in browsers {
+        assert_eq!(me(app, b).await.0, 200);
+    }
+}
+
+/// Another provider session of the user (its `sid`): these sessions stay.
+async fn assert_another_sid_ends_none_of_these(
+    app: &TestApp,
+    tokens: &LogoutTokens<'_>,
+    browsers: &[reqwest::Client],
+) {
+    let token = tokens
+        .signed(tokens.claims(json!({"sid": "another-session"})))
+        .await;
+    assert_eq!(post_logout(app, token).await, 200);
+    for b in browsers {
+        assert_eq!(
+            me(app, b).await.0,
+            200,
+            "a different sid ends other sessions only"
+        );
+    }
+}
+
 /// OpenID Connect Back-Channel Logout 1.0: the provider ends a user's sessions.
 #[tokio::test]
 async fn the_provider_ends_sessions_by_back_channel_logout() {
@@ -843,63 +943,18 @@ async fn the_provider_ends_sessions_by_back_channel_logout() {
     }
     let bystander = browser();
     assert_eq!(sign_in(&app, &bystander, "agent-a2").await.status(), 303);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = |extra: Value| {
-        let mut c = json!({"iss": issuer, "aud": crate::helpers::oidc::CLIENT_ID, "iat": now,
-            "exp": now + 120, "jti": uuid::Uuid::new_v4().to_string(), "sub": subject,
-            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}});
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                c.as_object_mut().unwrap().remove(k);
-            } else {
-                c[k] = v.clone();
-            }
-        }
-        c
+    let tokens = LogoutTokens {
+        issuer: &issuer,
+        subject: &subject,
+        now: time::OffsetDateTime::now_utc().unix_timestamp(),
     };
-    let header = json!({"typ": "logout+jwt"});
-    let post = |token: String| {
-        let request = app
-            .client
-            .post(app.url("/auth/backchannel-logout"))
-            .form(&[("logout_token", token)]);
-        async move { request.send().await.unwrap().status().as_u16() }
-    };
-    // Forged or malformed logout tokens end nothing.
-    for bad in [
-        claims(json!({"aud": "someone-else"})),
-        claims(json!({"events": null})),
-        claims(json!({"nonce": "n"})),
-        claims(json!({"iat": now - 3600})),
-        claims(json!({"iss": "http://127.0.0.1:1"})),
-        claims(json!({"sub": null})),
-    ] {
-        let token = crate::helpers::oidc::sign(&issuer, header.clone(), bad).await;
-        assert_eq!(post(token).await, 400);
-    }
-    assert_eq!(post("not-a-jwt".into()).await, 400);
-    for b in &browsers {
-        assert_eq!(me(&app, b).await.0, 200);
-    }
-    // Another provider session of the user (its `sid`): these sessions stay.
-    let token = crate::helpers::oidc::sign(
-        &issuer,
-        header.clone(),
-        claims(json!({"sid": "another-session"})),
-    )
-    .await;
-    assert_eq!(post(token).await, 200);
-    for b in &browsers {
-        assert_eq!(
-            me(&app, b).await.0,
-            200,
-            "a different sid ends other sessions only"
-        );
-    }
-    let token = crate::helpers::oidc::sign(&issuer, header, claims(json!({}))).await;
-    assert_eq!(post(token.clone()).await, 200);
+    assert_bad_logout_tokens_end_nothing(&app, &tokens, &browsers).await;
+    assert_another_sid_ends_none_of_these(&app, &tokens, &browsers).await;
+
+    let token = tokens.signed(tokens.claims(json!({}))).await;
+    assert_eq!(post_logout(&app, token.clone()).await, 200);
     assert_eq!(
-        post(token).await,
+        post_logout(&app, token).await,
         400,
         "a logout token is used once (its jti)"
     );
