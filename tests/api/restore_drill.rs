@@ -12,7 +12,7 @@
 //! Run by scripts/test as its own step, with --nocapture so the duration shows:
 //! `cargo test --test api -- --ignored --nocapture restore_drill`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 
 use crate::documents::{sample, settled, upload};
+use crate::helpers::openbao::PrivateBao;
 use crate::helpers::{TestApp, TestDatabase, oidc, repo_root, stack_config_path};
 use crate::leads::{Client, full_lead};
 
@@ -286,91 +287,101 @@ async fn restore_drill() {
     assert!(total < RTO);
 }
 
-#[tokio::test]
-#[ignore = "the restore drill on OpenBao and Garage: run by scripts/test as its own step (--ignored --nocapture)"]
-async fn restore_drill_with_openbao_and_garage() {
-    use crate::helpers::openbao::PrivateBao;
-    use secrecy::ExposeSecret;
-    use sqlx::Connection;
-    let work = tempfile::tempdir().unwrap();
-    // What the drill wipes (OpenBao's storage) and what it keeps apart: the DR kit (unseal
-    // key, root and operator tokens, as the Vault team keeps them) and the service host's
-    // AppRole identity (its credentials, as Ansible installs them).
-    let bao_dir = work.path().join("openbao");
-    let dr_kit = work.path().join("dr-kit");
-    let identity = work.path().join("host-credentials");
-    std::fs::create_dir_all(&dr_kit).unwrap();
-    let bao = PrivateBao::start(&bao_dir).await;
+/// The service's settings on Garage and the OpenBao at `address`, with the host's AppRole
+/// identity in `identity`.
+fn on_openbao_and_garage(
+    address: String,
+    identity: PathBuf,
+) -> impl FnOnce(&mut loanfolio::config::Settings) {
+    move |s: &mut loanfolio::config::Settings| {
+        crate::helpers::garage::use_garage(s);
+        s.kms.provider = loanfolio::config::KmsProvider::Vault;
+        s.kms.vault.address = address.parse().unwrap();
+        s.kms.vault.key_name = "loanfolio".into();
+        s.kms.vault.role_id_file = Some(identity.join("role-id"));
+        s.kms.vault.secret_id_file = Some(identity.join("secret-id"));
+    }
+}
+
+/// The scripts' environment for the OpenBao at `address` with the AppRole identity in
+/// `identity`.
+fn vault_env(address: &str, identity: &Path) -> impl FnOnce(&mut Command) + use<> {
+    let address = address.to_owned();
+    let identity = identity.to_owned();
+    move |c: &mut Command| {
+        c.env("LOANFOLIO__KMS__PROVIDER", "vault")
+            .env("LOANFOLIO__KMS__VAULT__ADDRESS", &address)
+            .env("LOANFOLIO__KMS__VAULT__KEY_NAME", "loanfolio")
+            .env(
+                "LOANFOLIO__KMS__VAULT__ROLE_ID_FILE",
+                identity.join("role-id"),
+            )
+            .env(
+                "LOANFOLIO__KMS__VAULT__SECRET_ID_FILE",
+                identity.join("secret-id"),
+            );
+    }
+}
+
+/// A private OpenBao on raft storage in `bao_dir`, initialised, unsealed and configured for
+/// the service (its AppRole identity in `identity`), with its DR kit written to `dr_kit`:
+/// the OpenBao, its root token and the operator token.
+async fn openbao_with_a_dr_kit(
+    bao_dir: &Path,
+    dr_kit: &Path,
+    identity: &Path,
+) -> (PrivateBao, String, String) {
+    std::fs::create_dir_all(dr_kit).unwrap();
+    let bao = PrivateBao::start(bao_dir).await;
     let (unseal_key, root) = bao.init().await;
     bao.unseal(&unseal_key).await;
-    let operator = bao.configure(&root, &identity).await;
+    let operator = bao.configure(&root, identity).await;
     std::fs::write(dr_kit.join("unseal-key"), &unseal_key).unwrap();
     std::fs::write(dr_kit.join("root-token"), &root).unwrap();
     std::fs::write(dr_kit.join("operator-token"), &operator).unwrap();
+    (bao, root, operator)
+}
 
-    let on_openbao_and_garage = |address: String, identity: std::path::PathBuf| {
-        move |s: &mut loanfolio::config::Settings| {
-            crate::helpers::garage::use_garage(s);
-            s.kms.provider = loanfolio::config::KmsProvider::Vault;
-            s.kms.vault.address = address.parse().unwrap();
-            s.kms.vault.key_name = "loanfolio".into();
-            s.kms.vault.role_id_file = Some(identity.join("role-id"));
-            s.kms.vault.secret_id_file = Some(identity.join("secret-id"));
-        }
-    };
-    let mut app = crate::helpers::app()
-        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
-        .settings(on_openbao_and_garage(bao.address.clone(), identity.clone()))
-        .spawn()
-        .await;
-    let token = oidc::access_token("agent-a1").await;
-    let agent = Client::new(&app, "agent-a1").await;
-    // One borrower under key version 1, a rotation, two under version 2: the backup needs both.
-    let (mut lead_ids, mut document_ids, mut originals) =
-        borrowers(&app, &token, &agent, 0..1).await;
+/// One borrower under key version 1, a rotation, two under version 2: the backup needs both.
+async fn borrowers_across_a_rotation(
+    app: &TestApp,
+    token: &str,
+    agent: &Client<'_>,
+    bao: &PrivateBao,
+    operator: &str,
+) -> (Vec<String>, Vec<String>, Vec<Vec<u8>>) {
+    let (mut lead_ids, mut document_ids, mut originals) = borrowers(app, token, agent, 0..1).await;
     let rotate = bao
         .call(
-            &operator,
+            operator,
             reqwest::Method::POST,
             "transit/keys/loanfolio/rotate",
             None,
         )
         .await;
     assert!(rotate.status().is_success(), "rotate: {}", rotate.status());
-    let (more_leads, more_documents, more_originals) = borrowers(&app, &token, &agent, 1..3).await;
+    let (more_leads, more_documents, more_originals) = borrowers(app, token, agent, 1..3).await;
     lead_ids.extend(more_leads);
     document_ids.extend(more_documents);
     originals.extend(more_originals);
-    let leads_before = leads_of(&app, &lead_ids).await;
-    let settings = app.state.settings.clone();
-    let (quarantine, documents) = (
-        settings.s3.quarantine_bucket.clone(),
-        settings.s3.documents_bucket.clone(),
-    );
-    let storage = app.state.storage.clone();
-    app.stop().await.unwrap();
+    (lead_ids, document_ids, originals)
+}
 
-    let drill = Instant::now();
-    let backups = tempfile::tempdir().unwrap();
-    let backup = backups.path().join("backup");
-    let vault_env = |address: &str| {
-        let address = address.to_owned();
-        let identity = identity.clone();
-        move |c: &mut Command| {
-            c.env("LOANFOLIO__KMS__PROVIDER", "vault")
-                .env("LOANFOLIO__KMS__VAULT__ADDRESS", &address)
-                .env("LOANFOLIO__KMS__VAULT__KEY_NAME", "loanfolio")
-                .env(
-                    "LOANFOLIO__KMS__VAULT__ROLE_ID_FILE",
-                    identity.join("role-id"),
-                )
-                .env(
-                    "LOANFOLIO__KMS__VAULT__SECRET_ID_FILE",
-                    identity.join("secret-id"),
-                );
-        }
-    };
-    let output = script_output("backup", &settings, &backup, &[], vault_env(&bao.address));
+/// scripts/backup on OpenBao: the manifest names the key versions the data needs and holds
+/// no key material.
+fn back_up_on_openbao(
+    settings: &loanfolio::config::Settings,
+    backup: &Path,
+    address: &str,
+    identity: &Path,
+) {
+    let output = script_output(
+        "backup",
+        settings,
+        backup,
+        &[],
+        vault_env(address, identity),
+    );
     assert!(
         output.status.success(),
         "backup: {}",
@@ -391,38 +402,66 @@ async fn restore_drill_with_openbao_and_garage() {
             .all(|f| f == "database.dump" || f.starts_with("buckets/")),
         "no key material in the backup: {manifest}"
     );
-    // The Vault team's side: a raft snapshot (encrypted by OpenBao's own barrier key).
-    let snapshot = bao.snapshot(&root).await;
-    let backed_up = drill.elapsed();
+}
 
-    // Disaster: the database, every object of both buckets and OpenBao's storage are gone.
-    drop(app);
-    empty_both_buckets(&storage).await;
-    drop(bao);
-    std::fs::remove_dir_all(&bao_dir).unwrap();
+/// scripts/restore of `backup` onto `target`, with the AppRole identity in `identity` on the
+/// OpenBao at `address`.
+struct VaultRestore<'a> {
+    target: &'a loanfolio::config::Settings,
+    backup: &'a Path,
+    address: &'a str,
+    identity: &'a Path,
+}
 
-    // A new, empty OpenBao on the same (wiped) folder.
-    let restore_started = Instant::now();
-    let bao = PrivateBao::start(&bao_dir).await;
+impl VaultRestore<'_> {
+    fn run(&self, vault_token_file: &Path) -> std::process::Output {
+        script_output(
+            "restore",
+            self.target,
+            self.backup,
+            &["--vault-token-file", vault_token_file.to_str().unwrap()],
+            vault_env(self.address, self.identity),
+        )
+    }
+
+    fn succeeds(&self, vault_token_file: &Path) {
+        let output = self.run(vault_token_file);
+        assert!(
+            output.status.success(),
+            "restore: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// A new, empty OpenBao on `bao_dir`, unsealed: it and its root token.
+async fn fresh_openbao(bao_dir: &Path) -> (PrivateBao, String) {
+    let bao = PrivateBao::start(bao_dir).await;
     let (new_unseal_key, new_root) = bao.init().await;
     bao.unseal(&new_unseal_key).await;
-    let empty = TestDatabase::empty().await;
-    let mut target = (*settings).clone();
-    target.set_database_url(crate::helpers::database_url(&settings, &empty.name));
+    (bao, new_root)
+}
 
-    // Restoring Loanfolio first, onto a key service that lacks the versions, is refused
-    // before anything changes (here: a fresh `loanfolio` key has version 1 only).
-    let stray_identity = work.path().join("stray");
-    let stray_operator = bao.configure(&new_root, &stray_identity).await;
-    let stray_token = work.path().join("stray-operator-token");
+/// An operator token (its file) of the new OpenBao, whose fresh `loanfolio` key has version
+/// 1 only.
+async fn stray_operator_token(bao: &PrivateBao, root: &str, work: &Path) -> PathBuf {
+    let stray_identity = work.join("stray");
+    let stray_operator = bao.configure(root, &stray_identity).await;
+    let stray_token = work.join("stray-operator-token");
     std::fs::write(&stray_token, &stray_operator).unwrap();
-    let refused = script_output(
-        "restore",
-        &target,
-        &backup,
-        &["--vault-token-file", stray_token.to_str().unwrap()],
-        vault_env(&bao.address),
-    );
+    stray_token
+}
+
+/// Restoring Loanfolio first, onto a key service that lacks the versions, is refused
+/// before anything changes.
+async fn assert_refused_while_openbao_lacks_version_2(
+    restore: &VaultRestore<'_>,
+    stray_token: &Path,
+    storage: &loanfolio::storage::Storage,
+) {
+    use secrecy::ExposeSecret;
+    use sqlx::Connection;
+    let refused = restore.run(stray_token);
     let said = String::from_utf8_lossy(&refused.stderr).into_owned();
     assert!(
         !refused.status.success(),
@@ -436,7 +475,7 @@ async fn restore_drill_with_openbao_and_garage() {
         "select count(*) from information_schema.tables where table_schema = 'public'",
     )
     .fetch_one(
-        &mut sqlx::PgConnection::connect(target.database.url().unwrap().expose_secret())
+        &mut sqlx::PgConnection::connect(restore.target.database.url().unwrap().expose_secret())
             .await
             .unwrap(),
     )
@@ -454,10 +493,17 @@ async fn restore_drill_with_openbao_and_garage() {
             "the refused restore wrote objects"
         );
     }
+}
 
-    // The Vault team's runbook: restore the snapshot (force: another cluster's), which
-    // brings back the original keys — unseal with the DR kit's key, its tokens work again.
-    bao.restore_snapshot(&new_root, snapshot).await;
+/// The Vault team's runbook: restore the snapshot (force: another cluster's), which
+/// brings back the original keys — unseal with the DR kit's key, its tokens work again.
+async fn restore_the_snapshot_with_the_dr_kit(
+    bao: &PrivateBao,
+    new_root: &str,
+    snapshot: Vec<u8>,
+    dr_kit: &Path,
+) {
+    bao.restore_snapshot(new_root, snapshot).await;
     // The node takes the snapshot's keyring and seals itself (a moment later): unseal
     // with the DR kit's key; until then nothing answers with the old cluster's data.
     let original_key = std::fs::read_to_string(dr_kit.join("unseal-key")).unwrap();
@@ -481,21 +527,70 @@ async fn restore_drill_with_openbao_and_garage() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let output = script_output(
-        "restore",
-        &target,
-        &backup,
-        &[
-            "--vault-token-file",
-            dr_kit.join("operator-token").to_str().unwrap(),
-        ],
-        vault_env(&bao.address),
+}
+
+#[tokio::test]
+#[ignore = "the restore drill on OpenBao and Garage: run by scripts/test as its own step (--ignored --nocapture)"]
+async fn restore_drill_with_openbao_and_garage() {
+    let work = tempfile::tempdir().unwrap();
+    // What the drill wipes (OpenBao's storage) and what it keeps apart: the DR kit (unseal
+    // key, root and operator tokens, as the Vault team keeps them) and the service host's
+    // AppRole identity (its credentials, as Ansible installs them).
+    let bao_dir = work.path().join("openbao");
+    let dr_kit = work.path().join("dr-kit");
+    let identity = work.path().join("host-credentials");
+    let (bao, root, operator) = openbao_with_a_dr_kit(&bao_dir, &dr_kit, &identity).await;
+
+    let mut app = crate::helpers::app()
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
+        .settings(on_openbao_and_garage(bao.address.clone(), identity.clone()))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let agent = Client::new(&app, "agent-a1").await;
+    let (lead_ids, document_ids, originals) =
+        borrowers_across_a_rotation(&app, &token, &agent, &bao, &operator).await;
+    let leads_before = leads_of(&app, &lead_ids).await;
+    let settings = app.state.settings.clone();
+    let (quarantine, documents) = (
+        settings.s3.quarantine_bucket.clone(),
+        settings.s3.documents_bucket.clone(),
     );
-    assert!(
-        output.status.success(),
-        "restore: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let storage = app.state.storage.clone();
+    app.stop().await.unwrap();
+
+    let drill = Instant::now();
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("backup");
+    back_up_on_openbao(&settings, &backup, &bao.address, &identity);
+    // The Vault team's side: a raft snapshot (encrypted by OpenBao's own barrier key).
+    let snapshot = bao.snapshot(&root).await;
+    let backed_up = drill.elapsed();
+
+    // Disaster: the database, every object of both buckets and OpenBao's storage are gone.
+    drop(app);
+    empty_both_buckets(&storage).await;
+    drop(bao);
+    std::fs::remove_dir_all(&bao_dir).unwrap();
+
+    // A new, empty OpenBao on the same (wiped) folder.
+    let restore_started = Instant::now();
+    let (bao, new_root) = fresh_openbao(&bao_dir).await;
+    let empty = TestDatabase::empty().await;
+    let mut target = (*settings).clone();
+    target.set_database_url(crate::helpers::database_url(&settings, &empty.name));
+    let restore = VaultRestore {
+        target: &target,
+        backup: &backup,
+        address: &bao.address,
+        identity: &identity,
+    };
+
+    let stray_token = stray_operator_token(&bao, &new_root, work.path()).await;
+    assert_refused_while_openbao_lacks_version_2(&restore, &stray_token, &storage).await;
+
+    restore_the_snapshot_with_the_dr_kit(&bao, &new_root, snapshot, &dr_kit).await;
+    restore.succeeds(&dr_kit.join("operator-token"));
     let restored = restore_started.elapsed();
 
     let app = crate::helpers::app()
