@@ -2,9 +2,10 @@
 //! revoked; the public state route answers 404/410 per the contract; the token never
 //! reaches the logs.
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, oidc, spawn_app};
+use crate::helpers::{TestApp, assert_problem, oidc, spawn_app};
 use crate::loans::agent_a1_loan;
 
 async fn create_link(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwest::Response {
@@ -79,19 +80,9 @@ async fn links_are_capabilities_shown_once() {
     assert!(!app.logs.text().contains(&secret), "token in the logs");
 }
 
-#[tokio::test]
-async fn expired_revoked_and_unknown_links() {
-    let app = spawn_app().await;
-    let token = oidc::access_token("agent-a1").await;
-    let loan = agent_a1_loan(&app, &token).await;
-    let link: Value = create_link(&app, &token, &loan, json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let secret = link["token"].as_str().unwrap();
-    let id = link["id"].as_str().unwrap();
-
+/// Tokens that match no link, the real one cut short included: 404 on the API and on the
+/// page.
+async fn assert_unknown_tokens_are_not_found(app: &TestApp, secret: &str) {
     for unknown in [
         "nope",
         "x",
@@ -101,8 +92,7 @@ async fn expired_revoked_and_unknown_links() {
     ] {
         let response = app.get(&format!("/v1/public/upload-links/{unknown}")).await;
         assert_eq!(response.status(), 404, "{unknown}");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["code"], "link_not_found");
+        assert_problem(response, StatusCode::NOT_FOUND, "link_not_found").await;
         // The page too answers 404 for a link that does not exist (with the friendly page).
         let page = app.get(&format!("/u/{unknown}")).await;
         assert_eq!(page.status(), 404, "/u/{unknown}");
@@ -113,9 +103,10 @@ async fn expired_revoked_and_unknown_links() {
                 .starts_with("text/html")
         );
     }
-    assert_eq!(app.get(&format!("/u/{secret}")).await.status(), 200);
+}
 
-    // Others cannot revoke it; compliance sees it but may not.
+/// Others cannot revoke it; compliance sees it but may not; once the owner has, it is gone.
+async fn assert_only_the_owner_revokes(app: &TestApp, token: &str, id: &str, secret: &str) {
     let b1 = oidc::access_token("agent-b1").await;
     let compliance = oidc::access_token("compliance").await;
     let revoke = |t: String| {
@@ -127,15 +118,13 @@ async fn expired_revoked_and_unknown_links() {
     };
     assert_eq!(revoke(b1).await, 404);
     assert_eq!(revoke(compliance).await, 403);
-    assert_eq!(revoke(token.clone()).await, 204);
+    assert_eq!(revoke(token.to_owned()).await, 204);
     let response = app.get(&format!("/v1/public/upload-links/{secret}")).await;
-    assert_eq!(response.status(), 410);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "link_revoked"
-    );
+    assert_problem(response, StatusCode::GONE, "link_revoked").await;
+}
 
-    let link: Value = create_link(&app, &token, &loan, json!({"expires_in_hours": 1}))
+async fn assert_an_expired_link_is_gone(app: &TestApp, token: &str, loan: &str) {
+    let link: Value = create_link(app, token, loan, json!({"expires_in_hours": 1}))
         .await
         .json()
         .await
@@ -151,11 +140,26 @@ async fn expired_revoked_and_unknown_links() {
             link["token"].as_str().unwrap()
         ))
         .await;
-    assert_eq!(response.status(), 410);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "link_expired"
-    );
+    assert_problem(response, StatusCode::GONE, "link_expired").await;
+}
+
+#[tokio::test]
+async fn expired_revoked_and_unknown_links() {
+    let app = spawn_app().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let link: Value = create_link(&app, &token, &loan, json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = link["token"].as_str().unwrap();
+    let id = link["id"].as_str().unwrap();
+
+    assert_unknown_tokens_are_not_found(&app, secret).await;
+    assert_eq!(app.get(&format!("/u/{secret}")).await.status(), 200);
+    assert_only_the_owner_revokes(&app, &token, id, secret).await;
+    assert_an_expired_link_is_gone(&app, &token, &loan).await;
 
     assert_eq!(
         create_link(&app, &token, &loan, json!({"expires_in_hours": 0}))
@@ -304,12 +308,95 @@ async fn a_links_token_is_kept_only_for_its_recipient_and_only_while_it_lives() 
     assert!(sealed(full_id).await.is_some(), "a full link may reopen");
 }
 
+const PDF: &[u8] = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n";
+
+/// A file announced through link `secret`: the document and its pre-signed upload.
+async fn announce_pdf(app: &TestApp, secret: &str) -> Value {
+    app.client
+        .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
+        .json(&json!({"filename": "p.pdf", "content_type": "application/pdf", "size_bytes": PDF.len()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn put_pdf(upload: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .put(upload["upload"]["url"].as_str().unwrap())
+        .header("content-type", "application/pdf")
+        .body(PDF.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+fn assert_lives_at_most_5_minutes(upload: &Value) {
+    let expires = time::OffsetDateTime::parse(
+        upload["upload"]["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let lifetime = expires - time::OffsetDateTime::now_utc();
+    assert!(lifetime <= time::Duration::seconds(300), "{lifetime}");
+}
+
+/// The (state, reason) of the announced document.
+async fn document_state(app: &TestApp, upload: &Value) -> (String, Option<String>) {
+    let id = upload["document"]["id"].as_str().unwrap();
+    sqlx::query_as::<_, (String, Option<String>)>(
+        "select state, reason from documents where id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap()
+}
+
+/// Neither browser says `complete`: the reconciler finds both, completes the file written
+/// before the revocation and rejects the one written after, keeping it in quarantine for
+/// review, even after another round.
+async fn assert_the_reconciler_rejects_and_keeps_the_late_one(
+    app: &TestApp,
+    before: &Value,
+    after: &Value,
+) {
+    use object_store::ObjectStoreExt;
+    sqlx::query("update documents set upload_expires_at = now() - interval '1 second'")
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    let swept = loanfolio::documents::reconciler::sweep(&app.state)
+        .await
+        .unwrap();
+    assert_eq!((swept.completed, swept.link_revoked), (1, 1), "{swept:?}");
+    assert_eq!(document_state(app, before).await, ("uploaded".into(), None));
+    assert_eq!(
+        document_state(app, after).await,
+        ("rejected".into(), Some("link_revoked".into()))
+    );
+    loanfolio::documents::reconciler::sweep(&app.state)
+        .await
+        .unwrap();
+    let kept = app
+        .state
+        .storage
+        .quarantine
+        .head(&object_store::path::Path::from(format!(
+            "uploads/{}",
+            after["document"]["id"].as_str().unwrap()
+        )))
+        .await;
+    assert!(kept.is_ok(), "the late upload is kept in quarantine");
+}
+
 /// Defect: a borrower's pre-signed URL signed only the host, lived as long as an agent's,
 /// and worked after the link was revoked. Now it lives at most 5 minutes, and the
 /// reconciler completes only objects written before the revocation.
 #[tokio::test]
 async fn uploads_after_a_revocation_are_rejected_and_kept() {
-    use object_store::ObjectStoreExt;
     let app = crate::helpers::app()
         .settings(|s| s.documents.upload_url_ttl_secs = 900)
         .spawn()
@@ -322,38 +409,11 @@ async fn uploads_after_a_revocation_are_rejected_and_kept() {
         .await
         .unwrap();
     let secret = link["token"].as_str().unwrap();
-    let pdf = b"%PDF-1.7\n1 0 obj<<>>endobj\ntrailer<< /Root 1 0 R >>\n%%EOF\n".to_vec();
-    let announce = || async {
-        let upload: Value = app
-            .client
-            .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
-            .json(&json!({"filename": "p.pdf", "content_type": "application/pdf", "size_bytes": pdf.len()}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        upload
-    };
-    let put = |upload: &Value| {
-        reqwest::Client::new()
-            .put(upload["upload"]["url"].as_str().unwrap())
-            .header("content-type", "application/pdf")
-            .body(pdf.clone())
-            .send()
-    };
-    let before = announce().await;
-    let after = announce().await;
-    let expires = time::OffsetDateTime::parse(
-        before["upload"]["expires_at"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    let lifetime = expires - time::OffsetDateTime::now_utc();
-    assert!(lifetime <= time::Duration::seconds(300), "{lifetime}");
+    let before = announce_pdf(&app, secret).await;
+    let after = announce_pdf(&app, secret).await;
+    assert_lives_at_most_5_minutes(&before);
 
-    assert!(put(&before).await.unwrap().status().is_success());
+    assert!(put_pdf(&before).await.status().is_success());
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let revoked = app
         .client
@@ -368,48 +428,9 @@ async fn uploads_after_a_revocation_are_rejected_and_kept() {
     assert_eq!(revoked.status(), 204);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     // The URL itself still signs (S3 cannot know of the revocation)…
-    assert!(put(&after).await.unwrap().status().is_success());
-    // …and neither browser says `complete`: the reconciler finds both.
-    sqlx::query("update documents set upload_expires_at = now() - interval '1 second'")
-        .execute(&app.state.db)
-        .await
-        .unwrap();
-    let swept = loanfolio::documents::reconciler::sweep(&app.state)
-        .await
-        .unwrap();
-    assert_eq!((swept.completed, swept.link_revoked), (1, 1), "{swept:?}");
-    let state = |upload: &Value| {
-        let id = upload["document"]["id"].as_str().unwrap().to_owned();
-        let db = app.state.db.clone();
-        async move {
-            sqlx::query_as::<_, (String, Option<String>)>(
-                "select state, reason from documents where id = $1::uuid",
-            )
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap()
-        }
-    };
-    assert_eq!(state(&before).await, ("uploaded".into(), None));
-    assert_eq!(
-        state(&after).await,
-        ("rejected".into(), Some("link_revoked".into()))
-    );
-    // Kept in quarantine for review, even after another round.
-    loanfolio::documents::reconciler::sweep(&app.state)
-        .await
-        .unwrap();
-    let kept = app
-        .state
-        .storage
-        .quarantine
-        .head(&object_store::path::Path::from(format!(
-            "uploads/{}",
-            after["document"]["id"].as_str().unwrap()
-        )))
-        .await;
-    assert!(kept.is_ok(), "the late upload is kept in quarantine");
+    assert!(put_pdf(&after).await.status().is_success());
+    // …and the reconciler tells the two apart.
+    assert_the_reconciler_rejects_and_keeps_the_late_one(&app, &before, &after).await;
 }
 
 /// Review finding: a borrower could say `complete` before the PUT, wait for the link's

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
+use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::documents::{settled_within, upload};
 use crate::helpers::openbao::{self, TestKey};
 use crate::helpers::proxy::FaultProxy;
-use crate::helpers::{TestApp, app, eventually, oidc};
+use crate::helpers::{TestApp, app, assert_problem, eventually, oidc};
 use crate::keys::admin_keys;
 use crate::leads::{Client, SSN, full_lead};
 use loanfolio::crypto::vault::VaultKeys;
@@ -165,8 +166,12 @@ async fn a_refused_approle_login_shows_kms_down_and_recovers_when_the_secret_id_
     let agent = Client::new(&app, "agent-a1").await;
     let refused = agent.create(full_lead()).await;
     assert_eq!(refused.status(), 503);
-    let problem: Value = refused.json().await.unwrap();
-    assert_eq!(problem["code"], "dependency_unavailable", "{problem}");
+    assert_problem(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+    )
+    .await;
     let leads: i64 = sqlx::query_scalar("select count(*) from leads")
         .fetch_one(&app.state.db)
         .await
@@ -175,11 +180,10 @@ async fn a_refused_approle_login_shows_kms_down_and_recovers_when_the_secret_id_
 
     // The files are read at each login: a fixed secret id needs no restart.
     std::fs::write(&secret_id_file, secret_id).unwrap();
-    assert!(
-        eventually(10, || async {
-            app.readyz().await.1["dependencies"]["kms"]["status"] == "up"
-        })
-        .await
+    eventually!(
+        10,
+        || async { app.readyz().await.1["dependencies"]["kms"]["status"] == "up" },
+        "kms is not up again after the secret id was fixed"
     );
     assert_eq!(agent.create(full_lead()).await.status(), 201);
 }
@@ -269,6 +273,113 @@ async fn rotate_then_rewrap_against_transit_keeps_every_lead_readable() {
     }
 }
 
+/// A fault proxy in front of the local OpenBao at `address`.
+async fn proxy_to(address: &str) -> FaultProxy {
+    let upstream = url::Url::parse(address).unwrap();
+    FaultProxy::start(
+        format!("127.0.0.1:{}", upstream.port().unwrap())
+            .parse()
+            .unwrap(),
+    )
+    .await
+}
+
+/// With OpenBao cut off, a new lead is refused (503, nothing written) and an SSN cannot be
+/// revealed; the lead whose reveal was tried.
+async fn assert_key_work_refused_and_nothing_written(
+    worker: &TestApp,
+    agent: &Client<'_>,
+) -> String {
+    let leads_before = count_leads(worker).await;
+    let refused = agent.create(full_lead()).await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_problem(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "dependency_unavailable",
+    )
+    .await;
+    assert_eq!(
+        count_leads(worker).await,
+        leads_before,
+        "no half-written lead"
+    );
+    let lead_id: String = sqlx::query_scalar("select id::text from leads limit 1")
+        .fetch_one(&worker.state.db)
+        .await
+        .unwrap();
+    let reveal = agent.get(&format!("/v1/leads/{lead_id}?reveal=ssn")).await;
+    assert_eq!(reveal.status(), 503);
+    lead_id
+}
+
+async fn documents_bucket(worker: &TestApp) -> Vec<object_store::ObjectMeta> {
+    worker
+        .state
+        .storage
+        .documents
+        .list(None)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// An upload while the worker cannot reach OpenBao stays `uploaded`, and nothing reaches
+/// the documents bucket.
+async fn assert_an_upload_is_held(
+    agent_app: &TestApp,
+    worker: &TestApp,
+    token: &str,
+    loan: &str,
+    pdf: &[u8],
+) -> String {
+    let document = upload(agent_app, token, loan, pdf, "application/pdf", pdf.len()).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // (Read through the agent's app: its key cache is warm, the worker's is not.)
+    let held: Value = Client::new(agent_app, "agent-a1")
+        .await
+        .get(&format!("/v1/documents/{document}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(held["state"], "uploaded", "{held}");
+    let stored = documents_bucket(worker).await;
+    assert!(stored.is_empty(), "nothing reaches the documents bucket");
+    document
+}
+
+/// Once OpenBao is back, the held upload becomes `available`, stored encrypted.
+async fn assert_the_held_upload_is_stored_encrypted(
+    agent_app: &TestApp,
+    worker: &TestApp,
+    token: &str,
+    document: &str,
+    pdf: &[u8],
+) {
+    let settled = settled_within(agent_app, token, document, 60).await;
+    assert_eq!(settled["state"], "available", "{settled}");
+    let stored = documents_bucket(worker).await;
+    assert_eq!(stored.len(), 1);
+    let ciphertext = worker
+        .state
+        .storage
+        .documents
+        .get(&stored[0].location)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        !ciphertext
+            .windows(16)
+            .any(|w| pdf.windows(16).any(|p| p == w)),
+        "the stored document is encrypted"
+    );
+}
+
 /// OpenBao cut off behind the fault proxy: what needs a key answers 503
 /// `dependency_unavailable` and writes nothing, readiness says `kms` down, the pipeline
 /// holds uploads (nothing reaches the documents bucket), and all of it recovers without a
@@ -278,13 +389,7 @@ async fn with_openbao_cut_off_key_work_waits_and_recovers_without_a_restart() {
     let key = TestKey::create().await;
     let approle = key.approle("1h", "24h").await;
     let (address, _) = openbao::root();
-    let upstream = url::Url::parse(&address).unwrap();
-    let proxy = FaultProxy::start(
-        format!("127.0.0.1:{}", upstream.port().unwrap())
-            .parse()
-            .unwrap(),
-    )
-    .await;
+    let proxy = proxy_to(&address).await;
     let via_proxy = format!("http://{}", proxy.address);
     let dir = approle.path().to_owned();
     // The agent's app reaches OpenBao directly; the worker's (with empty key caches, as
@@ -307,82 +412,12 @@ async fn with_openbao_cut_off_key_work_waits_and_recovers_without_a_restart() {
     let (_, body) = worker.readyz().await;
     assert_eq!(body["dependencies"]["kms"]["status"], "down", "{body:#}");
     let agent = Client::new(&worker, "agent-a1").await;
-    let leads_before = count_leads(&worker).await;
-    let refused = agent.create(full_lead()).await;
-    assert_eq!(refused.status(), 503);
-    assert!(refused.headers().contains_key("retry-after"));
-    let problem: Value = refused.json().await.unwrap();
-    assert_eq!(problem["code"], "dependency_unavailable", "{problem}");
-    assert_eq!(
-        count_leads(&worker).await,
-        leads_before,
-        "no half-written lead"
-    );
-    let lead_id: String = sqlx::query_scalar("select id::text from leads limit 1")
-        .fetch_one(&worker.state.db)
-        .await
-        .unwrap();
-    let reveal = agent.get(&format!("/v1/leads/{lead_id}?reveal=ssn")).await;
-    assert_eq!(reveal.status(), 503);
-
+    let lead_id = assert_key_work_refused_and_nothing_written(&worker, &agent).await;
     let pdf = b"%PDF-1.4\n% held while the key service is away\n".to_vec();
-    let document = upload(
-        &agent_app,
-        &token,
-        &loan,
-        &pdf,
-        "application/pdf",
-        pdf.len(),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    // (Read through the agent's app: its key cache is warm, the worker's is not.)
-    let held: Value = Client::new(&agent_app, "agent-a1")
-        .await
-        .get(&format!("/v1/documents/{document}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(held["state"], "uploaded", "{held}");
-    let stored: Vec<_> = worker
-        .state
-        .storage
-        .documents
-        .list(None)
-        .try_collect()
-        .await
-        .unwrap();
-    assert!(stored.is_empty(), "nothing reaches the documents bucket");
+    let document = assert_an_upload_is_held(&agent_app, &worker, &token, &loan, &pdf).await;
 
     proxy.restore();
-    let settled = settled_within(&agent_app, &token, &document, 60).await;
-    assert_eq!(settled["state"], "available", "{settled}");
-    let stored: Vec<_> = worker
-        .state
-        .storage
-        .documents
-        .list(None)
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(stored.len(), 1);
-    let ciphertext = worker
-        .state
-        .storage
-        .documents
-        .get(&stored[0].location)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert!(
-        !ciphertext
-            .windows(16)
-            .any(|w| pdf.windows(16).any(|p| p == w)),
-        "the stored document is encrypted"
-    );
+    assert_the_held_upload_is_stored_encrypted(&agent_app, &worker, &token, &document, &pdf).await;
     let lead: Value = agent
         .get(&format!("/v1/leads/{lead_id}?reveal=ssn"))
         .await

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use secrecy::ExposeSecret;
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::helpers::flows::{self, Announced};
 use crate::helpers::{TestApp, oidc, stack_config_path};
 use crate::loans::agent_a1_loan;
 
@@ -76,73 +77,51 @@ async fn keys(store: &dyn ObjectStore) -> Vec<String> {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
-    // The API only: the pipeline runs in the separate worker process.
-    let app = crate::helpers::app()
-        .settings(|s| {
-            // 200 requests in a burst from one agent: not what this test is about.
-            s.rate_limit.api_per_principal = 10_000;
-            s.rate_limit.api_per_ip = 10_000;
-        })
-        .spawn()
-        .await;
-    let token = oidc::access_token("agent-a1").await;
-    let loan = agent_a1_loan(&app, &token).await;
+/// Upload `i` PUT to quarantine and completed: its document's id.
+async fn upload_completed(app: &TestApp, token: &str, loan: &str, i: usize) -> String {
+    let pdf = format!(
+        "%PDF-1.7\n% statement {i}\n{}\n%%EOF\n",
+        "x".repeat(20_000 + i)
+    )
+    .into_bytes();
+    let announced: Announced = app
+        .create(
+            token,
+            &format!("/v1/loans/{loan}/documents"),
+            &json!({"filename": format!("s{i}.pdf"), "content_type": "application/pdf", "size_bytes": pdf.len(), "doc_type": "bank_statement"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let put = flows::put(&announced.upload, pdf).await;
+    assert!(put.status().is_success());
+    let id = announced.document.id;
+    let done = app
+        .client
+        .post(app.url(&format!("/v1/documents/{id}/complete")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 202);
+    id
+}
 
-    // 100 uploads PUT to quarantine and completed before any worker runs.
-    let ids: Vec<String> = futures::stream::iter(0..DOCUMENTS)
-        .map(|i| {
-            let (app, token, loan) = (&app, token.clone(), loan.clone());
-            async move {
-                let pdf = format!("%PDF-1.7\n% statement {i}\n{}\n%%EOF\n", "x".repeat(20_000 + i))
-                    .into_bytes();
-                let upload: Value = app
-                    .create(
-                        &token,
-                        &format!("/v1/loans/{loan}/documents"),
-                        &json!({"filename": format!("s{i}.pdf"), "content_type": "application/pdf", "size_bytes": pdf.len(), "doc_type": "bank_statement"}),
-                    )
-                    .await
-                    .json()
-                    .await
-                    .unwrap();
-                let put = reqwest::Client::new()
-                    .put(upload["upload"]["url"].as_str().unwrap())
-        .header("content-type", upload["upload"]["headers"]["Content-Type"].as_str().unwrap())
-                    .body(pdf)
-                    .send()
-                    .await
-                    .unwrap();
-                assert!(put.status().is_success());
-                let id = upload["document"]["id"].as_str().unwrap().to_owned();
-                let done = app
-                    .client
-                    .post(app.url(&format!("/v1/documents/{id}/complete")))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(done.status(), 202);
-                id
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    assert_eq!(ids.len(), DOCUMENTS);
-
-    let mut worker = spawn_worker(&app);
-    let before_kill = wait_for_available(&app, 25, Duration::from_secs(60)).await;
+/// Kills a first worker once at least 25 documents are available; how many were.
+async fn kill_a_worker_mid_batch(app: &TestApp) -> i64 {
+    let mut worker = spawn_worker(app);
+    let before_kill = wait_for_available(app, 25, Duration::from_secs(60)).await;
     worker.kill().unwrap(); // SIGKILL: no shutdown path runs
     worker.wait().unwrap();
-    assert!(
-        (25..DOCUMENTS as i64).contains(&before_kill),
-        "the worker was killed mid-batch ({before_kill} available)"
-    );
+    before_kill
+}
 
-    let mut worker = spawn_worker(&app);
-    let after = wait_for_available(&app, DOCUMENTS as i64, Duration::from_secs(120)).await;
+/// A restarted worker's run until every document is available (or two minutes pass); how
+/// many are.
+async fn run_a_restarted_worker(app: &TestApp) -> i64 {
+    let mut worker = spawn_worker(app);
+    let after = wait_for_available(app, DOCUMENTS as i64, Duration::from_secs(120)).await;
     // One sweep of the reconciler, as the restarted worker would run it, for a quarantine
     // copy whose clean-up the kill interrupted.
     loanfolio::documents::reconciler::sweep(&app.state)
@@ -150,8 +129,10 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
         .unwrap();
     worker.kill().unwrap();
     worker.wait().unwrap();
-    assert_eq!(after, DOCUMENTS as i64, "every document ends available");
+    after
+}
 
+async fn assert_every_document_available_exactly_once(app: &TestApp) {
     let states: Vec<(String, i64)> =
         sqlx::query_as("select state, count(*) from documents group by state")
             .fetch_all(&app.state.db)
@@ -173,7 +154,9 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
             .all(|&(audit, events)| audit == 1 && events == 1),
         "{per_document:?}"
     );
+}
 
+async fn assert_the_buckets_hold_only_the_available_copies(app: &TestApp) {
     assert!(
         keys(app.state.storage.quarantine.as_ref()).await.is_empty(),
         "quarantine is empty"
@@ -190,6 +173,40 @@ async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
         stored, expected,
         "no orphan objects in the documents bucket"
     );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_and_duplicates_nothing() {
+    // The API only: the pipeline runs in the separate worker process.
+    let app = crate::helpers::app()
+        .settings(|s| {
+            // 200 requests in a burst from one agent: not what this test is about.
+            s.rate_limit.api_per_principal = 10_000;
+            s.rate_limit.api_per_ip = 10_000;
+        })
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+
+    // 100 uploads PUT to quarantine and completed before any worker runs.
+    let ids: Vec<String> = futures::stream::iter(0..DOCUMENTS)
+        .map(|i| upload_completed(&app, &token, &loan, i))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert_eq!(ids.len(), DOCUMENTS);
+
+    let before_kill = kill_a_worker_mid_batch(&app).await;
+    assert!(
+        (25..DOCUMENTS as i64).contains(&before_kill),
+        "the worker was killed mid-batch ({before_kill} available)"
+    );
+    let after = run_a_restarted_worker(&app).await;
+    assert_eq!(after, DOCUMENTS as i64, "every document ends available");
+
+    assert_every_document_available_exactly_once(&app).await;
+    assert_the_buckets_hold_only_the_available_copies(&app).await;
 
     // And every copy decrypts to its original.
     let sample = &ids[0];
