@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::bureau::PrivateBureau;
-use crate::helpers::{TestApp, eventually, oidc};
+use crate::helpers::{TestApp, assert_problem, eventually, oidc};
 use crate::leads::{Client, full_lead};
 
 fn consent() -> Value {
@@ -72,11 +73,7 @@ async fn settled(app: &TestApp, token: &str, id: &str, seconds: u64) -> Value {
 
 async fn assert_consent_and_subject_rules(app: &TestApp, token: &str, id: &str) {
     let none = pull(app, token, id, json!({"pull_type": "soft"})).await;
-    assert_eq!(none.status(), 422);
-    assert_eq!(
-        none.json::<Value>().await.unwrap()["code"],
-        "consent_required"
-    );
+    assert_problem(none, StatusCode::UNPROCESSABLE_ENTITY, "consent_required").await;
     let no_ip = pull(app, token, id, json!({"pull_type": "soft", "consent": {"obtained_at": "2026-11-01T10:00:00Z", "method": "electronic", "text_version": "v1"}})).await;
     assert_eq!(no_ip.status(), 422);
     assert_eq!(
@@ -91,10 +88,12 @@ async fn assert_consent_and_subject_rules(app: &TestApp, token: &str, id: &str) 
         json!({"pull_type": "soft", "consent": consent()}),
     )
     .await;
-    assert_eq!(
-        incomplete.json::<Value>().await.unwrap()["code"],
-        "subject_incomplete"
-    );
+    assert_problem(
+        incomplete,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "subject_incomplete",
+    )
+    .await;
 }
 
 /// The brief's route and the full report, whose every view is audited.
@@ -180,10 +179,7 @@ async fn assert_reissue_and_upgrade(app: &TestApp, token: &str, done: &Value, sc
             &json!({}),
         )
         .await;
-    assert_eq!(
-        bare.json::<Value>().await.unwrap()["code"],
-        "consent_required"
-    );
+    assert_problem(bare, StatusCode::UNPROCESSABLE_ENTITY, "consent_required").await;
     let upgraded = app
         .create(
             token,
@@ -509,11 +505,12 @@ async fn a_lead_created_with_consent_gets_its_pull_without_anyone_asking() {
     body["date_of_birth"] = Value::Null;
     body["credit_consent"] = with_consent.clone();
     let refused = agent.create(body).await;
-    assert_eq!(refused.status(), 422);
-    assert_eq!(
-        refused.json::<Value>().await.unwrap()["code"],
-        "subject_incomplete"
-    );
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "subject_incomplete",
+    )
+    .await;
     let leads: i64 = sqlx::query_scalar("select count(*) from leads")
         .fetch_one(&app.state.db)
         .await

@@ -2,11 +2,12 @@
 //! pre-signed PUT from outside the service; `complete` moves it to `uploaded` with its event.
 
 use object_store::ObjectStoreExt;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::helpers::flows::{self, Announced};
-use crate::helpers::{TestApp, oidc, spawn_app};
+use crate::helpers::{TestApp, assert_problem, oidc, spawn_app};
 use crate::loans::agent_a1_loan;
 
 async fn announce(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwest::Response {
@@ -237,29 +238,27 @@ async fn declared_size_and_type_are_checked_up_front() {
         "filename": "big.pdf", "content_type": "application/pdf", "size_bytes": 60_000_000u64, "doc_type": "other"
     }))
     .await;
-    assert_eq!(response.status(), 422);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "file_too_large"
-    );
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "file_too_large").await;
     let response = announce(&app, &token, &loan, json!({
         "filename": "run.exe", "content_type": "application/x-msdownload", "size_bytes": 10, "doc_type": "other"
     }))
     .await;
-    assert_eq!(response.status(), 422);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "unsupported_file_type"
-    );
+    assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unsupported_file_type",
+    )
+    .await;
     let response = announce(&app, &token, &loan, json!({
         "filename": "x.pdf", "content_type": "application/pdf", "size_bytes": 10, "doc_type": "selfie"
     }))
     .await;
-    assert_eq!(response.status(), 422);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "validation_failed"
-    );
+    assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
 }
 
 /// Upload `bytes` as the agent, declared as `content_type` and `size`, then complete.

@@ -13,7 +13,7 @@ use loanfolio::error::AppJson;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::helpers::{TestApp, app, oidc};
+use crate::helpers::{TestApp, app, assert_problem, oidc};
 
 #[derive(serde::Deserialize)]
 struct NewWidget {
@@ -125,9 +125,12 @@ async fn a_different_request_with_the_same_key_is_422() {
         201
     );
     let response = post_widget(&app, &token, Some("k"), json!({"name": "b"})).await;
-    assert_eq!(response.status(), 422);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], "idempotency_key_reused");
+    assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
     assert_eq!(counter.load(Ordering::SeqCst), 1);
 }
 
@@ -144,8 +147,7 @@ async fn concurrent_requests_with_one_key_give_one_success_and_one_409() {
     statuses.sort();
     assert_eq!(statuses, vec![201, 409]);
     let conflict = if a.status() == 409 { a } else { b };
-    let problem: Value = conflict.json().await.unwrap();
-    assert_eq!(problem["code"], "idempotency_key_in_flight");
+    assert_problem(conflict, StatusCode::CONFLICT, "idempotency_key_in_flight").await;
     assert_eq!(counter.load(Ordering::SeqCst), 1);
 }
 
@@ -173,9 +175,12 @@ async fn a_missing_key_is_400_and_failures_are_not_stored() {
     let (app, counter) = spawn().await;
     let token = oidc::access_token("agent-a1").await;
     let response = post_widget(&app, &token, None, json!({"name": "a"})).await;
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], "idempotency_key_required");
+    assert_problem(
+        response,
+        StatusCode::BAD_REQUEST,
+        "idempotency_key_required",
+    )
+    .await;
 
     // A validation failure frees the key: the corrected request with the same key works.
     let response = post_widget(&app, &token, Some("fix-me"), json!({"name": ""})).await;

@@ -1,9 +1,10 @@
 //! Leads: CRUD, validation, scoping per the role matrix, SSN reveal audit, duplicates, and
 //! borrower data at rest (no plaintext in any column).
 
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, oidc, spawn_app};
+use crate::helpers::{TestApp, assert_problem, oidc, spawn_app};
 
 pub struct Client<'a> {
     app: &'a TestApp,
@@ -120,9 +121,12 @@ async fn validation_answers_422_with_fields() {
     let response = agent
         .create(json!({"first_name": "A", "ssn": "000-12-3456", "phone": "555", "surprise": 1}))
         .await;
-    assert_eq!(response.status(), 422);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], "validation_failed");
+    let body = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
     assert!(body.to_string().contains("surprise"), "{body}");
 
     let response = agent

@@ -130,9 +130,7 @@ async fn login_session_csrf_and_logout() {
 
     // A cookie-authenticated write without the CSRF token is refused…
     let response = browser.post(app.url("/auth/logout")).send().await.unwrap();
-    assert_eq!(response.status(), 403);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], "csrf_failed");
+    assert_problem(response, StatusCode::FORBIDDEN, "csrf_failed").await;
     let response = browser
         .post(app.url("/auth/logout"))
         .header("X-CSRF-Token", "not-the-token")
@@ -158,9 +156,7 @@ async fn login_session_csrf_and_logout() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 401);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["code"], "session_expired");
+    assert_problem(response, StatusCode::UNAUTHORIZED, "session_expired").await;
 }
 
 #[tokio::test]
@@ -170,8 +166,7 @@ async fn an_agent_without_mfa_gets_no_session() {
     let callback = sign_in(&app, &browser, "agent-nomfa").await;
     assert_eq!(callback.status(), 403);
     assert!(callback.headers().get("set-cookie").is_none());
-    let body: Value = callback.json().await.unwrap();
-    assert_eq!(body["code"], "mfa_required");
+    assert_problem(callback, StatusCode::FORBIDDEN, "mfa_required").await;
 }
 
 #[tokio::test]
@@ -349,8 +344,7 @@ async fn side_effecting_gets_need_csrf_proof_with_a_cookie_but_not_with_a_bearer
             }
             let response = request.send().await.unwrap();
             assert_eq!(response.status(), 403, "{url} {fetch_site:?}");
-            let body: Value = response.json().await.unwrap();
-            assert_eq!(body["code"], "csrf_failed");
+            assert_problem(response, StatusCode::FORBIDDEN, "csrf_failed").await;
         }
     }
     assert_eq!(audit().await, 0, "nothing revealed or created");
