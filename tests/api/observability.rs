@@ -31,13 +31,15 @@ async fn metrics_show_the_outbox_backlog_and_dead_letters_for_the_alert_rules() 
     );
 
     // A dead letter in the notifier's DLQ, once the consumer has declared it.
-    let declared = crate::helpers::eventually(20, || async {
-        loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
-            .await
-            .is_ok()
-    })
-    .await;
-    assert!(declared);
+    crate::helpers::eventually!(
+        20,
+        || async {
+            loanfolio::queue::dlq::depth(&app.state.broker, &prefix, "notifier")
+                .await
+                .is_ok()
+        },
+        "the notifier never declared its dead-letter queue"
+    );
     let channel = app.state.broker.channel().await.unwrap();
     channel
         .basic_publish(

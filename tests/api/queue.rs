@@ -92,8 +92,9 @@ async fn outbox_redrive_publishes_the_window_again_and_consumers_skip_what_they_
     use secrecy::ExposeSecret;
     let app = app().workers_only(&[]).spawn().await;
     let (recorder, _task) = start_consumer(&app, &["loan.status.changed"]);
-    assert!(
-        eventually(10, || async {
+    eventually!(
+        10,
+        || async {
             loanfolio::queue::dlq::list(
                 &app.state.broker,
                 &app.state.settings.rabbitmq.prefix,
@@ -101,11 +102,15 @@ async fn outbox_redrive_publishes_the_window_again_and_consumers_skip_what_they_
             )
             .await
             .is_ok()
-        })
-        .await
+        },
+        "the test consumer never declared its queues"
     );
     let id = enqueue(&app, "loan.status.changed", json!({"loanId": "l-1"})).await;
-    assert!(eventually(10, || async { seen_count(&recorder).await == 1 }).await);
+    eventually!(
+        10,
+        || async { seen_count(&recorder).await == 1 },
+        "the test consumer did not see exactly one message"
+    );
     let published = || async {
         sqlx::query_scalar::<_, Option<time::OffsetDateTime>>(
             "select published_at from outbox where id = $1",
@@ -115,7 +120,11 @@ async fn outbox_redrive_publishes_the_window_again_and_consumers_skip_what_they_
         .await
         .unwrap()
     };
-    assert!(eventually(5, || async { published().await.is_some() }).await);
+    eventually!(
+        5,
+        || async { published().await.is_some() },
+        "the event was never published"
+    );
     let first = published().await.unwrap();
 
     // As after a restore: the operator publishes the last hour again.
@@ -154,8 +163,9 @@ async fn events_are_relayed_and_consumed_once() {
     let app = app().workers_only(&[]).spawn().await;
     let (recorder, _task) = start_consumer(&app, &["loan.status.changed"]);
     // Let the consumer declare its queue before the event is published.
-    assert!(
-        eventually(10, || async {
+    eventually!(
+        10,
+        || async {
             loanfolio::queue::dlq::list(
                 &app.state.broker,
                 &app.state.settings.rabbitmq.prefix,
@@ -163,8 +173,8 @@ async fn events_are_relayed_and_consumed_once() {
             )
             .await
             .is_ok()
-        })
-        .await
+        },
+        "the test consumer never declared its queues"
     );
     let id = enqueue(
         &app,
@@ -173,7 +183,11 @@ async fn events_are_relayed_and_consumed_once() {
     )
     .await;
     enqueue(&app, "lead.created", json!({"leadId": "x"})).await; // not subscribed
-    assert!(eventually(10, || async { seen_count(&recorder).await == 1 }).await);
+    eventually!(
+        10,
+        || async { seen_count(&recorder).await == 1 },
+        "the test consumer did not see exactly one message"
+    );
     let message = recorder.seen.lock().unwrap()[0].clone();
     assert_eq!(message.id, id);
     assert_eq!(message.topic, "loan.status.changed");
@@ -205,8 +219,9 @@ async fn five_hundred_events_survive_a_broker_outage() {
         .spawn()
         .await;
     let (recorder, _task) = start_consumer(&app, &["loan.status.changed"]);
-    assert!(
-        eventually(10, || async {
+    eventually!(
+        10,
+        || async {
             loanfolio::queue::dlq::list(
                 &app.state.broker,
                 &app.state.settings.rabbitmq.prefix,
@@ -214,8 +229,8 @@ async fn five_hundred_events_survive_a_broker_outage() {
             )
             .await
             .is_ok()
-        })
-        .await
+        },
+        "the test consumer never declared its queues"
     );
 
     proxy.cut().await;
@@ -265,13 +280,14 @@ async fn transient_failures_retry_and_permanent_ones_go_to_the_dlq_and_replay() 
     let app = app().workers_only(&[]).spawn().await;
     let (recorder, _task) = start_consumer(&app, &["test.event"]);
     let prefix = app.state.settings.rabbitmq.prefix.clone();
-    assert!(
-        eventually(10, || async {
+    eventually!(
+        10,
+        || async {
             loanfolio::queue::dlq::list(&app.state.broker, &prefix, "test-consumer")
                 .await
                 .is_ok()
-        })
-        .await
+        },
+        "the test consumer never declared its queues"
     );
 
     let retried = enqueue(&app, "test.event", json!({"fail_transiently_once": true})).await;
@@ -316,7 +332,11 @@ async fn transient_failures_retry_and_permanent_ones_go_to_the_dlq_and_replay() 
         .await
         .unwrap();
     assert_eq!(moved, 1);
-    assert!(eventually(10, || async { seen_count(&recorder).await == 2 }).await);
+    eventually!(
+        10,
+        || async { seen_count(&recorder).await == 2 },
+        "the test consumer did not see exactly two messages"
+    );
     assert_eq!(recorder.seen.lock().unwrap()[1].id, poison);
     assert!(
         loanfolio::queue::dlq::list(&app.state.broker, &prefix, "test-consumer")
@@ -402,13 +422,14 @@ async fn a_loan_transition_arrives_as_one_message_on_a_real_queue() {
     let app = app().workers_only(&[]).spawn().await;
     let (recorder, _task) = start_consumer(&app, &["loan.status.changed", "lead.created"]);
     let prefix = app.state.settings.rabbitmq.prefix.clone();
-    assert!(
-        eventually(10, || async {
+    eventually!(
+        10,
+        || async {
             loanfolio::queue::dlq::list(&app.state.broker, &prefix, "test-consumer")
                 .await
                 .is_ok()
-        })
-        .await
+        },
+        "the test consumer never declared its queues"
     );
 
     let agent = crate::leads::Client::new(&app, "agent-a1").await;
@@ -445,7 +466,11 @@ async fn a_loan_transition_arrives_as_one_message_on_a_real_queue() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(eventually(10, || async { seen_count(&recorder).await == 2 }).await);
+    eventually!(
+        10,
+        || async { seen_count(&recorder).await == 2 },
+        "the test consumer did not see exactly two messages"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = recorder.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
