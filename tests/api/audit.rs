@@ -6,8 +6,8 @@ use std::process::Command;
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
+use crate::helpers::flows::{Client, full_lead};
 use crate::helpers::{TestApp, database_url, spawn_app, stack_config_path};
-use crate::leads::{Client, full_lead};
 
 async fn superuser(app: &TestApp) -> PgConnection {
     let db: String = sqlx::query_scalar("select current_database()")

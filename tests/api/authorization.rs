@@ -7,8 +7,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::{TestApp, oidc};
-use crate::loans::agent_a1_loan;
 
 struct Call {
     method: Method,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::{TestApp, flows, free_port, oidc, port_opens, repo_root};
-use crate::loans::agent_a1_loan;
 
 struct Driver {
     child: Child,

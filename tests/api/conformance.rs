@@ -9,8 +9,8 @@
 
 use serde_json::{Value, json};
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::{TestApp, app, oidc};
-use crate::loans::agent_a1_loan;
 
 fn schemathesis() -> String {
     std::env::var("LOANFOLIO_SCHEMATHESIS").unwrap_or_else(|_| {

@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::bureau::PrivateBureau;
+use crate::helpers::flows::{Client, full_lead};
 use crate::helpers::{TestApp, assert_problem, eventually, oidc};
-use crate::leads::{Client, full_lead};
 
 fn consent() -> Value {
     json!({"obtained_at": "2026-11-01T10:00:00Z", "method": "electronic", "text_version": "fcra-2026-01", "ip": "203.0.113.9"})

@@ -6,9 +6,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest;
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::flows::{self, Announced};
 use crate::helpers::{TestApp, assert_problem, oidc, spawn_app};
-use crate::loans::agent_a1_loan;
 
 async fn announce(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwest::Response {
     app.create(token, &format!("/v1/loans/{loan}/documents"), &body)

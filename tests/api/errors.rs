@@ -238,7 +238,7 @@ async fn unknown_enum_values_are_not_echoed() {
 async fn undeclared_methods_are_405_before_any_layer() {
     let app = app().spawn().await;
     let token = crate::helpers::oidc::access_token("agent-a1").await;
-    let loan = crate::loans::agent_a1_loan(&app, &token).await;
+    let loan = crate::helpers::flows::agent_a1_loan(&app, &token).await;
     for (method, path) in [
         (
             reqwest::Method::PUT,

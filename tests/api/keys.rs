@@ -6,8 +6,8 @@ use std::process::Command;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use crate::helpers::flows::{Client, SSN, full_lead};
 use crate::helpers::{app, stack_config_path};
-use crate::leads::{Client, SSN, full_lead};
 
 #[tokio::test]
 async fn rotate_then_rewrap_keeps_every_lead_readable() {

@@ -4,74 +4,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, oidc, spawn_app};
-
-pub struct Client<'a> {
-    app: &'a TestApp,
-    token: String,
-}
-
-impl<'a> Client<'a> {
-    pub async fn new(app: &'a TestApp, user: &str) -> Self {
-        Self {
-            app,
-            token: oidc::access_token(user).await,
-        }
-    }
-
-    pub async fn create(&self, body: Value) -> reqwest::Response {
-        self.app
-            .client
-            .post(self.app.url("/v1/leads"))
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.app
-            .client
-            .get(self.app.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn patch(&self, path: &str, etag: Option<&str>, body: Value) -> reqwest::Response {
-        let mut request = self
-            .app
-            .client
-            .patch(self.app.url(path))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/merge-patch+json")
-            .body(body.to_string());
-        if let Some(etag) = etag {
-            request = request.header("If-Match", etag);
-        }
-        request.send().await.unwrap()
-    }
-}
-
-/// Canary borrower data: distinctive values a scan can look for in every form.
-pub const SSN: &str = "219-09-9999";
-pub const SSN_DIGITS: &str = "219099999";
-pub const DOB: &str = "1971-03-14";
-pub const INCOME: &str = "87654.32";
-pub const EMAIL: &str = "canary.borrower@example.org";
-pub const PHONE: &str = "+12025550187";
-
-pub fn full_lead() -> Value {
-    json!({
-        "first_name": "Casey", "last_name": "Canary", "email": EMAIL, "phone": PHONE,
-        "ssn": SSN, "date_of_birth": DOB, "annual_income": INCOME,
-        "address": {"line1": "12 Birdcage Walk", "city": "Springfield", "state": "IL", "postal_code": "62701"},
-        "loan_purpose": "purchase", "source": "referral", "notes": "prefers email"
-    })
-}
+use crate::helpers::flows::{Client, DOB, EMAIL, INCOME, SSN, full_lead};
+use crate::helpers::{assert_problem, oidc, spawn_app};
 
 #[tokio::test]
 async fn create_get_and_masking() {

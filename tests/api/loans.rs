@@ -5,32 +5,8 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::helpers::flows::{Client, agent_a1_loan, full_lead, new_loan};
 use crate::helpers::{TestApp, assert_problem, oidc, spawn_app};
-use crate::leads::{Client, full_lead};
-
-/// A loan (on a new lead of agent-a1) for tests of what hangs off loans.
-pub async fn agent_a1_loan(app: &TestApp, token: &str) -> String {
-    let agent = Client::new(app, "agent-a1").await;
-    let lead: Value = agent.create(full_lead()).await.json().await.unwrap();
-    let response = post(
-        app,
-        token,
-        "/v1/loans",
-        new_loan(lead["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
-    assert_eq!(response.status(), 201);
-    let loan: Value = response.json().await.unwrap();
-    loan["id"].as_str().unwrap().to_owned()
-}
-
-fn new_loan(lead_id: &str) -> Value {
-    json!({
-        "lead_id": lead_id, "loan_type": "conventional", "amount": "425000.10",
-        "property": {"line1": "9 Elm St", "city": "Springfield", "state": "IL", "postal_code": "62704"}
-    })
-}
 
 async fn post(
     app: &TestApp,

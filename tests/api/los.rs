@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::los::{PrivateLos, WEBHOOK_SECRET};
 use crate::helpers::{TestApp, eventually, oidc};
-use crate::loans::agent_a1_loan;
 
 async fn loan(app: &TestApp, token: &str, id: &str) -> Value {
     app.client

@@ -4,9 +4,9 @@
 
 use serde_json::{Value, json};
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::flows::{self, borrower_upload};
 use crate::helpers::{TestApp, oidc};
-use crate::loans::agent_a1_loan;
 
 async fn post_json(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
     app.client

@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::flows;
+use crate::helpers::flows::agent_a1_loan;
+use crate::helpers::flows::{DOB, INCOME, SSN, SSN_DIGITS};
 use crate::helpers::smtp::{PrivateSmtp, decoded};
 use crate::helpers::{TestApp, eventually, oidc};
-use crate::leads::{DOB, INCOME, SSN, SSN_DIGITS};
-use crate::loans::agent_a1_loan;
 
 async fn wait_for(smtp: &PrivateSmtp, address: &str, count: usize, seconds: u64) -> Vec<String> {
     for _ in 0..seconds * 10 {
@@ -115,7 +115,7 @@ async fn assert_a_status_change_heard_once(
     secret: &str,
 ) {
     // A status change: one message to the borrower and one to the agent, whatever the redeliveries.
-    let borrower = crate::leads::EMAIL;
+    let borrower = crate::helpers::flows::EMAIL;
     let moved = app
         .client
         .post(app.url(&format!("/v1/loans/{loan}/status")))
@@ -175,7 +175,7 @@ async fn borrowers_and_agents_hear_about_links_rejections_and_status_changes_onc
     assert_a_status_change_heard_once(&app, &smtp, &token, &loan, &secret).await;
 
     // What was sent about the loan, recipients masked.
-    let borrower = crate::leads::EMAIL;
+    let borrower = crate::helpers::flows::EMAIL;
     let list: Value = app
         .client
         .get(app.url(&format!("/v1/loans/{loan}/notifications")))
@@ -517,7 +517,7 @@ async fn no_sms_without_an_opt_in_and_none_after_an_opt_out() {
         .await
         .unwrap();
     let lead = lead["lead_id"].as_str().unwrap().to_owned();
-    let borrower = crate::leads::EMAIL;
+    let borrower = crate::helpers::flows::EMAIL;
 
     // No opt-in: the status change is emailed, never texted.
     transition(&app, &token, &loan, "\"1\"", "submitted").await;
@@ -540,7 +540,7 @@ async fn no_sms_without_an_opt_in_and_none_after_an_opt_out() {
     assert!(texted, "one SMS after the opt-in");
     let (auth, body) = seen.lock().unwrap()[0].clone();
     assert_eq!(auth.as_deref(), Some("sms-token"));
-    assert_eq!(body["to"], crate::leads::PHONE);
+    assert_eq!(body["to"], crate::helpers::flows::PHONE);
     assert!(body["body"].as_str().unwrap().contains("withdrawn"));
 
     // Opted out: none, at once.

@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::helpers::flows::{Client, DOB, EMAIL, INCOME, PHONE, SSN, SSN_DIGITS, full_lead};
 use crate::helpers::{TestApp, oidc, spawn_app};
-use crate::leads::{Client, DOB, EMAIL, INCOME, PHONE, SSN, SSN_DIGITS, full_lead};
 
 fn canary_forms() -> Vec<String> {
     vec![

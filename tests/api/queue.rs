@@ -432,9 +432,9 @@ async fn a_loan_transition_arrives_as_one_message_on_a_real_queue() {
         "the test consumer never declared its queues"
     );
 
-    let agent = crate::leads::Client::new(&app, "agent-a1").await;
+    let agent = crate::helpers::flows::Client::new(&app, "agent-a1").await;
     let lead: Value = agent
-        .create(crate::leads::full_lead())
+        .create(crate::helpers::flows::full_lead())
         .await
         .json()
         .await
@@ -490,11 +490,11 @@ async fn a_loan_transition_arrives_as_one_message_on_a_real_queue() {
         let text = m.payload.to_string();
         // The canaries whole: a short fragment such as "219" also occurs inside random ids.
         for canary in [
-            crate::leads::SSN,
-            crate::leads::SSN_DIGITS,
-            crate::leads::DOB,
-            crate::leads::INCOME,
-            crate::leads::EMAIL,
+            crate::helpers::flows::SSN,
+            crate::helpers::flows::SSN_DIGITS,
+            crate::helpers::flows::DOB,
+            crate::helpers::flows::INCOME,
+            crate::helpers::flows::EMAIL,
             "Canary",
         ] {
             assert!(!text.contains(canary), "{text}");

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::smtp::PrivateSmtp;
 use crate::helpers::{TestApp, oidc};
-use crate::loans::agent_a1_loan;
 
 fn at(rfc3339: &str) -> OffsetDateTime {
     OffsetDateTime::parse(rfc3339, &Rfc3339).unwrap()
@@ -236,10 +236,10 @@ async fn assert_nothing_after_the_maximum(
     assert_eq!((sent(r1), sent(r2), sent(r3)), (2, 1, 2));
 }
 
-/// The borrower's file carries canaries (crate::leads::full_lead): no reminder holds an
+/// The borrower's file carries canaries (crate::helpers::flows::full_lead): no reminder holds an
 /// SSN, date of birth or income in any form, nor the agent's note on a request.
 fn assert_no_canary_in_reminders(all: &str) {
-    use crate::leads::{DOB, INCOME, SSN, SSN_DIGITS};
+    use crate::helpers::flows::{DOB, INCOME, SSN, SSN_DIGITS};
     for canary in [
         SSN,
         SSN_DIGITS,

@@ -21,9 +21,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 
 use crate::documents::{sample, settled, upload};
+use crate::helpers::flows::{Client, full_lead};
 use crate::helpers::openbao::PrivateBao;
 use crate::helpers::{TestApp, TestDatabase, oidc, repo_root, stack_config_path};
-use crate::leads::{Client, full_lead};
 
 const RTO: Duration = Duration::from_secs(15 * 60);
 

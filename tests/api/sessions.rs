@@ -307,7 +307,7 @@ async fn housekeeping_removes_only_what_expired() {
 async fn side_effecting_gets_need_csrf_proof_with_a_cookie_but_not_with_a_bearer_token() {
     let app = app().spawn().await;
     let token = crate::helpers::oidc::access_token("agent-a1").await;
-    let loan = crate::loans::agent_a1_loan(&app, &token).await;
+    let loan = crate::helpers::flows::agent_a1_loan(&app, &token).await;
     let lead: Value = app
         .client
         .get(app.url(&format!("/v1/loans/{loan}")))
@@ -978,7 +978,7 @@ async fn a_browser_clears_step_up_at_auth_reauth() {
         .spawn()
         .await;
     let token = crate::helpers::oidc::access_token("agent-a1").await;
-    let loan = crate::loans::agent_a1_loan(&app, &token).await;
+    let loan = crate::helpers::flows::agent_a1_loan(&app, &token).await;
     let lead: Value = app
         .client
         .get(app.url(&format!("/v1/loans/{loan}")))

@@ -5,8 +5,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::{TestApp, assert_problem, oidc, spawn_app};
-use crate::loans::agent_a1_loan;
 
 async fn create_link(app: &TestApp, token: &str, loan: &str, body: Value) -> reqwest::Response {
     app.create(token, &format!("/v1/loans/{loan}/upload-links"), &body)
@@ -248,7 +248,7 @@ async fn a_links_token_is_kept_only_for_its_recipient_and_only_while_it_lives() 
         .json()
         .await
         .unwrap();
-    assert_eq!(own["borrower_email"], crate::leads::EMAIL);
+    assert_eq!(own["borrower_email"], crate::helpers::flows::EMAIL);
     let own_id = own["id"].as_str().unwrap().to_owned();
     assert!(sealed(own_id.clone()).await.is_some());
     // Revoked: the sealed token is gone at once.

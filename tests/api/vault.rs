@@ -10,11 +10,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::documents::{settled_within, upload};
+use crate::helpers::flows::{Client, SSN, full_lead};
 use crate::helpers::openbao::{self, TestKey};
 use crate::helpers::proxy::FaultProxy;
 use crate::helpers::{TestApp, app, assert_problem, eventually, oidc};
 use crate::keys::admin_keys;
-use crate::leads::{Client, SSN, full_lead};
 use loanfolio::crypto::vault::VaultKeys;
 
 #[tokio::test]
@@ -399,7 +399,7 @@ async fn with_openbao_cut_off_key_work_waits_and_recovers_without_a_restart() {
         .spawn()
         .await;
     let token = oidc::access_token("agent-a1").await;
-    let loan = crate::loans::agent_a1_loan(&agent_app, &token).await;
+    let loan = crate::helpers::flows::agent_a1_loan(&agent_app, &token).await;
     let worker = app_on(&agent_app, |s| key.use_in(s, &via_proxy, &dir))
         .await
         .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])

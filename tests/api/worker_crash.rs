@@ -10,9 +10,9 @@ use object_store::ObjectStore;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::flows::{self, Announced};
 use crate::helpers::{TestApp, oidc, stack_config_path};
-use crate::loans::agent_a1_loan;
 
 const DOCUMENTS: usize = 100;
 
