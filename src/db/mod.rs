@@ -134,31 +134,40 @@ pub async fn schema_state(pool: &PgPool) -> anyhow::Result<SchemaState> {
     .fetch_one(pool)
     .await
     .context("reading the migration table")?;
-    let applied: Vec<(i64, bool, Vec<u8>)> = if table_exists {
-        sqlx::query!("select version, success, checksum from _sqlx_migrations order by version")
-            .fetch_all(pool)
-            .await
-            .context("reading the migration table")?
-            .into_iter()
-            .map(|m| (m.version, m.success, m.checksum))
-            .collect()
+    let applied = if table_exists {
+        sqlx::query_as!(
+            Applied,
+            "select version, success, checksum from _sqlx_migrations order by version"
+        )
+        .fetch_all(pool)
+        .await
+        .context("reading the migration table")?
     } else {
         Vec::new()
     };
     Ok(compare(&applied))
 }
 
-fn compare(applied: &[(i64, bool, Vec<u8>)]) -> SchemaState {
-    if let Some((version, _, _)) = applied.iter().find(|(_, success, _)| !success) {
-        return SchemaState::Dirty { version: *version };
+/// A migration as `_sqlx_migrations` records it.
+struct Applied {
+    version: i64,
+    success: bool,
+    checksum: Vec<u8>,
+}
+
+fn compare(applied: &[Applied]) -> SchemaState {
+    if let Some(failed) = applied.iter().find(|m| !m.success) {
+        return SchemaState::Dirty {
+            version: failed.version,
+        };
     }
     let mut pending = Vec::new();
     for migration in MIGRATOR
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
     {
-        match applied.iter().find(|(v, _, _)| *v == migration.version) {
-            Some((_, _, checksum)) if checksum.as_slice() != &*migration.checksum => {
+        match applied.iter().find(|m| m.version == migration.version) {
+            Some(m) if m.checksum.as_slice() != &*migration.checksum => {
                 return SchemaState::Modified {
                     version: migration.version,
                 };
@@ -167,7 +176,7 @@ fn compare(applied: &[(i64, bool, Vec<u8>)]) -> SchemaState {
             None => pending.push(migration.version),
         }
     }
-    let newest_applied = applied.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+    let newest_applied = applied.iter().map(|m| m.version).max().unwrap_or(0);
     if pending.is_empty() {
         SchemaState::Current {
             version: newest_applied,
@@ -221,10 +230,14 @@ pub struct Page<C> {
 mod tests {
     use super::*;
 
-    fn all_applied() -> Vec<(i64, bool, Vec<u8>)> {
+    fn all_applied() -> Vec<Applied> {
         MIGRATOR
             .iter()
-            .map(|m| (m.version, true, m.checksum.to_vec()))
+            .map(|m| Applied {
+                version: m.version,
+                success: true,
+                checksum: m.checksum.to_vec(),
+            })
             .collect()
     }
 
@@ -252,17 +265,21 @@ mod tests {
     #[test]
     fn newer_database_is_still_current() {
         let mut applied = all_applied();
-        applied.push((expected_version() + 1, true, vec![1, 2, 3]));
+        applied.push(Applied {
+            version: expected_version() + 1,
+            success: true,
+            checksum: vec![1, 2, 3],
+        });
         assert!(compare(&applied).is_ready());
     }
 
     #[test]
     fn changed_checksum_and_failed_runs_are_not_ready() {
         let mut applied = all_applied();
-        applied[0].2 = vec![0; 48];
+        applied[0].checksum = vec![0; 48];
         assert!(matches!(compare(&applied), SchemaState::Modified { .. }));
         let mut applied = all_applied();
-        applied[0].1 = false;
+        applied[0].success = false;
         assert!(matches!(compare(&applied), SchemaState::Dirty { .. }));
     }
 }
