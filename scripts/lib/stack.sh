@@ -545,7 +545,6 @@ configure_openbao() { # dir
   )
 }
 
-# cargo-deny (licences, bans, sources), installed once per machine like s3s-fs.
 # sqlx-cli, the version of the lockfile's sqlx, for `cargo sqlx prepare` (compile-checked SQL:
 # docs/architecture.md). Once per machine, outside the clone.
 SQLX_CLI_VERSION=0.9.0
@@ -569,6 +568,7 @@ sqlx_database() {
     || die "could not build the SQL-checking database $name"
 }
 
+# cargo-deny (licences, bans, sources), installed once per machine like s3s-fs.
 ensure_cargo_deny() {
   if ! command -v cargo-deny >/dev/null; then
     log "installing cargo-deny (once per machine, a few minutes)"
