@@ -8,8 +8,6 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The SQL condition "upload link `u` still takes files" for other aggregates' read
-/// queries (one definition: `active_link` answers 410 for the same links).
 use super::store::{self, LinkLookup, NewLinkRow};
 use super::{LinkState, email_at, token_at, token_hash};
 use crate::audit;

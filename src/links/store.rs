@@ -205,3 +205,28 @@ pub async fn forget_expired_tokens(db: &sqlx::PgPool) -> Result<u64, sqlx::Error
     .await?
     .rows_affected())
 }
+
+#[cfg(test)]
+mod tests {
+    macro_rules! texts {
+        ($files_accepted:tt, $takes_files_now:tt, $takes_files_at_1:tt) => {
+            ($files_accepted, $takes_files_now, $takes_files_at_1)
+        };
+    }
+
+    fn words(sql: &str) -> String {
+        sql.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn the_three_link_rules_say_the_same() {
+        let (files_accepted, now, at_1) = link_rules_sql!(texts);
+        // The two "still takes files" rules differ only in their clock …
+        assert_eq!(words(now).replace("now()", "$1"), words(at_1));
+        // … and "still takes files" counts files exactly as `files_accepted` does.
+        assert!(
+            words(now).contains(&format!("{} < u.max_files", words(files_accepted))),
+            "{now}"
+        );
+    }
+}
