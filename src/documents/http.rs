@@ -319,28 +319,7 @@ async fn delete_document(
     request_id: RequestId,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    let row = fetch(&mut tx, id, &actor.read_scope(), true)
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    writable_loan(&mut tx, row.loan_id, &actor).await?;
-    if row.state != DocumentState::Deleted {
-        store::set_state(&mut tx, id, DocumentState::Deleted).await?;
-        audit::record(
-            &mut tx,
-            audit::Entry {
-                chain: row.lead_id,
-                actor: &actor,
-                action: "document.deleted",
-                entity_type: "document",
-                entity_id: id,
-                request_id: Some(&request_id.0),
-                details: json!({ "previous_state": row.state.as_str() }),
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
+    super::ops::soft_delete(&state, &actor, id, &request_id.0).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -491,3 +491,36 @@ pub async fn of_link(
 ) -> Result<Vec<store::FileRow>, AppError> {
     Ok(store::of_link(conn, link).await?)
 }
+
+/// Soft delete (idempotent): the document is no longer served, audited once; 404 for a
+/// document the caller cannot see, 403 for one on a loan they may not change.
+pub async fn soft_delete(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    request_id: &str,
+) -> Result<(), AppError> {
+    let mut tx = state.db.begin().await?;
+    let row = store::fetch(&mut tx, id, &actor.read_scope(), true)
+        .await?
+        .ok_or_else(AppError::not_found)?;
+    crate::loans::ops::writable_loan(&mut tx, row.loan_id, actor).await?;
+    if row.state != DocumentState::Deleted {
+        store::set_state(&mut tx, id, DocumentState::Deleted).await?;
+        audit::record(
+            &mut tx,
+            audit::Entry {
+                chain: row.lead_id,
+                actor,
+                action: "document.deleted",
+                entity_type: "document",
+                entity_id: id,
+                request_id: Some(request_id),
+                details: json!({ "previous_state": row.state.as_str() }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -13,7 +12,6 @@ use uuid::Uuid;
 use super::ops::{active_link, insert_link};
 use super::store;
 use super::{borrower_actor, email_at};
-use crate::audit;
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::domain::DocumentState;
@@ -237,34 +235,7 @@ async fn revoke_link(
     request_id: RequestId,
     Path(id): Path<Uuid>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    let lead = store::lead_in_scope(&mut tx, id, &actor.read_scope(), true).await?;
-    let Some(lead_id) = lead else {
-        return Err(AppError::not_found());
-    };
-    let write_scope = actor.write_scope()?;
-    if store::lead_in_scope(&mut tx, id, &write_scope, false)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::forbidden());
-    }
-    // The sealed token goes with the revocation: nothing can send this link again.
-    store::revoke(&mut tx, id).await?;
-    audit::record(
-        &mut tx,
-        audit::Entry {
-            chain: lead_id,
-            actor: &actor,
-            action: "upload_link.revoked",
-            entity_type: "upload_link",
-            entity_id: id,
-            request_id: Some(&request_id.0),
-            details: json!({}),
-        },
-    )
-    .await?;
-    tx.commit().await?;
+    super::ops::revoke(&state, &actor, id, &request_id.0).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

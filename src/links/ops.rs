@@ -192,3 +192,42 @@ fn link_error(status: StatusCode, code: ErrorCode, detail: &str) -> AppError {
 pub async fn forget_expired_tokens(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
     store::forget_expired_tokens(db).await
 }
+
+/// Revoke a link at once (idempotent, audited): 404 for a link the caller cannot see, 403
+/// for one on a loan they may not change.
+pub async fn revoke(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    request_id: &str,
+) -> Result<(), AppError> {
+    let mut tx = state.db.begin().await?;
+    let lead = store::lead_in_scope(&mut tx, id, &actor.read_scope(), true).await?;
+    let Some(lead_id) = lead else {
+        return Err(AppError::not_found());
+    };
+    let write_scope = actor.write_scope()?;
+    if store::lead_in_scope(&mut tx, id, &write_scope, false)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::forbidden());
+    }
+    // The sealed token goes with the revocation: nothing can send this link again.
+    store::revoke(&mut tx, id).await?;
+    audit::record(
+        &mut tx,
+        audit::Entry {
+            chain: lead_id,
+            actor,
+            action: "upload_link.revoked",
+            entity_type: "upload_link",
+            entity_id: id,
+            request_id: Some(request_id),
+            details: serde_json::json!({}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -5,23 +5,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::audit;
 use crate::auth::Actor;
-use crate::db::outbox;
 use crate::error::{AppError, AppJson, ErrorCode, FieldError};
-use crate::events::Event;
 use crate::http::edge::RequestId;
 use crate::integrations::webhook_signature::{self as signature, HeaderError};
-use crate::loans::LoanStatus;
 use crate::loans::milestones::{Milestone, Outcome, apply_milestone};
-use crate::loans::ops::writable_loan;
 use crate::los::store;
 use crate::state::AppState;
 
@@ -219,39 +213,7 @@ async fn resubmit(
     request_id: RequestId,
     Path(loan): Path<Uuid>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    let lead_id = writable_loan(&mut tx, loan, &actor).await?;
-    let crate::loans::StatusAndLosId {
-        status,
-        los_loan_id,
-    } = crate::loans::milestones::status_and_los_id_for_update(&mut tx, loan).await?;
-    if !matches!(status, LoanStatus::Submitted | LoanStatus::Underwriting) {
-        return Err(AppError::client(
-            StatusCode::CONFLICT,
-            ErrorCode::InvalidState,
-            format!("a {} loan is not submitted to the LOS", status.as_str()),
-        ));
-    }
-    audit::record(
-        &mut tx,
-        audit::Entry {
-            chain: lead_id,
-            actor: &actor,
-            action: "loan.los_submission_requested",
-            entity_type: "loan",
-            entity_id: loan,
-            request_id: Some(&request_id.0),
-            details: json!({}),
-        },
-    )
-    .await?;
-    outbox::enqueue(
-        &mut tx,
-        &Event::LosSubmissionRequested { loan_id: loan },
-        Some(&request_id.0),
-    )
-    .await?;
-    tx.commit().await?;
+    let los_loan_id = super::ops::request_resubmission(&state, &actor, loan, &request_id.0).await?;
     Ok((
         StatusCode::ACCEPTED,
         AppJson(Submission {
