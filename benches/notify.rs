@@ -133,6 +133,7 @@ async fn raw_send_rate(app: &helpers::TestApp) -> f64 {
         .templates
         .render(
             "link_invitation",
+            loanfolio::domain::Language::En,
             &json!({"first_name": "Bench", "agent": "Avery", "lender": "Lender",
                 "support_phone": "1", "link": "http://127.0.0.1/u/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
                 "expires": "2026-12-31"}),

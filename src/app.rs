@@ -84,6 +84,7 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
             crate::requests::http::routes(state),
         ))
         .merge(crate::web::routes())
+        .merge(crate::web::console::routes(state))
         .merge(http::authenticated(
             state,
             crate::leads::credit::http::routes(state),

@@ -221,8 +221,7 @@ async fn seed_documents(
     agent: &Actor,
     loan: (uuid::Uuid, uuid::Uuid),
 ) -> Result<String, crate::error::AppError> {
-    use crate::documents::DocType;
-    use crate::{documents, links, requests};
+    use crate::{documents, documents::DocType, links, requests};
     let due = time::OffsetDateTime::now_utc().date() + time::Duration::days(10);
     let mut tx = state.db.begin().await?;
     let mut asked = Vec::new();
@@ -259,6 +258,7 @@ async fn seed_documents(
             email: None,
             hours: 168,
             max_files: 20,
+            language: None,
         },
         "demo-seed",
     )

@@ -4,17 +4,16 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Changed;
-use super::ops::set_disabled;
-use super::store;
+use super::ops::{list, set_disabled};
+use super::{AgentList, Changed};
 use crate::auth::{Actor, Role};
 use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::edge::RequestId;
-use crate::http::support::{malformed, rfc3339};
+use crate::http::support::malformed;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -34,24 +33,6 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Agent {
-    subject: String,
-    display_name: String,
-    email: Option<String>,
-    roles: Vec<String>,
-    team: Option<String>,
-    disabled_at: Option<String>,
-    first_seen_at: String,
-    last_seen_at: String,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AgentList {
-    items: Vec<Agent>,
-    next_cursor: Option<String>,
-}
-
 /// Agents known to the service (provisioned at first sign-in): admins see all, managers
 /// their own team.
 #[utoipa::path(get, path = "/v1/agents", tag = "agents", params(ListParams),
@@ -66,33 +47,9 @@ async fn list_agents(
     if !(1..=200).contains(&limit) {
         return Err(malformed("`limit` must be between 1 and 200"));
     }
-    // Admins see every agent; a manager their own team; nobody else any.
-    let team = if actor.has(Role::Admin) {
-        None
-    } else {
-        match (&actor.team, actor.has(Role::Manager)) {
-            (Some(team), true) => Some(team.as_str()),
-            _ => return Err(AppError::forbidden()),
-        }
-    };
-    let mut rows = store::page(&state.db, team, params.cursor.as_deref(), limit + 1).await?;
-    let next_cursor = crate::http::support::next_page(&mut rows, limit, |r| r.subject.clone());
-    Ok(AppJson(AgentList {
-        items: rows
-            .into_iter()
-            .map(|r| Agent {
-                subject: r.subject,
-                display_name: r.display_name,
-                email: r.email,
-                roles: r.roles,
-                team: r.team,
-                disabled_at: r.disabled_at.map(rfc3339),
-                first_seen_at: rfc3339(r.first_seen_at),
-                last_seen_at: rfc3339(r.last_seen_at),
-            })
-            .collect(),
-        next_cursor,
-    }))
+    Ok(AppJson(
+        list(&state, &actor, params.cursor.as_deref(), limit).await?,
+    ))
 }
 
 async fn change(

@@ -1,9 +1,48 @@
-//! Disabling and enabling an agent.
+//! The agents list, and disabling and enabling an agent.
 
-use super::Changed;
-use crate::auth::{Actor, agents, session};
+use super::{Agent, AgentList, Changed, store};
+use crate::auth::{Actor, Role, agents, session};
+use crate::domain::rfc3339;
 use crate::error::AppError;
 use crate::state::AppState;
+
+/// A page of the agents known to the service (provisioned at first sign-in), after `cursor`
+/// (a subject). Who may see whom is decided here, not by the caller's face: the JSON API
+/// and the console show the same agents.
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    cursor: Option<&str>,
+    limit: i64,
+) -> Result<AgentList, AppError> {
+    // Admins see every agent; a manager their own team; nobody else any.
+    let team = if actor.has(Role::Admin) {
+        None
+    } else {
+        match (&actor.team, actor.has(Role::Manager)) {
+            (Some(team), true) => Some(team.as_str()),
+            _ => return Err(AppError::forbidden()),
+        }
+    };
+    let mut rows = store::page(&state.db, team, cursor, limit + 1).await?;
+    let next_cursor = crate::db::next_page(&mut rows, limit, |r| r.subject.clone());
+    Ok(AgentList {
+        items: rows
+            .into_iter()
+            .map(|r| Agent {
+                subject: r.subject,
+                display_name: r.display_name,
+                email: r.email,
+                roles: r.roles,
+                team: r.team,
+                disabled_at: r.disabled_at.map(rfc3339),
+                first_seen_at: rfc3339(r.first_seen_at),
+                last_seen_at: rfc3339(r.last_seen_at),
+            })
+            .collect(),
+        next_cursor,
+    })
+}
 
 /// Disable (or enable) an agent: `disabled_at`, the audit row (`agent.disabled` /
 /// `agent.enabled`, entity_type `agent`) and — disabling — the end of every session of

@@ -247,6 +247,7 @@ pub struct PageFilter {
     pub entity_type: Option<String>,
     pub entity_id: Option<Uuid>,
     pub actor: Option<String>,
+    pub action: Option<String>,
     pub from: Option<OffsetDateTime>,
     pub to: Option<OffsetDateTime>,
     /// Entries before this sequence number (the previous page's cursor).
@@ -283,6 +284,7 @@ macro_rules! audit_page {
                 and ($4::timestamptz is null or at >= $4)
                 and ($5::timestamptz is null or at < $5)
                 and ($6::bigint is null or seq < $6)
+                and ($8::text is null or action = $8)
               order by seq desc limit $7",
             $filter.entity_type,
             $filter.entity_id,
@@ -290,7 +292,8 @@ macro_rules! audit_page {
             $filter.from,
             $filter.to,
             $filter.before,
-            $fetch
+            $fetch,
+            $filter.action
         )
     };
 }
@@ -314,4 +317,62 @@ pub async fn page(
     } else {
         audit_page!("true", filter, fetch).fetch_all(db).await
     }
+}
+
+/// Who may search the log: compliance and admin (docs/security.md).
+fn may_search(actor: &Actor) -> Result<(), crate::error::AppError> {
+    if actor.has(crate::auth::Role::Compliance) || actor.has(crate::auth::Role::Admin) {
+        Ok(())
+    } else {
+        Err(crate::error::AppError::forbidden())
+    }
+}
+
+/// A page of the log for `actor` (compliance and admin; anyone else 403), newest first, and
+/// the cursor of the next page.
+pub async fn search(
+    db: &sqlx::PgPool,
+    actor: &Actor,
+    filter: &PageFilter,
+    limit: i64,
+) -> Result<(Vec<ListedRow>, Option<String>), crate::error::AppError> {
+    may_search(actor)?;
+    let mut rows = page(db, filter, limit + 1).await?;
+    let next_cursor = crate::db::next_page(&mut rows, limit, |r| r.seq.to_string());
+    Ok((rows, next_cursor))
+}
+
+/// Up to `limit` entries of a search for export, the export itself audited
+/// (`audit.exported`, the filter in `details`, on the global chain).
+pub async fn export(
+    db: &sqlx::PgPool,
+    actor: &Actor,
+    filter: &PageFilter,
+    limit: i64,
+    request_id: &str,
+) -> Result<Vec<ListedRow>, crate::error::AppError> {
+    may_search(actor)?;
+    let rows = page(db, filter, limit).await?;
+    let mut tx = db.begin().await?;
+    record(
+        &mut tx,
+        Entry {
+            chain: GLOBAL_CHAIN,
+            actor,
+            action: "audit.exported",
+            entity_type: "audit",
+            entity_id: uuid::Uuid::nil(),
+            request_id: Some(request_id),
+            details: serde_json::json!({
+                "entity_type": filter.entity_type,
+                "entity_id": filter.entity_id,
+                "actor": filter.actor,
+                "action": filter.action,
+                "rows": rows.len(),
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
 }

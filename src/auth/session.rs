@@ -48,7 +48,15 @@ pub struct Session {
     /// When the session's rights were last checked (unix seconds).
     #[serde(default)]
     pub checked_at: i64,
+    /// When a request last used the session (unix seconds; recorded at most every
+    /// [`SEEN_EVERY_SECS`]): the idle timeout counts from here. A copy cached before the
+    /// field existed counts from now.
+    #[serde(default = "now")]
+    pub seen_at: i64,
 }
+
+/// A request records that it used its session at most this often.
+pub const SEEN_EVERY_SECS: i64 = 60;
 
 /// What a new session starts with besides its actor.
 #[derive(Debug, Default)]
@@ -117,6 +125,7 @@ pub async fn create(
         csrf_token: random_token(),
         expires_at: expires_at.unix_timestamp(),
         checked_at: now(),
+        seen_at: now(),
     };
     sqlx::query!("insert into sessions (id_hash, subject, actor, csrf_token, expires_at, refresh_token_enc, provider_sid)
          values ($1, $2, $3, $4, $5, $6, $7)", &id_hash, &actor.subject, serde_json::to_value(actor).unwrap_or_default(), &session.csrf_token, expires_at, origin.refresh_token_enc.as_deref(), origin.provider_sid.as_deref())
@@ -200,7 +209,7 @@ async fn load_durable(
     id_hash: &[u8],
 ) -> Result<Option<Session>, sqlx::Error> {
     let row = sqlx::query!(
-        "select actor, csrf_token, expires_at, checked_at from sessions
+        "select actor, csrf_token, expires_at, checked_at, last_seen_at from sessions
           where id_hash = $1 and expires_at > now()",
         id_hash
     )
@@ -209,8 +218,13 @@ async fn load_durable(
     let Some(row) = row else {
         return Ok(None);
     };
-    let (actor, csrf_token, expires_at, checked_at) =
-        (row.actor, row.csrf_token, row.expires_at, row.checked_at);
+    let (actor, csrf_token, expires_at, checked_at, seen_at) = (
+        row.actor,
+        row.csrf_token,
+        row.expires_at,
+        row.checked_at,
+        row.last_seen_at,
+    );
     let Ok(actor) = serde_json::from_value::<Actor>(actor) else {
         return Ok(None);
     };
@@ -219,6 +233,7 @@ async fn load_durable(
         csrf_token,
         expires_at: expires_at.unix_timestamp(),
         checked_at: checked_at.unix_timestamp(),
+        seen_at: seen_at.unix_timestamp(),
     };
     cache_put(cache, id_hash, &session).await;
     Ok(Some(session))
@@ -346,6 +361,25 @@ pub async fn revoke(db: &PgPool, cache: &Cache, id: &str) -> Result<(), sqlx::Er
         .execute(db)
         .await?;
     drop_cached(cache, &[id_hash]).await;
+    Ok(())
+}
+
+/// Record that session `id` was used now (durable row and cached copy).
+pub async fn touch(
+    db: &PgPool,
+    cache: &Cache,
+    id: &str,
+    session: &mut Session,
+) -> Result<(), sqlx::Error> {
+    let id_hash = hash_id(id);
+    sqlx::query!(
+        "update sessions set last_seen_at = now() where id_hash = $1",
+        &id_hash
+    )
+    .execute(db)
+    .await?;
+    session.seen_at = now();
+    cache_put(cache, &id_hash, session).await;
     Ok(())
 }
 

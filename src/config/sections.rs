@@ -295,6 +295,8 @@ pub struct AuthSettings {
     pub mfa_acr: Vec<String>,
     pub step_up_max_age_secs: u64,
     pub session_ttl_secs: u64,
+    /// A browser session ends this long after its last request.
+    pub idle_timeout_secs: u64,
     /// A session's rights are checked again at most this often (disabled agent, refresh).
     pub session_recheck_secs: u64,
     /// While the provider cannot be reached a session lives on this long, then ends.

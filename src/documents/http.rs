@@ -24,7 +24,7 @@ use crate::domain::DocumentState;
 use crate::error::{AppError, AppJson, ErrorCode, FieldError};
 use crate::http::edge::RequestId;
 use crate::http::support::with_location;
-use crate::loans::ops::{visible_loan, writable_loan};
+use crate::loans::ops::writable_loan;
 use crate::state::AppState;
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
@@ -100,24 +100,7 @@ async fn list_documents(
     >,
 ) -> Result<AppJson<DocumentList>, AppError> {
     let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
-    let mut rows = store::loan_page(
-        &state.db,
-        loan_id,
-        &actor.read_scope(),
-        page.after,
-        page.limit + 1,
-    )
-    .await?;
-    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
-    if rows.is_empty() {
-        let mut conn = state.db.acquire().await?;
-        visible_loan(&mut conn, loan_id, &actor).await?;
-    }
-    let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        items.push(render(&state, row, &actor).await?);
-    }
-    Ok(AppJson(DocumentList { items, next_cursor }))
+    Ok(AppJson(ops::list(&state, &actor, loan_id, page).await?))
 }
 
 /// A document's metadata and state.

@@ -14,14 +14,14 @@ use uuid::Uuid;
 
 use super::store::{self, DocumentRow};
 use super::{
-    ALLOWED_CONTENT_TYPES, BORROWER_UPLOAD_URL_TTL, Decision, DocType, Document, NewUpload,
-    PutTarget, ReviewView, Upload, filename_at, quarantine_key, review_reason, review_reason_at,
-    sanitize_filename,
+    ALLOWED_CONTENT_TYPES, BORROWER_UPLOAD_URL_TTL, Decision, DocType, Document, DocumentList,
+    NewUpload, PutTarget, ReviewView, Upload, filename_at, quarantine_key, review_reason,
+    review_reason_at, sanitize_filename,
 };
 use crate::audit;
 use crate::auth::{Actor, ReadScope};
 use crate::crypto::field;
-use crate::db::outbox;
+use crate::db::{Page, outbox};
 use crate::domain::{DocumentState, mask, rfc3339};
 use crate::error::{AppError, ErrorCode, FieldError};
 use crate::events::Event;
@@ -523,4 +523,33 @@ pub async fn soft_delete(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// A page of the loan's documents, newest first. The page is read in the caller's scope
+/// first; only an empty page asks whether the loan itself is visible, so a loan the caller
+/// cannot see is 404 rather than an empty list.
+pub async fn list(
+    state: &AppState,
+    actor: &Actor,
+    loan_id: Uuid,
+    page: Page<Uuid>,
+) -> Result<DocumentList, AppError> {
+    let mut rows = store::loan_page(
+        &state.db,
+        loan_id,
+        &actor.read_scope(),
+        page.after,
+        page.limit + 1,
+    )
+    .await?;
+    let next_cursor = crate::db::next_page(&mut rows, page.limit, |r| r.id.to_string());
+    if rows.is_empty() {
+        let mut conn = state.db.acquire().await?;
+        crate::loans::ops::visible_loan(&mut conn, loan_id, actor).await?;
+    }
+    let mut items = Vec::with_capacity(rows.len());
+    for row in &rows {
+        items.push(render(state, row, actor).await?);
+    }
+    Ok(DocumentList { items, next_cursor })
 }

@@ -25,6 +25,20 @@ pub enum DocType {
 }
 
 impl DocType {
+    pub const ALL: [DocType; 7] = [
+        DocType::BankStatement,
+        DocType::TaxReturn,
+        DocType::W2,
+        DocType::PayStub,
+        DocType::PhotoId,
+        DocType::GiftLetter,
+        DocType::Other,
+    ];
+
+    pub fn parse(name: &str) -> Option<DocType> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             DocType::BankStatement => "bank_statement",
@@ -34,6 +48,31 @@ impl DocType {
             DocType::PhotoId => "photo_id",
             DocType::GiftLetter => "gift_letter",
             DocType::Other => "other",
+        }
+    }
+}
+
+// The languages a borrower's page and emails exist in (a plain comment: see DocType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    En,
+    Es,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::En => "en",
+            Language::Es => "es",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Language> {
+        match code {
+            "en" => Some(Language::En),
+            "es" => Some(Language::Es),
+            _ => None,
         }
     }
 }

@@ -26,6 +26,8 @@ pub struct AuditParams {
     entity_id: Option<Uuid>,
     /// The actor's subject.
     actor: Option<String>,
+    /// The action, exactly (e.g. `lead.ssn_revealed`).
+    action: Option<String>,
     /// RFC 3339, inclusive.
     from: Option<String>,
     /// RFC 3339, exclusive.
@@ -94,6 +96,7 @@ async fn list_audit(
         entity_type: params.entity_type,
         entity_id: params.entity_id,
         actor: params.actor,
+        action: params.action,
         from: time(&params.from)?,
         to: time(&params.to)?,
         before: params.cursor,

@@ -317,6 +317,21 @@ async fn logout(
     context: Option<Extension<SessionContext>>,
 ) -> Result<Response, AppError> {
     let Extension(context) = context.ok_or(AuthError::SessionExpired)?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        sign_out(&state, &context, &request_id.0).await?,
+    );
+    Ok(response)
+}
+
+/// End the session of `context` (audited `session.signed_out`); the `Set-Cookie` value that
+/// clears the browser's cookie. The console's sign-out form uses it too.
+pub async fn sign_out(
+    state: &AppState,
+    context: &SessionContext,
+    request_id: &str,
+) -> Result<HeaderValue, AppError> {
     let id_hash = session::hash_id(&context.id);
     let mut tx = state.db.begin().await?;
     sqlx::query!("delete from sessions where id_hash = $1", &id_hash)
@@ -327,18 +342,13 @@ async fn logout(
         &context.session.actor,
         "session.signed_out",
         &id_hash,
-        Some(&request_id.0),
+        Some(request_id),
         json!({}),
     )
     .await?;
     tx.commit().await?;
     session::revoke(&state.db, &state.cache, &context.id).await?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        session_cookie(&state, String::new(), Duration::ZERO),
-    );
-    Ok(response)
+    Ok(session_cookie(state, String::new(), Duration::ZERO))
 }
 
 /// Record a logout token's `jti` for ten minutes (longer than a logout token is accepted);

@@ -9,16 +9,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::ops::{active_link, insert_link};
-use super::store;
-use super::{borrower_actor, email_at};
+use super::ops::active_link;
+use super::{LinkList, NOT_SHOWN_AGAIN, NewLink, UploadLink, borrower_actor};
 use crate::auth::Actor;
 use crate::crypto::field::{self, Location};
 use crate::domain::DocumentState;
-use crate::error::{AppError, AppJson, FieldError};
+use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
 use crate::http::support::{rfc3339, with_location};
-use crate::loans::ops::{visible_loan, writable_loan};
 use crate::state::AppState;
 
 pub fn agent_routes(state: &AppState) -> OpenApiRouter<AppState> {
@@ -40,84 +38,6 @@ pub fn public_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(not_applicable))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewLink {
-    borrower_email: Option<String>,
-    /// 1–720, default 168 (7 days).
-    expires_in_hours: Option<u32>,
-    /// 1–100, default 20. Counts files not rejected.
-    max_files: Option<u32>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UploadLink {
-    id: Uuid,
-    loan_id: Uuid,
-    url: String,
-    /// Only in the creation response: it is never stored.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<String>,
-    expires_at: String,
-    max_files: i32,
-    files_accepted: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    borrower_email: Option<String>,
-    revoked_at: Option<String>,
-}
-
-/// What a link's `url` reads after its creation response: the token is shown once.
-const NOT_SHOWN_AGAIN: &str = "(shown once, at creation)";
-
-fn link_url(state: &AppState, token: &str) -> String {
-    format!(
-        "{}/u/{token}",
-        state
-            .settings
-            .server
-            .public_base_url
-            .as_str()
-            .trim_end_matches('/')
-    )
-}
-
-/// The API shape of a link for `actor`; an admin sees the recipient masked.
-async fn render(
-    state: &AppState,
-    row: &store::LinkRow,
-    token: Option<String>,
-    actor: &Actor,
-) -> Result<UploadLink, AppError> {
-    let borrower_email = match &row.borrower_email_enc {
-        Some(enc) => {
-            let key = state.file_key(row.lead_id).await?;
-            let plain = field::decrypt(&key, email_at(row.id), enc)
-                .map_err(|e| anyhow::anyhow!("decrypting a link's borrower email: {e}"))?;
-            let email = String::from_utf8_lossy(&plain).into_owned();
-            Some(if actor.masks(&row.owner_subject, row.team.as_deref()) {
-                crate::domain::mask::email(&email)
-            } else {
-                email
-            })
-        }
-        None => None,
-    };
-    Ok(UploadLink {
-        id: row.id,
-        loan_id: row.loan_id,
-        url: token
-            .as_deref()
-            .map(|t| link_url(state, t))
-            .unwrap_or_else(|| NOT_SHOWN_AGAIN.into()),
-        token,
-        expires_at: rfc3339(row.expires_at),
-        max_files: row.max_files,
-        files_accepted: row.files_accepted,
-        borrower_email,
-        revoked_at: row.revoked_at.map(rfc3339),
-    })
-}
-
 /// Create a borrower upload link; the token (and URL) appear in this response only.
 #[utoipa::path(post, path = "/v1/loans/{id}/upload-links", tag = "upload links", params(("id" = Uuid, Path)),
     request_body = NewLink,
@@ -129,55 +49,7 @@ async fn create_link(
     Path(loan_id): Path<Uuid>,
     AppJson(input): AppJson<NewLink>,
 ) -> Result<Response, AppError> {
-    actor.write_scope()?;
-    let mut errors = Vec::new();
-    let hours = input.expires_in_hours.unwrap_or(168);
-    if !(1..=720).contains(&hours) {
-        errors.push(FieldError {
-            field: "expires_in_hours".into(),
-            message: "must be between 1 and 720".into(),
-        });
-    }
-    let max_files = input.max_files.unwrap_or(20);
-    if !(1..=100).contains(&max_files) {
-        errors.push(FieldError {
-            field: "max_files".into(),
-            message: "must be between 1 and 100".into(),
-        });
-    }
-    let email = input
-        .borrower_email
-        .map(|e| e.trim().to_lowercase())
-        .filter(|e| !e.is_empty());
-    if let Some(e) = &email
-        && (e.len() > 254 || !e.contains('@') || e.contains(char::is_whitespace))
-    {
-        errors.push(FieldError {
-            field: "borrower_email".into(),
-            message: "must be an email address".into(),
-        });
-    }
-    if !errors.is_empty() {
-        return Err(AppError::validation(errors));
-    }
-    let mut tx = state.db.begin().await?;
-    let lead_id = writable_loan(&mut tx, loan_id, &actor).await?;
-    let (id, token) = insert_link(
-        &state,
-        &mut tx,
-        &actor,
-        (loan_id, lead_id),
-        &crate::links::ops::LinkSpec {
-            email: email.as_deref(),
-            hours,
-            max_files,
-        },
-        &request_id.0,
-    )
-    .await?;
-    let row = store::fetch(&mut tx, id).await?;
-    tx.commit().await?;
-    let link = render(&state, &row, Some(token), &actor).await?;
+    let link = super::ops::create(&state, &actor, loan_id, input, &request_id.0).await?;
     let mut response = with_location(
         StatusCode::CREATED,
         link,
@@ -194,12 +66,6 @@ async fn create_link(
     Ok(response)
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LinkList {
-    items: Vec<UploadLink>,
-    next_cursor: Option<String>,
-}
-
 /// The loan's upload links (tokens are never shown again).
 #[utoipa::path(get, path = "/v1/loans/{id}/upload-links", tag = "upload links",
     params(("id" = Uuid, Path), crate::http::support::PageParams),
@@ -214,16 +80,9 @@ async fn list_links(
     >,
 ) -> Result<AppJson<LinkList>, AppError> {
     let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
-    let mut conn = state.db.acquire().await?;
-    visible_loan(&mut conn, loan_id, &actor).await?;
-    let mut rows = store::loan_page(&mut conn, loan_id, page.after, page.limit + 1).await?;
-    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
-    drop(conn);
-    let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        items.push(render(&state, row, None, &actor).await?);
-    }
-    Ok(AppJson(LinkList { items, next_cursor }))
+    Ok(AppJson(
+        super::ops::list(&state, &actor, loan_id, page).await?,
+    ))
 }
 
 /// Revoke a link at once.

@@ -56,6 +56,7 @@ pub struct LinkLookup {
     pub files_accepted: i64,
     /// The agent who made the link, by display name.
     pub agent: String,
+    pub language: Option<String>,
 }
 
 /// The link behind `token_hash`, whatever its state.
@@ -71,7 +72,7 @@ pub async fn by_token(
                           "#
                     + $files_accepted
                     + r#" as "files_accepted!",
-                          coalesce(a.display_name, u.created_by) as "agent!"
+                          coalesce(a.display_name, u.created_by) as "agent!", u.language
                      from upload_links u left join agents a on a.subject = u.created_by
                     where u.token_hash = $1"#,
                 token_hash
@@ -92,11 +93,12 @@ pub struct NewLinkRow<'a> {
     pub max_files: u32,
     pub created_by: &'a str,
     pub token_enc: Option<&'a [u8]>,
+    pub language: Option<&'a str>,
 }
 
 pub async fn insert(conn: &mut PgConnection, link: &NewLinkRow<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!("insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by, token_enc)
-         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8, $9)", link.id, link.loan_id, link.lead_id, link.token_hash, link.borrower_email_enc, link.hours as i32, link.max_files as i32, link.created_by, link.token_enc)
+    sqlx::query!("insert into upload_links (id, loan_id, lead_id, token_hash, borrower_email_enc, expires_at, max_files, created_by, token_enc, language)
+         values ($1, $2, $3, $4, $5, now() + make_interval(hours => $6), $7, $8, $9, $10)", link.id, link.loan_id, link.lead_id, link.token_hash, link.borrower_email_enc, link.hours as i32, link.max_files as i32, link.created_by, link.token_enc, link.language)
     .execute(conn)
     .await?;
     Ok(())
@@ -115,6 +117,7 @@ pub struct LinkRow {
     /// The loan's owner and team: whom the recipient is masked for.
     pub owner_subject: String,
     pub team: Option<String>,
+    pub language: Option<String>,
 }
 
 /// `query_as!` into a [`LinkRow`] (`from upload_links u join loans o`) followed by `$tail`.
@@ -126,7 +129,7 @@ macro_rules! select_link {
                     LinkRow,
                     r#"select u.id, u.loan_id, u.lead_id, u.borrower_email_enc, u.expires_at,
                               u.max_files, u.revoked_at, "# + $files_accepted + r#" as "files_accepted!",
-                              o.owner_subject, o.team
+                              o.owner_subject, o.team, u.language
                          from upload_links u join loans o on o.id = u.loan_id "# + $tail
                     $(, $arg)*
                 )

@@ -9,6 +9,7 @@
 pub mod http;
 pub mod milestones;
 pub mod ops;
+pub mod pipeline;
 pub mod store;
 
 use std::collections::BTreeMap;

@@ -258,6 +258,31 @@ pub async fn dashboard(
     })
 }
 
+/// Who `actor` is to a loan owned by `owner` in `team`, for the transition matrix: a
+/// manager of its team, its own agent, or nobody who may move it.
+pub fn mover_of(actor: &Actor, owner: &str, team: Option<&str>) -> Option<Mover> {
+    let in_team = actor.team.is_some() && team == actor.team.as_deref();
+    if actor.has(Role::Manager) && in_team {
+        Some(Mover::Manager)
+    } else if actor.has(Role::Agent) && owner == actor.subject {
+        Some(Mover::Agent)
+    } else {
+        None
+    }
+}
+
+/// The statuses `actor` may move `loan` to now: the machine allows the move and the role
+/// matrix gives it to the caller (what `transition` checks, for a page to offer).
+pub fn moves_for(actor: &Actor, loan: &Loan) -> Vec<LoanStatus> {
+    let Some(mover) = mover_of(actor, &loan.owner, loan.team.as_deref()) else {
+        return Vec::new();
+    };
+    LoanStatus::ALL
+        .into_iter()
+        .filter(|to| loan.status.can_move_to(*to) && may_move(mover, loan.status, *to))
+        .collect()
+}
+
 /// Move a loan through its status machine: 404 for a loan the caller cannot see, 409 for a
 /// move the machine never allows, then 403 for a move the caller's role may not make, then
 /// the `If-Match` precondition — `if_match` is the header's parse, checked at that point so
@@ -295,15 +320,7 @@ pub async fn transition(
             ),
         ));
     }
-    let owns = row.owner_subject == actor.subject;
-    let in_team = actor.team.is_some() && row.team == actor.team;
-    let mover = if actor.has(Role::Manager) && in_team {
-        Some(Mover::Manager)
-    } else if actor.has(Role::Agent) && owns {
-        Some(Mover::Agent)
-    } else {
-        None
-    };
+    let mover = mover_of(actor, &row.owner_subject, row.team.as_deref());
     if !mover.is_some_and(|m| may_move(m, from, to)) {
         return Err(AppError::forbidden());
     }

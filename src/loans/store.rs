@@ -447,3 +447,139 @@ pub async fn status_and_los_id_for_update(
     .fetch_one(tx)
     .await
 }
+
+/// A loan as the console's pipeline lists it: the loan, its borrower's clear-text name, and
+/// whether it has requests still open and overdue.
+#[derive(Debug)]
+pub struct PipelineRow {
+    pub id: Uuid,
+    pub lead_id: Uuid,
+    pub owner_subject: String,
+    pub team: Option<String>,
+    pub loan_type: String,
+    pub amount: Decimal,
+    pub status: LoanStatus,
+    pub needs_attention_reason: Option<String>,
+    pub los_milestone: Option<String>,
+    pub updated_at: OffsetDateTime,
+    pub first_name: String,
+    pub last_name: String,
+    pub outstanding: bool,
+    pub overdue: bool,
+}
+
+/// The pipeline's filters; each is a nullable (or false) parameter of one static statement.
+#[derive(Debug, Default)]
+pub struct PipelineFilter {
+    pub status: Option<LoanStatus>,
+    pub needs_attention: bool,
+    pub outstanding: bool,
+    pub overdue: bool,
+    /// A `like` pattern, lower case, escaped (`leads::ops::name_pattern`).
+    pub name_pattern: Option<String>,
+    /// Loans less recently active than this (the previous page's last row).
+    pub before: Option<(OffsetDateTime, Uuid)>,
+    /// One borrower file's loans only.
+    pub lead: Option<Uuid>,
+}
+
+/// The pipeline's statement with the scope's condition (`$10`) spliced in.
+macro_rules! pipeline_page {
+    ($scope:tt, $f:expr, $fetch:expr $(, $scope_arg:expr)?) => {
+        sqlx::query_as!(
+            PipelineRow,
+            r#"select o.id, o.lead_id, o.owner_subject, o.team, o.loan_type, o.amount, o.status,
+                      o.needs_attention_reason, o.los_milestone, o.updated_at,
+                      l.first_name, l.last_name,
+                      exists (select 1 from document_requests r
+                               where r.loan_id = o.id and r.state in ('outstanding', 'rejected'))
+                        as "outstanding!",
+                      exists (select 1 from document_requests r
+                               where r.loan_id = o.id and r.state in ('outstanding', 'rejected')
+                                 and r.due_date < current_date) as "overdue!"
+                 from loans o join leads l on l.id = o.lead_id
+                where ($1::text is null or o.status = $1)
+                  and (not $2 or o.needs_attention_reason is not null)
+                  and (not $3 or exists (select 1 from document_requests r
+                               where r.loan_id = o.id and r.state in ('outstanding', 'rejected')))
+                  and (not $4 or exists (select 1 from document_requests r
+                               where r.loan_id = o.id and r.state in ('outstanding', 'rejected')
+                                 and r.due_date < current_date))
+                  and ($5::text is null or lower(l.last_name) like $5
+                       or lower(l.first_name) like $5
+                       or lower(l.first_name || ' ' || l.last_name) like $5)
+                  and ($6::timestamptz is null or (o.updated_at, o.id) < ($6, $7::uuid))
+                  and ($9::uuid is null or o.lead_id = $9)"#
+                + $scope + " order by o.updated_at desc, o.id desc limit $8",
+            $f.status as Option<LoanStatus>,
+            $f.needs_attention,
+            $f.outstanding,
+            $f.overdue,
+            $f.name_pattern,
+            $f.before.map(|b| b.0),
+            $f.before.map(|b| b.1),
+            $fetch,
+            $f.lead
+            $(, $scope_arg)?
+        )
+    };
+}
+
+/// Up to `fetch` loans within `scope`, most recently active first.
+pub async fn pipeline(
+    conn: &mut PgConnection,
+    scope: &ReadScope,
+    filter: &PipelineFilter,
+    fetch: i64,
+) -> Result<Vec<PipelineRow>, sqlx::Error> {
+    match scope {
+        ReadScope::Own(subject) => {
+            pipeline_page!(" and o.owner_subject = $10", filter, fetch, subject)
+                .fetch_all(conn)
+                .await
+        }
+        ReadScope::Team(team) => {
+            pipeline_page!(" and o.team = $10", filter, fetch, team)
+                .fetch_all(conn)
+                .await
+        }
+        ReadScope::All => pipeline_page!("", filter, fetch).fetch_all(conn).await,
+    }
+}
+
+/// One agent's loans in one status, and how many of that agent's loans have overdue
+/// requests (the same on every row of the agent).
+#[derive(Debug)]
+pub struct AgentStatusCount {
+    pub owner_subject: String,
+    pub status: LoanStatus,
+    pub count: i64,
+    pub overdue: i64,
+}
+
+/// Per-agent loan counts by status in `team` (every team when `None`).
+pub async fn agent_counts(
+    conn: &mut PgConnection,
+    team: Option<&str>,
+) -> Result<Vec<AgentStatusCount>, sqlx::Error> {
+    sqlx::query_as!(
+        AgentStatusCount,
+        r#"with scoped as (
+               select o.id, o.owner_subject, o.status from loans o
+                where ($1::text is null or o.team = $1)
+           ), overdue as (
+               select s.owner_subject, count(distinct s.id) as n from scoped s
+                 join document_requests r on r.loan_id = s.id
+                where r.state in ('outstanding', 'rejected') and r.due_date < current_date
+                group by s.owner_subject
+           )
+           select s.owner_subject, s.status as "status: LoanStatus", count(*) as "count!",
+                  coalesce(max(d.n), 0) as "overdue!"
+             from scoped s left join overdue d on d.owner_subject = s.owner_subject
+            group by s.owner_subject, s.status
+            order by s.owner_subject, s.status"#,
+        team
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -14,6 +14,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 
 use crate::config::{NotificationSettings, SmtpTls};
+use crate::domain::Language;
 
 const BUILT_IN: &[(&str, &str)] = &[
     (
@@ -47,6 +48,38 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "document_reminder.html",
         include_str!("templates/document_reminder.html"),
+    ),
+    (
+        "link_invitation.es.txt",
+        include_str!("templates/link_invitation.es.txt"),
+    ),
+    (
+        "link_invitation.es.html",
+        include_str!("templates/link_invitation.es.html"),
+    ),
+    (
+        "document_rejected.es.txt",
+        include_str!("templates/document_rejected.es.txt"),
+    ),
+    (
+        "document_rejected.es.html",
+        include_str!("templates/document_rejected.es.html"),
+    ),
+    (
+        "status_borrower.es.txt",
+        include_str!("templates/status_borrower.es.txt"),
+    ),
+    (
+        "status_borrower.es.html",
+        include_str!("templates/status_borrower.es.html"),
+    ),
+    (
+        "document_reminder.es.txt",
+        include_str!("templates/document_reminder.es.txt"),
+    ),
+    (
+        "document_reminder.es.html",
+        include_str!("templates/document_reminder.es.html"),
     ),
     (
         "agent_update.txt",
@@ -85,17 +118,28 @@ impl Templates {
         Ok(Self { env })
     }
 
-    /// (plain text, HTML) of `template` with `context`.
-    pub fn render(&self, template: &str, context: &Value) -> anyhow::Result<(String, String)> {
+    /// (plain text, HTML) of `template` in `language` with `context`; a template that has
+    /// no version in that language is sent in English.
+    pub fn render(
+        &self,
+        template: &str,
+        language: Language,
+        context: &Value,
+    ) -> anyhow::Result<(String, String)> {
         let ctx = minijinja::Value::from(minijinja::value::Serde(context));
-        let text = self
-            .env
-            .get_template(&format!("{template}.txt"))?
-            .render(ctx.clone())?;
-        let html = self
-            .env
-            .get_template(&format!("{template}.html"))?
-            .render(ctx)?;
+        let named = |ext: &str| match language {
+            Language::En => format!("{template}.{ext}"),
+            other => {
+                let localised = format!("{template}.{}.{ext}", other.as_str());
+                if self.env.get_template(&localised).is_ok() {
+                    localised
+                } else {
+                    format!("{template}.{ext}")
+                }
+            }
+        };
+        let text = self.env.get_template(&named("txt"))?.render(ctx.clone())?;
+        let html = self.env.get_template(&named("html"))?.render(ctx)?;
         Ok((text, html))
     }
 }
@@ -271,6 +315,7 @@ mod tests {
         let (text, html) = t
             .render(
                 "document_rejected",
+                Language::En,
                 &serde_json::json!({"first_name": "Ana", "agent": "Avery", "doc_type": "W-2",
                     "reason": "<b>page 2</b> & 3 missing", "link": null, "support_phone": "1", "lender": "L"}),
             )
@@ -292,9 +337,85 @@ mod tests {
         .unwrap();
         let t = Templates::load(Some(dir.path())).unwrap();
         let (text, html) = t
-            .render("status_borrower", &serde_json::json!({"status": "submitted", "first_name": "A", "support_phone": "1", "lender": "L"}))
+            .render("status_borrower", Language::En, &serde_json::json!({"status": "submitted", "first_name": "A", "support_phone": "1", "lender": "L"}))
             .unwrap();
         assert_eq!(text, "Custom submitted");
         assert!(html.contains("submitted"), "the HTML part stays built in");
+    }
+}
+
+/// The borrower emails' subject lines and status words, per language (templates/subjects.json).
+static SUBJECTS: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    serde_json::from_str(include_str!("templates/subjects.json"))
+        .expect("templates/subjects.json is JSON (a unit test holds it)")
+});
+
+/// The subject `key` in `language` with its `{placeholders}` filled (English when the
+/// language has none).
+pub fn subject(language: Language, key: &str, params: &[(&str, &str)]) -> String {
+    let line = SUBJECTS[language.as_str()][key]
+        .as_str()
+        .or_else(|| SUBJECTS["en"][key].as_str())
+        .unwrap_or(key);
+    params.iter().fold(line.to_owned(), |line, (name, value)| {
+        line.replace(&format!("{{{name}}}"), value)
+    })
+}
+
+/// A loan status as a borrower reads it in `language`.
+pub fn status_word(language: Language, status: &str) -> String {
+    match language {
+        Language::En => status.to_owned(),
+        other => SUBJECTS[format!("status_{}", other.as_str())][status]
+            .as_str()
+            .unwrap_or(status)
+            .to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod language_tests {
+    use super::*;
+
+    #[test]
+    fn every_subject_exists_in_both_languages_and_fills_its_placeholders() {
+        let en = SUBJECTS["en"].as_object().unwrap();
+        let es = SUBJECTS["es"].as_object().unwrap();
+        assert_eq!(en.keys().collect::<Vec<_>>(), es.keys().collect::<Vec<_>>());
+        assert_eq!(
+            subject(
+                Language::Es,
+                "status_borrower",
+                &[
+                    ("lender", "Banco"),
+                    ("status", &status_word(Language::Es, "submitted"))
+                ]
+            ),
+            "Banco: su solicitud está presentada"
+        );
+        assert_eq!(
+            subject(Language::En, "link_invitation", &[("lender", "Bank")]),
+            "Bank: please upload your documents"
+        );
+    }
+
+    #[test]
+    fn borrower_templates_render_in_spanish_with_the_english_variables() {
+        let templates = Templates::load(None).unwrap();
+        let context = serde_json::json!({"first_name": "Ana", "agent": "Avery", "lender": "Banco",
+            "support_phone": "555", "link": "https://x/u/t", "expires": "2026-12-12",
+            "doc_type": "bank statement", "reason": "borrosa", "status": "submitted",
+            "documents": ["bank statement"]});
+        for name in [
+            "link_invitation",
+            "document_rejected",
+            "status_borrower",
+            "document_reminder",
+        ] {
+            let (text, html) = templates.render(name, Language::Es, &context).unwrap();
+            assert!(text.contains("Ana") && html.contains("Ana"), "{name}");
+            let (english, _) = templates.render(name, Language::En, &context).unwrap();
+            assert_ne!(text, english, "{name} has its own Spanish text");
+        }
     }
 }

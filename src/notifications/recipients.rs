@@ -159,8 +159,13 @@ impl Notifier {
     ) -> Result<Option<Outgoing>, HandlerError> {
         let state = &self.state;
         let (key, loan, lead) = (&who.key, who.loan, who.lead);
-        let (lender, phone, first_name, agent) =
-            (&who.lender, &who.phone, &who.first_name, &who.agent);
+        let (lender, phone, first_name, agent, language) = (
+            &who.lender,
+            &who.phone,
+            &who.first_name,
+            &who.agent,
+            who.language,
+        );
         let opted_out = store::email_opted_out(&state.db, lead)
             .await
             .map_err(transient)?;
@@ -193,16 +198,18 @@ impl Notifier {
             to,
             template: "document_reminder",
             subject: if many {
-                format!(
-                    "{lender}: reminder — {} documents still needed",
-                    documents.len()
+                crate::mail::subject(
+                    language,
+                    "document_reminder_many",
+                    &[("lender", lender), ("count", &documents.len().to_string())],
                 )
             } else {
-                format!("{lender}: reminder — a document is still needed")
+                crate::mail::subject(language, "document_reminder", &[("lender", lender)])
             },
             context: json!({"first_name": first_name, "agent": agent, "lender": lender,
                 "support_phone": phone, "documents": documents, "link": self.url(&token)}),
             unsubscribe: true,
+            language,
         }))
     }
 

@@ -143,19 +143,55 @@ pub struct LinkInvitation {
     pub borrower_email_enc: Option<Vec<u8>>,
     pub token_enc: Option<Vec<u8>>,
     pub expires_at: OffsetDateTime,
+    pub language: crate::domain::Language,
+}
+
+/// A link's row before its language is known to be one of ours.
+struct InvitationRow {
+    borrower_email_enc: Option<Vec<u8>>,
+    token_enc: Option<Vec<u8>>,
+    expires_at: OffsetDateTime,
+    language: Option<String>,
 }
 
 pub async fn link_invitation(
     db: impl PgExecutor<'_>,
     link: Uuid,
 ) -> Result<Option<LinkInvitation>, sqlx::Error> {
-    sqlx::query_as!(
-        LinkInvitation,
-        "select borrower_email_enc, token_enc, expires_at from upload_links where id = $1",
+    let row = sqlx::query_as!(
+        InvitationRow,
+        "select borrower_email_enc, token_enc, expires_at, language from upload_links where id = $1",
         link
     )
     .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| LinkInvitation {
+        borrower_email_enc: r.borrower_email_enc,
+        token_enc: r.token_enc,
+        expires_at: r.expires_at,
+        language: r
+            .language
+            .as_deref()
+            .and_then(crate::domain::Language::parse)
+            .unwrap_or(crate::domain::Language::En),
+    }))
+}
+
+/// The language of the loan's newest link that was given one: the borrower's emails
+/// about the loan follow it.
+pub async fn borrower_language(
+    db: impl PgExecutor<'_>,
+    loan: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select language from upload_links
+          where loan_id = $1 and language is not null
+          order by id desc limit 1",
+        loan
+    )
+    .fetch_optional(db)
     .await
+    .map(Option::flatten)
 }
 
 /// A rejected document's type, sealed reason and the link it came through.

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{NotificationState, store};
 use crate::crypto::field::{self, Location};
+use crate::domain::Language;
 use crate::events::Event;
 use crate::mail::SendError;
 use crate::queue::consumer::{Handler, HandlerError, Message};
@@ -64,6 +65,8 @@ pub(super) struct Outgoing {
     pub(super) context: Value,
     /// Not transactional (a reminder): carries a one-click unsubscribe link.
     pub(super) unsubscribe: bool,
+    /// The borrower's language (the link's; agents read English).
+    pub(super) language: Language,
 }
 
 /// Who an event's messages go to and what they say about whom: the loan's borrower and
@@ -78,6 +81,8 @@ pub(super) struct Audience {
     pub(super) agent_email: Option<String>,
     pub(super) lender: String,
     pub(super) phone: String,
+    /// The language of the borrower's newest link that has one (else English).
+    pub(super) language: Language,
 }
 
 impl Audience {
@@ -92,6 +97,7 @@ impl Audience {
             context: json!({"headline": headline, "borrower": self.first_name,
                 "loan_id": self.loan, "lender": self.lender}),
             unsubscribe: false,
+            language: Language::En,
         })
     }
 }
@@ -167,6 +173,12 @@ impl Notifier {
             None => None,
         };
         let (lender, phone) = self.branding();
+        let language = store::borrower_language(&self.state.db, loan)
+            .await
+            .map_err(transient)?
+            .as_deref()
+            .and_then(Language::parse)
+            .unwrap_or(Language::En);
         Ok(Some(Audience {
             loan,
             lead,
@@ -177,6 +189,7 @@ impl Notifier {
             agent_email: people.agent_email,
             lender,
             phone,
+            language,
         }))
     }
 
@@ -193,6 +206,7 @@ impl Notifier {
             borrower_email_enc: Some(email),
             token_enc: Some(token),
             expires_at: expires,
+            language,
         }) = row
         else {
             return Ok(None);
@@ -204,11 +218,12 @@ impl Notifier {
             channel: "email",
             to,
             template: "link_invitation",
-            subject: format!("{}: please upload your documents", who.lender),
+            subject: crate::mail::subject(language, "link_invitation", &[("lender", &who.lender)]),
             context: json!({"first_name": who.first_name, "agent": who.agent, "lender": who.lender,
                 "support_phone": who.phone, "link": self.url(&token),
                 "expires": expires.date().to_string()}),
             unsubscribe: false,
+            language,
         }))
     }
 
@@ -247,11 +262,16 @@ impl Notifier {
             channel: "email",
             to,
             template: "document_rejected",
-            subject: format!("{}: a document needs to be replaced", who.lender),
+            subject: crate::mail::subject(
+                who.language,
+                "document_rejected",
+                &[("lender", &who.lender)],
+            ),
             context: json!({"first_name": who.first_name, "agent": who.agent, "lender": who.lender,
                 "support_phone": who.phone, "doc_type": doc_type.replace('_', " "), "reason": reason,
                 "link": link}),
             unsubscribe: false,
+            language: who.language,
         }))
     }
 
@@ -269,10 +289,18 @@ impl Notifier {
                 channel: "email",
                 to,
                 template: "status_borrower",
-                subject: format!("{lender}: your application is {status}"),
+                subject: crate::mail::subject(
+                    who.language,
+                    "status_borrower",
+                    &[
+                        ("lender", lender),
+                        ("status", &crate::mail::status_word(who.language, status)),
+                    ],
+                ),
                 context: json!({"first_name": who.first_name, "status": status, "lender": lender,
                     "support_phone": phone}),
                 unsubscribe: false,
+                language: who.language,
             });
         }
         if let Some(to) = self.sms_number(&who.key, who.lead).await? {
@@ -281,11 +309,18 @@ impl Notifier {
                 channel: "sms",
                 to,
                 template: "status_sms",
-                subject: format!(
-                    "{lender}: your loan application is now {status}. Questions? {phone}"
+                subject: crate::mail::subject(
+                    who.language,
+                    "status_sms",
+                    &[
+                        ("lender", lender),
+                        ("status", &crate::mail::status_word(who.language, status)),
+                        ("phone", phone),
+                    ],
                 ),
                 context: Value::Null,
                 unsubscribe: false,
+                language: who.language,
             });
         }
         out.extend(who.agent_update(&format!("Loan status: {status}")));
@@ -392,7 +427,7 @@ impl Notifier {
         };
         let body = mailer
             .templates
-            .render(o.template, &context)
+            .render(o.template, o.language, &context)
             .map_err(HandlerError::Permanent)?;
         Ok(mailer
             .send(id, &o.to, &o.subject, body, unsubscribe.as_deref())

@@ -10,6 +10,7 @@ mod authorization;
 mod browser;
 mod config_startup;
 mod conformance;
+mod console;
 mod credit;
 mod documents;
 mod errors;

@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, app, assert_problem};
 
 /// A browser: cookies, no automatic redirects (each hop is followed by hand so the
 /// provider's redirect to the registered callback can be delivered to this test's app).
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -18,7 +18,7 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-fn location(response: &reqwest::Response) -> String {
+pub(crate) fn location(response: &reqwest::Response) -> String {
     response
         .headers()
         .get("location")
@@ -73,7 +73,7 @@ async fn provider_answer(
 }
 
 /// Sign in at `issuer` through the login started at `start`; the callback's response.
-async fn sign_in_at(
+pub(crate) async fn sign_in_at(
     app: &TestApp,
     browser: &reqwest::Client,
     issuer: &str,
@@ -88,7 +88,7 @@ async fn sign_in_at(
         .unwrap()
 }
 
-async fn csrf_token(app: &TestApp, browser: &reqwest::Client) -> String {
+pub(crate) async fn csrf_token(app: &TestApp, browser: &reqwest::Client) -> String {
     let body: Value = browser
         .get(app.url("/auth/session"))
         .send()

@@ -159,6 +159,29 @@ pub async fn authenticate(
     }
 }
 
+/// A cookie session's request: the session, its re-check and idle timeout, the CSRF token
+/// (`csrf`: from the header, or a console form's field), the agent's state and the rate
+/// limit — what [`authenticate`] does for a cookie, for callers that read the token elsewhere.
+pub async fn authenticate_cookie(
+    state: &AppState,
+    id: String,
+    unsafe_method: bool,
+    csrf: Option<String>,
+    same_origin: bool,
+    request_id: Option<&str>,
+) -> Result<(Actor, SessionContext, SideEffects), AppError> {
+    let credentials = Credentials::Cookie {
+        id,
+        unsafe_method,
+        csrf_header: csrf,
+        same_origin,
+    };
+    let (actor, context, side_effects) =
+        authenticate_request(state, credentials, request_id).await?;
+    let context = context.ok_or(AuthError::SessionExpired)?;
+    Ok((actor, context, side_effects))
+}
+
 async fn authenticate_request(
     state: &AppState,
     credentials: Credentials,
@@ -184,6 +207,7 @@ async fn authenticate_request(
                 .ok_or(AuthError::SessionExpired)?;
             // The session's roles and team are its sign-in's: re-checked when due, and a
             // disabled agent is refused at once on this replica, everywhere within a minute.
+            let session = super::recheck::idle_or_touch(state, &id, session, request_id).await?;
             let session = super::recheck::if_due(state, &id, session, request_id).await?;
             state
                 .agents

@@ -90,6 +90,26 @@ async fn end(
     Ok(())
 }
 
+/// End `session` when it has been idle longer than `auth.idle_timeout_secs` (audited
+/// `session.ended`, reason `idle`), else record that it is in use (at most once a minute).
+pub async fn idle_or_touch(
+    state: &AppState,
+    id: &str,
+    mut session: Session,
+    request_id: Option<&str>,
+) -> Result<Session, AppError> {
+    let idle = state.settings.auth.idle_timeout_secs as i64;
+    let since = now() - session.seen_at;
+    if idle > 0 && since > idle {
+        end(state, id, &session.actor, "idle", request_id).await?;
+        return Err(AuthError::SessionExpired.into());
+    }
+    if since >= session::SEEN_EVERY_SECS.min(idle.max(1)) {
+        session::touch(&state.db, &state.cache, id, &mut session).await?;
+    }
+    Ok(session)
+}
+
 /// Re-check `session` if it is due; the session to use for this request, or why there is
 /// none any more. One request claims the check (an atomic update of `checked_at`); it runs
 /// without holding a lock or a connection while it asks the provider, and concurrent

@@ -6,25 +6,22 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::ops::queue_pull;
-use super::report_at;
+use super::ops::follow_up;
 use super::store;
+use super::{ConsentInput, CreditPull, CreditPullList, FollowUp, PullType, report_at};
 use crate::actor::SideEffects;
 use crate::audit;
-use crate::auth::{Actor, ReadScope};
+use crate::auth::Actor;
 use crate::crypto::field::{self};
 use crate::error::{AppError, AppJson, ErrorCode};
 use crate::http::edge::RequestId;
-use crate::http::support::{rfc3339, with_location};
-use crate::leads::credit::{Consent, ConsentInput, PullType};
-use crate::leads::ops::writable_lead;
+use crate::http::support::with_location;
 use crate::state::AppState;
 
 pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
@@ -50,67 +47,10 @@ pub struct PullRequest {
     consent: Option<ConsentInput>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreditPull {
-    id: Uuid,
-    lead_id: Uuid,
-    pull_type: String,
-    /// `new`, `reissue` or `upgrade`.
-    request_kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    based_on: Option<Uuid>,
-    status: String,
-    score: Option<i32>,
-    bureau: Option<String>,
-    bureau_report_id: Option<String>,
-    pulled_at: Option<String>,
-    failure_reason: Option<String>,
-    created_at: String,
-}
-
-impl CreditPull {
-    /// The API shape; the score is borrower data an admin does not see (docs/security.md).
-    fn view(r: store::PullRow, actor: &Actor) -> Self {
-        let masked = actor.masks(&r.owner_subject, r.team.as_deref());
-        CreditPull {
-            id: r.id,
-            lead_id: r.lead_id,
-            pull_type: r.pull_type,
-            request_kind: r.request_kind,
-            based_on: r.based_on,
-            status: r.status.as_str().to_owned(),
-            score: if masked { None } else { r.score },
-            bureau: r.bureau,
-            bureau_report_id: r.bureau_report_id,
-            pulled_at: r.pulled_at.map(rfc3339),
-            failure_reason: r.failure_reason,
-            created_at: rfc3339(r.created_at),
-        }
-    }
-}
-
-fn consent_required(pull_type: PullType) -> AppError {
-    AppError::client(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        ErrorCode::ConsentRequired,
-        format!(
-            "a {} pull needs the borrower's consent for a {} pull (FCRA permissible purpose)",
-            pull_type.as_str(),
-            pull_type.as_str()
-        ),
-    )
-}
-
-async fn accepted(state: &AppState, actor: &Actor, id: Uuid) -> Result<Response, AppError> {
-    let mut conn = state.db.acquire().await?;
-    let row = store::fetch(&mut conn, id, &ReadScope::All)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the pull just written is missing"))?;
-    Ok(with_location(
-        StatusCode::ACCEPTED,
-        CreditPull::view(row, actor),
-        &format!("/v1/credit-reports/{id}"),
-    ))
+/// 202 with the pull and where to follow it: the bureau answers later.
+fn accepted(pull: CreditPull) -> Response {
+    let location = format!("/v1/credit-reports/{}", pull.id);
+    with_location(StatusCode::ACCEPTED, pull, &location)
 }
 
 /// Request a credit pull for a lead; it runs asynchronously.
@@ -127,35 +67,16 @@ async fn request_pull(
     Path(lead_id): Path<Uuid>,
     AppJson(input): AppJson<PullRequest>,
 ) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    writable_lead(&mut tx, lead_id, &actor).await?;
-    let consent = input
-        .consent
-        .ok_or_else(|| consent_required(input.pull_type))?
-        .validate("consent", OffsetDateTime::now_utc())
-        .map_err(AppError::validation)?;
-    let id = queue_pull(
+    let pull = super::ops::request(
         &state,
-        &mut tx,
         &actor,
-        &crate::leads::credit::ops::Pull {
-            lead_id,
-            pull_type: input.pull_type,
-            consent: &consent,
-            kind: "new",
-            based_on: None,
-        },
+        lead_id,
+        input.pull_type,
+        input.consent,
         &request_id.0,
     )
     .await?;
-    tx.commit().await?;
-    accepted(&state, &actor, id).await
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CreditPullList {
-    items: Vec<CreditPull>,
-    next_cursor: Option<String>,
+    Ok(accepted(pull))
 }
 
 /// The lead's pulls, newest first.
@@ -172,17 +93,9 @@ async fn list_pulls(
     >,
 ) -> Result<AppJson<CreditPullList>, AppError> {
     let page = crate::http::support::PageParams::from_query(query)?.page::<Uuid>()?;
-    let mut conn = state.db.acquire().await?;
-    crate::leads::ops::visible_lead(&mut conn, lead_id, &actor).await?;
-    let mut rows = store::lead_page(&mut conn, lead_id, page.after, page.limit + 1).await?;
-    let next_cursor = crate::http::support::next_page(&mut rows, page.limit, |r| r.id.to_string());
-    Ok(AppJson(CreditPullList {
-        items: rows
-            .into_iter()
-            .map(|r| CreditPull::view(r, &actor))
-            .collect(),
-        next_cursor,
-    }))
+    Ok(AppJson(
+        super::ops::list(&state, &actor, lead_id, page).await?,
+    ))
 }
 
 /// The brief's route: the lead's latest pull. It never starts one.
@@ -273,37 +186,34 @@ async fn get_report(
     Ok(AppJson(report).into_response())
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FollowUp {
-    /// Required for an upgrade: a hard-pull consent.
-    consent: Option<ConsentInput>,
-}
-
 /// Ask the bureau for the same report again (no new inquiry).
 #[utoipa::path(post, path = "/v1/credit-reports/{id}/reissue", tag = "credit", params(("id" = Uuid, Path)),
     request_body = FollowUp, responses((status = 202, description = "Queued", body = CreditPull)))]
 async fn reissue(
-    state: State<AppState>,
+    State(state): State<AppState>,
     actor: Actor,
     request_id: RequestId,
     Path(id): Path<Uuid>,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    follow_up(state, actor, request_id, id, optional_body(&body)?, false).await
+    let body = optional_body(&body)?;
+    let pull = follow_up(&state, &actor, &request_id.0, id, body, false).await?;
+    Ok(accepted(pull))
 }
 
 /// Turn a soft pull into a hard one; needs a hard-pull consent.
 #[utoipa::path(post, path = "/v1/credit-reports/{id}/upgrade", tag = "credit", params(("id" = Uuid, Path)),
     request_body = FollowUp, responses((status = 202, description = "Queued", body = CreditPull)))]
 async fn upgrade(
-    state: State<AppState>,
+    State(state): State<AppState>,
     actor: Actor,
     request_id: RequestId,
     Path(id): Path<Uuid>,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    follow_up(state, actor, request_id, id, optional_body(&body)?, true).await
+    let body = optional_body(&body)?;
+    let pull = follow_up(&state, &actor, &request_id.0, id, body, true).await?;
+    Ok(accepted(pull))
 }
 
 /// An optional JSON body: none at all, or a valid `FollowUp`.
@@ -314,84 +224,4 @@ fn optional_body(body: &[u8]) -> Result<Option<FollowUp>, AppError> {
     serde_json::from_slice(body)
         .map(Some)
         .map_err(|_| crate::http::support::malformed("the body must be JSON: {\"consent\": {…}}"))
-}
-
-async fn follow_up(
-    State(state): State<AppState>,
-    actor: Actor,
-    request_id: RequestId,
-    id: Uuid,
-    body: Option<FollowUp>,
-    upgrade: bool,
-) -> Result<Response, AppError> {
-    let mut tx = state.db.begin().await?;
-    let row = store::fetch(&mut tx, id, &actor.read_scope())
-        .await?
-        .ok_or_else(AppError::not_found)?;
-    writable_lead(&mut tx, row.lead_id, &actor).await?;
-    if row.status != super::PullState::Completed || row.bureau_report_id.is_none() {
-        return Err(AppError::client(
-            StatusCode::CONFLICT,
-            ErrorCode::InvalidState,
-            "only a completed pull can be reissued or upgraded",
-        ));
-    }
-    let (pull_type, consent, kind) = if upgrade {
-        if row.pull_type != "soft" {
-            return Err(AppError::client(
-                StatusCode::CONFLICT,
-                ErrorCode::InvalidState,
-                "only a soft pull can be upgraded",
-            ));
-        }
-        let consent = body
-            .and_then(|b| b.consent)
-            .ok_or_else(|| consent_required(PullType::Hard))?
-            .validate("consent", OffsetDateTime::now_utc())
-            .map_err(AppError::validation)?;
-        (PullType::Hard, consent, "upgrade")
-    } else {
-        // A reissue rests on the original pull's consent.
-        let store::ConsentRecord {
-            consent_obtained_at: obtained_at,
-            consent_method: method,
-            consent_text_version: text_version,
-        } = store::consent_of(&mut tx, id).await?;
-        let method = match method.as_str() {
-            "written" => crate::leads::credit::ConsentMethod::Written,
-            "electronic" => crate::leads::credit::ConsentMethod::Electronic,
-            _ => crate::leads::credit::ConsentMethod::Verbal,
-        };
-        let pull_type = if row.pull_type == "hard" {
-            PullType::Hard
-        } else {
-            PullType::Soft
-        };
-        (
-            pull_type,
-            Consent {
-                obtained_at,
-                method,
-                text_version,
-                ip: None,
-            },
-            "reissue",
-        )
-    };
-    let new = queue_pull(
-        &state,
-        &mut tx,
-        &actor,
-        &crate::leads::credit::ops::Pull {
-            lead_id: row.lead_id,
-            pull_type,
-            consent: &consent,
-            kind,
-            based_on: Some(id),
-        },
-        &request_id.0,
-    )
-    .await?;
-    tx.commit().await?;
-    accepted(&state, &actor, new).await
 }

@@ -12,7 +12,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
+use crate::auth::Actor;
 use crate::crypto::field::Location;
+use crate::domain::rfc3339;
 use crate::error::FieldError;
 
 // Where a pull is: queued, with the bureau, then completed or failed (a plain comment: the
@@ -181,6 +183,58 @@ impl ConsentInput {
             _ => Err(errors),
         }
     }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreditPull {
+    pub id: Uuid,
+    pub lead_id: Uuid,
+    pub pull_type: String,
+    /// `new`, `reissue` or `upgrade`.
+    pub request_kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub based_on: Option<Uuid>,
+    pub status: String,
+    pub score: Option<i32>,
+    pub bureau: Option<String>,
+    pub bureau_report_id: Option<String>,
+    pub pulled_at: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_at: String,
+}
+
+impl CreditPull {
+    /// The API shape; the score is borrower data an admin does not see (docs/security.md).
+    pub fn view(r: store::PullRow, actor: &Actor) -> Self {
+        let masked = actor.masks(&r.owner_subject, r.team.as_deref());
+        CreditPull {
+            id: r.id,
+            lead_id: r.lead_id,
+            pull_type: r.pull_type,
+            request_kind: r.request_kind,
+            based_on: r.based_on,
+            status: r.status.as_str().to_owned(),
+            score: if masked { None } else { r.score },
+            bureau: r.bureau,
+            bureau_report_id: r.bureau_report_id,
+            pulled_at: r.pulled_at.map(rfc3339),
+            failure_reason: r.failure_reason,
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CreditPullList {
+    pub items: Vec<CreditPull>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUp {
+    /// Required for an upgrade: a hard-pull consent.
+    pub consent: Option<ConsentInput>,
 }
 
 /// Where a pull's encrypted report is (its field-encryption context).

@@ -4,23 +4,51 @@
 (function () {
   'use strict';
 
+  // The page's words, in its language: a JSON data block the server renders into the page
+  // (read once; a missing or broken block leaves the keys showing rather than no page).
+  var STRINGS = {};
+  try {
+    STRINGS = JSON.parse(document.getElementById('strings').textContent) || {};
+  } catch (e) { /* keep the keys */ }
+  var LANG = (document.documentElement.lang || 'en').toLowerCase().split('-')[0];
+  // Dates in the page's language: in the borrower's own regional variant of it when the
+  // browser has one (en-GB, es-MX...), else the US one.
+  var LOCALES;
+  try {
+    LOCALES = Intl.getCanonicalLocales((navigator.languages || [navigator.language]).filter(function (l) {
+      return typeof l === 'string' && l.toLowerCase().split('-')[0] === LANG;
+    }).concat([LANG + '-US', LANG]));
+  } catch (e) { LOCALES = undefined; /* an odd lang attribute: the browser's own */ }
+
+  // The catalog's text for `key` with its {name} placeholders filled from `params`.
+  function T(key, params) {
+    var s = Object.prototype.hasOwnProperty.call(STRINGS, key) && typeof STRINGS[key] === 'string'
+      ? STRINGS[key] : key;
+    if (!params) return s;
+    return s.replace(/\{(\w+)\}/g, function (m, name) {
+      return Object.prototype.hasOwnProperty.call(params, name) ? String(params[name]) : m;
+    });
+  }
+
   var MAX_PARALLEL = 3;
   var POLL_MS = 2000;
   var DEFAULT_TYPES = ['application/pdf', 'image/jpeg', 'image/png', 'image/tiff', 'image/heic'];
   var EXT_TYPES = { pdf: 'application/pdf', jpg: 'image/jpeg', jpeg: 'image/jpeg', png: 'image/png',
     tif: 'image/tiff', tiff: 'image/tiff', heic: 'image/heic' };
-  var TYPE_MSG = 'Only PDF, JPEG, PNG, TIFF or HEIC files can be uploaded';
-  var DOC_LABELS = { bank_statement: 'Bank statement', tax_return: 'Tax return', w2: 'W-2',
-    pay_stub: 'Pay stub', photo_id: 'Photo ID', gift_letter: 'Gift letter', other: 'Other' };
-  var BADGES = { outstanding: 'Outstanding', received: 'Received', accepted: 'Accepted',
-    rejected: 'Needs a new file', not_applicable: 'Not applicable' };
+  var TYPE_MSG = T('type_unsupported');
+  var DOC_LABELS = { bank_statement: T('doc_bank_statement'), tax_return: T('doc_tax_return'),
+    w2: T('doc_w2'), pay_stub: T('doc_pay_stub'), photo_id: T('doc_photo_id'),
+    gift_letter: T('doc_gift_letter'), other: T('doc_other') };
+  var BADGES = { outstanding: T('badge_outstanding'), received: T('badge_received'),
+    accepted: T('badge_accepted'), rejected: T('badge_rejected'),
+    not_applicable: T('badge_not_applicable') };
   var REASONS = {
-    infected: 'the file failed the virus check',
-    type_mismatch: "the file's contents do not match its type",
-    too_large: 'the file is larger than allowed',
-    size_mismatch: 'the upload was incomplete',
-    empty: 'the file is empty',
-    encrypted_pdf: 'password-protected PDFs cannot be read; please upload an unprotected copy'
+    infected: T('reason_infected'),
+    type_mismatch: T('reason_type_mismatch'),
+    too_large: T('reason_too_large'),
+    size_mismatch: T('reason_size_mismatch'),
+    empty: T('reason_empty'),
+    encrypted_pdf: T('reason_encrypted_pdf')
   };
   var LINK_CODES = { link_not_found: 1, link_expired: 1, link_revoked: 1, link_exhausted: 1 };
 
@@ -71,7 +99,7 @@
   function fmtTime(s) {
     var d = new Date(s);
     if (isNaN(d.getTime())) return String(s || '');
-    return d.toLocaleString(undefined, { dateStyle: 'long', timeStyle: 'short' });
+    return d.toLocaleString(LOCALES, { dateStyle: 'long', timeStyle: 'short' });
   }
 
   function fmtDay(s) {
@@ -79,16 +107,16 @@
     var m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(s));
     if (!m) return String(s);
     return new Date(+m[1], +m[2] - 1, +m[3])
-      .toLocaleDateString(undefined, { year: 'numeric', month: 'long', day: 'numeric' });
+      .toLocaleDateString(LOCALES, { year: 'numeric', month: 'long', day: 'numeric' });
   }
 
   function maxBytes() { return (link && Number(link.max_file_bytes)) || 52428800; }
   function sizeMsg() {
     var mb = Math.round(maxBytes() / 1048576 * 10) / 10;
-    return 'This file is larger than ' + mb + ' MB';
+    return T('file_too_large', { mb: mb });
   }
-  function agentName() { return (link && link.agent) || 'your loan officer'; }
-  function docLabel(t) { return DOC_LABELS[t] || 'Document'; }
+  function agentName() { return (link && link.agent) || T('agent_fallback'); }
+  function docLabel(t) { return DOC_LABELS[t] || T('doc_unknown'); }
 
   function apiError(status, code, detail, extra) {
     var e = new Error(code);
@@ -115,19 +143,22 @@
             retryAfter: parseInt(res.headers.get('Retry-After'), 10) || 0 });
       });
     }, function () {
-      throw apiError(0, 'network', 'We could not reach the server. Please check your connection and try again.');
+      throw apiError(0, 'network', T('err_network'));
     });
   }
 
   function problemText(err, fallback) {
+    var plain = { file_too_large: sizeMsg(), unsupported_file_type: TYPE_MSG,
+      rate_limited: T('err_rate_limited'),
+      link_expired: T('err_link_expired'), link_revoked: T('err_link_revoked'),
+      link_exhausted: T('err_link_exhausted'),
+      link_not_found: T('err_link_not_found') };
+    // The API's own words are English: on a page in another language, a known code's
+    // message in the page's language comes first.
+    if (LANG !== 'en' && plain[err.code]) return plain[err.code];
     if (err.detail) return err.detail;
     if (err.errors && err.errors[0] && err.errors[0].message) return String(err.errors[0].message);
-    var plain = { file_too_large: sizeMsg(), unsupported_file_type: TYPE_MSG,
-      rate_limited: 'Too many uploads right now. Please wait a minute and try again.',
-      link_expired: 'This upload link has expired.', link_revoked: 'This upload link was withdrawn.',
-      link_exhausted: 'This upload link has received all the files it accepts.',
-      link_not_found: 'This upload link is not valid.' };
-    return plain[err.code] || fallback || 'Something went wrong. Please try again.';
+    return plain[err.code] || fallback || T('err_generic');
   }
 
   // ---- link state ----------------------------------------------------------------------
@@ -135,11 +166,11 @@
   function showLinkMessage(code) {
     var who = agentName();
     var texts = {
-      link_expired: ['This link has expired', 'This upload link has expired. Please ask ' + who + ' for a new link.'],
-      link_not_found: ['This link is not valid', 'This upload link is not valid. Please check that you opened the whole link from your message, or ask your loan officer for a new one.'],
-      link_revoked: ['This link was withdrawn', 'This upload link has been withdrawn. If you still need to send documents, please ask ' + who + ' for a new link.'],
-      link_exhausted: ['This link is complete', 'This upload link has received all the files it accepts. If you need to send more, please ask ' + who + ' for a new link.'],
-      unavailable: ['We could not load this page', 'Something went wrong while loading your upload link. Please check your connection and try again in a moment.']
+      link_expired: [T('link_expired_title'), T('link_expired_text', { agent: who })],
+      link_not_found: [T('link_not_found_title'), T('link_not_found_text')],
+      link_revoked: [T('link_revoked_title'), T('link_revoked_text', { agent: who })],
+      link_exhausted: [T('link_exhausted_title'), T('link_exhausted_text', { agent: who })],
+      unavailable: [T('unavailable_title'), T('unavailable_text')]
     };
     var t = texts[code] || texts.unavailable;
     dead = true;
@@ -189,15 +220,15 @@
     $('loading').hidden = true;
     $('link-info').hidden = false;
     $('app').hidden = false;
-    $('agent').textContent = 'Requested by ' + agentName();
-    $('expires').textContent = 'Link valid until ' + fmtTime(link.expires_at);
-    $('count').textContent = Number(link.files_accepted || 0) + ' of ' + Number(link.max_files || 0) + ' files received';
+    $('agent').textContent = T('requested_by', { agent: agentName() });
+    $('expires').textContent = T('link_valid_until', { date: fmtTime(link.expires_at) });
+    $('count').textContent = T('files_count',
+      { done: Number(link.files_accepted || 0), max: Number(link.max_files || 0) });
     $('max-size').textContent = String(Math.round(maxBytes() / 1048576 * 10) / 10);
     var full = link.state === 'full';
     $('upload-area').hidden = full;
     $('full-notice').hidden = !full;
-    $('full-notice').textContent = full ? 'This link has received all the files it accepts. ' +
-      'You can still tell us which requests do not apply to you. To send more files, please contact ' + agentName() + '.' : '';
+    $('full-notice').textContent = full ? T('full_notice', { agent: agentName() }) : '';
     renderRequests(Array.isArray(link.requests) ? link.requests : []);
     renderFiles(Array.isArray(link.files) ? link.files : []);
   }
@@ -233,28 +264,28 @@
     var head = el('div', 'request-head');
     var h = el('h3', null, docLabel(r.doc_type));
     h.tabIndex = -1;
-    head.append(h, el('span', 'badge badge-' + (BADGES[r.state] ? r.state : 'unknown'), BADGES[r.state] || 'Pending'));
+    head.append(h, el('span', 'badge badge-' + (BADGES[r.state] ? r.state : 'unknown'), BADGES[r.state] || T('badge_pending')));
     li.append(head);
     if (r.note) li.append(el('p', 'request-note', r.note));
-    if (r.due_date) li.append(el('p', 'request-due', 'Due by ' + fmtDay(r.due_date)));
+    if (r.due_date) li.append(el('p', 'request-due', T('due_by', { date: fmtDay(r.due_date) })));
     if (r.state === 'rejected') {
       var box = el('p', 'request-reason');
-      box.append(el('strong', null, 'Please send a new file. '),
-        document.createTextNode(r.reason ? 'Reason: ' + r.reason : ''));
+      box.append(el('strong', null, T('request_send_new') + ' '),
+        document.createTextNode(r.reason ? T('request_reason', { reason: r.reason }) : ''));
       li.append(box);
     } else if (r.state === 'not_applicable' && r.reason) {
-      li.append(el('p', 'request-comment', 'Your comment: ' + r.reason));
+      li.append(el('p', 'request-comment', T('request_comment', { comment: r.reason })));
     }
     if (r.state !== 'outstanding' && r.state !== 'rejected') return li;
 
     var actions = el('div', 'request-actions');
     if (link.state !== 'full') {
-      var up = button('Upload for this', 'primary');
+      var up = button(T('upload_for_this'), 'primary');
       up.append(el('span', 'visually-hidden', ' (' + docLabel(r.doc_type) + ')'));
       up.addEventListener('click', function () { pickFor = r; $('request-file-input').click(); });
       actions.append(up);
     }
-    var naBtn = button('Not applicable to me', 'secondary');
+    var naBtn = button(T('not_applicable_button'), 'secondary');
     var form = buildNaForm(r, naBtn);
     naBtn.setAttribute('aria-expanded', 'false');
     naBtn.setAttribute('aria-controls', form.id);
@@ -275,20 +306,20 @@
     form.id = 'na-form-' + n;
     form.hidden = true;
     form.noValidate = true; // validated below, with a message in words
-    var label = el('label', null, 'Why does this not apply to you?');
+    var label = el('label', null, T('na_label'));
     label.htmlFor = 'na-comment-' + n;
     var ta = el('textarea');
     ta.id = label.htmlFor;
     ta.required = true;
     ta.maxLength = 1000;
     ta.setAttribute('aria-describedby', 'na-hint-' + n + ' na-error-' + n);
-    var hint = el('p', 'hint', 'Your loan officer will see this comment. Up to 1000 characters.');
+    var hint = el('p', 'hint', T('na_hint', { max: 1000 }));
     hint.id = 'na-hint-' + n;
     var err = el('p', 'form-error');
     err.id = 'na-error-' + n;
-    var submit = button('Send', 'primary');
+    var submit = button(T('send'), 'primary');
     submit.type = 'submit';
-    var cancel = button('Cancel', 'link');
+    var cancel = button(T('cancel'), 'link');
     cancel.addEventListener('click', function () {
       form.hidden = true;
       naBtn.setAttribute('aria-expanded', 'false');
@@ -300,17 +331,17 @@
     form.addEventListener('submit', function (e) {
       e.preventDefault();
       var comment = ta.value.trim();
-      if (!comment) { err.textContent = 'Please write a short explanation.'; ta.focus(); return; }
-      if (comment.length > 1000) { err.textContent = 'Please keep it under 1000 characters.'; ta.focus(); return; }
+      if (!comment) { err.textContent = T('na_empty'); ta.focus(); return; }
+      if (comment.length > 1000) { err.textContent = T('na_too_long', { max: 1000 }); ta.focus(); return; }
       err.textContent = '';
       submit.disabled = true;
       api('POST', '/requests/' + encodeURIComponent(r.id) + '/not-applicable', { comment: comment }).then(function () {
-        announce(docLabel(r.doc_type) + ' marked as not applicable. Thank you.');
+        announce(T('na_done', { doc: docLabel(r.doc_type) }));
         focusRequest = r.id;
         return load();
       }, function (x) {
         if (LINK_CODES[x.code]) { showLinkMessage(x.code); return; }
-        err.textContent = problemText(x, 'That did not go through. Please try again.');
+        err.textContent = problemText(x, T('na_failed'));
         submit.disabled = false;
         ta.focus();
       });
@@ -320,17 +351,17 @@
 
   function fileStateText(f) {
     switch (f.state) {
-      case 'awaiting_upload': return 'Uploading…';
-      case 'uploaded': case 'scanning': return 'Checking…';
-      case 'available': return 'Received';
+      case 'awaiting_upload': return T('file_uploading');
+      case 'uploaded': case 'scanning': return T('file_checking');
+      case 'available': return T('file_received');
       case 'rejected':
         if (f.reason === 'rejected_by_agent' || (!f.reason && f.review_reason)) {
-          return 'Not accepted: ' + (f.review_reason || 'your loan officer asked for a different file');
+          return T('file_not_accepted', { reason: f.review_reason || T('reason_agent_default') });
         }
-        return 'Not accepted: ' + (REASONS[f.reason] || 'the file could not be accepted');
-      case 'failed': return 'Could not be processed; please try again';
-      case 'expired': return 'The upload was not finished; please try again';
-      default: return 'Processing';
+        return T('file_not_accepted', { reason: REASONS[f.reason] || T('reason_unknown') });
+      case 'failed': return T('file_failed');
+      case 'expired': return T('file_expired');
+      default: return T('file_processing');
     }
   }
 
@@ -343,14 +374,14 @@
       var li = el('li', 'file-item');
       li.setAttribute('data-document-id', String(f.id));
       li.setAttribute('data-state', String(f.state));
-      var name = el('span', 'file-name', f.filename || 'Unnamed file');
+      var name = el('span', 'file-name', f.filename || T('unnamed_file'));
       if (f.doc_type) name.append(el('span', 'file-type', docLabel(f.doc_type)));
       var text = fileStateText(f);
       li.append(name, el('span', 'file-status', text));
       list.append(li);
       var prev = lastStates.get(f.id);
       if (prev && prev !== f.state && /^(available|rejected|failed)$/.test(f.state)) {
-        changes.push((f.filename || 'A file') + ': ' + text);
+        changes.push(T('file_change', { name: f.filename || T('a_file'), status: text }));
       }
       lastStates.set(f.id, f.state);
     });
@@ -374,7 +405,7 @@
     var accepted = (link && Array.isArray(link.accepted_types) && link.accepted_types.length) ? link.accepted_types : DEFAULT_TYPES;
     if (!type || accepted.indexOf(type) < 0) return TYPE_MSG;
     if (file.size > maxBytes()) return sizeMsg();
-    if (file.size === 0) return 'This file is empty';
+    if (file.size === 0) return T('file_empty');
     return null;
   }
 
@@ -389,7 +420,7 @@
       var bad = checkFile(file, job.type); // checked here so the server is never asked in vain
       if (bad) fail(job, bad, false); else { queue.push(job); queued++; }
     });
-    if (queued) announce(queued === 1 ? 'Uploading 1 file.' : 'Uploading ' + queued + ' files.');
+    if (queued) announce(queued === 1 ? T('uploading_one') : T('uploading_many', { count: queued }));
     pump();
   }
 
@@ -398,12 +429,12 @@
     li.setAttribute('data-filename', job.file.name);
     li.setAttribute('data-state', 'queued');
     var name = el('span', 'upload-name', job.file.name);
-    if (job.request) name.append(el('span', 'upload-for', ' — for ' + docLabel(job.request.doc_type)));
+    if (job.request) name.append(el('span', 'upload-for', ' — ' + T('upload_for', { doc: docLabel(job.request.doc_type) })));
     var progress = el('progress', 'upload-progress');
     progress.max = 100;
     progress.value = 0;
-    progress.setAttribute('aria-label', 'Upload progress for ' + job.file.name);
-    var status = el('span', 'upload-status', 'Waiting…');
+    progress.setAttribute('aria-label', T('upload_progress', { name: job.file.name }));
+    var status = el('span', 'upload-status', T('waiting'));
     li.append(name, progress, status);
     $('uploads').append(li);
     return { li: li, progress: progress, status: status };
@@ -418,11 +449,11 @@
     batch.failed++;
     setRow(job, 'error', message);
     if (!retryable) return;
-    var retry = button('Try again', 'secondary');
+    var retry = button(T('retry'), 'secondary');
     retry.addEventListener('click', function () {
       retry.remove();
       job.row.progress.value = 0;
-      setRow(job, 'queued', 'Waiting…');
+      setRow(job, 'queued', T('waiting'));
       queue.push(job);
       pump();
     });
@@ -437,8 +468,8 @@
     }
     if (!active && !queue.length && (batch.ok || batch.failed)) {
       announce(batch.failed
-        ? batch.ok + ' uploaded, ' + batch.failed + ' not uploaded. See the list of uploads for details.'
-        : (batch.ok === 1 ? 'Your file was uploaded. We are checking it now.' : batch.ok + ' files were uploaded. We are checking them now.'));
+        ? T('batch_mixed', { ok: batch.ok, failed: batch.failed })
+        : (batch.ok === 1 ? T('batch_one') : T('batch_many', { count: batch.ok })));
       batch = { ok: 0, failed: 0 };
     }
   }
@@ -450,7 +481,7 @@
     return api('POST', '/files', body).catch(function (err) {
       if (err.status !== 429 || attempt >= 2) throw err;
       var secs = Math.min(Math.max(err.retryAfter || 5, 1), 60);
-      setRow(job, 'uploading', 'Busy, trying again in ' + secs + ' seconds…');
+      setRow(job, 'uploading', T('busy_retry', { secs: secs }));
       return sleep(secs * 1000).then(function () { return create(job, body, attempt + 1); });
     });
   }
@@ -466,21 +497,21 @@
         // Stay below 100 until the server has confirmed the upload.
         var pct = Math.min(99, Math.floor(e.loaded * 100 / e.total));
         job.row.progress.value = pct;
-        job.row.status.textContent = 'Uploading… ' + pct + '%';
+        job.row.status.textContent = T('uploading_pct', { pct: pct });
       };
       xhr.onload = function () {
         if (xhr.status >= 200 && xhr.status < 300) resolve();
-        else reject(apiError(xhr.status, 'storage_error', 'The upload did not go through. Please try again.'));
+        else reject(apiError(xhr.status, 'storage_error', T('upload_failed')));
       };
       xhr.onerror = xhr.onabort = xhr.ontimeout = function () {
-        reject(apiError(0, 'network', 'The upload was interrupted. Please check your connection and try again.'));
+        reject(apiError(0, 'network', T('upload_interrupted')));
       };
       xhr.send(job.file);
     });
   }
 
   function run(job) {
-    setRow(job, 'uploading', 'Preparing…');
+    setRow(job, 'uploading', T('preparing'));
     var body = { filename: job.file.name, content_type: job.type, size_bytes: job.file.size };
     if (job.request) {
       body.doc_type = job.request.doc_type;
@@ -492,26 +523,26 @@
     var step = job.created ? Promise.resolve(job.created) : create(job, body, 0);
     return step.then(function (created) {
       if (!created || !created.document || !created.upload || !created.upload.url) {
-        throw apiError(0, 'bad_response', 'The upload could not be started. Please try again.');
+        throw apiError(0, 'bad_response', T('upload_not_started'));
       }
       job.created = created;
-      setRow(job, 'uploading', 'Uploading…');
+      setRow(job, 'uploading', T('file_uploading'));
       return job.putDone ? null : put(job, created.upload);
     }).then(function () {
       job.putDone = true;
-      setRow(job, 'uploading', 'Finishing…');
+      setRow(job, 'uploading', T('finishing'));
       return api('POST', '/files/' + encodeURIComponent(job.created.document.id) + '/complete');
     }).then(function () {
       batch.ok++;
       job.row.progress.value = 100;
-      setRow(job, 'done', 'Uploaded. We are checking it now.');
+      setRow(job, 'done', T('uploaded_checking'));
       load();
     }, function (err) {
       // Network hiccups resume where they stopped; anything else starts over with a new
       // document (the abandoned one expires on its own).
       if (err.status !== 0) { job.created = null; job.putDone = false; }
       var final = err.status === 422 || LINK_CODES[err.code];
-      fail(job, problemText(err, 'The upload did not go through. Please try again.'), !final);
+      fail(job, problemText(err, T('upload_failed')), !final);
       if (LINK_CODES[err.code]) load(); // the GET decides whether the whole link is gone
     });
   }
