@@ -590,6 +590,21 @@ ensure_smtp() {
 # The browser test drives Debian's Chromium through ChromeDriver (WebDriver).
 ensure_browser() {
   apt_install chromium chromium-driver
+  ensure_axe
+}
+
+# axe-core for the console's accessibility checks (tests/api/console_browser.rs), from the
+# committed lockfile into .local/axe.
+ensure_axe() {
+  command -v node >/dev/null || apt_install nodejs npm
+  local dir="$LOCAL/axe"
+  mkdir -p "$dir"
+  cp "$ROOT"/tests/browser/{package.json,package-lock.json} "$dir/"
+  if [ ! -f "$dir/node_modules/axe-core/axe.min.js" ] || ! cmp -s "$ROOT/tests/browser/package-lock.json" "$dir/node_modules/.package-lock.json.installed" 2>/dev/null; then
+    log "installing axe-core (npm ci)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp "$ROOT/tests/browser/package-lock.json" "$dir/node_modules/.package-lock.json.installed"
+  fi
 }
 
 ensure_stack() {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::helpers::flows::agent_a1_loan;
 use crate::helpers::{TestApp, flows, free_port, oidc, port_opens, repo_root};
 
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
     _profile: tempfile::TempDir,
@@ -26,7 +26,7 @@ impl Drop for Driver {
     }
 }
 
-async fn browser() -> (Driver, Client) {
+pub(crate) async fn browser() -> (Driver, Client) {
     for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         assert!(
             std::path::Path::new(tool).exists(),
@@ -72,7 +72,7 @@ async fn browser() -> (Driver, Client) {
     (driver, client)
 }
 
-async fn screenshot(client: &Client, name: &str) -> PathBuf {
+pub(crate) async fn screenshot(client: &Client, name: &str) -> PathBuf {
     let dir = repo_root().join("target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.png"));
@@ -85,7 +85,7 @@ async fn link(app: &TestApp, token: &str, loan: &str) -> flows::Link {
 }
 
 /// Wait (up to `seconds`) until `count` elements match `css`.
-async fn wait_for_count(client: &Client, css: &str, count: usize, seconds: u64) -> bool {
+pub(crate) async fn wait_for_count(client: &Client, css: &str, count: usize, seconds: u64) -> bool {
     for _ in 0..seconds * 10 {
         if client.find_all(Locator::Css(css)).await.unwrap().len() >= count {
             return true;
@@ -131,7 +131,7 @@ async fn a_borrower_uploads_two_files_through_the_page_to_garage() {
 }
 
 /// A small PDF and a one-pixel PNG, as a borrower would pick them.
-fn sample_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+pub(crate) fn sample_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     let pdf = dir.join("statement.pdf");
     std::fs::write(
         &pdf,

@@ -11,6 +11,7 @@ mod browser;
 mod config_startup;
 mod conformance;
 mod console;
+mod console_browser;
 mod credit;
 mod documents;
 mod errors;

@@ -569,3 +569,50 @@ async fn no_sms_without_an_opt_in_and_none_after_an_opt_out() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(seen.lock().unwrap().len(), 1, "no SMS after the opt-out");
 }
+
+/// A link made in Spanish invites its borrower in Spanish (issue "Agent console", Must show 5).
+#[tokio::test]
+async fn a_spanish_link_sends_a_spanish_invitation() {
+    let smtp = PrivateSmtp::start().await;
+    let app = crate::helpers::app()
+        .workers_only(&["notifier"])
+        .settings(|s| smtp.configure(s))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = crate::helpers::flows::agent_a1_loan(&app, &token).await;
+    let response = app
+        .create(
+            &token,
+            &format!("/v1/loans/{loan}/upload-links"),
+            &json!({"borrower_email": "ana@example.net", "language": "es"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["language"], "es");
+    let mail = decoded(&wait_for(&smtp, "ana@example.net", 1, 20).await.remove(0));
+    assert!(
+        mail.contains("por favor, suba sus documentos"),
+        "a Spanish subject: {mail}"
+    );
+    assert!(
+        mail.contains("le pide que suba documentos"),
+        "a Spanish body: {mail}"
+    );
+    assert!(mail.contains("El enlace es personal"), "{mail}");
+    assert!(mail.contains("/u/"), "the link is in it");
+    assert!(
+        !mail.contains("asks you to upload"),
+        "no English left: {mail}"
+    );
+    // An unknown language is the API's 422, not a silent default.
+    let response = app
+        .create(
+            &token,
+            &format!("/v1/loans/{loan}/upload-links"),
+            &json!({"borrower_email": "ana@example.net", "language": "fr"}),
+        )
+        .await;
+    assert_eq!(response.status(), 422);
+}

@@ -33,10 +33,18 @@ fn environment() -> Result<Environment<'static>, minijinja::Error> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Html);
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    env.add_filter("path_segment", path_segment);
     for (name, source) in TEMPLATES {
         env.add_template(name, source)?;
     }
     Ok(env)
+}
+
+/// A value made safe as one path segment (an agent's subject can hold `/` or spaces).
+fn path_segment(value: String) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 static ENV: LazyLock<Environment<'static>> =
@@ -198,5 +206,43 @@ mod tests {
             )
             .unwrap();
         assert_eq!(rendered, "&lt;script&gt;alert(1)&lt;&#x2f;script&gt;");
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    fn render(name: &str, context: Value) -> String {
+        let env = environment().unwrap();
+        env.get_template(name)
+            .unwrap()
+            .render(minijinja::Value::from(minijinja::value::Serde(&context)))
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"))
+    }
+
+    fn me() -> Value {
+        json!({"name": "Gray", "subject": "admin", "is_admin": true, "csrf": "t", "can_write": false})
+    }
+
+    #[test]
+    fn the_admin_page_renders_agents_queues_and_dependencies() {
+        let page = render(
+            "admin.html",
+            json!({
+                "me": me(),
+                "agents": [{"subject": "agent a/1", "display_name": "Avery", "roles": ["agent"],
+                    "team": "team-a", "last_seen_at": "2026-12-05T10:00:00Z", "disabled_at": null}],
+                "queues": [{"consumer": "notifier", "depth": 0}, {"consumer": "x", "depth": null}],
+                "ready": true, "schema_ready": true,
+                "dependencies": [{"name": "postgres", "status": "up", "required": true}],
+                "integrations": {"bureau": "closed"},
+            }),
+        );
+        assert!(
+            page.contains("/console/agents/agent%20a%2F1/disable"),
+            "{page}"
+        );
+        assert!(page.contains("unknown"), "an unreadable depth says so");
     }
 }

@@ -169,6 +169,11 @@ pub struct PrivateOidc {
 
 impl PrivateOidc {
     pub async fn start() -> Self {
+        Self::start_for(REDIRECT_URI).await
+    }
+
+    /// A provider that sends logins back to `redirect_uri` (a real browser follows it).
+    pub async fn start_for(redirect_uri: &str) -> Self {
         let port = free_port();
         let state = tempfile::tempdir().unwrap();
         let script = repo_root().join(".local/oidc/provider.mjs");
@@ -181,7 +186,7 @@ impl PrivateOidc {
             .arg(&script)
             .env("OIDC_PORT", port.to_string())
             .env("OIDC_STATE_DIR", state.path())
-            .env("OIDC_REDIRECT_URIS", REDIRECT_URI)
+            .env("OIDC_REDIRECT_URIS", redirect_uri)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
