@@ -2,7 +2,9 @@
 //! loaded once into `loanfolio_bench` (kept between runs), then, in the same run:
 //! - the dashboard `GET /v1/loans?limit=50` for one agent at a fixed arrival rate, p50/p99;
 //! - its raw SQL (the same two statements, same pool, same rate) as the baseline, and the ratio;
-//! - `POST /v1/leads` with encryption, audit and outbox: leads/s and p99.
+//! - `POST /v1/leads` with encryption, audit and outbox: leads/s and p99;
+//! - the console's pipeline page (`GET /console/`, HTML, the agent's cookie session) at
+//!   50 req/s next to the JSON dashboard at the same rate (target p99 < 25 ms).
 //!
 //! `scripts/bench dashboard` (release build). `BENCH_AGENTS=1000` seeds a tenth of it.
 
@@ -207,9 +209,18 @@ where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SEC));
+    at_rate_of(RATE_PER_SEC, DASHBOARD_SECONDS, request).await
+}
+
+/// Fire `request` `rate` times a second for `seconds` (open loop) and collect latencies.
+async fn at_rate_of<F, Fut>(rate: u64, seconds: u64, request: F) -> Vec<Duration>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     let mut tasks = Vec::new();
-    for _ in 0..RATE_PER_SEC * DASHBOARD_SECONDS {
+    for _ in 0..rate * seconds {
         interval.tick().await;
         let request = request.clone();
         tasks.push(tokio::spawn(async move {
@@ -282,6 +293,96 @@ async fn post_leads(
     .collect()
 }
 
+const CONSOLE_RATE: u64 = 50;
+const CONSOLE_SECONDS: u64 = 20;
+
+/// GET `url` with `auth` (a header) at `CONSOLE_RATE`; the latencies.
+async fn console_rate(
+    client: reqwest::Client,
+    url: String,
+    auth: (&'static str, String),
+) -> Vec<Duration> {
+    let (url, auth) = (Arc::new(url), Arc::new(auth));
+    at_rate_of(CONSOLE_RATE, CONSOLE_SECONDS, move || {
+        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
+        async move {
+            let response = client
+                .get(url.as_str())
+                .header(auth.0, auth.1.as_str())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let _ = response.bytes().await.unwrap();
+        }
+    })
+    .await
+}
+
+/// The console's pipeline page for agent-a1 (a cookie session, as the browser has) next to
+/// the JSON dashboard, both at `CONSOLE_RATE`, in this run.
+async fn console_pipeline(app: &helpers::TestApp, client: &reqwest::Client, token: &str) {
+    let claims = loanfolio::auth::token::VerifiedClaims {
+        subject: "agent-a1".into(),
+        claims: serde_json::json!({"amr": ["otp"], "realm_access": {"roles": ["agent"]},
+            "team": "team-a", "name": "Avery Agent"})
+        .as_object()
+        .unwrap()
+        .clone(),
+    };
+    let actor =
+        loanfolio::http::auth::middleware::actor_from_claims(&claims, &app.state.settings.auth)
+            .unwrap();
+    let (session, _) = loanfolio::auth::session::create(
+        &app.state.db,
+        &app.state.cache,
+        &actor,
+        Duration::from_secs(3600),
+        loanfolio::auth::session::Origin::default(),
+    )
+    .await
+    .unwrap();
+    let cookie = format!(
+        "{}={session}",
+        loanfolio::auth::session::cookie_name(app.state.settings.auth.cookie_secure)
+    );
+    let page = app.url("/console/");
+    let json = app.url("/v1/loans?limit=50");
+    for _ in 0..50 {
+        assert_eq!(
+            client
+                .get(&page)
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let mut html = console_rate(client.clone(), page, ("cookie", cookie)).await;
+    let mut api = console_rate(
+        client.clone(),
+        json,
+        ("authorization", format!("Bearer {token}")),
+    )
+    .await;
+    let (html50, html99) = (percentile(&mut html, 0.5), percentile(&mut html, 0.99));
+    let (api50, api99) = (percentile(&mut api, 0.5), percentile(&mut api, 0.99));
+    println!(
+        "console pipeline GET /console/ (HTML, 50 loans, counts, filters), one agent, {CONSOLE_RATE} req/s for {CONSOLE_SECONDS} s:"
+    );
+    println!("  page      p50 {html50:.2} ms  p99 {html99:.2} ms   (target p99 < 25 ms)");
+    println!(
+        "  JSON      p50 {api50:.2} ms  p99 {api99:.2} ms   (GET /v1/loans?limit=50, same rate, same run)"
+    );
+    println!(
+        "  ratio     p50 {:.2}x  p99 {:.2}x",
+        html50 / api50,
+        html99 / api99
+    );
+}
+
 fn main() {
     let agents: usize = std::env::var("BENCH_AGENTS")
         .ok()
@@ -347,5 +448,6 @@ fn main() {
         println!("  ratio     p50 {:.2}x  p99 {:.2}x", api50 / raw50, api99 / raw99);
         println!("POST /v1/leads (encryption, blind index, audit, outbox, idempotency), {POST_CONCURRENCY} clients:");
         println!("  {leads_per_sec:.0} leads/s  p50 {post50:.2} ms  p99 {post99:.2} ms   (target >= 300/s, p99 < 50 ms)");
+        console_pipeline(&app, &client, &token).await;
     });
 }

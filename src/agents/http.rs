@@ -10,8 +10,8 @@ use utoipa_axum::routes;
 
 use super::ops::{list, set_disabled};
 use super::{AgentList, Changed};
-use crate::auth::{Actor, Role};
-use crate::error::{AppError, AppJson, ErrorCode};
+use crate::auth::Actor;
+use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
 use crate::http::support::malformed;
 use crate::state::AppState;
@@ -59,16 +59,6 @@ async fn change(
     subject: &str,
     disabled: bool,
 ) -> Result<Response, AppError> {
-    if !actor.has(Role::Admin) {
-        return Err(AppError::forbidden());
-    }
-    if disabled && subject == actor.subject {
-        return Err(AppError::client(
-            StatusCode::CONFLICT,
-            ErrorCode::Conflict,
-            "an admin cannot disable their own account",
-        ));
-    }
     match set_disabled(state, subject, disabled, actor, Some(request_id)).await? {
         Changed::Unknown => Err(AppError::not_found()),
         Changed::Unchanged | Changed::Done { .. } => Ok(StatusCode::NO_CONTENT.into_response()),

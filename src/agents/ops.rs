@@ -55,6 +55,18 @@ pub async fn set_disabled(
     by: &Actor,
     request_id: Option<&str>,
 ) -> Result<Changed, AppError> {
+    // The rule lives here, not in a face: the API, the console and the CLI (an operator
+    // acting as admin) all come through it.
+    if !by.has(Role::Admin) {
+        return Err(AppError::forbidden());
+    }
+    if disabled && subject == by.subject {
+        return Err(AppError::client(
+            axum::http::StatusCode::CONFLICT,
+            crate::error::ErrorCode::Conflict,
+            "an admin cannot disable their own account",
+        ));
+    }
     let mut tx = state.db.begin().await?;
     let current = agents::disabled_for_update(&mut tx, subject).await?;
     let Some(current) = current else {

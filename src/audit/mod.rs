@@ -368,6 +368,8 @@ pub async fn export(
                 "entity_id": filter.entity_id,
                 "actor": filter.actor,
                 "action": filter.action,
+                "from": filter.from.map(crate::domain::rfc3339),
+                "to": filter.to.map(crate::domain::rfc3339),
                 "rows": rows.len(),
             }),
         },

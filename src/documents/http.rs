@@ -331,22 +331,14 @@ async fn review_document(
     Path(id): Path<Uuid>,
     AppJson(input): AppJson<Review>,
 ) -> Result<Response, AppError> {
-    let reason = input
-        .reason
-        .as_deref()
-        .map(str::trim)
-        .filter(|r| !r.is_empty());
-    let mut errors = Vec::new();
-    if matches!(input.decision, Decision::Reject) && reason.is_none() {
-        errors.push(FieldError {
-            field: "reason".into(),
-            message: "is required when rejecting: the borrower sees it".into(),
-        });
-    }
-    crate::requests::check_text("reason", reason.unwrap_or_default(), false, &mut errors);
-    if !errors.is_empty() {
-        return Err(AppError::validation(errors));
-    }
-    let document = ops::review(&state, &actor, id, input.decision, reason, &request_id.0).await?;
+    let document = ops::review_as_written(
+        &state,
+        &actor,
+        id,
+        input.decision,
+        input.reason.as_deref(),
+        &request_id.0,
+    )
+    .await?;
     Ok(AppJson(document).into_response())
 }

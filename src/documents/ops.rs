@@ -400,6 +400,32 @@ pub async fn seed_file(
     Ok(id)
 }
 
+/// An agent's review with the reason as written: 422 for a rejection without a reason (the
+/// borrower sees it) or a reason over 1000 characters, then as [`review`]. The API and the
+/// console both come through here.
+pub async fn review_as_written(
+    state: &AppState,
+    actor: &Actor,
+    id: Uuid,
+    decision: Decision,
+    reason: Option<&str>,
+    request_id: &str,
+) -> Result<Document, AppError> {
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty());
+    let mut errors = Vec::new();
+    if matches!(decision, Decision::Reject) && reason.is_none() {
+        errors.push(crate::error::FieldError {
+            field: "reason".into(),
+            message: "is required when rejecting: the borrower sees it".into(),
+        });
+    }
+    crate::requests::check_text("reason", reason.unwrap_or_default(), false, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+    review(state, actor, id, decision, reason, request_id).await
+}
+
 /// An agent's review of an `available` document (`reason` already checked). A rejection
 /// puts the document's request back to `rejected` with the reason, and the document stops
 /// counting against its link's `max_files`, so the borrower can upload a replacement.

@@ -8,16 +8,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use time::{Date, OffsetDateTime};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::check_text;
 use super::{DocumentRequest, DocumentRequestList, ops};
 use crate::auth::Actor;
 use crate::domain::DocType;
-use crate::error::{AppError, AppJson, FieldError};
+use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
 use crate::http::support::with_location;
 use crate::state::AppState;
@@ -41,28 +39,6 @@ pub struct NewRequest {
     due_date: Option<String>,
 }
 
-fn parse_due_date(raw: Option<&str>, errors: &mut Vec<FieldError>) -> Option<Date> {
-    let raw = raw?;
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    match Date::parse(raw, &format) {
-        Ok(d) if d >= OffsetDateTime::now_utc().date() => Some(d),
-        Ok(_) => {
-            errors.push(FieldError {
-                field: "due_date".into(),
-                message: "must not be in the past".into(),
-            });
-            None
-        }
-        Err(_) => {
-            errors.push(FieldError {
-                field: "due_date".into(),
-                message: "must be a date as YYYY-MM-DD".into(),
-            });
-            None
-        }
-    }
-}
-
 /// Ask the borrower for a document type.
 #[utoipa::path(post, path = "/v1/loans/{id}/document-requests", tag = "documents",
     params(("id" = Uuid, Path)), request_body = NewRequest,
@@ -77,21 +53,12 @@ async fn create_request(
     Path(loan_id): Path<Uuid>,
     AppJson(input): AppJson<NewRequest>,
 ) -> Result<Response, AppError> {
-    let mut errors = Vec::new();
-    check_text("note", &input.note, false, &mut errors);
-    let due_date = parse_due_date(input.due_date.as_deref(), &mut errors);
-    if !errors.is_empty() {
-        return Err(AppError::validation(errors));
-    }
-    let request = ops::create(
+    let request = ops::ask(
         &state,
         &actor,
         loan_id,
-        &ops::Ask {
-            doc_type: input.doc_type,
-            note: input.note.trim(),
-            due_date,
-        },
+        input.doc_type,
+        (&input.note, input.due_date.as_deref()),
         &request_id.0,
     )
     .await?;

@@ -341,6 +341,57 @@ pub async fn render_all(
     Ok(out)
 }
 
+/// `due_date` as a date, not in the past.
+fn parse_due_date(
+    raw: Option<&str>,
+    errors: &mut Vec<crate::error::FieldError>,
+) -> Option<time::Date> {
+    let raw = raw?;
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    match time::Date::parse(raw, &format) {
+        Ok(d) if d >= time::OffsetDateTime::now_utc().date() => Some(d),
+        Ok(_) => {
+            errors.push(crate::error::FieldError {
+                field: "due_date".into(),
+                message: "must not be in the past".into(),
+            });
+            None
+        }
+        Err(_) => {
+            errors.push(crate::error::FieldError {
+                field: "due_date".into(),
+                message: "must be a date as YYYY-MM-DD".into(),
+            });
+            None
+        }
+    }
+}
+
+/// Ask the borrower for a document type with the note and due date as the caller wrote
+/// them (`YYYY-MM-DD`): 422 for a note over 1000 characters or a date that is malformed or
+/// in the past, then as [`create`]. The API and the console both come through here.
+pub async fn ask(
+    state: &AppState,
+    actor: &Actor,
+    loan_id: Uuid,
+    doc_type: crate::domain::DocType,
+    (note, due_date): (&str, Option<&str>),
+    request_id: &str,
+) -> Result<DocumentRequest, AppError> {
+    let mut errors = Vec::new();
+    super::check_text("note", note, false, &mut errors);
+    let due_date = parse_due_date(due_date, &mut errors);
+    if !errors.is_empty() {
+        return Err(AppError::validation(errors));
+    }
+    let ask = Ask {
+        doc_type,
+        note: note.trim(),
+        due_date,
+    };
+    create(state, actor, loan_id, &ask, request_id).await
+}
+
 /// Ask the borrower for a document type (`note` and `due_date` already checked): the
 /// request, its first timeline entry, audit row and event, for a loan the caller may change.
 pub async fn create(

@@ -48,7 +48,8 @@ async fn the_root_and_every_page_send_a_stranger_to_sign_in_and_back() {
         location(&response),
         "/auth/login?return_to=%2Fconsole%2Floans%2F00000000-0000-0000-0000-000000000001%3Ftab%3Dx"
     );
-    // A form posted without a session goes to sign-in too (nothing is changed).
+    // A form posted without a session changes nothing and says so: a page with the way to
+    // sign in, not a redirect (the CSP's form-action would stop one that leaves the site).
     let response = app
         .client
         .post(app.url("/console/loans/00000000-0000-0000-0000-000000000001/status"))
@@ -56,8 +57,14 @@ async fn the_root_and_every_page_send_a_stranger_to_sign_in_and_back() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 303);
-    assert!(location(&response).starts_with("/auth/login?return_to="));
+    assert_eq!(response.status(), 401);
+    assert!(
+        response.headers()["link"]
+            .to_str()
+            .unwrap()
+            .starts_with("</auth/login?return_to=")
+    );
+    assert!(response.text().await.unwrap().contains("was not made"));
 
     // Signed in, `/` is the console; the callback returned to the page asked for.
     let client = signed_in(&app, "agent-a1", "/console/leads").await;
@@ -408,15 +415,21 @@ async fn compliance_exports_an_audit_search_as_csv_and_others_may_not() {
     let (status, body) = page(&compliance, &app, "/console/audit?action=lead.ssn_revealed").await;
     assert_eq!(status, 200);
     assert!(body.contains(&lead.id), "the reveal is found: {body}");
-    let (_, verified) = page(
-        &compliance,
-        &app,
-        "/console/audit?action=lead.ssn_revealed&verify=1",
-    )
-    .await;
+    let csrf = csrf_token(&app, &compliance).await;
+    // Verifying walks the whole chain: only from a console page (here: the token).
+    let (status, _) = page(&compliance, &app, "/console/audit?verify=1").await;
+    assert_eq!(status, 403, "not from a link elsewhere");
+    let verified = compliance
+        .get(app.url("/console/audit?action=lead.ssn_revealed&verify=1"))
+        .header("X-CSRF-Token", &csrf)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(verified.contains("Chain intact"), "{verified}");
 
-    let csrf = csrf_token(&app, &compliance).await;
     let response = compliance
         .get(app.url("/console/audit.csv?action=lead.ssn_revealed"))
         .header("X-CSRF-Token", csrf)
@@ -463,4 +476,162 @@ async fn compliance_exports_an_audit_search_as_csv_and_others_may_not() {
     assert_eq!(status, 403);
     let (status, _) = page(&agent, &app, "/console/admin").await;
     assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn only_an_admin_disables_an_agent_and_never_their_own_account() {
+    // Five sign-ins from one address in a second: more than the sign-in limit allows.
+    let app = app()
+        .settings(|s| s.rate_limit.auth_per_ip = 1000)
+        .spawn()
+        .await;
+    let _admin = signed_in(&app, "admin", "/console/").await;
+    for user in ["agent-a1", "manager-a", "compliance"] {
+        let client = signed_in(&app, user, "/console/").await;
+        let csrf = csrf_token(&app, &client).await;
+        let response = client
+            .post(app.url("/console/agents/admin/disable"))
+            .form(&[("csrf_token", csrf.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{user} may not disable an admin");
+    }
+    let disabled: i64 =
+        sqlx::query_scalar("select count(*) from agents where disabled_at is not null")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(disabled, 0, "nobody was disabled");
+    let admin = signed_in(&app, "admin", "/console/").await;
+    let csrf = csrf_token(&app, &admin).await;
+    let own = admin
+        .post(app.url("/console/agents/admin/disable"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 409, "an admin cannot lock themselves out");
+    let unknown = admin
+        .post(app.url("/console/agents/nobody-by-that-name/disable"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let agent = admin
+        .post(app.url("/console/agents/agent-a1/disable"))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(agent.status(), 303, "the admin's own form works");
+}
+
+#[tokio::test]
+async fn a_form_sent_twice_runs_once_and_a_bad_review_is_refused() {
+    let app = app()
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
+        .spawn()
+        .await;
+    let f = a1_file(&app).await;
+    let owner = signed_in(&app, "agent-a1", "/console/").await;
+    let csrf = csrf_token(&app, &owner).await;
+    let (_, page_html) = page(&owner, &app, &format!("/console/loans/{}", f.loan)).await;
+    let form_id = page_html
+        .split("name=\"form_id\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's forms carry a form id")
+        .to_owned();
+    for _ in 0..2 {
+        let response = owner
+            .post(app.url(&format!("/console/loans/{}/requests", f.loan)))
+            .form(&[
+                ("doc_type", "w2"),
+                ("note", "W-2"),
+                ("csrf_token", &csrf),
+                ("form_id", &form_id),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303);
+    }
+    let requests: i64 = sqlx::query_scalar("select count(*) from document_requests")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        requests, 1,
+        "the second submission of the same form did nothing"
+    );
+
+    // A rejection without a reason is the API's 422, shown on the page; nothing changes.
+    let response = owner
+        .post(app.url(&format!("/console/documents/{}/review", f.document)))
+        .form(&[
+            ("decision", "reject"),
+            ("reason", " "),
+            ("loan_id", &f.loan),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    assert!(response.text().await.unwrap().contains("validation_failed"));
+    let reviewed: i64 =
+        sqlx::query_scalar("select count(*) from documents where review_decision is not null")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert_eq!(reviewed, 0);
+}
+
+#[tokio::test]
+async fn emptying_a_field_on_the_lead_form_clears_it() {
+    let app = app()
+        .workers_only(&[loanfolio::events::DOCUMENT_PIPELINE])
+        .spawn()
+        .await;
+    let f = a1_file(&app).await;
+    let owner = signed_in(&app, "agent-a1", "/console/").await;
+    let csrf = csrf_token(&app, &owner).await;
+    // The API's merge patch with null, as the API would be asked.
+    let lead: Value = app
+        .client
+        .get(app.url(&format!("/v1/leads/{}", f.lead)))
+        .bearer_auth(&f.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(lead["email"].is_string());
+    let response = owner
+        .post(app.url(&format!("/console/leads/{}", f.lead)))
+        .form(&[
+            ("first_name", "Casey"),
+            ("last_name", "Canary"),
+            ("email", ""),
+            ("version", &lead["version"].to_string()),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let after: Value = app
+        .client
+        .get(app.url(&format!("/v1/leads/{}", f.lead)))
+        .bearer_auth(&f.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(after["email"].is_null(), "{after}");
 }

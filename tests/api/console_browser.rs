@@ -333,8 +333,16 @@ async fn document_ids(agent: &Client) -> Vec<String> {
     serde_json::from_value(ids).unwrap()
 }
 
-async fn agent_accepts_one_and_rejects_one(agent: &Client) -> (String, String) {
-    agent.refresh().await.unwrap();
+async fn agent_accepts_one_and_rejects_one(
+    app: &TestApp,
+    agent: &Client,
+    loan: &str,
+) -> (String, String) {
+    // The agent is on the page that showed the new link (a POST's answer): open the loan.
+    agent
+        .goto(&app.url(&format!("/console/loans/{loan}")))
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for _ in 0..60 {
         let page = text_of(agent).await;
@@ -520,12 +528,19 @@ async fn an_agent_and_a_borrower_work_a_loan_through_the_console_in_chromium() {
 
     let (_borrower_driver, borrower) = browser().await;
     borrower_uploads_two_files(&borrower, &link, (&pdf, &png)).await;
-    agent_accepts_one_and_rejects_one(&agent).await;
+    agent_accepts_one_and_rejects_one(&app, &agent, &loan).await;
     borrower_sees_why_and_replaces(&borrower, &link, &replacement).await;
     borrower.close().await.unwrap();
 
     agent_pulls_credit_and_submits(&app, &agent, &los, &loan).await;
     agent_reveals_the_ssn(&app, &agent, &lead).await;
+    agent.goto(&app.url("/console/")).await.unwrap();
+    assert!(
+        text_of(&agent)
+            .await
+            .contains(&format!("/console/loans/{loan}"))
+    );
+    look(&agent, "pipeline-with-a-loan").await;
     agent.goto(&app.url("/console/leads")).await.unwrap();
     look(&agent, "leads").await;
     at_375_pixels(&app, &agent, &loan).await;

@@ -72,9 +72,16 @@ async fn end(
 ) -> Result<(), AppError> {
     let id_hash = session::hash_id(id);
     let mut tx = state.db.begin().await?;
-    sqlx::query!("delete from sessions where id_hash = $1", &id_hash)
+    let deleted = sqlx::query!("delete from sessions where id_hash = $1", &id_hash)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        // Another request ended it first and audited it.
+        tx.rollback().await?;
+        session::revoke(&state.db, &state.cache, id).await?;
+        return Ok(());
+    }
     crate::audit::session_event(
         &mut tx,
         actor,
@@ -99,13 +106,20 @@ pub async fn idle_or_touch(
     request_id: Option<&str>,
 ) -> Result<Session, AppError> {
     let idle = state.settings.auth.idle_timeout_secs as i64;
+    if idle == 0 {
+        return Ok(session);
+    }
     let since = now() - session.seen_at;
-    if idle > 0 && since > idle {
+    if since > idle {
         end(state, id, &session.actor, "idle", request_id).await?;
         return Err(AuthError::SessionExpired.into());
     }
-    if since >= session::SEEN_EVERY_SECS.min(idle.max(1)) {
-        session::touch(&state.db, &state.cache, id, &mut session).await?;
+    if since >= session::SEEN_EVERY_SECS.min(idle) {
+        // Best effort: a request is not refused because its use could not be recorded (the
+        // next one records it; the timeout can only come later, never earlier).
+        if let Err(e) = session::touch(&state.db, &state.cache, id, &mut session).await {
+            tracing::warn!(error = %e, "a session's last use was not recorded");
+        }
     }
     Ok(session)
 }

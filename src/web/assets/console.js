@@ -7,6 +7,14 @@
       input.addEventListener("change", function () { form.submit(); });
     });
   });
+  // A second click while the first submission is on its way sends nothing (the server also
+  // runs each drawn form once).
+  document.querySelectorAll("form[method=post]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (form.getAttribute("data-sent")) { event.preventDefault(); return; }
+      form.setAttribute("data-sent", "1");
+    });
+  });
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
     var field = document.getElementById(button.getAttribute("data-copy"));
     if (!field || !navigator.clipboard) { return; }

@@ -84,7 +84,9 @@ fn address_of(form: &Fields, prefix: &str) -> Value {
     })
 }
 
-/// The lead form's fields as the API's lead body (empty fields absent).
+/// The lead form's fields as the API's lead body: filled fields as written; on an edit, a
+/// field the form showed and the agent emptied is `null` (cleared, or refused when the API
+/// requires it) — except the SSN, which the edit form never shows.
 fn lead_body(form: &Fields) -> Value {
     let mut body = Map::new();
     for name in [
@@ -99,8 +101,14 @@ fn lead_body(form: &Fields) -> Value {
         "source",
         "notes",
     ] {
-        if let Some(v) = get(form, name) {
-            body.insert(name.into(), Value::String(v.to_owned()));
+        match get(form, name) {
+            Some(v) => {
+                body.insert(name.into(), Value::String(v.to_owned()));
+            }
+            None if form.contains_key("version") && form.contains_key(name) && name != "ssn" => {
+                body.insert(name.into(), Value::Null);
+            }
+            None => {}
         }
     }
     let address = address_of(form, "address_");
@@ -325,9 +333,18 @@ pub async fn agent_access(
             "enable" => false,
             _ => return Err(AppError::not_found()),
         };
-        crate::agents::ops::set_disabled(&state, &subject, disabled, &actor, Some(&request_id.0))
-            .await?;
-        Ok(see_other("/console/admin"))
+        match crate::agents::ops::set_disabled(
+            &state,
+            &subject,
+            disabled,
+            &actor,
+            Some(&request_id.0),
+        )
+        .await?
+        {
+            crate::agents::Changed::Unknown => Err(AppError::not_found()),
+            _ => Ok(see_other("/console/admin")),
+        }
     }
     .await;
     finish(result, &actor, &session)

@@ -64,25 +64,22 @@ pub async fn add_request(
 ) -> Response {
     let result = async {
         let form = fields(form)?;
-        let outcome = async {
-            let doc_type = get(&form, "doc_type")
-                .and_then(crate::domain::DocType::parse)
-                .ok_or_else(|| unreadable("doc_type"))?;
-            let due_date = get(&form, "due_date")
-                .map(|d| {
-                    time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"))
-                        .map_err(|_| unreadable("due_date"))
-                })
-                .transpose()?;
-            let ask = crate::requests::ops::Ask {
+        let outcome = match get(&form, "doc_type").and_then(crate::domain::DocType::parse) {
+            Some(doc_type) => crate::requests::ops::ask(
+                &state,
+                &actor,
+                id,
                 doc_type,
-                note: get(&form, "note").unwrap_or_default(),
-                due_date,
-            };
-            crate::requests::ops::create(&state, &actor, id, &ask, &request_id.0).await?;
-            Ok(())
-        }
-        .await;
+                (
+                    get(&form, "note").unwrap_or_default(),
+                    get(&form, "due_date"),
+                ),
+                &request_id.0,
+            )
+            .await
+            .map(|_| ()),
+            None => Err(unreadable("doc_type")),
+        };
         back_to_loan(&state, &actor, &session, id, outcome).await
     }
     .await;
@@ -105,6 +102,7 @@ pub async fn create_link(
             "borrower_email": get(&form, "borrower_email"),
             "expires_in_hours": number("expires_in_hours"),
             "max_files": number("max_files"),
+            "language": get(&form, "language"),
         }))
         .map_err(|_| unreadable("link"));
         let created = match input {
@@ -169,7 +167,7 @@ pub async fn review_document(
             _ => Err(unreadable("decision")),
         };
         let outcome = match decision {
-            Ok(decision) => crate::documents::ops::review(
+            Ok(decision) => crate::documents::ops::review_as_written(
                 &state,
                 &actor,
                 id,

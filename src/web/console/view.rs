@@ -89,6 +89,8 @@ pub fn viewer(actor: &Actor, session: Option<&SessionContext>) -> Value {
         "is_admin": actor.has(Role::Admin),
         "can_write": actor.write_scope().is_ok(),
         "csrf": session.map(|s| s.session.csrf_token.clone()),
+        // A nonce per drawn page: a form submitted twice runs once (the session middleware).
+        "form_id": uuid::Uuid::new_v4().simple().to_string(),
     })
 }
 
