@@ -34,6 +34,7 @@ fn environment() -> Result<Environment<'static>, minijinja::Error> {
     env.set_auto_escape_callback(|_| AutoEscape::Html);
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
     env.add_filter("path_segment", path_segment);
+    env.add_filter("money", money);
     for (name, source) in TEMPLATES {
         env.add_template(name, source)?;
     }
@@ -45,6 +46,23 @@ fn path_segment(value: String) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+/// A decimal amount as US dollars are read: `350000.00` → `$350,000.00`; anything else as
+/// it came.
+fn money(value: String) -> String {
+    let (whole, cents) = value.split_once('.').unwrap_or((&value, "00"));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return value;
+    }
+    let mut grouped = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    format!("${grouped}.{cents}")
 }
 
 static ENV: LazyLock<Environment<'static>> =
@@ -225,6 +243,14 @@ mod render_tests {
 
     fn me() -> Value {
         json!({"name": "Gray", "subject": "admin", "is_admin": true, "csrf": "t", "can_write": false})
+    }
+
+    #[test]
+    fn amounts_read_as_dollars() {
+        assert_eq!(money("350000.00".into()), "$350,000.00");
+        assert_eq!(money("999.5".into()), "$999.5");
+        assert_eq!(money("1000".into()), "$1,000.00");
+        assert_eq!(money("n/a".into()), "n/a");
     }
 
     #[test]
