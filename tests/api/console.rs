@@ -635,3 +635,27 @@ async fn emptying_a_field_on_the_lead_form_clears_it() {
         .unwrap();
     assert!(after["email"].is_null(), "{after}");
 }
+
+#[tokio::test]
+async fn a_lead_with_a_known_ssn_is_created_with_a_duplicate_warning() {
+    let app = app().spawn().await;
+    let first = flows::lead(&app, "agent-a1", flows::full_lead()).await;
+    let client = signed_in(&app, "agent-a1", "/console/").await;
+    let csrf = csrf_token(&app, &client).await;
+    let response = client
+        .post(app.url("/console/leads"))
+        .form(&[
+            ("first_name", "Casey"),
+            ("last_name", "Again"),
+            ("ssn", flows::SSN),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("Possible duplicate"), "{body}");
+    assert!(body.contains(&format!("/console/leads/{}", first.id)));
+    assert!(!body.contains(flows::SSN), "the SSN stays masked");
+}

@@ -157,6 +157,18 @@ pub async fn create_lead(
             Err(_) => Err(unreadable("lead")),
         };
         match created {
+            // A possible duplicate (the same SSN on another lead) is told once, with the
+            // answer to the creation: it is not stored.
+            Ok(lead)
+                if lead
+                    .possible_duplicates
+                    .as_ref()
+                    .is_some_and(|d| !d.is_empty()) =>
+            {
+                let mut response = lead_page(&actor, &session, &lead, &[], false, json!({}));
+                *response.status_mut() = StatusCode::CREATED;
+                Ok(response)
+            }
             Ok(lead) => Ok(see_other(&format!("/console/leads/{}", lead.id))),
             Err(e) => {
                 let mut shown = form.clone();
