@@ -72,7 +72,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
             session::require_session,
         ));
     OpenApiRouter::new()
-        .route("/", get(session::home))
+        .routes(utoipa_axum::routes!(session::home))
         .route("/console", get(session::home))
         .route("/console/assets/console.css", get(view::style))
         .route("/console/assets/console.js", get(view::script))

@@ -34,6 +34,8 @@ pub fn to_sign_in(return_to: &str) -> Response {
 }
 
 /// `GET /` and `GET /console`: the console with a session, sign-in without one.
+#[utoipa::path(get, path = "/", tag = "console",
+    responses((status = 303, description = "To the console (`/console/`) with a session, else to sign-in (`/auth/login?return_to=%2Fconsole%2F`)")))]
 pub async fn home(State(state): State<AppState>, request: Request) -> Response {
     let signed_in = match cookie_value(
         request.headers(),
