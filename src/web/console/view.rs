@@ -35,6 +35,8 @@ fn environment() -> Result<Environment<'static>, minijinja::Error> {
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
     env.add_filter("path_segment", path_segment);
     env.add_filter("money", money);
+    // A nonce per drawn form: a form submitted twice runs once (the session middleware).
+    env.add_function("form_id", || uuid::Uuid::new_v4().simple().to_string());
     for (name, source) in TEMPLATES {
         env.add_template(name, source)?;
     }
@@ -107,8 +109,6 @@ pub fn viewer(actor: &Actor, session: Option<&SessionContext>) -> Value {
         "is_admin": actor.has(Role::Admin),
         "can_write": actor.write_scope().is_ok(),
         "csrf": session.map(|s| s.session.csrf_token.clone()),
-        // A nonce per drawn page: a form submitted twice runs once (the session middleware).
-        "form_id": uuid::Uuid::new_v4().simple().to_string(),
     })
 }
 
