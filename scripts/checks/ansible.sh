@@ -432,6 +432,12 @@ direct=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$CHECK_PORT/op
 [ "$direct" = 200 ] || die "the service's own /openapi.json answered $direct (the 404 check above proves nothing)"
 code=$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$HTTPS/assets/upload.js")
 [ "$code" = 200 ] || die "nginx: the borrower page's /assets/upload.js answered $code through the proxy"
+# The console: `/` sends a stranger to sign-in, its stylesheet is served.
+home=$("${CURL[@]}" -o /dev/null -w '%{http_code} %{redirect_url}' "$HTTPS/")
+[ "$home" = "303 https://localhost:$PROXY_PORT/auth/login?return_to=%2Fconsole%2F" ] \
+  || die "nginx: / answered '$home' through the proxy, not the console's redirect to sign-in"
+code=$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$HTTPS/console/assets/console.css")
+[ "$code" = 200 ] || die "nginx: the console's stylesheet answered $code through the proxy"
 grep -qi '^strict-transport-security: max-age=[0-9]\+; includeSubDomains' <<<"$headers" || die "nginx: no HSTS header"
 grep -qi '^server: nginx$' <<<"$headers" || die "nginx: the Server header shows a version (server_tokens)"
 tls12=$(openssl s_client -connect "127.0.0.1:$PROXY_PORT" -servername localhost -tls1_2 </dev/null 2>&1 | grep -c 'Protocol *: TLSv1.2' || true)
@@ -452,7 +458,7 @@ for redacted in '/u/REDACTED ' '/v1/public/upload-links/REDACTED/files '; do
     || { cat "$R/log/loanfolio.access.log"; die "nginx: the access log lacks $redacted"; }
 done
 ! grep -rq "$token" "$R/log" || die "nginx: an upload-link token reached a log"
-note "reverse proxy: /v1/ reaches the service through nginx over TLS with HSTS; /readyz, /metrics, /openapi.json, /healthz 404 (internal); TLS 1.1 refused, 1.2 accepted; HTTP redirects; 3 MB body 413; upload-link tokens redacted from the access log"
+note "reverse proxy: /v1/ and the console (/ → sign-in) reach the service through nginx over TLS with HSTS; /readyz, /metrics, /openapi.json, /healthz 404 (internal); TLS 1.1 refused, 1.2 accepted; HTTP redirects; 3 MB body 413; upload-link tokens redacted from the access log"
 
 [ "$(running_release)" = "/opt/loanfolio/releases/$V1" ] || die "serve runs $(running_release), not $V1"
 stop_serve
