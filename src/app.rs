@@ -103,6 +103,10 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
             crate::notifications::http::sms_consent::routes(),
         ))
         .merge(crate::notifications::http::unsubscribe::routes())
+        .merge(http::authenticated(
+            state,
+            crate::retention::http::routes(state),
+        ))
 }
 
 /// The `serve` role's router.

@@ -92,6 +92,9 @@ pub enum AdminCommand {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Records lifecycle (docs/operations/retention.md).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Dead-letter queues.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -132,6 +135,13 @@ pub enum AgentsCommand {
 pub enum AuditCommand {
     /// Walk every hash chain of the audit log; name the first broken link. Exit 1 if any.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// The dry run: per rule, what would be disposed of now and within 30 days, and what
+    /// legal holds keep (JSON, counts only). Changes nothing.
+    Report,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +263,7 @@ async fn admin(command: AdminCommand, settings: Settings) -> anyhow::Result<Exit
         AdminCommand::OutboxRedrive { minutes } => outbox_redrive(&settings, minutes).await,
         AdminCommand::Dlq(command) => dlq(&settings, command).await,
         AdminCommand::Audit(AuditCommand::Verify) => audit_verify(&settings).await,
+        AdminCommand::Retention(RetentionCommand::Report) => retention_report(settings).await,
         AdminCommand::Keys(KeysCommand::Rotate {
             operator_token_file,
         }) => keys_rotate(&settings, operator_token_file.as_deref()).await,
@@ -565,4 +576,14 @@ async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn retention_report(settings: Settings) -> anyhow::Result<ExitCode> {
+    let state = crate::state::AppState::new(settings, Role::Serve)?;
+    let report = crate::retention::ops::report_unchecked(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    state.db.close().await;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,7 @@ pub mod loans;
 pub mod los;
 pub mod notifications;
 pub mod requests;
+pub mod retention;
 
 // The faces: the JSON API and the borrower's upload page.
 pub mod http;

@@ -48,6 +48,7 @@ AGGREGATES = {
     "los": ["los_webhook_events"],
     "notifications": ["notifications", "unsubscribe_tokens"],
     "agents": [],
+    "retention": ["legal_holds"],
     "admin": [],
 }
 TABLE_OWNER = {table: agg for agg, tables in AGGREGATES.items() for table in tables}
@@ -64,7 +65,8 @@ LAYERS = [
     {"state"},
     # The HTTP plumbing (edge, sign-in, idempotency, helpers) the aggregates' handlers use.
     {"http"},
-    {"leads", "loans", "documents", "requests", "links", "los", "notifications", "agents"},
+    {"leads", "loans", "documents", "requests", "links", "los", "notifications", "agents",
+     "retention"},
     {"admin"},
     {"web"},
     {"app", "cli", "main", "lib", "bin", "fuzzing"},

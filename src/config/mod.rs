@@ -12,9 +12,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 mod reminders;
+mod retention;
 mod sections;
 
 pub use reminders::Schedule;
+pub use retention::{RETENTION_RULES, RetentionRule, RetentionSettings};
 pub use sections::*;
 
 /// The documented defaults, compiled in so the binary works without its source tree.
@@ -61,6 +63,7 @@ pub struct Settings {
     pub los: LosSettings,
     pub notifications: NotificationSettings,
     pub reminders: ReminderSettings,
+    pub retention: RetentionSettings,
 }
 
 impl Settings {
@@ -118,6 +121,9 @@ impl Settings {
         self.los.webhook_secrets()?;
         self.validate_kms()?;
         self.validate_algorithms()?;
+        if let Some((key, message)) = self.retention.below_floor() {
+            return Err(ConfigError::Key { key, message });
+        }
         self.validate_limits()
     }
 

@@ -114,3 +114,38 @@ fn secrets_never_in_debug() {
         Ok(())
     });
 }
+
+#[test]
+fn retention_periods_may_lengthen_but_never_go_below_their_legal_floor() {
+    figment::Jail::expect_with(|jail| {
+        set_required_secrets(jail);
+        let defaults = load(None).unwrap();
+        for rule in RETENTION_RULES {
+            assert!(
+                defaults.retention.days(rule.rule) >= rule.floor_days,
+                "the default of {} is at or above its floor",
+                rule.rule
+            );
+        }
+        jail.set_env("LOANFOLIO__RETENTION__LOANS_CLOSED_DAYS", "4000");
+        assert_eq!(load(None).unwrap().retention.loans_closed_days, 4000);
+        for (key, short) in [
+            ("LEADS_WITHOUT_LOAN_DAYS", "762"),
+            ("LOANS_DENIED_DAYS", "400"),
+            ("LOANS_CLOSED_DAYS", "1826"),
+            ("CREDIT_REPORTS_DAYS", "30"),
+        ] {
+            jail.set_env(format!("LOANFOLIO__RETENTION__{key}"), short);
+            let err = load(None).expect_err("below the floor");
+            assert!(
+                err.to_string()
+                    .contains(&format!("retention.{}", key.to_lowercase())),
+                "{err}"
+            );
+            jail.set_env(format!("LOANFOLIO__RETENTION__{key}"), "4000");
+        }
+        jail.set_env("LOANFOLIO__RETENTION__NOTIFICATIONS_DAYS", "0");
+        assert!(load(None).is_ok(), "no floor for notifications");
+        Ok(())
+    });
+}

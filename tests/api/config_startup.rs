@@ -182,3 +182,21 @@ async fn a_database_password_never_reaches_logs_or_error_bodies() {
             .contains(&needle)
     );
 }
+
+/// A retention period below the legal floor the code knows is refused at start (exit 2),
+/// naming the key and the floor (docs/operations/retention.md); lengthening one is fine
+/// (`config::tests`).
+#[test]
+fn a_retention_period_below_its_legal_floor_fails_startup_naming_it() {
+    let output = loanfolio()
+        .args(["--config"])
+        .arg(stack_config_path())
+        .arg("serve")
+        .env("LOANFOLIO__RETENTION__LOANS_CLOSED_DAYS", "365")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("retention.loans_closed_days"), "{stderr}");
+    assert!(stderr.contains("1827"), "the floor is named: {stderr}");
+}

@@ -33,6 +33,7 @@ mod queue;
 mod readiness;
 mod reminders;
 mod restore_drill;
+mod retention;
 mod sessions;
 mod tls;
 mod upload_links;

@@ -1,0 +1,109 @@
+//! `[retention]`: how long each category of borrower record is kept, and the legal floor
+//! the code knows for each (docs/operations/retention.md).
+
+use serde::Deserialize;
+
+/// Records lifecycle (docs/operations/retention.md): how long each category of borrower
+/// record is kept, in days after its start event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub enabled: bool,
+    pub leads_without_loan_days: u32,
+    pub loans_denied_days: u32,
+    pub loans_withdrawn_days: u32,
+    pub loans_closed_days: u32,
+    pub documents_rejected_days: u32,
+    pub credit_reports_days: u32,
+    pub notifications_days: u32,
+    #[serde(default)]
+    pub ledger_path: Option<std::path::PathBuf>,
+}
+
+/// One retention rule: its configuration key, the category, the legal floor the code
+/// knows (days) and its basis.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionRule {
+    pub rule: &'static str,
+    pub category: &'static str,
+    pub floor_days: u32,
+    pub basis: &'static str,
+}
+
+/// Every rule with its floor: 25 months (Regulation B) is 763 days, 5 years 1827.
+pub const RETENTION_RULES: [RetentionRule; 7] = [
+    RetentionRule {
+        rule: "leads_without_loan_days",
+        category: "lead",
+        floor_days: 763,
+        basis: "Regulation B, 12 CFR 1002.12(b)(1): 25 months after notice of action",
+    },
+    RetentionRule {
+        rule: "loans_denied_days",
+        category: "loan",
+        floor_days: 763,
+        basis: "Regulation B, 12 CFR 1002.12(b)(1); HMDA register 3 years, 12 CFR 1003.5(a)(1)(i)",
+    },
+    RetentionRule {
+        rule: "loans_withdrawn_days",
+        category: "loan",
+        floor_days: 763,
+        basis: "Regulation B, 12 CFR 1002.12(b)(1): 25 months after notice of action",
+    },
+    RetentionRule {
+        rule: "loans_closed_days",
+        category: "loan",
+        floor_days: 1827,
+        basis: "Regulation Z, 12 CFR 1026.25(c)(1)(ii)(A): closing disclosure 5 years; 1026.25(c)(3): ability to repay 3 years",
+    },
+    RetentionRule {
+        rule: "documents_rejected_days",
+        category: "document",
+        floor_days: 0,
+        basis: "not used to evaluate the application: no legal floor",
+    },
+    RetentionRule {
+        rule: "credit_reports_days",
+        category: "credit_report",
+        floor_days: 763,
+        basis: "Regulation B, 12 CFR 1002.12(b)(1); disposal per FTC Disposal Rule, 16 CFR 682.3",
+    },
+    RetentionRule {
+        rule: "notifications_days",
+        category: "notification",
+        floor_days: 0,
+        basis: "operational record: no legal floor",
+    },
+];
+
+impl RetentionSettings {
+    /// The configured days of `rule` (one of [`RETENTION_RULES`]).
+    pub fn days(&self, rule: &str) -> u32 {
+        match rule {
+            "leads_without_loan_days" => self.leads_without_loan_days,
+            "loans_denied_days" => self.loans_denied_days,
+            "loans_withdrawn_days" => self.loans_withdrawn_days,
+            "loans_closed_days" => self.loans_closed_days,
+            "documents_rejected_days" => self.documents_rejected_days,
+            "credit_reports_days" => self.credit_reports_days,
+            "notifications_days" => self.notifications_days,
+            _ => u32::MAX,
+        }
+    }
+
+    /// The first rule configured below its legal floor, as `(key, message)`.
+    pub fn below_floor(&self) -> Option<(String, String)> {
+        RETENTION_RULES.iter().find_map(|r| {
+            let days = self.days(r.rule);
+            (days < r.floor_days).then(|| {
+                (
+                    format!("retention.{}", r.rule),
+                    format!(
+                        "{days} days is shorter than the legal minimum of {} days ({}); an installation may lengthen a period, never shorten it",
+                        r.floor_days, r.basis
+                    ),
+                )
+            })
+        })
+    }
+}
