@@ -659,3 +659,68 @@ async fn a_lead_with_a_known_ssn_is_created_with_a_duplicate_warning() {
     assert!(body.contains(&format!("/console/leads/{}", first.id)));
     assert!(!body.contains(flows::SSN), "the SSN stays masked");
 }
+
+#[tokio::test]
+async fn compliance_holds_a_file_from_the_loan_page_and_lifts_it_on_the_retention_page() {
+    let app = app()
+        .settings(|s| s.rate_limit.auth_per_ip = 1000)
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let agent = signed_in(&app, "agent-a1", "/console/").await;
+    let (_, agents_page) = page(&agent, &app, &format!("/console/loans/{loan}")).await;
+    assert!(
+        !agents_page.contains("Place a legal hold"),
+        "an agent has no hold form"
+    );
+    let compliance = signed_in(&app, "compliance", "/console/").await;
+    let csrf = csrf_token(&app, &compliance).await;
+    let (_, loan_page) = page(&compliance, &app, &format!("/console/loans/{loan}")).await;
+    assert!(loan_page.contains("Place a legal hold"));
+    let response = compliance
+        .post(app.url("/console/holds"))
+        .form(&[
+            ("entity_type", "loan"),
+            ("entity_id", &loan),
+            ("reason", "Examination 2026-Q4"),
+            ("reference", "EXAM-77"),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), format!("/console/loans/{loan}"));
+    let (status, retention) = page(&compliance, &app, "/console/retention").await;
+    assert_eq!(status, 200);
+    assert!(retention.contains("Examination 2026-Q4") && retention.contains("EXAM-77"));
+    assert!(
+        retention.contains("leads without loan"),
+        "the report's rules are listed"
+    );
+    let hold_id = retention
+        .split("/console/holds/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("a lift form")
+        .to_owned();
+    let admin = signed_in(&app, "admin", "/console/").await;
+    let (status, as_admin) = page(&admin, &app, "/console/retention").await;
+    assert_eq!(status, 200);
+    assert!(
+        !as_admin.contains("Examination 2026-Q4"),
+        "an admin sees the reason masked"
+    );
+    let (status, _) = page(&agent, &app, "/console/retention").await;
+    assert_eq!(status, 403);
+    let lifted = compliance
+        .post(app.url(&format!("/console/holds/{hold_id}/lift")))
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status(), 303);
+    let (_, after) = page(&compliance, &app, "/console/retention").await;
+    assert!(after.contains("No hold is in force"));
+}

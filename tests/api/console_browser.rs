@@ -566,6 +566,11 @@ async fn others_see_their_pages(app: &TestApp, lead: &str, loan: &str) {
     let audit = text_of(&compliance).await;
     assert!(audit.contains(lead), "compliance finds the reveal");
     look(&compliance, "audit").await;
+    compliance
+        .goto(&app.url("/console/retention"))
+        .await
+        .unwrap();
+    look(&compliance, "retention").await;
     compliance.close().await.unwrap();
 
     let (_admin_driver, admin) = browser().await;

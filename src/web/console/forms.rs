@@ -382,3 +382,68 @@ pub async fn sign_out(
         Err(e) => error_page(e, Some((&actor, &session))),
     }
 }
+
+/// `POST /console/holds`: compliance places a legal hold on a lead or a loan (the form on
+/// their pages), then goes back to that page.
+pub async fn place_hold(
+    State(state): State<AppState>,
+    actor: Actor,
+    Extension(session): Extension<SessionContext>,
+    request_id: RequestId,
+    form: FormResult,
+) -> Response {
+    let result = async {
+        let form = fields(form)?;
+        let input = serde_json::from_value::<crate::retention::NewLegalHold>(json!({
+            "entity_type": get(&form, "entity_type").unwrap_or_default(),
+            "entity_id": get(&form, "entity_id").unwrap_or_default(),
+            "reason": form.get("reason").cloned().unwrap_or_default(),
+            "reference": get(&form, "reference"),
+        }))
+        .map_err(|_| unreadable("entity_id"))?;
+        let back = format!(
+            "/console/{}s/{}",
+            input.entity_type.as_str(),
+            input.entity_id
+        );
+        match crate::retention::ops::place(&state, &actor, &input, &request_id.0).await {
+            Ok(_) => Ok(see_other(&back)),
+            Err(e) => {
+                let errors = error_map(e)?;
+                match input.entity_type {
+                    crate::retention::HeldEntity::Lead => {
+                        lead_again(&state, &actor, &session, input.entity_id, errors).await
+                    }
+                    crate::retention::HeldEntity::Loan => {
+                        loan_page(
+                            &state,
+                            &actor,
+                            &session,
+                            input.entity_id,
+                            json!({ "errors": errors }),
+                        )
+                        .await
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    finish(result, &actor, &session)
+}
+
+/// `POST /console/holds/{id}/lift` (compliance).
+pub async fn lift_hold(
+    State(state): State<AppState>,
+    actor: Actor,
+    Extension(session): Extension<SessionContext>,
+    request_id: RequestId,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let result = async {
+        crate::retention::ops::lift(&state, &actor, id, &request_id.0).await?;
+        Ok(see_other("/console/retention"))
+    }
+    .await;
+    finish(result, &actor, &session)
+}

@@ -62,6 +62,9 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .route("/console/audit", get(records::audit))
         .route("/console/audit.csv", get(records::audit_csv))
         .route("/console/admin", get(records::admin))
+        .route("/console/retention", get(records::retention))
+        .route("/console/holds", post(forms::place_hold))
+        .route("/console/holds/{id}/lift", post(forms::lift_hold))
         .route(
             "/console/agents/{subject}/{action}",
             post(forms::agent_access),

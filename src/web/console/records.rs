@@ -274,6 +274,36 @@ pub async fn admin(
     finish(result, &actor, &session)
 }
 
+/// Retention (compliance, admin): the report — what each rule would dispose of now and
+/// within 30 days, what holds keep — and the holds in force, with lift for compliance.
+pub async fn retention(
+    State(state): State<AppState>,
+    actor: Actor,
+    Extension(session): Extension<SessionContext>,
+) -> Response {
+    let result = async {
+        let report = crate::retention::ops::report(&state, &actor).await?;
+        let holds = crate::retention::ops::list(
+            &state,
+            &actor,
+            crate::db::Page {
+                limit: 200,
+                after: None,
+            },
+        )
+        .await?;
+        Ok(page(
+            StatusCode::OK,
+            "retention.html",
+            &actor,
+            &session,
+            json!({ "report": report, "holds": holds.items }),
+        ))
+    }
+    .await;
+    finish(result, &actor, &session)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

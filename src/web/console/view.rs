@@ -23,6 +23,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("loan.html", include_str!("templates/loan.html")),
     ("audit.html", include_str!("templates/audit.html")),
     ("admin.html", include_str!("templates/admin.html")),
+    ("retention.html", include_str!("templates/retention.html")),
     ("error.html", include_str!("templates/error.html")),
 ];
 
