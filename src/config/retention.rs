@@ -30,6 +30,9 @@ pub struct RetentionRule {
     pub basis: &'static str,
 }
 
+/// The longest period accepted: longer ones cannot be dated.
+pub const MAX_DAYS: u32 = 36_500;
+
 /// Every rule with its floor: 25 months (Regulation B) is 763 days, 5 years 1827.
 pub const RETENTION_RULES: [RetentionRule; 7] = [
     RetentionRule {
@@ -42,13 +45,13 @@ pub const RETENTION_RULES: [RetentionRule; 7] = [
         rule: "loans_denied_days",
         category: "loan",
         floor_days: 763,
-        basis: "Regulation B, 12 CFR 1002.12(b)(1); HMDA register 3 years, 12 CFR 1003.5(a)(1)(i)",
+        basis: "Regulation B, 12 CFR 1002.12(b)(1): 25 months after notice of action",
     },
     RetentionRule {
         rule: "loans_withdrawn_days",
         category: "loan",
         floor_days: 763,
-        basis: "Regulation B, 12 CFR 1002.12(b)(1): 25 months after notice of action",
+        basis: "Regulation B, 12 CFR 1002.12(b)(1), (b)(3): 25 months",
     },
     RetentionRule {
         rule: "loans_closed_days",
@@ -60,13 +63,13 @@ pub const RETENTION_RULES: [RetentionRule; 7] = [
         rule: "documents_rejected_days",
         category: "document",
         floor_days: 0,
-        basis: "not used to evaluate the application: no legal floor",
+        basis: "rejected by the agent, so not used to evaluate the application: no legal floor",
     },
     RetentionRule {
         rule: "credit_reports_days",
         category: "credit_report",
         floor_days: 763,
-        basis: "Regulation B, 12 CFR 1002.12(b)(1); disposal per FTC Disposal Rule, 16 CFR 682.3",
+        basis: "Regulation B, 12 CFR 1002.12(b)(1), from the application's final action; 3 years after a closing, 12 CFR 1026.25(c)(3); disposal per 16 CFR 682.3",
     },
     RetentionRule {
         rule: "notifications_days",
@@ -91,10 +94,17 @@ impl RetentionSettings {
         }
     }
 
-    /// The first rule configured below its legal floor, as `(key, message)`.
+    /// The first rule configured below its legal floor (or above a hundred years), as
+    /// `(key, message)`.
     pub fn below_floor(&self) -> Option<(String, String)> {
         RETENTION_RULES.iter().find_map(|r| {
             let days = self.days(r.rule);
+            if days > MAX_DAYS {
+                return Some((
+                    format!("retention.{}", r.rule),
+                    format!("{days} days is more than {MAX_DAYS} (a hundred years)"),
+                ));
+            }
             (days < r.floor_days).then(|| {
                 (
                     format!("retention.{}", r.rule),

@@ -146,6 +146,12 @@ fn retention_periods_may_lengthen_but_never_go_below_their_legal_floor() {
         }
         jail.set_env("LOANFOLIO__RETENTION__NOTIFICATIONS_DAYS", "0");
         assert!(load(None).is_ok(), "no floor for notifications");
+        jail.set_env("LOANFOLIO__RETENTION__NOTIFICATIONS_DAYS", "36501");
+        let err = load(None).expect_err("more than a hundred years cannot be dated");
+        assert!(
+            err.to_string().contains("retention.notifications_days"),
+            "{err}"
+        );
         Ok(())
     });
 }

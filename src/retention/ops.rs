@@ -199,11 +199,13 @@ pub async fn list(
 ) -> Result<LegalHoldList, AppError> {
     compliance_or_admin(actor)?;
     let before = match page.after.as_deref() {
+        // As every list answers a cursor it did not give: 400 `malformed_request`.
         Some(cursor) => Some(crate::loans::pipeline::parse_cursor(cursor).ok_or_else(|| {
-            crate::error::AppError::validation(vec![FieldError {
-                field: "cursor".into(),
-                message: "is not a cursor this list gave".into(),
-            }])
+            AppError::client(
+                axum::http::StatusCode::BAD_REQUEST,
+                crate::error::ErrorCode::MalformedRequest,
+                "`cursor` is not valid",
+            )
         })?),
         None => None,
     };

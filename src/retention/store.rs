@@ -140,10 +140,17 @@ pub async fn rule_counts(
 ) -> Result<RuleCounts, sqlx::Error> {
     match rule {
         "leads_without_loan_days" => {
+            // Last activity: the lead's own changes and its credit pulls (a pull does not
+            // touch the lead's row).
             rule_counts!(
-                "l.updated_at",
-                "l.id",
-                "from leads l where not exists (select 1 from loans o where o.lead_id = l.id)",
+                "f.at",
+                "f.lead_id",
+                "from (select l.id as lead_id,
+                              greatest(l.updated_at,
+                                       (select max(c.created_at) from credit_reports c
+                                         where c.lead_id = l.id)) as at
+                         from leads l
+                        where not exists (select 1 from loans o where o.lead_id = l.id)) f",
                 days
             )
             .fetch_one(conn)
@@ -166,21 +173,19 @@ pub async fn rule_counts(
             .await
         }
         "documents_rejected_days" => {
+            // Only what an agent rejected: a document deleted without a rejection may have
+            // been used to evaluate the application, and follows its loan.
             rule_counts!(
                 "d.updated_at",
                 "o.lead_id",
                 "from documents d join loans o on o.id = d.loan_id
-                 where d.state = 'deleted' or d.review_decision = 'reject'",
+                 where d.review_decision = 'reject'",
                 days
             )
             .fetch_one(conn)
             .await
         }
-        "credit_reports_days" => {
-            rule_counts!("c.created_at", "c.lead_id", "from credit_reports c", days)
-                .fetch_one(conn)
-                .await
-        }
+        "credit_reports_days" => credit_report_counts(conn, days).await,
         "notifications_days" => {
             rule_counts!("n.created_at", "n.lead_id", "from notifications n", days)
                 .fetch_one(conn)
@@ -188,4 +193,42 @@ pub async fn rule_counts(
         }
         _ => Ok(RuleCounts::default()),
     }
+}
+
+/// Credit reports are part of their application: counted from the later of the pull and the
+/// final transition of the file's loans, only once every loan of the file is final, and —
+/// where a loan closed — never before 3 years (Regulation Z keeps the ability-to-repay
+/// evidence, 12 CFR 1026.25(c)(3)).
+async fn credit_report_counts(
+    conn: &mut PgConnection,
+    days: i32,
+) -> Result<RuleCounts, sqlx::Error> {
+    sqlx::query_as!(
+        RuleCounts,
+        r#"with f as (
+             select c.lead_id,
+                    greatest(c.created_at,
+                             (select max(s.at) from loan_status_history s join loans o on o.id = s.loan_id
+                               where o.lead_id = c.lead_id
+                                 and s.to_status in ('closed', 'denied', 'withdrawn'))) as at,
+                    case when exists (select 1 from loans o where o.lead_id = c.lead_id and o.status = 'closed')
+                         then greatest($1, 1096) else $1 end as keep
+               from credit_reports c
+              where not exists (select 1 from loans o where o.lead_id = c.lead_id
+                                   and o.status not in ('closed', 'denied', 'withdrawn'))
+           )
+           select
+             count(*) filter (where f.at < now() - make_interval(days => f.keep)) as "due_now!",
+             count(*) filter (where f.at >= now() - make_interval(days => f.keep)
+                                and f.at < now() - make_interval(days => f.keep) + interval '30 days')
+               as "due_next_30_days!",
+             count(*) filter (where f.at < now() - make_interval(days => f.keep)
+                                and exists (select 1 from legal_holds h
+                                             where h.lead_id = f.lead_id and h.lifted_at is null))
+               as "held!"
+           from f"#,
+        days
+    )
+    .fetch_one(conn)
+    .await
 }

@@ -247,3 +247,61 @@ async fn the_report_counts_what_each_rule_would_dispose_and_what_holds_keep() {
     assert_eq!(rule(&printed, "leads_without_loan_days")["due_now"], 2);
     assert_eq!(rule(&printed, "leads_without_loan_days")["held"], 1);
 }
+
+/// A lead created with a credit consent: its queued pull is a credit report row.
+async fn lead_with_a_pull(app: &TestApp) -> String {
+    let mut body = flows::full_lead();
+    body["credit_consent"] = json!({"pull_type": "soft", "obtained_at": "2026-11-01T10:00:00Z",
+        "method": "electronic", "text_version": "fcra-2026-01", "ip": "203.0.113.9"});
+    flows::lead(app, "agent-a1", body).await.id
+}
+
+async fn age_pulls(app: &TestApp, lead: &str, days: i32) {
+    sqlx::query("update credit_reports set created_at = now() - make_interval(days => $2) where lead_id = $1")
+        .bind(uuid::Uuid::parse_str(lead).unwrap())
+        .bind(days)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_pull_is_activity_and_a_report_waits_for_every_loan_of_its_file() {
+    let app = app().spawn().await;
+    let compliance = oidc::access_token("compliance").await;
+    let agent = oidc::access_token("agent-a1").await;
+    // A lead edited long ago but pulled today is not due: the pull is its last activity.
+    let pulled_today = lead_with_a_pull(&app).await;
+    age_lead(&app, &pulled_today, 800).await;
+    // A lead and its pull both long ago: due, and so is the report.
+    let old = lead_with_a_pull(&app).await;
+    age_lead(&app, &old, 800).await;
+    age_pulls(&app, &old, 800).await;
+    // A report whose file has a loan still open is never due, however old.
+    let open = lead_with_a_pull(&app).await;
+    age_pulls(&app, &open, 800).await;
+    let loan = app
+        .create(&agent, "/v1/loans", &flows::new_loan(&open))
+        .await;
+    assert_eq!(loan.status(), 201);
+
+    let report: Value = get(&app, &compliance, "/v1/retention/report")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        rule(&report, "leads_without_loan_days")["due_now"],
+        1,
+        "{report}"
+    );
+    assert_eq!(
+        rule(&report, "credit_reports_days")["due_now"],
+        1,
+        "{report}"
+    );
+
+    // A cursor this list never gave is 400, as on every list.
+    let bad = get(&app, &compliance, "/v1/legal-holds?cursor=not-a-cursor").await;
+    assert_problem(bad, StatusCode::BAD_REQUEST, "malformed_request").await;
+}

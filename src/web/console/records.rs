@@ -274,30 +274,42 @@ pub async fn admin(
     finish(result, &actor, &session)
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct CursorQuery {
+    cursor: Option<String>,
+}
+
 /// Retention (compliance, admin): the report — what each rule would dispose of now and
 /// within 30 days, what holds keep — and the holds in force, with lift for compliance.
 pub async fn retention(
     State(state): State<AppState>,
     actor: Actor,
     Extension(session): Extension<SessionContext>,
+    query: Result<Query<CursorQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let Query(query) = query.unwrap_or_default();
     let result = async {
         let report = crate::retention::ops::report(&state, &actor).await?;
         let holds = crate::retention::ops::list(
             &state,
             &actor,
             crate::db::Page {
-                limit: 200,
-                after: None,
+                limit: 100,
+                after: non_empty(&query.cursor).map(str::to_owned),
             },
         )
         .await?;
+        let next = holds.next_cursor.as_ref().map(|c| {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            q.append_pair("cursor", c);
+            format!("/console/retention?{}", q.finish())
+        });
         Ok(page(
             StatusCode::OK,
             "retention.html",
             &actor,
             &session,
-            json!({ "report": report, "holds": holds.items }),
+            json!({ "report": report, "holds": holds.items, "next": next }),
         ))
     }
     .await;
