@@ -4,21 +4,21 @@
 
 use std::collections::HashMap;
 
+use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::pages::{finish, lead_page, loan_page};
+use super::session::Viewer;
 use super::view::{error_page, message_page, page, problem_of};
 use crate::auth::Actor;
 use crate::error::{AppError, ErrorCode};
 use crate::http::auth::middleware::SessionContext;
-use crate::http::edge::RequestId;
 use crate::loans::store::PipelineFilter;
 use crate::state::AppState;
 
@@ -115,21 +115,32 @@ fn lead_body(form: &Fields) -> Value {
     if !address.is_null() {
         body.insert("address".into(), address);
     }
-    if let (Some(pull_type), Some(method)) =
-        (get(form, "consent_pull_type"), get(form, "consent_method"))
+    if let (Some(pull_type), Some(Value::Object(mut consent))) =
+        (get(form, "consent_pull_type"), consent_of(form))
     {
-        body.insert(
-            "credit_consent".into(),
-            json!({
-                "pull_type": pull_type,
-                "method": method,
-                "text_version": get(form, "consent_text_version").unwrap_or_default(),
-                "obtained_at": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-                "ip": get(form, "consent_ip"),
-            }),
-        );
+        consent.insert("pull_type".into(), Value::String(pull_type.to_owned()));
+        body.insert("credit_consent".into(), Value::Object(consent));
     }
     Value::Object(body)
+}
+
+/// The borrower's credit consent a form records (`consent_method`, `consent_text_version`,
+/// `consent_ip`), obtained now, in the API's consent shape; none without a method.
+pub fn consent_of(form: &Fields) -> Option<Value> {
+    let method = get(form, "consent_method")?;
+    Some(json!({
+        "obtained_at": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+        "method": method,
+        "text_version": get(form, "consent_text_version").unwrap_or_default(),
+        "ip": get(form, "consent_ip"),
+    }))
+}
+
+/// The `version` a form was drawn with (the API's `If-Match`).
+pub fn version_of(form: &Fields) -> Result<i64, AppError> {
+    get(form, "version")
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| unreadable("version"))
 }
 
 pub fn unreadable(what: &str) -> AppError {
@@ -142,17 +153,21 @@ pub fn unreadable(what: &str) -> AppError {
 /// `POST /console/leads`: create a lead (`leads::ops::create_from_input`).
 pub async fn create_lead(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let body = lead_body(&form);
         let created = match serde_json::from_value(body) {
             Ok(input) => {
-                crate::leads::ops::create_from_input(&state, &actor, input, &request_id.0).await
+                crate::leads::ops::create_from_input(&state, &actor, input, &request_id).await
             }
             Err(_) => Err(unreadable("lead")),
         };
@@ -224,19 +239,21 @@ async fn lead_again(
 /// `version` is the `If-Match` the page was drawn with).
 pub async fn edit_lead(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
-        let version = get(&form, "version")
-            .and_then(|v| v.parse::<i64>().ok())
-            .ok_or_else(|| unreadable("version"));
+        let version = version_of(&form);
         let patch = lead_body(&form);
-        match crate::leads::ops::patch(&state, &actor, id, version, &patch, &request_id.0).await {
+        match crate::leads::ops::patch(&state, &actor, id, version, &patch, &request_id).await {
             Ok(_) => Ok(see_other(&format!("/console/leads/{id}"))),
             Err(e) => lead_again(&state, &actor, &session, id, error_map(e)?).await,
         }
@@ -248,12 +265,16 @@ pub async fn edit_lead(
 /// `POST /console/leads/{id}/loans`: open a loan for the lead (`loans::ops::create`).
 pub async fn create_loan(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(lead_id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let body = json!({
@@ -263,7 +284,7 @@ pub async fn create_loan(
             "property": address_of(&form, "property_"),
         });
         let created = match serde_json::from_value(body) {
-            Ok(input) => crate::loans::ops::create(&state, &actor, input, &request_id.0).await,
+            Ok(input) => crate::loans::ops::create(&state, &actor, input, &request_id).await,
             Err(_) => Err(unreadable("loan")),
         };
         match created {
@@ -278,17 +299,21 @@ pub async fn create_loan(
 /// `POST /console/leads/{id}/sms`: record the borrower's SMS opt-in, or opt them out.
 pub async fn sms_consent(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let done = match get(&form, "action") {
             Some("opt_out") => {
-                crate::leads::ops::sms_opt_out(&state, &actor, id, &request_id.0).await
+                crate::leads::ops::sms_opt_out(&state, &actor, id, &request_id).await
             }
             _ => match get(&form, "method") {
                 Some(method @ ("written" | "electronic" | "verbal")) => {
@@ -298,7 +323,7 @@ pub async fn sms_consent(
                         id,
                         OffsetDateTime::now_utc(),
                         method,
-                        &request_id.0,
+                        &request_id,
                     )
                     .await
                 }
@@ -334,11 +359,15 @@ pub async fn back_to_loan(
 /// `POST /console/agents/{subject}/{disable|enable}` (admin; disabling ends every session).
 pub async fn agent_access(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path((subject, action)): Path<(String, String)>,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let disabled = match action.as_str() {
             "disable" => true,
@@ -350,7 +379,7 @@ pub async fn agent_access(
             &subject,
             disabled,
             &actor,
-            Some(&request_id.0),
+            Some(&request_id),
         )
         .await?
         {
@@ -363,13 +392,14 @@ pub async fn agent_access(
 }
 
 /// `POST /console/sign-out`: end the session (as `POST /auth/logout`) and say so.
-pub async fn sign_out(
-    State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
-) -> Response {
-    match crate::http::session_routes::sign_out(&state, &session, &request_id.0).await {
+pub async fn sign_out(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
+    match crate::http::session_routes::sign_out(&state, &session, &request_id).await {
         Ok(cookie) => {
             let mut response = message_page(
                 StatusCode::OK,
@@ -387,11 +417,15 @@ pub async fn sign_out(
 /// their pages), then goes back to that page.
 pub async fn place_hold(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let input = serde_json::from_value::<crate::retention::NewLegalHold>(json!({
@@ -406,7 +440,7 @@ pub async fn place_hold(
             input.entity_type.as_str(),
             input.entity_id
         );
-        match crate::retention::ops::place(&state, &actor, &input, &request_id.0).await {
+        match crate::retention::ops::place(&state, &actor, &input, &request_id).await {
             Ok(_) => Ok(see_other(&back)),
             Err(e) => {
                 let errors = error_map(e)?;
@@ -435,13 +469,17 @@ pub async fn place_hold(
 /// `POST /console/holds/{id}/lift` (compliance).
 pub async fn lift_hold(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
-        crate::retention::ops::lift(&state, &actor, id, &request_id.0).await?;
+        crate::retention::ops::lift(&state, &actor, id, &request_id).await?;
         Ok(see_other("/console/retention"))
     }
     .await;

@@ -2,33 +2,34 @@
 //! Each calls the operation the JSON API calls and goes back to the loan page, or shows it
 //! again with the refusal.
 
-use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
-use super::forms::{Fields, FormResult, back_to_loan, fields, get, unreadable};
+use super::forms::{
+    Fields, FormResult, back_to_loan, consent_of, fields, get, unreadable, version_of,
+};
 use super::pages::{finish, loan_page};
-use crate::auth::Actor;
+use super::session::Viewer;
 use crate::error::AppError;
-use crate::http::auth::middleware::SessionContext;
-use crate::http::edge::RequestId;
 use crate::state::AppState;
 
 /// `POST /console/loans/{id}/status`: a transition the page offered (`loans::ops::transition`
 /// decides, as for the API).
 pub async fn transition(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let request = serde_json::from_value::<crate::loans::TransitionRequest>(json!({
@@ -36,12 +37,10 @@ pub async fn transition(
             "reason": get(&form, "reason"),
         }))
         .map_err(|_| unreadable("status"));
-        let version = get(&form, "version")
-            .and_then(|v| v.parse::<i64>().ok())
-            .ok_or_else(|| unreadable("version"));
+        let version = version_of(&form);
         let outcome = match request {
             Ok(request) => {
-                crate::loans::ops::transition(&state, &actor, id, version, &request, &request_id.0)
+                crate::loans::ops::transition(&state, &actor, id, version, &request, &request_id)
                     .await
                     .map(|_| ())
             }
@@ -56,12 +55,16 @@ pub async fn transition(
 /// `POST /console/loans/{id}/requests`: add a document request to the needs list.
 pub async fn add_request(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let outcome = match get(&form, "doc_type").and_then(crate::domain::DocType::parse) {
@@ -74,7 +77,7 @@ pub async fn add_request(
                     get(&form, "note").unwrap_or_default(),
                     get(&form, "due_date"),
                 ),
-                &request_id.0,
+                &request_id,
             )
             .await
             .map(|_| ()),
@@ -89,12 +92,16 @@ pub async fn add_request(
 /// `POST /console/loans/{id}/links`: create an upload link; the page shows it once.
 pub async fn create_link(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let number = |name: &str| get(&form, name).and_then(|v| v.parse::<i64>().ok());
@@ -106,7 +113,7 @@ pub async fn create_link(
         }))
         .map_err(|_| unreadable("link"));
         let created = match input {
-            Ok(input) => crate::links::ops::create(&state, &actor, id, input, &request_id.0).await,
+            Ok(input) => crate::links::ops::create(&state, &actor, id, input, &request_id).await,
             Err(e) => Err(e),
         };
         match created {
@@ -133,16 +140,20 @@ fn loan_of(form: &Fields) -> Result<Uuid, AppError> {
 /// `POST /console/links/{id}/revoke`.
 pub async fn revoke_link(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let loan = loan_of(&form)?;
-        let outcome = crate::links::ops::revoke(&state, &actor, id, &request_id.0).await;
+        let outcome = crate::links::ops::revoke(&state, &actor, id, &request_id).await;
         back_to_loan(&state, &actor, &session, loan, outcome).await
     }
     .await;
@@ -152,12 +163,16 @@ pub async fn revoke_link(
 /// `POST /console/documents/{id}/review`: accept, or reject with a reason.
 pub async fn review_document(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let loan = loan_of(&form)?;
@@ -173,7 +188,7 @@ pub async fn review_document(
                 id,
                 decision,
                 get(&form, "reason"),
-                &request_id.0,
+                &request_id,
             )
             .await
             .map(|_| ()),
@@ -188,16 +203,20 @@ pub async fn review_document(
 /// `POST /console/documents/{id}/delete`: soft delete.
 pub async fn delete_document(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let loan = loan_of(&form)?;
-        let outcome = crate::documents::ops::soft_delete(&state, &actor, id, &request_id.0).await;
+        let outcome = crate::documents::ops::soft_delete(&state, &actor, id, &request_id).await;
         back_to_loan(&state, &actor, &session, loan, outcome).await
     }
     .await;
@@ -208,12 +227,16 @@ pub async fn delete_document(
 /// the form records (422 `consent_required` without one, as for the API).
 pub async fn request_pull(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let loan = crate::loans::ops::get(&state, &actor, id).await?;
@@ -222,25 +245,17 @@ pub async fn request_pull(
                 get(&form, "pull_type").unwrap_or_default()
             ))
             .map_err(|_| unreadable("pull_type"))?;
-            let consent = match get(&form, "consent_method") {
-                Some(method) => Some(
-                    serde_json::from_value::<crate::leads::credit::ConsentInput>(json!({
-                        "obtained_at": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-                        "method": method,
-                        "text_version": get(&form, "consent_text_version").unwrap_or_default(),
-                        "ip": get(&form, "consent_ip"),
-                    }))
-                    .map_err(|_| unreadable("consent_method"))?,
-                ),
-                None => None,
-            };
+            let consent = consent_of(&form)
+                .map(serde_json::from_value::<crate::leads::credit::ConsentInput>)
+                .transpose()
+                .map_err(|_| unreadable("consent_method"))?;
             crate::leads::credit::ops::request(
                 &state,
                 &actor,
                 loan.lead_id,
                 pull_type,
                 consent,
-                &request_id.0,
+                &request_id,
             )
             .await?;
             Ok(())
@@ -255,13 +270,17 @@ pub async fn request_pull(
 /// `POST /console/loans/{id}/los`: ask the LOS to take the loan again (a re-drive).
 pub async fn redrive_los(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path(id): Path<Uuid>,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
-        let outcome = crate::los::ops::request_resubmission(&state, &actor, id, &request_id.0)
+        let outcome = crate::los::ops::request_resubmission(&state, &actor, id, &request_id)
             .await
             .map(|_| ());
         back_to_loan(&state, &actor, &session, id, outcome).await
@@ -273,12 +292,16 @@ pub async fn redrive_los(
 /// `POST /console/credit/{id}/{reissue|upgrade}`: a follow-up of an earlier pull.
 pub async fn follow_up_pull(
     State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    request_id: RequestId,
+    viewer: Viewer,
     Path((id, kind)): Path<(Uuid, String)>,
     form: FormResult,
 ) -> Response {
+    let Viewer {
+        actor,
+        session,
+        request_id,
+        ..
+    } = viewer;
     let result = async {
         let form = fields(form)?;
         let loan = loan_of(&form)?;
@@ -288,20 +311,16 @@ pub async fn follow_up_pull(
             _ => return Err(AppError::not_found()),
         };
         // An upgrade to a hard pull needs the borrower's consent to one, as for the API.
-        let body = match get(&form, "consent_method") {
-            Some(method) => Some(
-                serde_json::from_value::<crate::leads::credit::FollowUp>(json!({"consent": {
-                    "obtained_at": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-                    "method": method,
-                    "text_version": get(&form, "consent_text_version").unwrap_or_default(),
-                    "ip": get(&form, "consent_ip"),
-                }}))
-                .map_err(|_| unreadable("consent_method"))?,
-            ),
-            None => None,
-        };
+        let body = consent_of(&form)
+            .map(|consent| {
+                serde_json::from_value::<crate::leads::credit::FollowUp>(
+                    json!({ "consent": consent }),
+                )
+            })
+            .transpose()
+            .map_err(|_| unreadable("consent_method"))?;
         let outcome =
-            crate::leads::credit::ops::follow_up(&state, &actor, &request_id.0, id, body, upgrade)
+            crate::leads::credit::ops::follow_up(&state, &actor, &request_id, id, body, upgrade)
                 .await;
         back_to_loan(&state, &actor, &session, loan, outcome.map(|_| ())).await
     }

@@ -24,6 +24,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("audit.html", include_str!("templates/audit.html")),
     ("admin.html", include_str!("templates/admin.html")),
     ("retention.html", include_str!("templates/retention.html")),
+    ("hold_form.html", include_str!("templates/hold_form.html")),
     ("error.html", include_str!("templates/error.html")),
 ];
 
