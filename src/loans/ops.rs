@@ -223,6 +223,28 @@ pub async fn get(state: &AppState, actor: &Actor, id: Uuid) -> Result<Loan, AppE
     render(&row, &key, actor)
 }
 
+/// Every status with its count (0 where the scope has none).
+fn by_status(counts: Vec<store::StatusCount>) -> BTreeMap<String, i64> {
+    let mut by_status: BTreeMap<String, i64> = LoanStatus::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    for row in counts {
+        by_status.insert(row.status.as_str().to_owned(), row.count);
+    }
+    by_status
+}
+
+/// The caller's loans per status (the console's pipeline shows them above its own list).
+pub async fn status_counts(
+    state: &AppState,
+    actor: &Actor,
+) -> Result<BTreeMap<String, i64>, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let counts = store::status_counts(&mut conn, &actor.read_scope()).await?;
+    Ok(by_status(counts))
+}
+
 /// The dashboard: status counts and a page of loans, read in one snapshot.
 pub async fn dashboard(
     state: &AppState,
@@ -238,13 +260,7 @@ pub async fn dashboard(
     let mut rows = store::page(&mut tx, &scope, status, page.after, page.limit + 1).await?;
     tx.commit().await?;
 
-    let mut status_counts: BTreeMap<String, i64> = LoanStatus::ALL
-        .iter()
-        .map(|s| (s.as_str().to_owned(), 0))
-        .collect();
-    for row in counts {
-        status_counts.insert(row.status.as_str().to_owned(), row.count);
-    }
+    let status_counts = by_status(counts);
     let next_cursor = next_page(&mut rows, page.limit, |r| r.id.to_string());
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {

@@ -233,9 +233,10 @@ async fn a1_file(app: &TestApp) -> File {
     }
 }
 
-async fn loan_of(app: &TestApp, token: &str, loan: &str) -> Value {
+/// The API's JSON answer to `GET path` with `token` (what the console's change did).
+async fn api_json(app: &TestApp, token: &str, path: &str) -> Value {
     app.client
-        .get(app.url(&format!("/v1/loans/{loan}")))
+        .get(app.url(path))
         .bearer_auth(token)
         .send()
         .await
@@ -243,6 +244,10 @@ async fn loan_of(app: &TestApp, token: &str, loan: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+async fn loan_of(app: &TestApp, token: &str, loan: &str) -> Value {
+    api_json(app, token, &format!("/v1/loans/{loan}")).await
 }
 
 #[tokio::test]
@@ -599,16 +604,7 @@ async fn emptying_a_field_on_the_lead_form_clears_it() {
     let owner = signed_in(&app, "agent-a1", "/console/").await;
     let csrf = csrf_token(&app, &owner).await;
     // The API's merge patch with null, as the API would be asked.
-    let lead: Value = app
-        .client
-        .get(app.url(&format!("/v1/leads/{}", f.lead)))
-        .bearer_auth(&f.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lead: Value = api_json(&app, &f.token, &format!("/v1/leads/{}", f.lead)).await;
     assert!(lead["email"].is_string());
     let response = owner
         .post(app.url(&format!("/console/leads/{}", f.lead)))
@@ -623,16 +619,7 @@ async fn emptying_a_field_on_the_lead_form_clears_it() {
         .await
         .unwrap();
     assert_eq!(response.status(), 303);
-    let after: Value = app
-        .client
-        .get(app.url(&format!("/v1/leads/{}", f.lead)))
-        .bearer_auth(&f.token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = api_json(&app, &f.token, &format!("/v1/leads/{}", f.lead)).await;
     assert!(after["email"].is_null(), "{after}");
 }
 

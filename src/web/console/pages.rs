@@ -73,17 +73,7 @@ pub async fn pipeline(
             lead: None,
         };
         let loans = crate::loans::pipeline::page(&state, &actor, &filter, 50).await?;
-        let counts = crate::loans::ops::dashboard(
-            &state,
-            &actor,
-            None,
-            Page {
-                limit: 1,
-                after: None,
-            },
-        )
-        .await?
-        .status_counts;
+        let counts = crate::loans::ops::status_counts(&state, &actor).await?;
         let next = loans.next_cursor.as_ref().map(|cursor| {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
             for (k, v) in [

@@ -237,18 +237,23 @@ pub async fn admin(
         }
         let agents = crate::agents::ops::list(&state, &actor, None, 200).await?;
         let prefix = &state.settings.rabbitmq.prefix;
-        let mut queues = Vec::new();
-        for (consumer, _) in crate::events::SUBSCRIPTIONS {
-            let depth = tokio::time::timeout(
-                std::time::Duration::from_secs(2),
-                crate::queue::dlq::depth(&state.broker, prefix, consumer),
-            )
+        // Every consumer's depth at once: a broker that does not answer costs one timeout.
+        let broker = &state.broker;
+        let queues: Vec<Value> =
+            futures::future::join_all(crate::events::SUBSCRIPTIONS.iter().map(
+                |(consumer, _)| async move {
+                    let depth = tokio::time::timeout(
+                        std::time::Duration::from_secs(2),
+                        crate::queue::dlq::depth(broker, prefix, consumer),
+                    )
+                    .await;
+                    json!({
+                        "consumer": consumer,
+                        "depth": match depth { Ok(Ok(n)) => Some(n), _ => None },
+                    })
+                },
+            ))
             .await;
-            queues.push(json!({
-                "consumer": consumer,
-                "depth": match depth { Ok(Ok(n)) => Some(n), _ => None },
-            }));
-        }
         let readiness = crate::state::readiness::cached(&state).await;
         let dependencies: Vec<Value> = readiness
             .dependencies
