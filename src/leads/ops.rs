@@ -446,9 +446,10 @@ pub async fn record_sms_consent(
     actor: &Actor,
     lead: Uuid,
     obtained_at: OffsetDateTime,
-    method: &str,
+    method: crate::leads::credit::ConsentMethod,
     request_id: &str,
 ) -> Result<(), AppError> {
+    let method = method.as_str();
     let mut tx = state.db.begin().await?;
     writable_lead(&mut tx, lead, actor).await?;
     store::set_sms_consent(&mut tx, lead, obtained_at, method, &actor.subject).await?;

@@ -711,3 +711,42 @@ async fn compliance_holds_a_file_from_the_loan_page_and_lifts_it_on_the_retentio
     let (_, after) = page(&compliance, &app, "/console/retention").await;
     assert!(after.contains("No hold is in force"));
 }
+
+#[tokio::test]
+async fn the_sms_form_takes_the_apis_consent_methods_only() {
+    let app = app().spawn().await;
+    let lead = flows::lead(&app, "agent-a1", flows::full_lead()).await;
+    let owner = signed_in(&app, "agent-a1", "/console/").await;
+    let csrf = csrf_token(&app, &owner).await;
+    let path = format!("/console/leads/{}/sms", lead.id);
+    let refused = owner
+        .post(app.url(&path))
+        .form(&[
+            ("action", "opt_in"),
+            ("method", "telepathy"),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let recorded = owner
+        .post(app.url(&path))
+        .form(&[
+            ("action", "opt_in"),
+            ("method", "verbal"),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(recorded.status(), 303);
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = 'lead.sms_consent_recorded'
+            and details->>'method' = 'verbal'",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+}

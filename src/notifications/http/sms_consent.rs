@@ -60,7 +60,7 @@ async fn record(
         &actor,
         lead,
         obtained_at,
-        input.method.as_str(),
+        input.method,
         &request_id.0,
     )
     .await?;

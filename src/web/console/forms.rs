@@ -315,8 +315,11 @@ pub async fn sms_consent(
             Some("opt_out") => {
                 crate::leads::ops::sms_opt_out(&state, &actor, id, &request_id).await
             }
-            _ => match get(&form, "method") {
-                Some(method @ ("written" | "electronic" | "verbal")) => {
+            // The API's own consent methods: the type decides, not a list kept here.
+            _ => match get(&form, "method").and_then(|m| {
+                serde_json::from_value::<crate::leads::credit::ConsentMethod>(json!(m)).ok()
+            }) {
+                Some(method) => {
                     crate::leads::ops::record_sms_consent(
                         &state,
                         &actor,
@@ -327,7 +330,7 @@ pub async fn sms_consent(
                     )
                     .await
                 }
-                _ => Err(unreadable("method")),
+                None => Err(unreadable("method")),
             },
         };
         match done {
