@@ -142,6 +142,9 @@ pub enum RetentionCommand {
     /// The dry run: per rule, what would be disposed of now and within 30 days, and what
     /// legal holds keep (JSON, counts only). Changes nothing.
     Report,
+    /// Run one disposal round now (as the workers' `retention` runner does every
+    /// `retention.interval_secs`); refused unless `retention.enabled`.
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +172,17 @@ pub enum KeysCommand {
         /// (read with the operator token). Data keys under older versions are rewrapped.
         #[arg(long)]
         newest_version: Option<u32>,
+    },
+    /// End a key epoch: destroy every master key version below `--below` (Vault: raise
+    /// min_decryption_version and trim; local: remove the lines). Refused while a stored key
+    /// is still wrapped under one of them (run `rewrap` first). Backups whose keys those
+    /// versions wrapped no longer open: disposed files are then gone from them too
+    /// (docs/operations/retention.md).
+    Retire {
+        #[arg(long, value_name = "PATH", env = "LOANFOLIO_VAULT_OPERATOR_TOKEN_FILE")]
+        operator_token_file: Option<PathBuf>,
+        #[arg(long)]
+        below: u32,
     },
     /// Create a master key file for the `local` key provider (mode 0600; never overwrites).
     GenerateLocal {
@@ -264,6 +278,7 @@ async fn admin(command: AdminCommand, settings: Settings) -> anyhow::Result<Exit
         AdminCommand::Dlq(command) => dlq(&settings, command).await,
         AdminCommand::Audit(AuditCommand::Verify) => audit_verify(&settings).await,
         AdminCommand::Retention(RetentionCommand::Report) => retention_report(settings).await,
+        AdminCommand::Retention(RetentionCommand::Run) => retention_run(settings).await,
         AdminCommand::Keys(KeysCommand::Rotate {
             operator_token_file,
         }) => keys_rotate(&settings, operator_token_file.as_deref()).await,
@@ -271,6 +286,10 @@ async fn admin(command: AdminCommand, settings: Settings) -> anyhow::Result<Exit
             operator_token_file,
             newest_version,
         }) => keys_rewrap(&settings, operator_token_file.as_deref(), newest_version).await,
+        AdminCommand::Keys(KeysCommand::Retire {
+            operator_token_file,
+            below,
+        }) => keys_retire(&settings, operator_token_file.as_deref(), below).await,
         AdminCommand::Keys(KeysCommand::GenerateLocal { file }) => {
             keys_generate_local(&settings, file).await
         }
@@ -329,10 +348,11 @@ async fn restore(
     let started = std::time::Instant::now();
     let summary = crate::admin::backup::restore(settings, from, vault_token_file).await?;
     println!(
-        "restored from {}: database, {} objects ({} bytes), key checked; {:.1} s",
+        "restored from {}: database, {} objects ({} bytes), key checked, {} disposal(s) re-applied from the ledger; {:.1} s",
         from.display(),
         summary.objects,
         summary.bytes,
+        summary.disposals_replayed,
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
@@ -468,6 +488,27 @@ async fn keys_rewrap(
     Ok(ExitCode::SUCCESS)
 }
 
+async fn keys_retire(
+    settings: &Settings,
+    operator_token_file: Option<&std::path::Path>,
+    below: u32,
+) -> anyhow::Result<ExitCode> {
+    let kms = operator_kms(settings, operator_token_file)?;
+    let pool = db::lazy_pool(&settings.database)?;
+    let left = crate::crypto::keyring::KeyRing::wrapped_below(&pool, below).await?;
+    pool.close().await;
+    anyhow::ensure!(
+        left == 0,
+        "{left} stored key(s) are still wrapped under a master version below {below}: run `loanfolio admin keys rewrap` first; nothing was changed"
+    );
+    kms.retire_below(below).await?;
+    println!(
+        "retired {} master key versions below {below}: backups whose data keys they wrapped no longer open",
+        kms.provider_name()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn keys_generate_local(
     settings: &Settings,
     file: Option<std::path::PathBuf>,
@@ -576,6 +617,30 @@ async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+async fn retention_run(settings: Settings) -> anyhow::Result<ExitCode> {
+    let state = crate::state::AppState::new(settings, Role::Worker)?;
+    let outcome =
+        crate::retention::disposal::run_round(&state, time::OffsetDateTime::now_utc()).await;
+    state.db.close().await;
+    match outcome? {
+        Some(summary) => {
+            println!(
+                "disposal round: {} file(s) disposed, {} failed",
+                summary.disposed, summary.failed
+            );
+            Ok(if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        None => {
+            println!("another disposal round is running (a worker's): nothing done");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 async fn retention_report(settings: Settings) -> anyhow::Result<ExitCode> {

@@ -102,6 +102,10 @@ pub enum Event {
         /// Which reminder this is for the requests (1 for the first).
         reminder: i32,
     },
+    /// A borrower file was disposed (crypto-shredded): every process drops its cached data
+    /// key (docs/operations/retention.md).
+    #[serde(rename = "file.disposed", rename_all = "camelCase")]
+    FileDisposed { lead_id: Uuid },
 }
 
 /// The payload format's version, carried beside it (`x-event-version`). A change that an
@@ -126,6 +130,7 @@ impl Event {
     pub const LOS_SUBMISSION_REQUESTED: &'static str = "los.submission.requested";
     pub const UPLOAD_LINK_CREATED: &'static str = "upload_link.created";
     pub const REMINDER_DUE: &'static str = "reminder.due";
+    pub const FILE_DISPOSED: &'static str = "file.disposed";
 
     /// The routing key it is published under (the serde tag above; a unit test holds the
     /// two equal).
@@ -147,6 +152,7 @@ impl Event {
             Event::LosSubmissionRequested { .. } => Self::LOS_SUBMISSION_REQUESTED,
             Event::UploadLinkCreated { .. } => Self::UPLOAD_LINK_CREATED,
             Event::ReminderDue { .. } => Self::REMINDER_DUE,
+            Event::FileDisposed { .. } => Self::FILE_DISPOSED,
         }
     }
 
@@ -186,7 +192,8 @@ impl Event {
             Event::LeadCreated { .. }
             | Event::CreditRequested { .. }
             | Event::CreditCompleted { .. }
-            | Event::CreditFailed { .. } => None,
+            | Event::CreditFailed { .. }
+            | Event::FileDisposed { .. } => None,
         }
     }
 }
@@ -297,6 +304,7 @@ mod tests {
                 request_ids: vec![b],
                 reminder: 2,
             },
+            Event::FileDisposed { lead_id: a },
         ]
     }
 

@@ -64,6 +64,8 @@ const FORMAT: u32 = 2;
 pub struct Summary {
     pub objects: usize,
     pub bytes: u64,
+    /// Disposals of the ledger re-applied to the restored database.
+    pub disposals_replayed: usize,
 }
 
 /// libpq's environment for the configured database, without putting the password on a
@@ -126,7 +128,7 @@ async fn sha256_file(path: &Path) -> anyhow::Result<(u64, String)> {
 async fn kek_versions_in_use(settings: &Settings) -> anyhow::Result<Vec<u32>> {
     let pool = crate::db::lazy_pool(&settings.database)?;
     let versions: Vec<i32> = sqlx::query_scalar!(
-        r#"select kek_version as "kek_version!" from borrower_files
+        r#"select kek_version as "kek_version!" from borrower_files where wrapped_dek is not null
           union select kek_version from keyring order by 1"#
     )
     .fetch_all(&pool)
@@ -403,6 +405,9 @@ pub async fn restore(
     vault_token_file: Option<&Path>,
 ) -> anyhow::Result<Summary> {
     let manifest = verified_manifest(dir).await?;
+    // Before anything changes: a restore without the ledger could bring disposed borrowers
+    // back (docs/operations/retention.md).
+    let ledger = read_ledger(settings)?;
     if manifest.kms_provider == "vault" {
         let needs = manifest
             .transit
@@ -456,5 +461,46 @@ pub async fn restore(
             summary.bytes += size;
         }
     }
+    summary.disposals_replayed = replay_disposals(settings, ledger).await?;
     Ok(summary)
+}
+
+/// The disposal ledger `retention.ledger_path` names; refused when it names one that is not
+/// there. No path: disposal was never enabled (it needs one), so there is nothing to replay.
+fn read_ledger(settings: &Settings) -> anyhow::Result<Vec<crate::retention::ledger::LedgerEntry>> {
+    let Some(path) = &settings.retention.ledger_path else {
+        return Ok(Vec::new());
+    };
+    ensure!(
+        path.exists(),
+        "the disposal ledger {} (retention.ledger_path) is missing: without it this restore could bring disposed borrower files back. Put the ledger back first (it is kept outside the database and its backups); nothing was changed",
+        path.display()
+    );
+    crate::retention::ledger::read(path)
+}
+
+/// Dispose again every file of the ledger the restored database still holds, and delete
+/// its objects the restored buckets brought back.
+async fn replay_disposals(
+    settings: &Settings,
+    ledger: Vec<crate::retention::ledger::LedgerEntry>,
+) -> anyhow::Result<usize> {
+    use crate::retention::disposal::{self, Reason};
+    if ledger.is_empty() {
+        return Ok(0);
+    }
+    let state = crate::state::AppState::new(settings.clone(), crate::state::Role::Worker)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut replayed = 0;
+    let now = time::OffsetDateTime::now_utc();
+    for entry in ledger {
+        if seen.insert(entry.file_id)
+            && disposal::dispose(&state, entry.file_id, now, &Reason::Replay(entry)).await?
+        {
+            replayed += 1;
+        }
+    }
+    disposal::finish(&state).await?;
+    state.db.close().await;
+    Ok(replayed)
 }

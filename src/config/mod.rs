@@ -121,7 +121,11 @@ impl Settings {
         self.los.webhook_secrets()?;
         self.validate_kms()?;
         self.validate_algorithms()?;
-        if let Some((key, message)) = self.retention.below_floor() {
+        if let Some((key, message)) = self
+            .retention
+            .below_floor()
+            .or_else(|| self.retention.missing_ledger())
+        {
             return Err(ConfigError::Key { key, message });
         }
         self.validate_limits()

@@ -16,6 +16,8 @@ pub struct RetentionSettings {
     pub documents_rejected_days: u32,
     pub credit_reports_days: u32,
     pub notifications_days: u32,
+    /// Seconds between disposal rounds (the workers' `retention` runner).
+    pub interval_secs: u64,
     #[serde(default)]
     pub ledger_path: Option<std::path::PathBuf>,
 }
@@ -92,6 +94,17 @@ impl RetentionSettings {
             "notifications_days" => self.notifications_days,
             _ => u32::MAX,
         }
+    }
+
+    /// Disposal needs its ledger outside the database: `(key, message)` when it is on
+    /// without one.
+    pub fn missing_ledger(&self) -> Option<(String, String)> {
+        (self.enabled && self.ledger_path.is_none()).then(|| {
+            (
+                "retention.ledger_path".to_owned(),
+                "is required when retention.enabled = true: every disposal is recorded outside the database, so a restore cannot bring a disposed file back".to_owned(),
+            )
+        })
     }
 
     /// The first rule configured below its legal floor (or above a hundred years), as

@@ -90,14 +90,55 @@ impl KeyRing {
                 return Ok(key.clone());
             }
         }
-        let wrapped: String =
+        let wrapped: Option<String> =
             sqlx::query_scalar!("select wrapped_dek from borrower_files where id = $1", file)
                 .fetch_one(db)
                 .await
                 .context("reading a wrapped data key")?;
+        // A disposed file's key was destroyed (docs/operations/retention.md): nothing of it
+        // can be read again.
+        let wrapped = wrapped.context("the borrower file was disposed: its data key is gone")?;
         let key = Arc::new(self.kms.unwrap(&wrapped, &file.to_string()).await?);
         self.remember(file, key.clone());
         Ok(key)
+    }
+
+    /// Drop the cached plaintext key of `file` (after its disposal, here or in another
+    /// process: the `file.disposed` broadcast).
+    pub fn forget(&self, file: Uuid) {
+        // The last holder's drop zeroizes the key; a request already using it finishes.
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&file);
+    }
+
+    /// Drop every cached file key (after the broadcast was missed: a lost broker
+    /// connection).
+    pub fn forget_all(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Destroy the wrapped data key of `file` in the caller's transaction: crypto-shredding.
+    /// The row stays (its id, the key derivation context, is never used again); the wrapped
+    /// key becomes null. True when it was still there.
+    pub async fn destroy_file_key(
+        &self,
+        tx: &mut PgConnection,
+        file: Uuid,
+        at: time::OffsetDateTime,
+    ) -> anyhow::Result<bool> {
+        let destroyed = sqlx::query!(
+            "update borrower_files set wrapped_dek = null, disposed_at = $2
+              where id = $1 and wrapped_dek is not null",
+            file,
+            at
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        self.forget(file);
+        Ok(destroyed == 1)
     }
 
     /// The SSN blind-index key: created once per installation, stored wrapped.
@@ -153,14 +194,28 @@ impl KeyRing {
         Ok(Arc::new(self.kms.unwrap(&wrapped, &context).await?))
     }
 
+    /// Operator: how many stored keys are still wrapped under a master version below
+    /// `below` (disposed files' destroyed keys do not count). A key epoch ends only at 0.
+    pub async fn wrapped_below(db: &PgPool, below: u32) -> anyhow::Result<i64> {
+        let below = i32::try_from(below)?;
+        Ok(sqlx::query_scalar!(
+            r#"select (select count(*) from borrower_files
+                        where wrapped_dek is not null and kek_version < $1)
+                    + (select count(*) from keyring where kek_version < $1) as "left!""#,
+            below
+        )
+        .fetch_one(db)
+        .await?)
+    }
+
     /// Operator: rewrap every stored key wrapped under an older master version, in batches;
     /// safe to interrupt and re-run, and to run while the service serves.
     pub async fn rewrap_all(&self, db: &PgPool, newest: u32) -> anyhow::Result<u64> {
         let mut done = 0u64;
         loop {
             let batch = sqlx::query!(
-                "select id, wrapped_dek, kek_version from borrower_files
-                  where kek_version < $1 order by id limit 200",
+                r#"select id, wrapped_dek as "wrapped_dek!", kek_version from borrower_files
+                  where kek_version < $1 and wrapped_dek is not null order by id limit 200"#,
                 newest as i32
             )
             .fetch_all(db)

@@ -123,6 +123,39 @@ impl LocalKeyFile {
     pub fn newest_version(&self) -> anyhow::Result<u32> {
         Ok(self.load()?.last().map(|(v, _)| *v).unwrap_or(0))
     }
+
+    /// Operator, the end of a key epoch: delete every version below `below` from the file
+    /// (written to a new file, synced, then renamed over the old one). The newest version
+    /// always stays. Returns the versions removed.
+    pub fn retire_below(&self, below: u32) -> anyhow::Result<Vec<u32>> {
+        let keys = self.load()?;
+        let newest = keys.last().map(|(v, _)| *v).unwrap_or(0);
+        anyhow::ensure!(
+            below <= newest,
+            "version {below} is newer than the newest master key version {newest}"
+        );
+        let removed: Vec<u32> = keys.iter().map(|(v, _)| *v).filter(|v| *v < below).collect();
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        let mut text = Zeroizing::new(String::new());
+        for (version, key) in keys.iter().filter(|(v, _)| *v >= below) {
+            text.push_str(&format!("{version} {}\n", hex(key.as_ref())));
+        }
+        let staged = self.path.with_extension("retiring");
+        let _ = std::fs::remove_file(&staged);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staged)
+            .with_context(|| format!("writing {}", staged.display()))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&staged, &self.path)
+            .with_context(|| format!("replacing master key file {}", self.path.display()))?;
+        Ok(removed)
+    }
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -180,6 +213,25 @@ fn parse(text: &str) -> anyhow::Result<Vec<(u32, MasterKey)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retired_versions_no_longer_unwrap_and_the_newest_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = LocalKeyFile::new(&dir.path().join("master.key"));
+        file.generate().unwrap();
+        let dek = [7u8; 32];
+        let (old, _) = file.wrap(&dek, "file-a").unwrap();
+        file.rotate().unwrap();
+        let (new, version) = file.wrap(&dek, "file-a").unwrap();
+        assert_eq!(version, 2);
+        assert!(file.retire_below(3).is_err(), "the newest version stays");
+        assert_eq!(file.retire_below(2).unwrap(), vec![1]);
+        assert!(file.unwrap_key(&old, "file-a").is_err(), "version 1 is gone");
+        assert_eq!(*file.unwrap_key(&new, "file-a").unwrap(), dek);
+        assert_eq!(file.retire_below(2).unwrap(), Vec::<u32>::new());
+        let mode = std::fs::metadata(file.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0);
+    }
 
     #[test]
     fn generate_then_load() {

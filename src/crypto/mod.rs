@@ -134,6 +134,15 @@ impl Kms {
         }
     }
 
+    /// Operator, the end of a key epoch: master key versions below `below` are destroyed.
+    pub async fn retire_below(&self, below: u32) -> anyhow::Result<()> {
+        match self {
+            Kms::Local(file) => file.retire_below(below).map(|_| ()),
+            Kms::Vault(keys) => keys.retire_below(below).await,
+            Kms::Misconfigured(why) => anyhow::bail!("{why}"),
+        }
+    }
+
     /// Operator: a new master key version.
     pub async fn rotate(&self) -> anyhow::Result<()> {
         match self {

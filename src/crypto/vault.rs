@@ -395,6 +395,29 @@ impl VaultKeys {
         Ok(())
     }
 
+    /// Operator, the end of a key epoch: raise the key's minimum decryption and encryption
+    /// versions to `below` and trim every older version from Vault's keyring, so nothing
+    /// wrapped under them — in any backup — unwraps again.
+    pub async fn retire_below(&self, below: u32) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        vaultrs::transit::key::update(
+            &*client,
+            &self.mount,
+            &self.key,
+            Some(
+                &mut vaultrs::api::transit::requests::UpdateKeyConfigurationRequest::builder()
+                    .min_decryption_version(u64::from(below))
+                    .min_encryption_version(u64::from(below)),
+            ),
+        )
+        .await
+        .context("Vault transit key config (min_decryption_version)")?;
+        vaultrs::transit::key::trim(&*client, &self.mount, &self.key, u64::from(below))
+            .await
+            .context("Vault transit key trim")?;
+        Ok(())
+    }
+
     /// Operator: the newest version of the transit key (what `rewrap` wraps under).
     pub async fn newest_version(&self) -> anyhow::Result<u32> {
         let (versions, _) = self.versions().await?;

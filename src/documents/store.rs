@@ -455,3 +455,52 @@ pub async fn of_link(conn: &mut PgConnection, link: Uuid) -> Result<Vec<FileRow>
     .fetch_all(conn)
     .await
 }
+
+/// Where a document of a disposed file may still have bytes: its encrypted object in the
+/// documents bucket and its upload in quarantine (ids only, never names).
+pub struct FileObject {
+    pub object_key: Option<String>,
+    pub quarantine_key: String,
+}
+
+/// Every document object of the borrower file `lead`, deleted or not.
+pub async fn objects_of_file(
+    conn: &mut PgConnection,
+    lead: Uuid,
+) -> Result<Vec<FileObject>, sqlx::Error> {
+    sqlx::query_as!(
+        FileObject,
+        "select object_key, quarantine_key from documents where lead_id = $1 order by id",
+        lead
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Disposal (docs/operations/retention.md): the documents of the file `lead` keep their
+/// ids, types, sizes, states and dates; the sealed filename and review reason and the
+/// content hash (which would confirm a copy of the file) go.
+pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update documents set filename_enc = '\\x', review_reason_enc = null, sha256 = null
+          where lead_id = $1",
+        lead
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The objects of the disposed file `lead` are deleted from both buckets.
+pub async fn mark_objects_deleted(
+    conn: &mut PgConnection,
+    lead: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update documents set quarantine_purged = true where lead_id = $1",
+        lead
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

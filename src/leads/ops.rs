@@ -527,3 +527,18 @@ pub async fn email_opt_out(
     .await?;
     Ok(())
 }
+
+/// Disposal (crate::retention): lock the lead against every other change; false when it is
+/// gone or was disposed already.
+pub async fn lock_for_disposal(tx: &mut sqlx::PgConnection, lead: Uuid) -> Result<bool, sqlx::Error> {
+    store::lock_for_disposal(tx, lead).await
+}
+
+/// Disposal (crate::retention): blank the lead and its credit reports.
+pub async fn blank_for_disposal(
+    tx: &mut sqlx::PgConnection,
+    lead: Uuid,
+    at: time::OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    store::blank_for_disposal(tx, lead, at).await
+}

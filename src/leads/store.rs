@@ -57,7 +57,7 @@ pub async fn fetch(
     if for_update {
         select_lead!(
             "where l.id = $1 and ($2::text is null or l.owner_subject = $2)
-                and ($3::text is null or l.team = $3)
+                and ($3::text is null or l.team = $3) and l.disposed_at is null
              for update of l",
             id,
             owner,
@@ -68,7 +68,7 @@ pub async fn fetch(
     } else {
         select_lead!(
             "where l.id = $1 and ($2::text is null or l.owner_subject = $2)
-                and ($3::text is null or l.team = $3)",
+                and ($3::text is null or l.team = $3) and l.disposed_at is null",
             id,
             owner,
             team
@@ -205,7 +205,7 @@ macro_rules! list_leads {
                and ($2::text is null or lower(l.first_name) like $2 or lower(l.last_name) like $2
                     or lower(l.first_name || ' ' || l.last_name) like $2)
                and ($3::timestamptz is null or l.created_at > $3)
-               and ($4::uuid is null or l.id < $4)" + $scope + "
+               and ($4::uuid is null or l.id < $4) and l.disposed_at is null" + $scope + "
              order by l.id desc limit $5",
             $filter.status as Option<LeadStatus>,
             $filter.name_pattern,
@@ -249,7 +249,7 @@ pub async fn owner_for_share(
     sqlx::query_as!(
         LeadOwner,
         "select l.owner_subject, l.team from leads l
-          where l.id = $1
+          where l.id = $1 and l.disposed_at is null
             and ($2::text is null or l.owner_subject = $2) and ($3::text is null or l.team = $3)
           for share",
         lead,
@@ -268,7 +268,7 @@ pub async fn in_scope(
 ) -> Result<bool, sqlx::Error> {
     let found = sqlx::query_scalar!(
         "select 1 as \"found!\" from leads l
-          where l.id = $1
+          where l.id = $1 and l.disposed_at is null
             and ($2::text is null or l.owner_subject = $2) and ($3::text is null or l.team = $3)",
         lead,
         scope.owner(),
@@ -377,4 +377,45 @@ pub async fn credit_subject(
     )
     .fetch_one(conn)
     .await
+}
+
+/// Lock the lead `lead` for its disposal; false when it is gone or already disposed.
+pub async fn lock_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "select 1 as \"found!\" from leads where id = $1 and disposed_at is null for update",
+        lead
+    )
+    .fetch_optional(tx)
+    .await?
+    .is_some())
+}
+
+/// Disposal (docs/operations/retention.md): blank the lead's clear-text names, drop every
+/// sealed field, the SSN's blind index and the credit reports' contents; ids, states and
+/// dates stay.
+pub async fn blank_for_disposal(
+    tx: &mut PgConnection,
+    lead: Uuid,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update leads set first_name = '', last_name = '', email_enc = null, phone_enc = null,
+                ssn_enc = null, ssn_index = null, date_of_birth_enc = null,
+                annual_income_enc = null, address_enc = null, notes_enc = null, source = null,
+                disposed_at = $2, version = version + 1
+          where id = $1",
+        lead,
+        at
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "update credit_reports set consent_ip_enc = null, report_enc = null, score = null,
+                bureau_report_id = null
+          where lead_id = $1",
+        lead
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

@@ -380,3 +380,12 @@ pub async fn list(
     }
     Ok(LinkList { items, next_cursor })
 }
+
+/// Disposal (crate::retention): revoke and blank the file's links.
+pub async fn blank_for_disposal(
+    tx: &mut sqlx::PgConnection,
+    lead: Uuid,
+    at: time::OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    store::blank_for_disposal(tx, lead, at).await
+}

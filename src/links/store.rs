@@ -233,3 +233,22 @@ mod tests {
         );
     }
 }
+
+/// Disposal (docs/operations/retention.md): every link of the file `lead` is revoked and
+/// loses its recipient and sealed token.
+pub async fn blank_for_disposal(
+    tx: &mut PgConnection,
+    lead: Uuid,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update upload_links set borrower_email_enc = null, token_enc = null,
+                revoked_at = coalesce(revoked_at, $2)
+          where lead_id = $1",
+        lead,
+        at
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}

@@ -508,3 +508,11 @@ pub fn flag_open_loans<'a>(
         Ok(())
     })
 }
+
+/// Disposal (crate::retention): blank what this aggregate keeps of the file.
+pub async fn blank_for_disposal(
+    tx: &mut sqlx::PgConnection,
+    lead: Uuid,
+) -> Result<(), sqlx::Error> {
+    store::blank_for_disposal(tx, lead).await
+}

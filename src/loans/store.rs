@@ -53,6 +53,7 @@ pub async fn fetch(
         select_loan!(
             "where o.id = $1 and ($2::text is null or o.owner_subject = $2)
                 and ($3::text is null or o.team = $3)
+                and not exists (select 1 from leads d where d.id = o.lead_id and d.disposed_at is not null)
              for update",
             id,
             owner,
@@ -63,7 +64,8 @@ pub async fn fetch(
     } else {
         select_loan!(
             "where o.id = $1 and ($2::text is null or o.owner_subject = $2)
-                and ($3::text is null or o.team = $3)",
+                and ($3::text is null or o.team = $3)
+                and not exists (select 1 from leads d where d.id = o.lead_id and d.disposed_at is not null)",
             id,
             owner,
             team
@@ -80,8 +82,8 @@ pub async fn lead_of(
     scope: &ReadScope,
 ) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
-        "select o.lead_id from loans o
-          where o.id = $1
+        "select o.lead_id from loans o join leads l on l.id = o.lead_id
+          where o.id = $1 and l.disposed_at is null
             and ($2::text is null or o.owner_subject = $2) and ($3::text is null or o.team = $3)",
         loan,
         scope.owner(),
@@ -582,4 +584,26 @@ pub async fn agent_counts(
     )
     .fetch_all(conn)
     .await
+}
+
+/// Disposal (docs/operations/retention.md): the loans of the borrower file `lead` keep their
+/// ids, types, states and dates; the property is dropped and the amount rounded up to the
+/// next $50,000, so statistics stay and no loan can be told by its amount.
+pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update loans set property_enc = '\\x', amount = ceil(amount / 50000) * 50000,
+                version = version + 1
+          where lead_id = $1",
+        lead
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "update loan_status_history set reason_enc = null
+          where loan_id in (select id from loans where lead_id = $1)",
+        lead
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

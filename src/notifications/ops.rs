@@ -83,3 +83,11 @@ pub async fn for_loan(
     }
     Ok(super::NotificationList { items, next_cursor })
 }
+
+/// Disposal (crate::retention): blank what this aggregate keeps of the file.
+pub async fn blank_for_disposal(
+    tx: &mut sqlx::PgConnection,
+    lead: Uuid,
+) -> Result<(), sqlx::Error> {
+    store::blank_for_disposal(tx, lead).await
+}

@@ -1,6 +1,7 @@
 //! RabbitMQ (AMQP 0-9-1) through lapin. One connection per process, opened on first use and
 //! re-opened after it drops; channels are cheap and taken per task.
 
+pub mod broadcast;
 pub mod consumer;
 pub mod dlq;
 pub mod relay;

@@ -455,3 +455,11 @@ pub async fn mark_reminded(
 ) -> Result<(), AppError> {
     Ok(store::mark_reminded(conn, requests, now).await?)
 }
+
+/// Disposal (crate::retention): blank what this aggregate keeps of the file.
+pub async fn blank_for_disposal(
+    tx: &mut sqlx::PgConnection,
+    lead: Uuid,
+) -> Result<(), sqlx::Error> {
+    store::blank_for_disposal(tx, lead).await
+}

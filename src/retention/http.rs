@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{LegalHold, LegalHoldList, NewLegalHold, RetentionReport, ops};
+use crate::actor::SideEffects;
 use crate::auth::Actor;
 use crate::error::{AppError, AppJson};
 use crate::http::edge::RequestId;
@@ -22,6 +23,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(list_holds))
         .routes(routes!(lift_hold))
         .routes(routes!(retention_report))
+        .routes(routes!(export_loan))
         .merge(creating)
 }
 
@@ -89,4 +91,25 @@ async fn retention_report(
     actor: Actor,
 ) -> Result<AppJson<RetentionReport>, AppError> {
     Ok(AppJson(ops::report(&state, &actor).await?))
+}
+
+/// The borrower file of a loan as a zip: `file.json` (schema:
+/// docs/schemas/borrower-file.schema.json) and every available document, decrypted. Write
+/// scope and a recent sign-in (step-up); audited `loan.exported`.
+#[utoipa::path(get, path = "/v1/loans/{id}/export", tag = "retention", params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The zip", content_type = "application/zip"),
+        (status = 401, description = "A recent sign-in is needed (`step_up_required`, with `reauth_url`)", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Read-only access to the loan, or no CSRF proof on a cookie request", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such loan", body = crate::error::Problem, content_type = "application/problem+json"),
+    ))]
+async fn export_loan(
+    State(state): State<AppState>,
+    actor: Actor,
+    request_id: RequestId,
+    side_effects: SideEffects,
+    Path(id): Path<Uuid>,
+) -> Result<Response, AppError> {
+    let export = super::export::prepare(&state, &actor, id, side_effects, &request_id.0).await?;
+    Ok(super::export::response(state, export))
 }

@@ -1,8 +1,12 @@
-//! Records lifecycle (docs/operations/retention.md): legal holds on borrower files, and the
+//! Records lifecycle (docs/operations/retention.md): legal holds on borrower files, the
 //! retention report — what each rule of `[retention]` would dispose of and when, and what
-//! holds protect. Disposal itself (crypto-shredding) is the next step of this aggregate.
+//! holds protect —, disposal by crypto-shredding with its ledger, and the borrower-file
+//! export.
 
+pub mod disposal;
+pub mod export;
 pub mod http;
+pub mod ledger;
 pub mod ops;
 pub mod store;
 

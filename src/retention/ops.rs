@@ -122,6 +122,11 @@ pub async fn place(
             crate::loans::ops::visible_loan(&mut tx, input.entity_id, actor).await?
         }
     };
+    // Against a disposal running now: it locks the lead `for update` and checks for holds
+    // after; a file it disposed first is gone.
+    if !store::lock_file_for_hold(&mut tx, lead_id).await? {
+        return Err(AppError::not_found());
+    }
     let id = Uuid::now_v7();
     let key = state.file_key(lead_id).await?;
     let reason_enc = field::encrypt(&key, reason_at(id), reason.as_bytes());
@@ -257,10 +262,4 @@ pub async fn report_unchecked(state: &AppState) -> Result<RetentionReport, AppEr
         disposal_enabled: settings.enabled,
         generated_at: rfc3339(time::OffsetDateTime::now_utc()),
     })
-}
-
-/// Whether the borrower file `lead` is under a hold in force (disposal asks this).
-pub async fn file_is_held(state: &AppState, lead: Uuid) -> Result<bool, AppError> {
-    let mut conn = state.db.acquire().await?;
-    Ok(store::file_is_held(&mut conn, lead).await?)
 }

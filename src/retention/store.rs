@@ -91,16 +91,6 @@ pub async fn active_page(
     .await
 }
 
-/// Whether the borrower file `lead` is under a hold in force.
-pub async fn file_is_held(conn: &mut PgConnection, lead: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"select exists (select 1 from legal_holds where lead_id = $1 and lifted_at is null) as "held!""#,
-        lead
-    )
-    .fetch_one(conn)
-    .await
-}
-
 /// How many records one rule finds: due now (the period has passed), due within the next
 /// 30 days, and — of those due now — kept by a hold in force on their borrower file.
 #[derive(Debug, Default)]
@@ -231,4 +221,215 @@ async fn credit_report_counts(
     )
     .fetch_one(conn)
     .await
+}
+
+/// The advisory lock that makes one disposal round run at a time across every replica.
+const DISPOSAL_LOCK: i64 = 0x6c66_7265_7465_6e74; // "lfretent"
+
+/// Take the disposal round's session-level lock on `conn`; false when another replica's
+/// round holds it. Released by [`unlock_round`] or when the connection closes.
+pub async fn try_lock_round(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select pg_try_advisory_lock($1) as "locked!""#,
+        DISPOSAL_LOCK
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn unlock_round(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select pg_advisory_unlock($1) as "unlocked!""#,
+        DISPOSAL_LOCK
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(())
+}
+
+/// The periods (days) the due-file query reads, from `[retention]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Periods {
+    pub leads_without_loan: i32,
+    pub loans_closed: i32,
+    pub loans_denied: i32,
+    pub loans_withdrawn: i32,
+    pub credit_reports: i32,
+}
+
+/// A borrower file past its periods: when its last period ended, by the loans (or the lead's
+/// activity) and by its credit pulls, and which loan status set the loans' date.
+#[derive(Debug, Clone)]
+pub struct DueFile {
+    pub lead_id: Uuid,
+    pub without_loan: bool,
+    pub binding_status: Option<String>,
+    pub main_due: OffsetDateTime,
+    pub credit_due: Option<OffsetDateTime>,
+}
+
+/// Up to `limit` borrower files due at `now` (all loans final and past their periods, or no
+/// loan and past the lead's), not disposed and not held, earliest first; with `only`, that
+/// one file (a disposal re-checks it under its lock).
+pub async fn due_files(
+    conn: &mut PgConnection,
+    periods: Periods,
+    now: OffsetDateTime,
+    only: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<DueFile>, sqlx::Error> {
+    sqlx::query_as!(
+        DueFile,
+        r#"with loan_final as (
+             select o.lead_id,
+                    bool_and(o.status in ('closed', 'denied', 'withdrawn')) as all_final,
+                    bool_or(o.status = 'closed') as any_closed,
+                    max(f.at) as last_final,
+                    max(f.due) as loans_due,
+                    (array_agg(o.status order by f.due desc))[1] as binding_status
+               from loans o
+               cross join lateral (
+                 select x.at, x.at + make_interval(days => case o.status
+                          when 'closed' then $2 when 'denied' then $3 when 'withdrawn' then $4
+                          else 0 end) as due
+                   from (select coalesce((select max(s.at) from loan_status_history s
+                                           where s.loan_id = o.id and s.to_status = o.status),
+                                         o.updated_at) as at) x
+               ) f
+              group by o.lead_id
+           ), files as (
+             select l.id as lead_id, lf.lead_id is null as without_loan, lf.binding_status,
+                    case when lf.lead_id is null
+                         then l.updated_at + make_interval(days => $1)
+                         else lf.loans_due end as main_due,
+                    (select max(c.created_at) from credit_reports c where c.lead_id = l.id)
+                      as last_pull,
+                    lf.last_final, coalesce(lf.any_closed, false) as any_closed
+               from leads l left join loan_final lf on lf.lead_id = l.id
+              where l.disposed_at is null
+                and (lf.lead_id is null or lf.all_final)
+                and ($7::uuid is null or l.id = $7)
+                and not exists (select 1 from legal_holds h
+                                 where h.lead_id = l.id and h.lifted_at is null)
+           ), dated as (
+             select lead_id, without_loan, binding_status, main_due,
+                    greatest(last_pull, last_final)
+                      + make_interval(days => case when any_closed then greatest($5, 1096)
+                                                   else $5 end) as credit_due
+               from files
+           )
+           select lead_id as "lead_id!", without_loan as "without_loan!", binding_status,
+                  main_due as "main_due!", credit_due
+             from dated
+            where greatest(main_due, credit_due) <= $6
+            order by greatest(main_due, credit_due)
+            limit $8"#,
+        periods.leads_without_loan,
+        periods.loans_closed,
+        periods.loans_denied,
+        periods.loans_withdrawn,
+        periods.credit_reports,
+        now,
+        only,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Lock the lead of a hold about to be placed against a concurrent disposal (which locks it
+/// `for update`); false when the file was disposed.
+pub async fn lock_file_for_hold(tx: &mut PgConnection, lead: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        r#"select disposed_at is null as "live!" from leads where id = $1 for key share"#,
+        lead
+    )
+    .fetch_optional(tx)
+    .await?
+    .unwrap_or(false))
+}
+
+/// One disposal, recorded in the caller's transaction (ids, time and rule only).
+pub async fn record_disposal(
+    tx: &mut PgConnection,
+    lead: Uuid,
+    rule: &str,
+    due_at: OffsetDateTime,
+    at: OffsetDateTime,
+    replayed: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        // A replay comes from the outside ledger: it is there already.
+        "insert into disposals (lead_id, rule, due_at, disposed_at, replayed, ledgered_at)
+         values ($1, $2, $3, $4, $5, case when $5 then now() end)",
+        lead,
+        rule,
+        due_at,
+        at,
+        replayed
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// A disposal as the ledger records it.
+#[derive(Debug, Clone)]
+pub struct DisposalRow {
+    pub lead_id: Uuid,
+    pub rule: String,
+    pub due_at: OffsetDateTime,
+    pub disposed_at: OffsetDateTime,
+}
+
+/// Disposals not yet appended to the outside ledger, oldest first.
+pub async fn unledgered(conn: &mut PgConnection) -> Result<Vec<DisposalRow>, sqlx::Error> {
+    sqlx::query_as!(
+        DisposalRow,
+        "select lead_id, rule, due_at, disposed_at from disposals
+          where ledgered_at is null order by disposed_at, lead_id"
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_ledgered(conn: &mut PgConnection, leads: &[Uuid]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update disposals set ledgered_at = now() where lead_id = any($1)",
+        leads
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Disposed files whose objects are not yet all deleted.
+pub async fn objects_pending(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select lead_id from disposals where objects_deleted_at is null order by disposed_at"
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn mark_objects_deleted(conn: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update disposals set objects_deleted_at = now() where lead_id = $1",
+        lead
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+
+/// Disposal: the file's lifted holds keep who and when, not their sealed reasons.
+pub async fn blank_holds(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update legal_holds set reason_enc = '\\x', reference_enc = null where lead_id = $1",
+        lead
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
 }

@@ -63,6 +63,7 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .route("/console/audit.csv", get(records::audit_csv))
         .route("/console/admin", get(records::admin))
         .route("/console/retention", get(records::retention))
+        .route("/console/loans/{id}/export", get(records::export))
         .route("/console/holds", post(forms::place_hold))
         .route("/console/holds/{id}/lift", post(forms::lift_hold))
         .route(
