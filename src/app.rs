@@ -240,7 +240,9 @@ impl Application {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(crate::admin::housekeeping::run(state.clone()));
         // Every process caches data keys, so every process hears disposals.
-        tasks.spawn(crate::retention::disposal::forget_disposed_keys(state.clone()));
+        tasks.spawn(crate::retention::disposal::forget_disposed_keys(
+            state.clone(),
+        ));
         if workers {
             for task in BACKGROUND_TASKS
                 .iter()
@@ -397,8 +399,7 @@ const BACKGROUND_TASKS: &[BackgroundTask] = &[
     BackgroundTask {
         name: crate::retention::disposal::RUNNER,
         runs: |settings| {
-            settings.retention.enabled
-                && settings.worker.runs(crate::retention::disposal::RUNNER)
+            settings.retention.enabled && settings.worker.runs(crate::retention::disposal::RUNNER)
         },
         start: |state| Box::pin(crate::retention::disposal::run(state)),
     },

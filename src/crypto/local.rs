@@ -134,7 +134,11 @@ impl LocalKeyFile {
             below <= newest,
             "version {below} is newer than the newest master key version {newest}"
         );
-        let removed: Vec<u32> = keys.iter().map(|(v, _)| *v).filter(|v| *v < below).collect();
+        let removed: Vec<u32> = keys
+            .iter()
+            .map(|(v, _)| *v)
+            .filter(|v| *v < below)
+            .collect();
         if removed.is_empty() {
             return Ok(removed);
         }
@@ -226,7 +230,10 @@ mod tests {
         assert_eq!(version, 2);
         assert!(file.retire_below(3).is_err(), "the newest version stays");
         assert_eq!(file.retire_below(2).unwrap(), vec![1]);
-        assert!(file.unwrap_key(&old, "file-a").is_err(), "version 1 is gone");
+        assert!(
+            file.unwrap_key(&old, "file-a").is_err(),
+            "version 1 is gone"
+        );
         assert_eq!(*file.unwrap_key(&new, "file-a").unwrap(), dek);
         assert_eq!(file.retire_below(2).unwrap(), Vec::<u32>::new());
         let mode = std::fs::metadata(file.path()).unwrap().permissions().mode();

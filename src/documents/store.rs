@@ -492,10 +492,7 @@ pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(),
 }
 
 /// The objects of the disposed file `lead` are deleted from both buckets.
-pub async fn mark_objects_deleted(
-    conn: &mut PgConnection,
-    lead: Uuid,
-) -> Result<(), sqlx::Error> {
+pub async fn mark_objects_deleted(conn: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update documents set quarantine_purged = true where lead_id = $1",
         lead

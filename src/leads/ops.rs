@@ -530,7 +530,10 @@ pub async fn email_opt_out(
 
 /// Disposal (crate::retention): lock the lead against every other change; false when it is
 /// gone or was disposed already.
-pub async fn lock_for_disposal(tx: &mut sqlx::PgConnection, lead: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn lock_for_disposal(
+    tx: &mut sqlx::PgConnection,
+    lead: Uuid,
+) -> Result<bool, sqlx::Error> {
     store::lock_for_disposal(tx, lead).await
 }
 

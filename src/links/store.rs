@@ -209,6 +209,25 @@ pub async fn forget_expired_tokens(db: &sqlx::PgPool) -> Result<u64, sqlx::Error
     .rows_affected())
 }
 
+/// Disposal (docs/operations/retention.md): every link of the file `lead` is revoked and
+/// loses its recipient and sealed token.
+pub async fn blank_for_disposal(
+    tx: &mut PgConnection,
+    lead: Uuid,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update upload_links set borrower_email_enc = null, token_enc = null,
+                revoked_at = coalesce(revoked_at, $2)
+          where lead_id = $1",
+        lead,
+        at
+    )
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     macro_rules! texts {
@@ -232,23 +251,4 @@ mod tests {
             "{now}"
         );
     }
-}
-
-/// Disposal (docs/operations/retention.md): every link of the file `lead` is revoked and
-/// loses its recipient and sealed token.
-pub async fn blank_for_disposal(
-    tx: &mut PgConnection,
-    lead: Uuid,
-    at: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update upload_links set borrower_email_enc = null, token_enc = null,
-                revoked_at = coalesce(revoked_at, $2)
-          where lead_id = $1",
-        lead,
-        at
-    )
-    .execute(tx)
-    .await?;
-    Ok(())
 }

@@ -178,7 +178,10 @@ pub fn response(state: AppState, export: Export) -> axum::response::Response {
     let disposition = format!("attachment; filename=\"loan-{}.zip\"", export.loan);
     let mut response = body(state, export).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
@@ -245,7 +248,10 @@ mod tests {
             format!("documents/{id}-W-2_2025.pdf")
         );
         let climbing = entry_name(id, "../../etc/passwd");
-        assert!(!climbing.contains('/') || climbing.matches('/').count() == 1, "{climbing}");
+        assert!(
+            !climbing.contains('/') || climbing.matches('/').count() == 1,
+            "{climbing}"
+        );
         assert!(!climbing.contains(".."), "{climbing}");
         assert!(entry_name(id, "a\u{0}b\nc").ends_with("a_b_c"));
         assert!(entry_name(id, &"x".repeat(500)).len() < 160);

@@ -61,7 +61,10 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<LedgerEntry>> {
         match serde_json::from_str(line) {
             Ok(entry) => entries.push(entry),
             Err(_) if n + 1 == lines.len() => {
-                tracing::warn!(line = n + 1, "the disposal ledger's last line is incomplete");
+                tracing::warn!(
+                    line = n + 1,
+                    "the disposal ledger's last line is incomplete"
+                );
             }
             Err(e) => anyhow::bail!(
                 "the disposal ledger {} has an unreadable line {}: {e}",

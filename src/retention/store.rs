@@ -422,7 +422,6 @@ pub async fn mark_objects_deleted(conn: &mut PgConnection, lead: Uuid) -> Result
     Ok(())
 }
 
-
 /// Disposal: the file's lifted holds keep who and when, not their sealed reasons.
 pub async fn blank_holds(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(

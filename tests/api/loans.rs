@@ -44,7 +44,12 @@ async fn loan_for(app: &TestApp, user: &str) -> (String, String) {
     (loan["id"].as_str().unwrap().to_owned(), token)
 }
 
-async fn move_to(app: &TestApp, token: &str, loan: &str, status: &str) -> reqwest::Response {
+pub(crate) async fn move_to(
+    app: &TestApp,
+    token: &str,
+    loan: &str,
+    status: &str,
+) -> reqwest::Response {
     let current = app
         .client
         .get(app.url(&format!("/v1/loans/{loan}")))

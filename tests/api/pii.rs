@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::helpers::flows::{Client, DOB, EMAIL, INCOME, PHONE, SSN, SSN_DIGITS, full_lead};
 use crate::helpers::{TestApp, oidc, spawn_app};
 
-fn canary_forms() -> Vec<String> {
+pub(crate) fn canary_forms() -> Vec<String> {
     vec![
         SSN.into(),
         SSN_DIGITS.into(),
@@ -28,6 +28,11 @@ fn canary_forms() -> Vec<String> {
 
 /// Every (table, column, value) in the database whose text or bytes contain a canary.
 async fn scan(db: &sqlx::PgPool) -> Vec<String> {
+    scan_for(db, &canary_forms()).await
+}
+
+/// Every (table, column, value) in the database whose text or bytes contain one of `forms`.
+pub(crate) async fn scan_for(db: &sqlx::PgPool, forms: &[String]) -> Vec<String> {
     let columns: Vec<(String, String, String)> = sqlx::query_as(
         "select table_name, column_name, data_type from information_schema.columns
           where table_schema = 'public'
@@ -37,7 +42,6 @@ async fn scan(db: &sqlx::PgPool) -> Vec<String> {
     .await
     .unwrap();
     assert!(columns.len() > 20, "the scan sees the schema: {columns:?}");
-    let forms = canary_forms();
     let mut found = Vec::new();
     for (table, column, data_type) in columns {
         let sql = if data_type == "bytea" {
@@ -57,7 +61,7 @@ async fn scan(db: &sqlx::PgPool) -> Vec<String> {
             } else {
                 row.get::<String, _>("v")
             };
-            for form in &forms {
+            for form in forms {
                 if text.contains(form.as_str()) {
                     found.push(format!("{table}.{column} contains {form}"));
                 }

@@ -27,7 +27,12 @@ use crate::helpers::{TestApp, TestDatabase, oidc, repo_root, stack_config_path};
 
 const RTO: Duration = Duration::from_secs(15 * 60);
 
-fn script(name: &str, app_settings: &loanfolio::config::Settings, key: &Path, dir: &Path) {
+pub(crate) fn script(
+    name: &str,
+    app_settings: &loanfolio::config::Settings,
+    key: &Path,
+    dir: &Path,
+) {
     let output = script_output(name, app_settings, dir, &[], |c| {
         c.env("LOANFOLIO__KMS__LOCAL__MASTER_KEY_FILE", key);
     });
@@ -41,7 +46,7 @@ fn script(name: &str, app_settings: &loanfolio::config::Settings, key: &Path, di
 }
 
 /// scripts/backup or scripts/restore against `app_settings`' database and buckets.
-fn script_output(
+pub(crate) fn script_output(
     name: &str,
     app_settings: &loanfolio::config::Settings,
     dir: &Path,
@@ -112,7 +117,7 @@ async fn leads_of(app: &TestApp, ids: &[String]) -> Vec<Value> {
 }
 
 /// Every object of both buckets deleted (the disaster).
-async fn empty_both_buckets(storage: &loanfolio::storage::Storage) {
+pub(crate) async fn empty_both_buckets(storage: &loanfolio::storage::Storage) {
     for store in [&storage.quarantine, &storage.documents] {
         let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
         for meta in objects {
@@ -155,7 +160,7 @@ async fn restored_intact(
 }
 
 /// `admin audit verify` on the app's database: the hash chain is intact.
-fn audit_verify(app: &TestApp) -> String {
+pub(crate) fn audit_verify(app: &TestApp) -> String {
     use secrecy::ExposeSecret;
     let verify = Command::new(env!("CARGO_BIN_EXE_loanfolio"))
         .arg("--config")
@@ -173,7 +178,7 @@ fn audit_verify(app: &TestApp) -> String {
 }
 
 /// Borrowers `range`, each with a lead, a loan and a scanned document (bytes differ by i).
-async fn borrowers(
+pub(crate) async fn borrowers(
     app: &TestApp,
     token: &str,
     agent: &Client<'_>,

@@ -321,6 +321,22 @@ pub async fn retention(
     finish(result, &actor, &session)
 }
 
+/// The borrower-file export of a loan (write scope, step-up: a stale sign-in is sent to
+/// `/auth/reauth` and back to the loan page).
+pub async fn export(
+    State(state): State<AppState>,
+    actor: Actor,
+    Extension(session): Extension<SessionContext>,
+    side_effects: SideEffects,
+    request_id: RequestId,
+    axum::extract::Path(id): axum::extract::Path<Uuid>,
+) -> Response {
+    match crate::retention::export::prepare(&state, &actor, id, side_effects, &request_id.0).await {
+        Ok(export) => crate::retention::export::response(state, export),
+        Err(e) => super::view::error_page(e, Some((&actor, &session))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,22 +357,5 @@ mod tests {
         assert!(form_time(Some("2026-12-05T10:30:00Z")).unwrap().is_some());
         assert!(form_time(Some("yesterday")).is_err());
         assert!(form_time(None).unwrap().is_none());
-    }
-}
-
-/// The borrower-file export of a loan (write scope, step-up: a stale sign-in is sent to
-/// `/auth/reauth` and back to the loan page).
-pub async fn export(
-    State(state): State<AppState>,
-    actor: Actor,
-    Extension(session): Extension<SessionContext>,
-    side_effects: SideEffects,
-    request_id: RequestId,
-    axum::extract::Path(id): axum::extract::Path<Uuid>,
-) -> Response {
-    match crate::retention::export::prepare(&state, &actor, id, side_effects, &request_id.0).await
-    {
-        Ok(export) => crate::retention::export::response(state, export),
-        Err(e) => super::view::error_page(e, Some((&actor, &session))),
     }
 }

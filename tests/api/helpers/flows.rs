@@ -59,11 +59,10 @@ pub async fn put(upload: &PresignedPut, bytes: Vec<u8>) -> reqwest::Response {
         .unwrap()
 }
 
-/// A borrower's whole upload through link `secret`: announce, PUT, complete; the
-/// document's id.
-pub async fn borrower_upload(app: &TestApp, secret: &str, body: &Value, bytes: &[u8]) -> String {
-    let borrower = reqwest::Client::new();
-    let response = borrower
+/// A borrower's upload through link `secret` announced and PUT, not yet completed (the
+/// object waits in quarantine): the document's id.
+pub async fn borrower_put(app: &TestApp, secret: &str, body: &Value, bytes: &[u8]) -> String {
+    let response = reqwest::Client::new()
         .post(app.url(&format!("/v1/public/upload-links/{secret}/files")))
         .json(body)
         .send()
@@ -77,8 +76,14 @@ pub async fn borrower_upload(app: &TestApp, secret: &str, body: &Value, bytes: &
             .status()
             .is_success()
     );
-    let id = announced.document.id;
-    let done = borrower
+    announced.document.id
+}
+
+/// A borrower's whole upload through link `secret`: announce, PUT, complete; the
+/// document's id.
+pub async fn borrower_upload(app: &TestApp, secret: &str, body: &Value, bytes: &[u8]) -> String {
+    let id = borrower_put(app, secret, body, bytes).await;
+    let done = reqwest::Client::new()
         .post(app.url(&format!(
             "/v1/public/upload-links/{secret}/files/{id}/complete"
         )))

@@ -390,6 +390,7 @@ pub struct AppBuilder {
     workers: bool,
     router: Option<Box<dyn FnOnce(AppState) -> axum::Router>>,
     buckets: Option<(String, String)>,
+    broker_prefix: Option<String>,
 }
 
 impl AppBuilder {
@@ -428,6 +429,13 @@ impl AppBuilder {
         self
     }
 
+    /// Use another app's broker names (its exchange and queues), as a second process of
+    /// one installation does.
+    pub fn shared_broker(mut self, prefix: &str) -> Self {
+        self.broker_prefix = Some(prefix.to_owned());
+        self
+    }
+
     /// Use the database of another app of this test.
     pub fn shared_database(mut self, name: String) -> Self {
         self.database = Some(TestDatabase::shared(name));
@@ -459,6 +467,9 @@ impl AppBuilder {
         if let Some((quarantine, documents)) = self.buckets {
             settings.s3.quarantine_bucket = quarantine;
             settings.s3.documents_bucket = documents;
+        }
+        if let Some(prefix) = self.broker_prefix {
+            settings.rabbitmq.prefix = prefix;
         }
         if let Some(address) = self.database_address {
             let mut url =
@@ -517,6 +528,7 @@ pub fn app() -> AppBuilder {
         workers: false,
         router: None,
         buckets: None,
+        broker_prefix: None,
     }
 }
 
