@@ -281,17 +281,20 @@ async fn admin(command: AdminCommand, settings: Settings) -> anyhow::Result<Exit
         AdminCommand::Retention(RetentionCommand::Run) => retention_run(settings).await,
         AdminCommand::Keys(KeysCommand::Rotate {
             operator_token_file,
-        }) => keys_rotate(&settings, operator_token_file.as_deref()).await,
+        }) => crate::admin::keys::rotate(&settings, operator_token_file.as_deref()).await,
         AdminCommand::Keys(KeysCommand::Rewrap {
             operator_token_file,
             newest_version,
-        }) => keys_rewrap(&settings, operator_token_file.as_deref(), newest_version).await,
+        }) => {
+            crate::admin::keys::rewrap(&settings, operator_token_file.as_deref(), newest_version)
+                .await
+        }
         AdminCommand::Keys(KeysCommand::Retire {
             operator_token_file,
             below,
-        }) => keys_retire(&settings, operator_token_file.as_deref(), below).await,
+        }) => crate::admin::keys::retire(&settings, operator_token_file.as_deref(), below).await,
         AdminCommand::Keys(KeysCommand::GenerateLocal { file }) => {
-            keys_generate_local(&settings, file).await
+            crate::admin::keys::generate_local(&settings, file).await
         }
     }
 }
@@ -455,89 +458,6 @@ async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn keys_rotate(
-    settings: &Settings,
-    operator_token_file: Option<&std::path::Path>,
-) -> anyhow::Result<ExitCode> {
-    let kms = operator_kms(settings, operator_token_file)?;
-    kms.rotate().await?;
-    println!(
-        "rotated the {} master key; now run `loanfolio admin keys rewrap`",
-        kms.provider_name()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn keys_rewrap(
-    settings: &Settings,
-    operator_token_file: Option<&std::path::Path>,
-    newest_version: Option<u32>,
-) -> anyhow::Result<ExitCode> {
-    let kms = operator_kms(settings, operator_token_file)?;
-    let newest = match (&kms, newest_version) {
-        (crate::crypto::Kms::Local(file), _) => file.newest_version()?,
-        (_, Some(v)) => v,
-        // The operator's policy may read the key's versions.
-        (crate::crypto::Kms::Vault(keys), None) => keys.newest_version().await?,
-        (crate::crypto::Kms::Misconfigured(why), None) => anyhow::bail!("{why}"),
-    };
-    let pool = db::lazy_pool(&settings.database)?;
-    let keys = crate::crypto::keyring::KeyRing::new(kms);
-    let count = keys.rewrap_all(&pool, newest).await?;
-    println!("rewrapped {count} key(s) to master version {newest}");
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn keys_retire(
-    settings: &Settings,
-    operator_token_file: Option<&std::path::Path>,
-    below: u32,
-) -> anyhow::Result<ExitCode> {
-    let kms = operator_kms(settings, operator_token_file)?;
-    let pool = db::lazy_pool(&settings.database)?;
-    let left = crate::crypto::keyring::KeyRing::wrapped_below(&pool, below).await?;
-    pool.close().await;
-    anyhow::ensure!(
-        left == 0,
-        "{left} stored key(s) are still wrapped under a master version below {below}: run `loanfolio admin keys rewrap` first; nothing was changed"
-    );
-    kms.retire_below(below).await?;
-    println!(
-        "retired {} master key versions below {below}: backups whose data keys they wrapped no longer open",
-        kms.provider_name()
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn keys_generate_local(
-    settings: &Settings,
-    file: Option<std::path::PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    let path = file.unwrap_or_else(|| settings.kms.local.master_key_file.clone());
-    crate::crypto::local::LocalKeyFile::new(&path).generate()?;
-    println!("wrote a new master key file at {}", path.display());
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The key provider with the operator's rights (Vault: the operator token given here).
-fn operator_kms(
-    settings: &Settings,
-    token_file: Option<&std::path::Path>,
-) -> anyhow::Result<crate::crypto::Kms> {
-    use crate::config::KmsProvider;
-    match settings.kms.provider {
-        KmsProvider::Local => Ok(crate::crypto::Kms::new(&settings.kms)),
-        KmsProvider::Vault => {
-            let path = token_file.context("the vault provider needs --operator-token-file")?;
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            Ok(crate::crypto::Kms::Vault(Box::new(
-                crate::crypto::vault::VaultKeys::new(&settings.kms.vault, token.trim())?,
-            )))
-        }
-    }
-}
-
 async fn serve(settings: Settings, role: Role, workers: bool) -> anyhow::Result<ExitCode> {
     let app = Application::build(settings, role)
         .await?
@@ -627,8 +547,8 @@ async fn retention_run(settings: Settings) -> anyhow::Result<ExitCode> {
     match outcome? {
         Some(summary) => {
             println!(
-                "disposal round: {} file(s) disposed, {} failed",
-                summary.disposed, summary.failed
+                "disposal round: {} file(s), {} rejected document(s) and {} notification(s) disposed; {} failed",
+                summary.disposed, summary.documents, summary.notifications, summary.failed
             );
             Ok(if summary.failed == 0 {
                 ExitCode::SUCCESS

@@ -48,7 +48,7 @@ AGGREGATES = {
     "los": ["los_webhook_events"],
     "notifications": ["notifications", "unsubscribe_tokens"],
     "agents": [],
-    "retention": ["legal_holds"],
+    "retention": ["legal_holds", "disposals"],
     "admin": [],
 }
 TABLE_OWNER = {table: agg for agg, tables in AGGREGATES.items() for table in tables}

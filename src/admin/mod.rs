@@ -1,5 +1,7 @@
-//! Operator tasks: backup and restore, the demo seed, and the periodic housekeeping.
+//! Operator tasks: backup and restore, key rotation, the demo seed, and the periodic
+//! housekeeping.
 
 pub mod backup;
 pub mod demo;
 pub mod housekeeping;
+pub mod keys;

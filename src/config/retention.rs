@@ -18,6 +18,9 @@ pub struct RetentionSettings {
     pub notifications_days: u32,
     /// Seconds between disposal rounds (the workers' `retention` runner).
     pub interval_secs: u64,
+    /// How often a key epoch (rotate, rewrap, `admin keys retire`) ends: the longest a
+    /// disposed file stays recoverable from backups, and so the longest a backup is kept.
+    pub key_epoch_days: u32,
     #[serde(default)]
     pub ledger_path: Option<std::path::PathBuf>,
 }
@@ -96,9 +99,15 @@ impl RetentionSettings {
         }
     }
 
-    /// Disposal needs its ledger outside the database: `(key, message)` when it is on
-    /// without one.
+    /// Disposal needs its ledger outside the database, and a key epoch a sane length:
+    /// `(key, message)` when not.
     pub fn missing_ledger(&self) -> Option<(String, String)> {
+        if !(1..=3650).contains(&self.key_epoch_days) {
+            return Some((
+                "retention.key_epoch_days".to_owned(),
+                format!("{} is not between 1 and 3650 days", self.key_epoch_days),
+            ));
+        }
         (self.enabled && self.ledger_path.is_none()).then(|| {
             (
                 "retention.ledger_path".to_owned(),

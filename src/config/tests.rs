@@ -116,6 +116,30 @@ fn secrets_never_in_debug() {
 }
 
 #[test]
+fn disposal_needs_its_ledger_and_a_key_epoch_of_sane_length() {
+    figment::Jail::expect_with(|jail| {
+        set_required_secrets(jail);
+        jail.set_env("LOANFOLIO__RETENTION__ENABLED", "true");
+        let err = load(None).expect_err("disposal without a ledger");
+        assert!(err.to_string().contains("retention.ledger_path"), "{err}");
+        jail.set_env(
+            "LOANFOLIO__RETENTION__LEDGER_PATH",
+            "/var/lib/loanfolio/ledger.jsonl",
+        );
+        assert!(load(None).is_ok());
+        for bad in ["0", "3651"] {
+            jail.set_env("LOANFOLIO__RETENTION__KEY_EPOCH_DAYS", bad);
+            let err = load(None).expect_err("key epoch out of range");
+            assert!(
+                err.to_string().contains("retention.key_epoch_days"),
+                "{err}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn retention_periods_may_lengthen_but_never_go_below_their_legal_floor() {
     figment::Jail::expect_with(|jail| {
         set_required_secrets(jail);

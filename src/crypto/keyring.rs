@@ -208,6 +208,18 @@ impl KeyRing {
         .await?)
     }
 
+    /// Operator: record the end of a key epoch (after the provider destroyed the versions).
+    pub async fn record_epoch(db: &PgPool, below: u32, provider: &str) -> anyhow::Result<()> {
+        sqlx::query!(
+            "insert into key_epochs (retired_below, provider) values ($1, $2)",
+            i32::try_from(below)?,
+            provider
+        )
+        .execute(db)
+        .await?;
+        Ok(())
+    }
+
     /// Operator: rewrap every stored key wrapped under an older master version, in batches;
     /// safe to interrupt and re-run, and to run while the service serves.
     pub async fn rewrap_all(&self, db: &PgPool, newest: u32) -> anyhow::Result<u64> {

@@ -1,6 +1,7 @@
 //! Document metadata rules: allowed types, and filenames made safe to store and to serve.
 
 pub mod http;
+pub mod lifecycle;
 pub mod ops;
 pub mod reconciler;
 pub mod store;

@@ -501,3 +501,55 @@ pub async fn mark_objects_deleted(conn: &mut PgConnection, lead: Uuid) -> Result
     .await?;
     Ok(())
 }
+
+/// A rejected document past its period (record-level disposal), with where its bytes are.
+pub struct DueRejected {
+    pub id: Uuid,
+    pub lead_id: Uuid,
+    pub object_key: Option<String>,
+    pub quarantine_key: String,
+}
+
+/// Up to `limit` documents an agent rejected more than `days` before `at`, not disposed,
+/// whose file no legal hold keeps.
+pub async fn due_rejected(
+    conn: &mut PgConnection,
+    at: OffsetDateTime,
+    days: i32,
+    limit: i64,
+) -> Result<Vec<DueRejected>, sqlx::Error> {
+    sqlx::query_as!(
+        DueRejected,
+        "select d.id, d.lead_id, d.object_key, d.quarantine_key from documents d
+          where d.review_decision = 'reject' and d.disposed_at is null
+            and coalesce(d.reviewed_at, d.updated_at) < $1::timestamptz - make_interval(days => $2)
+            and not exists (select 1 from legal_holds h
+                             where h.lead_id = d.lead_id and h.lifted_at is null)
+          order by d.reviewed_at limit $3",
+        at,
+        days,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Record-level disposal of one rejected document whose objects are deleted: its sealed
+/// name, reason and hash go; true when this call disposed it.
+pub async fn dispose_rejected(
+    tx: &mut PgConnection,
+    id: Uuid,
+    at: OffsetDateTime,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query!(
+        "update documents set filename_enc = '\\x', review_reason_enc = null, sha256 = null,
+                quarantine_purged = true, disposed_at = $2
+          where id = $1 and disposed_at is null",
+        id,
+        at
+    )
+    .execute(tx)
+    .await?
+    .rows_affected()
+        == 1)
+}

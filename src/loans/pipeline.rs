@@ -9,12 +9,27 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::LoanStatus;
-use super::store::{self, PipelineFilter, PipelineRow};
+use super::store::{self, PipelineRow};
 use crate::auth::{Actor, ReadScope, Role};
 use crate::db::next_page;
 use crate::domain::rfc3339;
 use crate::error::AppError;
 use crate::state::AppState;
+
+/// The pipeline's filters; each is a nullable (or false) parameter of one static statement.
+#[derive(Debug, Default)]
+pub struct PipelineFilter {
+    pub status: Option<LoanStatus>,
+    pub needs_attention: bool,
+    pub outstanding: bool,
+    pub overdue: bool,
+    /// A `like` pattern, lower case, escaped (`leads::ops::name_pattern`).
+    pub name_pattern: Option<String>,
+    /// Loans less recently active than this (the previous page's last row).
+    pub before: Option<(OffsetDateTime, Uuid)>,
+    /// One borrower file's loans only.
+    pub lead: Option<Uuid>,
+}
 
 /// A loan in the pipeline, as the caller may see it.
 #[derive(Debug, Serialize)]

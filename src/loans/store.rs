@@ -5,6 +5,7 @@ use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::pipeline::PipelineFilter;
 use super::{AtLos, LoanOwner, LoanStatus, LoanType, StatusAndLosId};
 use crate::auth::ReadScope;
 
@@ -468,21 +469,6 @@ pub struct PipelineRow {
     pub last_name: String,
     pub outstanding: bool,
     pub overdue: bool,
-}
-
-/// The pipeline's filters; each is a nullable (or false) parameter of one static statement.
-#[derive(Debug, Default)]
-pub struct PipelineFilter {
-    pub status: Option<LoanStatus>,
-    pub needs_attention: bool,
-    pub outstanding: bool,
-    pub overdue: bool,
-    /// A `like` pattern, lower case, escaped (`leads::ops::name_pattern`).
-    pub name_pattern: Option<String>,
-    /// Loans less recently active than this (the previous page's last row).
-    pub before: Option<(OffsetDateTime, Uuid)>,
-    /// One borrower file's loans only.
-    pub lead: Option<Uuid>,
 }
 
 /// The pipeline's statement with the scope's condition (`$10`) spliced in.

@@ -91,3 +91,14 @@ pub async fn blank_for_disposal(
 ) -> Result<(), sqlx::Error> {
     store::blank_for_disposal(tx, lead).await
 }
+
+/// Record-level disposal (crate::retention): the recipients of notifications created more
+/// than `days` before `at`, of files no hold keeps; how many.
+pub async fn dispose_sent(
+    db: &sqlx::PgPool,
+    at: time::OffsetDateTime,
+    days: i32,
+) -> Result<u64, sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    store::dispose_sent(&mut conn, at, days).await
+}

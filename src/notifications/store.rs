@@ -483,3 +483,25 @@ pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(),
         .await?;
     Ok(())
 }
+
+/// Record-level disposal: the sealed recipients of notifications created more than `days`
+/// before `at`, of files no legal hold keeps, go; how many.
+pub async fn dispose_sent(
+    conn: &mut PgConnection,
+    at: OffsetDateTime,
+    days: i32,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "update notifications n set recipient_enc = '\\x', disposed_at = $1
+          where n.disposed_at is null
+            and n.created_at < $1::timestamptz - make_interval(days => $2)
+            and n.state in ('sent', 'failed')
+            and not exists (select 1 from legal_holds h
+                             where h.lead_id = n.lead_id and h.lifted_at is null)",
+        at,
+        days
+    )
+    .execute(conn)
+    .await?
+    .rows_affected())
+}

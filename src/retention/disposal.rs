@@ -34,7 +34,11 @@ const BATCH: i64 = 200;
 /// What a round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RoundSummary {
+    /// Borrower files disposed whole.
     pub disposed: u64,
+    /// Rejected documents and notifications disposed under their own rules.
+    pub documents: u64,
+    pub notifications: u64,
     /// Files that were due but could not be disposed this round (logged by id).
     pub failed: u64,
 }
@@ -54,9 +58,11 @@ pub async fn run(state: AppState) {
     loop {
         interval.tick().await;
         match run_round(&state, OffsetDateTime::now_utc()).await {
-            Ok(Some(summary)) if summary.disposed > 0 || summary.failed > 0 => {
+            Ok(Some(summary)) if summary != RoundSummary::default() => {
                 tracing::info!(
-                    disposed = summary.disposed,
+                    files = summary.disposed,
+                    documents = summary.documents,
+                    notifications = summary.notifications,
                     failed = summary.failed,
                     "disposal round"
                 );
@@ -113,9 +119,37 @@ async fn round(state: &AppState, now: OffsetDateTime) -> anyhow::Result<RoundSum
         finish(state).await?;
         // A batch that disposed nothing would come back the same: stop until next round.
         if due.len() < BATCH as usize || disposed_now == 0 {
-            return Ok(summary);
+            break;
         }
     }
+    dispose_records(state, now, &mut summary).await?;
+    Ok(summary)
+}
+
+/// The record-level rules: rejected documents and notifications of files still live.
+async fn dispose_records(
+    state: &AppState,
+    now: OffsetDateTime,
+    summary: &mut RoundSummary,
+) -> anyhow::Result<()> {
+    let r = &state.settings.retention;
+    let days = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
+    loop {
+        let n = crate::documents::lifecycle::dispose_rejected(
+            state,
+            now,
+            days(r.documents_rejected_days),
+            BATCH,
+        )
+        .await?;
+        summary.documents += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    summary.notifications +=
+        crate::notifications::ops::dispose_sent(&state.db, now, days(r.notifications_days)).await?;
+    Ok(())
 }
 
 fn periods(state: &AppState) -> Periods {
@@ -173,7 +207,7 @@ pub async fn dispose(
     };
     crate::leads::ops::blank_for_disposal(&mut tx, lead, at).await?;
     crate::loans::ops::blank_for_disposal(&mut tx, lead).await?;
-    crate::documents::ops::blank_for_disposal(&mut tx, lead).await?;
+    crate::documents::lifecycle::blank_for_disposal(&mut tx, lead).await?;
     crate::requests::ops::blank_for_disposal(&mut tx, lead).await?;
     crate::links::ops::blank_for_disposal(&mut tx, lead, at).await?;
     crate::notifications::ops::blank_for_disposal(&mut tx, lead).await?;
@@ -224,7 +258,7 @@ pub async fn finish(state: &AppState) -> anyhow::Result<()> {
         store::mark_ledgered(&mut conn, &ids).await?;
     }
     for lead in store::objects_pending(&mut conn).await? {
-        crate::documents::ops::delete_file_objects(state, lead).await?;
+        crate::documents::lifecycle::delete_file_objects(state, lead).await?;
         store::mark_objects_deleted(&mut conn, lead).await?;
     }
     Ok(())

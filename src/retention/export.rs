@@ -81,7 +81,7 @@ fn whole<T>(items: Vec<T>, next: Option<String>) -> Result<Vec<T>, AppError> {
 /// A document's entry name: its id and its filename reduced to safe characters, so no name
 /// can climb out of `documents/` or carry control characters.
 pub fn entry_name(id: Uuid, filename: &str) -> String {
-    let safe: String = filename
+    let mut safe: String = filename
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
@@ -92,6 +92,9 @@ pub fn entry_name(id: Uuid, filename: &str) -> String {
         })
         .take(100)
         .collect();
+    while safe.contains("..") {
+        safe = safe.replace("..", "_");
+    }
     let safe = safe.trim_start_matches('.');
     format!("documents/{id}-{safe}")
 }
@@ -223,7 +226,7 @@ async fn write_zip(
     )
     .await?;
     for (id, name) in &export.entries {
-        let bytes = crate::documents::ops::plaintext(state, export.lead, *id)
+        let bytes = crate::documents::lifecycle::plaintext(state, export.lead, *id)
             .await
             .map_err(|e| anyhow::anyhow!("document {id}: {e}"))?;
         zip.write_entry_whole(

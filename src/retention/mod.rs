@@ -76,9 +76,25 @@ pub struct RuleReport {
     pub held: i64,
 }
 
+/// What backups may still hold of disposed files: a disposal reaches backups at the next key
+/// epoch (docs/operations/retention.md, "Key epochs").
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BackupReport {
+    /// Disposed files whose destroyed data key a backup may still hold, wrapped under a
+    /// master key version no key epoch has retired yet.
+    pub disposed_still_in_backups: i64,
+    pub key_epoch_days: u32,
+    /// When the last `admin keys retire` ran; null before the first.
+    pub last_key_epoch_at: Option<String>,
+    /// When the next key epoch is due: from then on no backup that still opens holds those
+    /// files (null when none waits; a date in the past is overdue).
+    pub gone_from_backups_by: Option<String>,
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RetentionReport {
     pub rules: Vec<RuleReport>,
+    pub backups: BackupReport,
     /// Whether disposal runs (`retention.enabled`); the report is a dry run either way.
     pub disposal_enabled: bool,
     pub generated_at: String,

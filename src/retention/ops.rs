@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::store::{self, HoldRow, NewHoldRow};
 use super::{
-    HeldEntity, LegalHold, LegalHoldList, NewLegalHold, RetentionReport, RuleReport, reason_at,
-    reference_at,
+    BackupReport, HeldEntity, LegalHold, LegalHoldList, NewLegalHold, RetentionReport, RuleReport,
+    reason_at, reference_at,
 };
 use crate::audit;
 use crate::auth::{Actor, Role};
@@ -257,8 +257,20 @@ pub async fn report_unchecked(state: &AppState) -> Result<RetentionReport, AppEr
             held: counts.held,
         });
     }
+    let exposure = store::backup_exposure(&mut conn).await?;
+    let epoch = time::Duration::days(i64::from(settings.key_epoch_days));
+    let backups = BackupReport {
+        disposed_still_in_backups: exposure.still_in_backups,
+        key_epoch_days: settings.key_epoch_days,
+        last_key_epoch_at: exposure.last_epoch_at.map(rfc3339),
+        gone_from_backups_by: (exposure.still_in_backups > 0)
+            .then(|| exposure.last_epoch_at.or(exposure.oldest_disposal))
+            .flatten()
+            .map(|from| rfc3339(from + epoch)),
+    };
     Ok(RetentionReport {
         rules,
+        backups,
         disposal_enabled: settings.enabled,
         generated_at: rfc3339(time::OffsetDateTime::now_utc()),
     })

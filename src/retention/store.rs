@@ -140,7 +140,8 @@ pub async fn rule_counts(
                                        (select max(c.created_at) from credit_reports c
                                          where c.lead_id = l.id)) as at
                          from leads l
-                        where not exists (select 1 from loans o where o.lead_id = l.id)) f",
+                        where l.disposed_at is null
+                          and not exists (select 1 from loans o where o.lead_id = l.id)) f",
                 days
             )
             .fetch_one(conn)
@@ -155,7 +156,8 @@ pub async fn rule_counts(
                               coalesce((select max(s.at) from loan_status_history s
                                          where s.loan_id = o.id and s.to_status = o.status),
                                        o.updated_at) as at
-                         from loans o where o.status = $2) f",
+                         from loans o join leads l on l.id = o.lead_id
+                        where o.status = $2 and l.disposed_at is null) f",
                 days,
                 status
             )
@@ -166,10 +168,10 @@ pub async fn rule_counts(
             // Only what an agent rejected: a document deleted without a rejection may have
             // been used to evaluate the application, and follows its loan.
             rule_counts!(
-                "d.updated_at",
+                "coalesce(d.reviewed_at, d.updated_at)",
                 "o.lead_id",
                 "from documents d join loans o on o.id = d.loan_id
-                 where d.review_decision = 'reject'",
+                 where d.review_decision = 'reject' and d.disposed_at is null",
                 days
             )
             .fetch_one(conn)
@@ -177,9 +179,14 @@ pub async fn rule_counts(
         }
         "credit_reports_days" => credit_report_counts(conn, days).await,
         "notifications_days" => {
-            rule_counts!("n.created_at", "n.lead_id", "from notifications n", days)
-                .fetch_one(conn)
-                .await
+            rule_counts!(
+                "n.created_at",
+                "n.lead_id",
+                "from notifications n where n.disposed_at is null",
+                days
+            )
+            .fetch_one(conn)
+            .await
         }
         _ => Ok(RuleCounts::default()),
     }
@@ -203,8 +210,9 @@ async fn credit_report_counts(
                                  and s.to_status in ('closed', 'denied', 'withdrawn'))) as at,
                     case when exists (select 1 from loans o where o.lead_id = c.lead_id and o.status = 'closed')
                          then greatest($1, 1096) else $1 end as keep
-               from credit_reports c
-              where not exists (select 1 from loans o where o.lead_id = c.lead_id
+               from credit_reports c join leads l on l.id = c.lead_id
+              where l.disposed_at is null
+                and not exists (select 1 from loans o where o.lead_id = c.lead_id
                                    and o.status not in ('closed', 'denied', 'withdrawn'))
            )
            select
@@ -431,4 +439,27 @@ pub async fn blank_holds(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// What backups may still hold of disposed files: those disposed with a key wrapped under a
+/// master version the last key epoch did not retire, the oldest such disposal, and when the
+/// last epoch ended.
+#[derive(Debug)]
+pub struct BackupExposure {
+    pub still_in_backups: i64,
+    pub oldest_disposal: Option<OffsetDateTime>,
+    pub last_epoch_at: Option<OffsetDateTime>,
+}
+
+pub async fn backup_exposure(conn: &mut PgConnection) -> Result<BackupExposure, sqlx::Error> {
+    sqlx::query_as!(
+        BackupExposure,
+        r#"with epoch as (select max(retired_below) as below, max(retired_at) as at from key_epochs)
+           select count(d.lead_id) as "still_in_backups!", min(d.disposed_at) as oldest_disposal,
+                  (select at from epoch) as last_epoch_at
+             from disposals d join borrower_files f on f.id = d.lead_id
+            where f.kek_version >= coalesce((select below from epoch), 0)"#
+    )
+    .fetch_one(conn)
+    .await
 }

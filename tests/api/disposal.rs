@@ -235,6 +235,16 @@ async fn the_chain_the_ledger_and_the_events_hold_all_three(
     );
 }
 
+/// How many audit rows `action` wrote on the entity `id`.
+async fn audited(app: &TestApp, action: &str, id: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from audit_log where action = $1 and entity_id = $2")
+        .bind(action)
+        .bind(Uuid::parse_str(id).unwrap())
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+}
+
 /// A name of letters only (names are validated), unique to this run.
 fn unique_name(prefix: &str) -> String {
     let letters: String = Uuid::now_v7()
@@ -395,4 +405,86 @@ async fn a_second_process_caching_the_key_loses_it_to_the_disposal_broadcast() {
         eventually(10, || async { worker.state.file_key(id).await.is_err() }).await,
         "the worker still holds the disposed file's key"
     );
+}
+
+#[tokio::test]
+async fn rejected_documents_and_sent_notifications_go_under_their_own_rules() {
+    let ledger = tempfile::tempdir().unwrap();
+    let smtp = crate::helpers::smtp::PrivateSmtp::start().await;
+    let app = app()
+        .workers_only(&["document-pipeline", "notifier"])
+        .settings(|s| smtp.configure(s))
+        .settings(disposing(&ledger.path().join("disposals.jsonl")))
+        .spawn()
+        .await;
+    let token = oidc::access_token("agent-a1").await;
+    let (lead, loan) = file_with_loan(&app, full_lead(), &[]).await;
+    let pdf = crate::documents::sample(b"%PDF-1.7\n%", 9, 30_000);
+    let rejected =
+        crate::documents::upload(&app, &token, &loan, &pdf, "application/pdf", pdf.len()).await;
+    assert_eq!(
+        crate::documents::settled(&app, &token, &rejected).await["state"],
+        "available"
+    );
+    let review = app
+        .create(
+            &token,
+            &format!("/v1/documents/{rejected}/review"),
+            &json!({"decision": "reject", "reason": "Page 2 is missing"}),
+        )
+        .await;
+    assert!(
+        review.status().is_success(),
+        "{}",
+        review.text().await.unwrap()
+    );
+    flows::link(&app, &token, &loan, &json!({})).await;
+    let sent = || async {
+        let (sent, queued): (i64, i64) = sqlx::query_as(
+            "select count(*) filter (where state = 'sent'), count(*) filter (where state = 'queued')
+               from notifications",
+        )
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+        sent > 0 && queued == 0
+    };
+    assert!(eventually(20, sent).await, "the invitation was sent");
+
+    // In 800 days the loan is still open, so the file stays; the rejected document (763)
+    // and the notifications (763) go on their own.
+    let summary = round_at(&app, 800).await;
+    assert_eq!((summary.disposed, summary.documents), (0, 1));
+    assert!(summary.notifications >= 1);
+    assert_eq!(disposed_rule(&app, &lead).await, None);
+    let (name, disposed): (Vec<u8>, bool) =
+        sqlx::query_as("select filename_enc, disposed_at is not null from documents where id = $1")
+            .bind(Uuid::parse_str(&rejected).unwrap())
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap();
+    assert!(name.is_empty() && disposed);
+    let objects: Vec<_> = app
+        .state
+        .storage
+        .documents
+        .list(None)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        objects.is_empty(),
+        "the rejected document's object is deleted: {objects:?}"
+    );
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from notifications
+          where state <> 'queued' and (disposed_at is null or length(recipient_enc) > 0)",
+    )
+    .fetch_one(&app.state.db)
+    .await
+    .unwrap();
+    assert_eq!(live, 0, "every sent notification's recipient is gone");
+    assert_eq!(audited(&app, "document.disposed", &rejected).await, 1);
+    // A second round finds nothing more to do.
+    assert_eq!(round_at(&app, 800).await, RoundSummary::default());
 }

@@ -161,6 +161,25 @@ async fn the_first_is_disposed_and_the_second_intact(
     assert!(audit_verify(app).contains("verified"));
 }
 
+/// The report's `backups`: `files` disposed files still in backups that open, and the next
+/// epoch dated ahead while any is; after an epoch, its date.
+async fn backups_hold(app: &crate::helpers::TestApp, files: i64) {
+    let report = loanfolio::retention::ops::report_unchecked(&app.state)
+        .await
+        .unwrap();
+    let backups = &report.backups;
+    assert_eq!(backups.disposed_still_in_backups, files, "{backups:?}");
+    assert_eq!(
+        backups.last_key_epoch_at.is_some(),
+        files == 0,
+        "{backups:?}"
+    );
+    match &backups.gone_from_backups_by {
+        Some(due) => assert!(files > 0 && due.as_str() > report.generated_at.as_str()),
+        None => assert_eq!(files, 0),
+    }
+}
+
 #[tokio::test]
 async fn after_a_key_epoch_an_old_backups_key_of_the_file_no_longer_unwraps() {
     let key = TestKey::create().await;
@@ -210,26 +229,48 @@ async fn after_a_key_epoch_an_old_backups_key_of_the_file_no_longer_unwraps() {
     .unwrap();
     let (_, service) = key.service_keys(&dir);
     assert!(service.unwrap_key(&in_backup, &disposed).await.is_ok());
+    backups_hold(&app, 1).await;
     admin(&["rotate"]);
+    let wrapped_below = || loanfolio::crypto::keyring::KeyRing::wrapped_below(&app.state.db, 2);
+    assert!(
+        wrapped_below().await.unwrap() > 0,
+        "retire would be refused now"
+    );
     admin(&["rewrap"]);
+    assert_eq!(
+        wrapped_below().await.unwrap(),
+        0,
+        "the disposed file's key does not count"
+    );
     let out = admin(&["retire", "--below", "2"]);
     assert!(
         out.contains("retired vault master key versions below 2"),
         "{out}"
     );
     assert_eq!(operator.versions().await.unwrap(), (vec![2], 2));
+    backups_hold(&app, 0).await;
 
     assert!(
         service.unwrap_key(&in_backup, &disposed).await.is_err(),
         "the old backup's key of the disposed file no longer unwraps"
     );
-    // Every live file was rewrapped and still reads, through a process with a cold cache.
-    let fresh = crate::helpers::app().settings(|s| key.use_in(s, &address, &dir));
+    every_live_file_still_reads(&app, &key, &address, &dir, &kept).await;
+}
+
+/// Every live file was rewrapped and still reads, through a process with a cold cache.
+async fn every_live_file_still_reads(
+    app: &crate::helpers::TestApp,
+    key: &TestKey,
+    address: &str,
+    dir: &std::path::Path,
+    kept: &str,
+) {
     let db: String = sqlx::query_scalar("select current_database()")
         .fetch_one(&app.state.db)
         .await
         .unwrap();
-    let fresh = fresh
+    let fresh = crate::helpers::app()
+        .settings(|s| key.use_in(s, address, dir))
         .shared_database(db)
         .buckets(
             &app.state.settings.s3.quarantine_bucket,

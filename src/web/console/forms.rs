@@ -19,7 +19,7 @@ use super::view::{error_page, message_page, page, problem_of};
 use crate::auth::Actor;
 use crate::error::{AppError, ErrorCode};
 use crate::http::auth::middleware::SessionContext;
-use crate::loans::store::PipelineFilter;
+use crate::loans::pipeline::PipelineFilter;
 use crate::state::AppState;
 
 pub type Fields = HashMap<String, String>;

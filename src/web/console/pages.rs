@@ -17,7 +17,7 @@ use crate::db::Page;
 use crate::error::AppError;
 use crate::http::auth::middleware::SessionContext;
 use crate::loans::LoanStatus;
-use crate::loans::store::PipelineFilter;
+use crate::loans::pipeline::PipelineFilter;
 use crate::state::AppState;
 
 /// The result of a page's work, drawn as the page or as the error page.
