@@ -145,6 +145,9 @@ pub enum RetentionCommand {
     /// Run one disposal round now (as the workers' `retention` runner does every
     /// `retention.interval_secs`); refused unless `retention.enabled`.
     Run,
+    /// Dispose again every file of the disposal ledger (`retention.ledger_path`) that the
+    /// database still holds, as `admin restore` does; safe to run again.
+    Replay,
 }
 
 #[derive(Debug, Subcommand)]
@@ -279,6 +282,7 @@ async fn admin(command: AdminCommand, settings: Settings) -> anyhow::Result<Exit
         AdminCommand::Audit(AuditCommand::Verify) => audit_verify(&settings).await,
         AdminCommand::Retention(RetentionCommand::Report) => retention_report(settings).await,
         AdminCommand::Retention(RetentionCommand::Run) => retention_run(settings).await,
+        AdminCommand::Retention(RetentionCommand::Replay) => retention_replay(settings).await,
         AdminCommand::Keys(KeysCommand::Rotate {
             operator_token_file,
         }) => crate::admin::keys::rotate(&settings, operator_token_file.as_deref()).await,
@@ -561,6 +565,20 @@ async fn retention_run(settings: Settings) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn retention_replay(settings: Settings) -> anyhow::Result<ExitCode> {
+    let path = settings
+        .retention
+        .ledger_path
+        .clone()
+        .context("retention.ledger_path is not set")?;
+    let ledger = crate::retention::ledger::read(&path)?;
+    let state = crate::state::AppState::new(settings, Role::Worker)?;
+    let replayed = crate::retention::disposal::replay(&state, ledger).await;
+    state.db.close().await;
+    println!("{} file(s) of the ledger disposed again", replayed?);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn retention_report(settings: Settings) -> anyhow::Result<ExitCode> {

@@ -48,6 +48,12 @@ pub struct Manifest {
     /// Vault only: the transit key and the versions of it the wrapped data keys need.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transit: Option<TransitKeyNeeds>,
+    /// The disposals the database held when it was dumped, and the newest one's time: a
+    /// restore needs a ledger at least that recent (docs/operations/retention.md).
+    #[serde(default)]
+    pub disposals: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_disposal_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -300,6 +306,11 @@ pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> 
         .into_iter()
         .max()
         .unwrap_or(0);
+    let disposed =
+        sqlx::query!(r#"select count(*) as "count!", max(disposed_at) as last from disposals"#)
+            .fetch_one(&pool)
+            .await
+            .context("counting the disposals")?;
     pool.close().await;
     let manifest = Manifest {
         format: FORMAT,
@@ -309,6 +320,8 @@ pub async fn backup(settings: &Settings, dir: &Path) -> anyhow::Result<Summary> 
         kms_provider: kms_provider.to_owned(),
         files,
         transit,
+        disposals: disposed.count,
+        last_disposal_at: disposed.last.map(crate::domain::rfc3339),
     };
     tokio::fs::write(
         dir.join("manifest.json"),
@@ -407,7 +420,7 @@ pub async fn restore(
     let manifest = verified_manifest(dir).await?;
     // Before anything changes: a restore without the ledger could bring disposed borrowers
     // back (docs/operations/retention.md).
-    let ledger = read_ledger(settings)?;
+    let ledger = read_ledger(settings, &manifest)?;
     if manifest.kms_provider == "vault" {
         let needs = manifest
             .transit
@@ -465,10 +478,19 @@ pub async fn restore(
     Ok(summary)
 }
 
-/// The disposal ledger `retention.ledger_path` names; refused when it names one that is not
-/// there. No path: disposal was never enabled (it needs one), so there is nothing to replay.
-fn read_ledger(settings: &Settings) -> anyhow::Result<Vec<crate::retention::ledger::LedgerEntry>> {
+/// The disposal ledger `retention.ledger_path` names, checked against the backup: refused
+/// when the path names no file, when the backup records disposals and no ledger is set,
+/// and when the ledger is older than the backup's newest disposal (not the current one).
+fn read_ledger(
+    settings: &Settings,
+    manifest: &Manifest,
+) -> anyhow::Result<Vec<crate::retention::ledger::LedgerEntry>> {
     let Some(path) = &settings.retention.ledger_path else {
+        ensure!(
+            manifest.disposals == 0,
+            "this backup records {} disposal(s), and retention.ledger_path is not set: point it at the disposal ledger, or the restore could bring disposed borrower files back; nothing was changed",
+            manifest.disposals
+        );
         return Ok(Vec::new());
     };
     ensure!(
@@ -476,7 +498,20 @@ fn read_ledger(settings: &Settings) -> anyhow::Result<Vec<crate::retention::ledg
         "the disposal ledger {} (retention.ledger_path) is missing: without it this restore could bring disposed borrower files back. Put the ledger back first (it is kept outside the database and its backups); nothing was changed",
         path.display()
     );
-    crate::retention::ledger::read(path)
+    let entries = crate::retention::ledger::read(path)?;
+    if let Some(last) = &manifest.last_disposal_at {
+        let last =
+            time::OffsetDateTime::parse(last, &time::format_description::well_known::Rfc3339)?;
+        let newest = entries.iter().map(|e| e.disposed_at).max();
+        ensure!(
+            newest.is_some_and(|n| n >= last),
+            "the disposal ledger {} is older than this backup (its newest entry {}, the backup's newest disposal {}): it is not the installation's current ledger; nothing was changed",
+            path.display(),
+            newest.map_or_else(|| "none".to_owned(), crate::domain::rfc3339),
+            crate::domain::rfc3339(last)
+        );
+    }
+    Ok(entries)
 }
 
 /// Dispose again every file of the ledger the restored database still holds, and delete
@@ -485,22 +520,11 @@ async fn replay_disposals(
     settings: &Settings,
     ledger: Vec<crate::retention::ledger::LedgerEntry>,
 ) -> anyhow::Result<usize> {
-    use crate::retention::disposal::{self, Reason};
     if ledger.is_empty() {
         return Ok(0);
     }
     let state = crate::state::AppState::new(settings.clone(), crate::state::Role::Worker)?;
-    let mut seen = std::collections::HashSet::new();
-    let mut replayed = 0;
-    let now = time::OffsetDateTime::now_utc();
-    for entry in ledger {
-        if seen.insert(entry.file_id)
-            && disposal::dispose(&state, entry.file_id, now, &Reason::Replay(entry)).await?
-        {
-            replayed += 1;
-        }
-    }
-    disposal::finish(&state).await?;
+    let replayed = crate::retention::disposal::replay(&state, ledger).await;
     state.db.close().await;
-    Ok(replayed)
+    replayed
 }

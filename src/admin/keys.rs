@@ -48,6 +48,12 @@ pub async fn retire(
 ) -> anyhow::Result<ExitCode> {
     let kms = operator_kms(settings, operator_token_file)?;
     let pool = db::lazy_pool(&settings.database)?;
+    if let Some(last) = crate::crypto::keyring::KeyRing::last_epoch(&pool).await? {
+        anyhow::ensure!(
+            below > last,
+            "versions below {last} were retired already: --below must be newer; nothing was changed"
+        );
+    }
     let left = crate::crypto::keyring::KeyRing::wrapped_below(&pool, below).await?;
     pool.close().await;
     anyhow::ensure!(

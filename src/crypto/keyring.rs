@@ -1,7 +1,7 @@
 //! Borrower-file data keys and the blind-index key, backed by PostgreSQL (wrapped forms)
 //! and the key provider (wrapping), with a small TTL cache of plaintext keys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,20 @@ use super::{DataKey, Kms};
 
 const CACHE_TTL: Duration = Duration::from_secs(300);
 const CACHE_MAX: usize = 10_000;
+/// Disposed files this process remembers, so a key read just before a disposal is never
+/// cached after it; past this many, the oldest half is dropped (the TTL still bounds them).
+const DISPOSED_MAX: usize = 100_000;
+
+/// The borrower file was disposed: its data key is destroyed (docs/operations/retention.md).
+/// Not a key-service failure — nothing will ever read the file again.
+#[derive(Debug, thiserror::Error)]
+#[error("the borrower file was disposed: its data key is gone")]
+pub struct FileDisposed;
+
+/// Whether `error` says the file was disposed (rather than the key service failing).
+pub fn is_disposed(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<FileDisposed>().is_some()
+}
 const SSN_INDEX_KEY: &str = "ssn-blind-index";
 const RESPONSE_KEY: &str = "idempotent-responses";
 const SESSION_KEY: &str = "sessions";
@@ -21,6 +35,7 @@ const SESSION_KEY: &str = "sessions";
 pub struct KeyRing {
     pub kms: Kms,
     cache: Mutex<HashMap<Uuid, (Arc<DataKey>, Instant)>>,
+    disposed: Mutex<(HashSet<Uuid>, VecDeque<Uuid>)>,
     index_key: OnceCell<Arc<DataKey>>,
     response_key: OnceCell<Arc<DataKey>>,
     session_key: OnceCell<Arc<DataKey>>,
@@ -39,6 +54,7 @@ impl KeyRing {
         Self {
             kms,
             cache: Mutex::default(),
+            disposed: Mutex::default(),
             index_key: OnceCell::new(),
             response_key: OnceCell::new(),
             session_key: OnceCell::new(),
@@ -46,6 +62,15 @@ impl KeyRing {
     }
 
     fn remember(&self, file: Uuid, key: Arc<DataKey>) {
+        if self
+            .disposed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .contains(&file)
+        {
+            return;
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
@@ -97,7 +122,7 @@ impl KeyRing {
                 .context("reading a wrapped data key")?;
         // A disposed file's key was destroyed (docs/operations/retention.md): nothing of it
         // can be read again.
-        let wrapped = wrapped.context("the borrower file was disposed: its data key is gone")?;
+        let wrapped = wrapped.ok_or(FileDisposed)?;
         let key = Arc::new(self.kms.unwrap(&wrapped, &file.to_string()).await?);
         self.remember(file, key.clone());
         Ok(key)
@@ -106,6 +131,18 @@ impl KeyRing {
     /// Drop the cached plaintext key of `file` (after its disposal, here or in another
     /// process: the `file.disposed` broadcast).
     pub fn forget(&self, file: Uuid) {
+        {
+            let mut disposed = self.disposed.lock().unwrap_or_else(|p| p.into_inner());
+            let (set, order) = &mut *disposed;
+            if set.insert(file) {
+                order.push_back(file);
+            }
+            while order.len() > DISPOSED_MAX {
+                if let Some(oldest) = order.pop_front() {
+                    set.remove(&oldest);
+                }
+            }
+        }
         // The last holder's drop zeroizes the key; a request already using it finishes.
         self.cache
             .lock()
@@ -206,6 +243,14 @@ impl KeyRing {
         )
         .fetch_one(db)
         .await?)
+    }
+
+    /// Operator: the version below which the last key epoch destroyed every master version.
+    pub async fn last_epoch(db: &PgPool) -> anyhow::Result<Option<u32>> {
+        let below: Option<i32> = sqlx::query_scalar!("select max(retired_below) from key_epochs")
+            .fetch_one(db)
+            .await?;
+        Ok(below.map(|b| b.max(0).unsigned_abs()))
     }
 
     /// Operator: record the end of a key epoch (after the provider destroyed the versions).

@@ -19,43 +19,59 @@ use crate::state::AppState;
 pub async fn blank_for_disposal(
     tx: &mut sqlx::PgConnection,
     lead: Uuid,
+    at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    store::blank_for_disposal(tx, lead).await
+    store::blank_for_disposal(tx, lead, at).await
 }
 
 /// Disposal (crate::retention): delete every object of the borrower file `lead` from both
-/// buckets — the encrypted documents and any upload still in quarantine (which is not
-/// encrypted). Idempotent: an object already gone counts as deleted. The stores here keep
-/// no versions; where versioning is on, a lifecycle rule expires noncurrent versions
-/// (docs/operations/retention.md).
-pub async fn delete_file_objects(state: &AppState, lead: Uuid) -> anyhow::Result<usize> {
+/// buckets — the encrypted documents and any upload in quarantine (which is not encrypted).
+/// Idempotent: an object already gone counts as deleted. True once nothing more can
+/// arrive: until the file's last pre-signed upload URL expires, a PUT may still land, so
+/// the caller deletes again later. The stores here keep no versions; where versioning is
+/// on, a lifecycle rule expires noncurrent versions (docs/operations/retention.md).
+pub async fn delete_file_objects(
+    state: &AppState,
+    lead: Uuid,
+    now: OffsetDateTime,
+) -> anyhow::Result<bool> {
     let mut conn = state.db.acquire().await?;
     let objects = store::objects_of_file(&mut conn, lead).await?;
+    let open_until = store::uploads_open_until(&mut conn, lead).await?;
     drop(conn);
-    let mut deleted = 0;
     for object in &objects {
-        if let Some(key) = &object.object_key {
-            delete_if_present(&*state.storage.documents, key).await?;
-            deleted += 1;
-        }
-        delete_if_present(&*state.storage.quarantine, &object.quarantine_key).await?;
-        deleted += 1;
+        delete_objects(state, object).await?;
     }
     let mut conn = state.db.acquire().await?;
     store::mark_objects_deleted(&mut conn, lead).await?;
-    Ok(deleted)
+    Ok(open_until.is_none_or(|until| until < now))
+}
+
+/// Both objects of a document: where the pipeline writes its ciphertext (also when it never
+/// recorded it) and its quarantine upload.
+async fn delete_objects(state: &AppState, object: &store::FileObject) -> anyhow::Result<()> {
+    let written = format!("documents/{}", object.id);
+    delete_if_present(&*state.storage.documents, &written).await?;
+    if let Some(key) = object.object_key.as_deref().filter(|k| *k != written) {
+        delete_if_present(&*state.storage.documents, key).await?;
+    }
+    delete_if_present(&*state.storage.quarantine, &object.quarantine_key).await
 }
 
 async fn delete_if_present(store: &dyn object_store::ObjectStore, key: &str) -> anyhow::Result<()> {
     match store.delete(&ObjectPath::from(key)).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(anyhow::anyhow!("deleting a disposed file's object: {e}")),
+        Err(e) => Err(anyhow::anyhow!(
+            "deleting a disposed document's object: {e}"
+        )),
     }
 }
 
 /// Record-level disposal (crate::retention): up to `limit` documents rejected more than
-/// `days` before `at`, of files no hold keeps. Each one's objects go first (idempotent), then
-/// its row is blanked and audited `document.disposed`; how many.
+/// `days` before `at`, of files no hold keeps. Each is checked again and closed in its own
+/// transaction holding its lead (so a hold cannot be placed meanwhile) and audited
+/// `document.disposed`; then the objects of every disposed document still stored are
+/// deleted (a crash in between is finished by the next round). How many were disposed.
 pub async fn dispose_rejected(
     state: &AppState,
     at: OffsetDateTime,
@@ -69,12 +85,11 @@ pub async fn dispose_rejected(
     let retention = Actor::system("retention", "Retention");
     let mut disposed = 0;
     for document in due {
-        if let Some(key) = &document.object_key {
-            delete_if_present(&*state.storage.documents, key).await?;
-        }
-        delete_if_present(&*state.storage.quarantine, &document.quarantine_key).await?;
         let mut tx = state.db.begin().await?;
-        if store::dispose_rejected(&mut tx, document.id, at).await? {
+        if !crate::leads::ops::lock_for_disposal(&mut tx, document.lead_id).await? {
+            continue;
+        }
+        if store::dispose_rejected(&mut tx, document.id, at, days).await? {
             audit::record(
                 &mut tx,
                 audit::Entry {
@@ -91,6 +106,15 @@ pub async fn dispose_rejected(
             disposed += 1;
         }
         tx.commit().await?;
+    }
+    let pending = {
+        let mut conn = state.db.acquire().await?;
+        store::disposed_with_objects(&mut conn, limit).await?
+    };
+    for object in &pending {
+        delete_objects(state, object).await?;
+        let mut conn = state.db.acquire().await?;
+        store::objects_gone(&mut conn, object.id).await?;
     }
     Ok(disposed)
 }

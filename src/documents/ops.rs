@@ -27,6 +27,9 @@ use crate::error::{AppError, ErrorCode, FieldError};
 use crate::events::Event;
 use crate::state::AppState;
 
+/// What a disposed document's filename reads as.
+pub const DISPOSED: &str = "(disposed)";
+
 /// The API shape of a document for `actor`: a caller who sees masked PII only (admin) gets
 /// neither the original filename nor the reviewer's reason (docs/security.md).
 pub async fn render(
@@ -36,8 +39,14 @@ pub async fn render(
 ) -> Result<Document, AppError> {
     let masked = actor.masks(&row.owner_subject, row.team.as_deref());
     let key = state.file_key(row.lead_id).await?;
-    let filename = field::decrypt(&key, filename_at(row.id), &row.filename_enc)
-        .map_err(|e| anyhow::anyhow!("decrypting a filename: {e}"))?;
+    // A disposed document keeps its row without its name (docs/operations/retention.md).
+    let filename = if row.filename_enc.is_empty() {
+        DISPOSED.as_bytes().to_vec()
+    } else {
+        field::decrypt(&key, filename_at(row.id), &row.filename_enc)
+            .map_err(|e| anyhow::anyhow!("decrypting a filename: {e}"))?
+            .to_vec()
+    };
     let review = match (&row.review_decision, row.reviewed_at) {
         (Some(decision), Some(at)) => Some(ReviewView {
             decision: decision.clone(),

@@ -35,7 +35,7 @@ pub struct DocumentRow {
 }
 
 /// `query_as!` into a [`DocumentRow`]: the document's columns and its loan's owner and team
-/// (`from documents d join loans o`) followed by `$tail`.
+/// (`from documents d join loans o`, never of a disposed file) followed by `$tail`.
 macro_rules! select_document {
     ($first:tt $(+ $tail:tt)* $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
@@ -45,7 +45,8 @@ macro_rules! select_document {
                     d.detected_type, d.duplicate_of, d.uploaded_by, d.review_decision,
                     d.review_reason_enc, d.reviewed_by, d.reviewed_at, d.created_at, d.updated_at,
                     o.owner_subject, o.team
-               from documents d join loans o on o.id = d.loan_id " + $first $(+ $tail)*
+               from documents d join loans o on o.id = d.loan_id
+               join leads dl on dl.id = d.lead_id and dl.disposed_at is null " + $first $(+ $tail)*
             $(, $arg)*
         )
     };
@@ -124,6 +125,7 @@ pub async fn review_target(
         ReviewTarget,
         "select d.loan_id, d.lead_id, d.state, d.document_request_id
            from documents d join loans o on o.id = d.loan_id
+           join leads l on l.id = d.lead_id and l.disposed_at is null
           where d.id = $1
             and ($2::text is null or o.owner_subject = $2) and ($3::text is null or o.team = $3)
           for update of d",
@@ -459,6 +461,7 @@ pub async fn of_link(conn: &mut PgConnection, link: Uuid) -> Result<Vec<FileRow>
 /// Where a document of a disposed file may still have bytes: its encrypted object in the
 /// documents bucket and its upload in quarantine (ids only, never names).
 pub struct FileObject {
+    pub id: Uuid,
     pub object_key: Option<String>,
     pub quarantine_key: String,
 }
@@ -470,7 +473,7 @@ pub async fn objects_of_file(
 ) -> Result<Vec<FileObject>, sqlx::Error> {
     sqlx::query_as!(
         FileObject,
-        "select object_key, quarantine_key from documents where lead_id = $1 order by id",
+        "select id, object_key, quarantine_key from documents where lead_id = $1 order by id",
         lead
     )
     .fetch_all(conn)
@@ -479,16 +482,42 @@ pub async fn objects_of_file(
 
 /// Disposal (docs/operations/retention.md): the documents of the file `lead` keep their
 /// ids, types, sizes, states and dates; the sealed filename and review reason and the
-/// content hash (which would confirm a copy of the file) go.
-pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+/// content hash (which would confirm a copy of the file) go. An upload still in flight is
+/// closed (`deleted`, reason `file_disposed`), so neither the pipeline nor the reconciler
+/// picks it up again.
+pub async fn blank_for_disposal(
+    tx: &mut PgConnection,
+    lead: Uuid,
+    at: OffsetDateTime,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update documents set filename_enc = '\\x', review_reason_enc = null, sha256 = null
+        "update documents set filename_enc = '\\x', review_reason_enc = null, sha256 = null,
+                state = case when state in ('awaiting_upload', 'uploaded', 'scanning', 'failed')
+                             then 'deleted' else state end,
+                reason = case when state in ('awaiting_upload', 'uploaded', 'scanning', 'failed')
+                              then 'file_disposed' else reason end,
+                disposed_at = coalesce(disposed_at, $2)
           where lead_id = $1",
-        lead
+        lead,
+        at
     )
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Until when an upload of the file `lead` may still arrive in quarantine (its latest
+/// pre-signed URL's expiry).
+pub async fn uploads_open_until(
+    conn: &mut PgConnection,
+    lead: Uuid,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select max(upload_expires_at) from documents where lead_id = $1",
+        lead
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// The objects of the disposed file `lead` are deleted from both buckets.
@@ -502,12 +531,10 @@ pub async fn mark_objects_deleted(conn: &mut PgConnection, lead: Uuid) -> Result
     Ok(())
 }
 
-/// A rejected document past its period (record-level disposal), with where its bytes are.
+/// A rejected document past its period (record-level disposal).
 pub struct DueRejected {
     pub id: Uuid,
     pub lead_id: Uuid,
-    pub object_key: Option<String>,
-    pub quarantine_key: String,
 }
 
 /// Up to `limit` documents an agent rejected more than `days` before `at`, not disposed,
@@ -520,7 +547,7 @@ pub async fn due_rejected(
 ) -> Result<Vec<DueRejected>, sqlx::Error> {
     sqlx::query_as!(
         DueRejected,
-        "select d.id, d.lead_id, d.object_key, d.quarantine_key from documents d
+        "select d.id, d.lead_id from documents d
           where d.review_decision = 'reject' and d.disposed_at is null
             and coalesce(d.reviewed_at, d.updated_at) < $1::timestamptz - make_interval(days => $2)
             and not exists (select 1 from legal_holds h
@@ -534,22 +561,57 @@ pub async fn due_rejected(
     .await
 }
 
-/// Record-level disposal of one rejected document whose objects are deleted: its sealed
-/// name, reason and hash go; true when this call disposed it.
+/// Record-level disposal of one rejected document, checked again under its row lock (still
+/// rejected, still past its period, its file not held — the caller holds the lead against a
+/// hold): its sealed name, reason and hash go and it is closed (`deleted`, reason
+/// `disposed`); its objects are deleted after the commit. True when this call disposed it.
 pub async fn dispose_rejected(
     tx: &mut PgConnection,
     id: Uuid,
     at: OffsetDateTime,
+    days: i32,
 ) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query!(
-        "update documents set filename_enc = '\\x', review_reason_enc = null, sha256 = null,
-                quarantine_purged = true, disposed_at = $2
-          where id = $1 and disposed_at is null",
+        "update documents d set filename_enc = '\\x', review_reason_enc = null, sha256 = null,
+                state = 'deleted', reason = 'disposed', disposed_at = $2
+          where d.id = $1 and d.disposed_at is null and d.review_decision = 'reject'
+            and coalesce(d.reviewed_at, d.updated_at) < $2::timestamptz - make_interval(days => $3)
+            and not exists (select 1 from legal_holds h
+                             where h.lead_id = d.lead_id and h.lifted_at is null)",
         id,
-        at
+        at,
+        days
     )
     .execute(tx)
     .await?
     .rows_affected()
         == 1)
+}
+
+/// Disposed documents whose objects may still be stored (up to `limit`).
+pub async fn disposed_with_objects(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<FileObject>, sqlx::Error> {
+    sqlx::query_as!(
+        FileObject,
+        "select id, object_key, quarantine_key from documents
+          where disposed_at is not null and review_decision = 'reject'
+            and (object_key is not null or not quarantine_purged)
+          order by id limit $1",
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// The objects of the disposed document `id` are deleted from both buckets.
+pub async fn objects_gone(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update documents set object_key = null, quarantine_purged = true where id = $1",
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

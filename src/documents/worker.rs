@@ -210,7 +210,7 @@ impl DocumentPipeline {
                 .keys
                 .file_key(&state.db, lead_id)
                 .await
-                .map_err(transient)?;
+                .map_err(HandlerError::of_key)?;
             crate::requests::ops::file_received(tx, &key, request, document, "Document pipeline")
                 .await
                 .map_err(transient)?;
@@ -250,7 +250,7 @@ impl DocumentPipeline {
             .keys
             .file_key(&state.db, lead_id)
             .await
-            .map_err(transient)?;
+            .map_err(HandlerError::of_key)?;
         // The ciphertext's length is known up front, so it streams out in one PUT while
         // the quarantine copy streams in: no multipart round trips, no buffering.
         let (sink, ciphertext) = futures::channel::mpsc::channel(16);

@@ -171,6 +171,7 @@ pub async fn lead_in_scope(
     if lock {
         sqlx::query_scalar!(
             "select u.lead_id from upload_links u join loans o on o.id = u.loan_id
+               join leads l on l.id = u.lead_id and l.disposed_at is null
               where u.id = $1
                 and ($2::text is null or o.owner_subject = $2) and ($3::text is null or o.team = $3)
               for update of u",
@@ -183,6 +184,7 @@ pub async fn lead_in_scope(
     } else {
         sqlx::query_scalar!(
             "select u.lead_id from upload_links u join loans o on o.id = u.loan_id
+               join leads l on l.id = u.lead_id and l.disposed_at is null
               where u.id = $1
                 and ($2::text is null or o.owner_subject = $2) and ($3::text is null or o.team = $3)",
             id,

@@ -143,7 +143,8 @@ pub async fn status_counts(
 macro_rules! loan_page {
     ($scope:tt, $status:expr, $cursor:expr, $fetch:expr $(, $scope_arg:expr)?) => {
         select_loan!(
-            "where ($1::text is null or o.status = $1) and ($2::uuid is null or o.id < $2)"
+            "where ($1::text is null or o.status = $1) and ($2::uuid is null or o.id < $2)
+               and not exists (select 1 from leads d where d.id = o.lead_id and d.disposed_at is not null)"
                 + $scope + " order by o.id desc limit $3",
             $status as Option<LoanStatus>,
             $cursor,
@@ -497,7 +498,8 @@ macro_rules! pipeline_page {
                        or lower(l.first_name) like $5
                        or lower(l.first_name || ' ' || l.last_name) like $5)
                   and ($6::timestamptz is null or (o.updated_at, o.id) < ($6, $7::uuid))
-                  and ($9::uuid is null or o.lead_id = $9)"#
+                  and ($9::uuid is null or o.lead_id = $9)
+                  and l.disposed_at is null"#
                 + $scope + " order by o.updated_at desc, o.id desc limit $8",
             $f.status as Option<LoanStatus>,
             $f.needs_attention,
@@ -577,7 +579,9 @@ pub async fn agent_counts(
 /// next $50,000, so statistics stay and no loan can be told by its amount.
 pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update loans set property_enc = '\\x', amount = ceil(amount / 50000) * 50000,
+        // The largest amount rounds up past numeric(14, 2): the bucket is capped.
+        "update loans set property_enc = '\\x',
+                amount = least(ceil(amount / 50000) * 50000, 999999999999.99),
                 version = version + 1
           where lead_id = $1",
         lead

@@ -57,17 +57,22 @@ pub async fn for_loan(
     let key = state.file_key(lead).await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
-        let recipient = crate::crypto::field::decrypt(
-            &key,
-            crate::crypto::field::Location {
-                table: "notifications",
-                column: "recipient_enc",
-                row: row.id,
-            },
-            &row.recipient_enc,
-        )
-        .map(|p| super::mask(&String::from_utf8_lossy(&p)))
-        .map_err(|e| anyhow::anyhow!("decrypting a recipient: {e}"))?;
+        // A disposed notification keeps its row without its recipient.
+        let recipient = if row.recipient_enc.is_empty() {
+            "(disposed)".to_owned()
+        } else {
+            crate::crypto::field::decrypt(
+                &key,
+                crate::crypto::field::Location {
+                    table: "notifications",
+                    column: "recipient_enc",
+                    row: row.id,
+                },
+                &row.recipient_enc,
+            )
+            .map(|p| super::mask(&String::from_utf8_lossy(&p)))
+            .map_err(|e| anyhow::anyhow!("decrypting a recipient: {e}"))?
+        };
         items.push(super::Notification {
             id: row.id,
             channel: row.channel,
@@ -93,12 +98,20 @@ pub async fn blank_for_disposal(
 }
 
 /// Record-level disposal (crate::retention): the recipients of notifications created more
-/// than `days` before `at`, of files no hold keeps; how many.
+/// than `days` before `at`, of files no hold keeps, in batches of `batch`; how many.
 pub async fn dispose_sent(
     db: &sqlx::PgPool,
     at: time::OffsetDateTime,
     days: i32,
+    batch: i64,
 ) -> Result<u64, sqlx::Error> {
     let mut conn = db.acquire().await?;
-    store::dispose_sent(&mut conn, at, days).await
+    let mut total = 0;
+    loop {
+        let n = store::dispose_sent(&mut conn, at, days, batch).await?;
+        total += n;
+        if n < batch.unsigned_abs() {
+            return Ok(total);
+        }
+    }
 }

@@ -473,7 +473,9 @@ pub async fn insert_unsubscribe_token(
 /// template, state and dates; the sealed recipient goes, and so do unsubscribe tokens.
 pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update notifications set recipient_enc = '\\x' where lead_id = $1",
+        "update notifications set recipient_enc = '\\x', last_error = null,
+                disposed_at = coalesce(disposed_at, now())
+          where lead_id = $1",
         lead
     )
     .execute(&mut *tx)
@@ -484,22 +486,29 @@ pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(),
     Ok(())
 }
 
-/// Record-level disposal: the sealed recipients of notifications created more than `days`
-/// before `at`, of files no legal hold keeps, go; how many.
+/// Record-level disposal: the sealed recipients (and provider errors, which can quote an
+/// address) of up to `limit` notifications created more than `days` before `at`, of files
+/// no legal hold keeps, go; how many.
 pub async fn dispose_sent(
     conn: &mut PgConnection,
     at: OffsetDateTime,
     days: i32,
+    limit: i64,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query!(
-        "update notifications n set recipient_enc = '\\x', disposed_at = $1
-          where n.disposed_at is null
-            and n.created_at < $1::timestamptz - make_interval(days => $2)
-            and n.state in ('sent', 'failed')
-            and not exists (select 1 from legal_holds h
-                             where h.lead_id = n.lead_id and h.lifted_at is null)",
+        "update notifications set recipient_enc = '\\x', last_error = null, disposed_at = $1
+          where id in (
+            select n.id from notifications n
+             where n.disposed_at is null
+               and n.created_at < $1::timestamptz - make_interval(days => $2)
+               and n.state in ('sent', 'failed')
+               and not exists (select 1 from legal_holds h
+                                where h.lead_id = n.lead_id and h.lifted_at is null)
+             order by n.created_at limit $3
+             for update skip locked)",
         at,
-        days
+        days,
+        limit
     )
     .execute(conn)
     .await?

@@ -167,7 +167,7 @@ impl Notifier {
             .keys
             .file_key(&state.db, lead)
             .await
-            .map_err(transient)?;
+            .map_err(HandlerError::of_key)?;
         let borrower_email = match &people.email_enc {
             Some(sealed) => Some(decrypt(&key, "leads", "email_enc", lead, sealed)?),
             None => None,
@@ -339,7 +339,7 @@ impl Notifier {
             .keys
             .file_key(&state.db, lead)
             .await
-            .map_err(transient)?;
+            .map_err(HandlerError::of_key)?;
         let id = Uuid::now_v7();
         let sealed = field::encrypt(
             &key,

@@ -57,6 +57,18 @@ pub enum HandlerError {
     Permanent(anyhow::Error),
 }
 
+impl HandlerError {
+    /// A borrower file's data key that cannot be had: transient while the key service is
+    /// down, permanent once the file was disposed (retrying would never succeed).
+    pub fn of_key(e: anyhow::Error) -> Self {
+        if crate::crypto::keyring::is_disposed(&e) {
+            HandlerError::Permanent(e)
+        } else {
+            HandlerError::Transient(e)
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Message {
     pub id: Uuid,

@@ -32,19 +32,35 @@ pub fn append(path: &Path, entries: &[LedgerEntry]) -> anyhow::Result<()> {
         lines.push(b'\n');
     }
     let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
+    options.create(true).read(true).append(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
         .open(path)
         .with_context(|| format!("opening the disposal ledger {}", path.display()))?;
+    // A line torn by a crash mid-append is ended first, so it stays a broken line of its
+    // own rather than swallowing this entry.
+    if ends_mid_line(&mut file)? {
+        lines.insert(0, b'\n');
+    }
     file.write_all(&lines)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("appending to the disposal ledger {}", path.display()))
 }
 
+fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
+}
+
 /// Every entry of the ledger at `path`. A line that does not parse is an error naming its
-/// number (a ledger is never edited by hand), except a last line cut short by a crash
+/// number (a ledger is never edited by hand), except a line cut short by a crash
 /// during an append, which is skipped.
 pub fn read(path: &Path) -> anyhow::Result<Vec<LedgerEntry>> {
     let file = std::fs::File::open(path)
@@ -60,10 +76,12 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<LedgerEntry>> {
         }
         match serde_json::from_str(line) {
             Ok(entry) => entries.push(entry),
-            Err(_) if n + 1 == lines.len() => {
+            // A crash mid-append leaves an unterminated fragment: the last line, or — once
+            // the next append ended it — a line that stops short.
+            Err(e) if n + 1 == lines.len() || e.is_eof() => {
                 tracing::warn!(
                     line = n + 1,
-                    "the disposal ledger's last line is incomplete"
+                    "the disposal ledger has a line cut short by a crash"
                 );
             }
             Err(e) => anyhow::bail!(
@@ -109,7 +127,12 @@ mod tests {
             .unwrap()
             .write_all(b"{\"file_id\":\"0190")
             .unwrap();
-        assert_eq!(read(&path).unwrap(), vec![a, b]);
+        assert_eq!(read(&path).unwrap(), vec![a.clone(), b.clone()]);
+
+        // The next append ends the torn line first and is read back whole.
+        let c = entry("loans_denied_days");
+        append(&path, std::slice::from_ref(&c)).unwrap();
+        assert_eq!(read(&path).unwrap(), vec![a, b, c]);
     }
 
     #[test]

@@ -87,7 +87,9 @@ pub struct BackupReport {
     /// When the last `admin keys retire` ran; null before the first.
     pub last_key_epoch_at: Option<String>,
     /// When the next key epoch is due: from then on no backup that still opens holds those
-    /// files (null when none waits; a date in the past is overdue).
+    /// files' data keys (null when none waits, and always with the `local` key provider,
+    /// whose backups carry the master key; a date in the past is overdue). Clear-text
+    /// names stay in database backups until those backups are deleted.
     pub gone_from_backups_by: Option<String>,
 }
 

@@ -263,7 +263,9 @@ pub async fn report_unchecked(state: &AppState) -> Result<RetentionReport, AppEr
         disposed_still_in_backups: exposure.still_in_backups,
         key_epoch_days: settings.key_epoch_days,
         last_key_epoch_at: exposure.last_epoch_at.map(rfc3339),
-        gone_from_backups_by: (exposure.still_in_backups > 0)
+        // With the local provider, backups carry the master key file: no epoch reaches them.
+        gone_from_backups_by: (exposure.still_in_backups > 0
+            && state.keys.kms.provider_name() != "local")
             .then(|| exposure.last_epoch_at.or(exposure.oldest_disposal))
             .flatten()
             .map(|from| rfc3339(from + epoch)),

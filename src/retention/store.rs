@@ -265,83 +265,118 @@ pub struct Periods {
     pub credit_reports: i32,
 }
 
-/// A borrower file past its periods: when its last period ended, by the loans (or the lead's
-/// activity) and by its credit pulls, and which loan status set the loans' date.
+/// A borrower file past its periods: when each ended — the lead's own (last activity: a
+/// change or a credit pull), its loans' (all final; `None` without a loan) and its credit
+/// reports' (`None` without a pull) — and which loan status set the loans' date.
 #[derive(Debug, Clone)]
 pub struct DueFile {
     pub lead_id: Uuid,
-    pub without_loan: bool,
     pub binding_status: Option<String>,
-    pub main_due: OffsetDateTime,
+    pub lead_due: OffsetDateTime,
+    pub loans_due: Option<OffsetDateTime>,
     pub credit_due: Option<OffsetDateTime>,
 }
 
-/// Up to `limit` borrower files due at `now` (all loans final and past their periods, or no
-/// loan and past the lead's), not disposed and not held, earliest first; with `only`, that
-/// one file (a disposal re-checks it under its lock).
+/// The due-file statement with `$loans` (the loans considered) and `$leads` (the leads
+/// considered) spliced in; `$1`–`$5` are the periods (days), `$6` the moment.
+macro_rules! due_files {
+    ($loans:literal, $leads:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            DueFile,
+            r#"with loan_final as (
+                 select o.lead_id,
+                        bool_and(o.status in ('closed', 'denied', 'withdrawn')) as all_final,
+                        bool_or(o.status = 'closed') as any_closed,
+                        max(f.at) as last_final,
+                        max(f.due) as loans_due,
+                        (array_agg(o.status order by f.due desc))[1] as binding_status
+                   from loans o
+                   cross join lateral (
+                     select x.at, x.at + make_interval(days => case o.status
+                              when 'closed' then $2 when 'denied' then $3 when 'withdrawn' then $4
+                              else 0 end) as due
+                       from (select coalesce((select max(s.at) from loan_status_history s
+                                               where s.loan_id = o.id and s.to_status = o.status),
+                                             o.updated_at) as at) x
+                   ) f
+                  where "# + $loans + r#"
+                  group by o.lead_id
+               ), files as (
+                 select l.id as lead_id, lf.binding_status, lf.loans_due,
+                        (select max(c.created_at) from credit_reports c where c.lead_id = l.id)
+                          as last_pull,
+                        l.updated_at, lf.last_final, coalesce(lf.any_closed, false) as any_closed
+                   from leads l left join loan_final lf on lf.lead_id = l.id
+                  where l.disposed_at is null
+                    and (lf.lead_id is null or lf.all_final)
+                    and "# + $leads + r#"
+                    and not exists (select 1 from legal_holds h
+                                     where h.lead_id = l.id and h.lifted_at is null)
+               ), dated as (
+                 select lead_id, binding_status, loans_due,
+                        greatest(updated_at, last_pull) + make_interval(days => $1) as lead_due,
+                        greatest(last_pull, last_final)
+                          + make_interval(days => case when any_closed then greatest($5, 1096)
+                                                       else $5 end) as credit_due
+                   from files
+               )
+               select lead_id as "lead_id!", binding_status, lead_due as "lead_due!",
+                      loans_due, credit_due
+                 from dated
+                where greatest(lead_due, loans_due, credit_due) <= $6
+                order by greatest(lead_due, loans_due, credit_due)
+                limit $7"#
+            $(, $arg)*
+        )
+    };
+}
+
+/// Up to `limit` borrower files due at `now` (every loan final and past its period, the
+/// lead past its own, the credit reports past theirs), not disposed, not held and not in
+/// `skip`, the earliest first.
 pub async fn due_files(
     conn: &mut PgConnection,
     periods: Periods,
     now: OffsetDateTime,
-    only: Option<Uuid>,
+    skip: &[Uuid],
     limit: i64,
 ) -> Result<Vec<DueFile>, sqlx::Error> {
-    sqlx::query_as!(
-        DueFile,
-        r#"with loan_final as (
-             select o.lead_id,
-                    bool_and(o.status in ('closed', 'denied', 'withdrawn')) as all_final,
-                    bool_or(o.status = 'closed') as any_closed,
-                    max(f.at) as last_final,
-                    max(f.due) as loans_due,
-                    (array_agg(o.status order by f.due desc))[1] as binding_status
-               from loans o
-               cross join lateral (
-                 select x.at, x.at + make_interval(days => case o.status
-                          when 'closed' then $2 when 'denied' then $3 when 'withdrawn' then $4
-                          else 0 end) as due
-                   from (select coalesce((select max(s.at) from loan_status_history s
-                                           where s.loan_id = o.id and s.to_status = o.status),
-                                         o.updated_at) as at) x
-               ) f
-              group by o.lead_id
-           ), files as (
-             select l.id as lead_id, lf.lead_id is null as without_loan, lf.binding_status,
-                    case when lf.lead_id is null
-                         then l.updated_at + make_interval(days => $1)
-                         else lf.loans_due end as main_due,
-                    (select max(c.created_at) from credit_reports c where c.lead_id = l.id)
-                      as last_pull,
-                    lf.last_final, coalesce(lf.any_closed, false) as any_closed
-               from leads l left join loan_final lf on lf.lead_id = l.id
-              where l.disposed_at is null
-                and (lf.lead_id is null or lf.all_final)
-                and ($7::uuid is null or l.id = $7)
-                and not exists (select 1 from legal_holds h
-                                 where h.lead_id = l.id and h.lifted_at is null)
-           ), dated as (
-             select lead_id, without_loan, binding_status, main_due,
-                    greatest(last_pull, last_final)
-                      + make_interval(days => case when any_closed then greatest($5, 1096)
-                                                   else $5 end) as credit_due
-               from files
-           )
-           select lead_id as "lead_id!", without_loan as "without_loan!", binding_status,
-                  main_due as "main_due!", credit_due
-             from dated
-            where greatest(main_due, credit_due) <= $6
-            order by greatest(main_due, credit_due)
-            limit $8"#,
+    due_files!(
+        "exists (select 1 from leads d where d.id = o.lead_id and d.disposed_at is null)",
+        "l.id <> all($8)",
         periods.leads_without_loan,
         periods.loans_closed,
         periods.loans_denied,
         periods.loans_withdrawn,
         periods.credit_reports,
         now,
-        only,
-        limit
+        limit,
+        skip
     )
     .fetch_all(conn)
+    .await
+}
+
+/// The file `lead` if it is due at `now` (a disposal checks again under its lock).
+pub async fn due_file(
+    conn: &mut PgConnection,
+    periods: Periods,
+    now: OffsetDateTime,
+    lead: Uuid,
+) -> Result<Option<DueFile>, sqlx::Error> {
+    due_files!(
+        "o.lead_id = $8",
+        "l.id = $8",
+        periods.leads_without_loan,
+        periods.loans_closed,
+        periods.loans_denied,
+        periods.loans_withdrawn,
+        periods.credit_reports,
+        now,
+        1i64,
+        lead
+    )
+    .fetch_optional(conn)
     .await
 }
 
@@ -367,9 +402,9 @@ pub async fn record_disposal(
     replayed: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        // A replay comes from the outside ledger: it is there already.
+        // Appended to the outside ledger before this commits (or replayed from it).
         "insert into disposals (lead_id, rule, due_at, disposed_at, replayed, ledgered_at)
-         values ($1, $2, $3, $4, $5, case when $5 then now() end)",
+         values ($1, $2, $3, $4, $5, now())",
         lead,
         rule,
         due_at,
@@ -377,36 +412,6 @@ pub async fn record_disposal(
         replayed
     )
     .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// A disposal as the ledger records it.
-#[derive(Debug, Clone)]
-pub struct DisposalRow {
-    pub lead_id: Uuid,
-    pub rule: String,
-    pub due_at: OffsetDateTime,
-    pub disposed_at: OffsetDateTime,
-}
-
-/// Disposals not yet appended to the outside ledger, oldest first.
-pub async fn unledgered(conn: &mut PgConnection) -> Result<Vec<DisposalRow>, sqlx::Error> {
-    sqlx::query_as!(
-        DisposalRow,
-        "select lead_id, rule, due_at, disposed_at from disposals
-          where ledgered_at is null order by disposed_at, lead_id"
-    )
-    .fetch_all(conn)
-    .await
-}
-
-pub async fn mark_ledgered(conn: &mut PgConnection, leads: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update disposals set ledgered_at = now() where lead_id = any($1)",
-        leads
-    )
-    .execute(conn)
     .await?;
     Ok(())
 }

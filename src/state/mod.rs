@@ -120,10 +120,14 @@ impl AppState {
         &self,
         lead: uuid::Uuid,
     ) -> Result<Arc<crate::crypto::DataKey>, crate::error::AppError> {
-        self.keys
-            .file_key(&self.db, lead)
-            .await
-            .map_err(crate::error::kms_unavailable)
+        self.keys.file_key(&self.db, lead).await.map_err(|e| {
+            // A disposed file is gone for good, not a key-service outage.
+            if crate::crypto::keyring::is_disposed(&e) {
+                crate::error::AppError::not_found()
+            } else {
+                crate::error::kms_unavailable(e)
+            }
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use crate::helpers::{TestApp, app, assert_problem};
 use crate::sessions::{browser, csrf_token, location, sign_in_at};
 
 /// A browser signed in as `user` through the real login, landing on `page`.
-async fn signed_in(app: &TestApp, user: &str, page: &str) -> reqwest::Client {
+pub(crate) async fn signed_in(app: &TestApp, user: &str, page: &str) -> reqwest::Client {
     let client = browser();
     let start = format!(
         "/auth/login?return_to={}",
@@ -28,7 +28,11 @@ async fn signed_in(app: &TestApp, user: &str, page: &str) -> reqwest::Client {
     client
 }
 
-async fn page(client: &reqwest::Client, app: &TestApp, path: &str) -> (StatusCode, String) {
+pub(crate) async fn page(
+    client: &reqwest::Client,
+    app: &TestApp,
+    path: &str,
+) -> (StatusCode, String) {
     let response = client.get(app.url(path)).send().await.unwrap();
     let status = response.status();
     (status, response.text().await.unwrap())

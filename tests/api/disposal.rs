@@ -235,6 +235,52 @@ async fn the_chain_the_ledger_and_the_events_hold_all_three(
     );
 }
 
+/// After record-level disposal the file is live: its loan, documents (the disposed one
+/// closed and nameless), notifications and export all still answer.
+async fn the_loan_still_reads_with_the_records_disposed(
+    app: &TestApp,
+    token: &str,
+    loan: &str,
+    rejected: &str,
+) {
+    let agent = Client::new(app, "agent-a1").await;
+    let documents: Value = agent
+        .get(&format!("/v1/loans/{loan}/documents"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let disposed = documents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == rejected)
+        .unwrap_or_else(|| panic!("{documents}"));
+    assert_eq!(
+        (disposed["state"].as_str(), disposed["filename"].as_str()),
+        (Some("deleted"), Some("(disposed)"))
+    );
+    let notifications = agent.get(&format!("/v1/loans/{loan}/notifications")).await;
+    assert_eq!(notifications.status(), 200);
+    let export = app
+        .client
+        .get(app.url(&format!("/v1/loans/{loan}/export")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    assert!(!export.bytes().await.unwrap().is_empty());
+    let page = format!("/console/loans/{loan}");
+    let console = crate::console::signed_in(app, "agent-a1", &page).await;
+    let (status, html) = crate::console::page(&console, app, &page).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains("(disposed)"),
+        "the disposed document is listed as such"
+    );
+}
+
 /// How many audit rows `action` wrote on the entity `id`.
 async fn audited(app: &TestApp, action: &str, id: &str) -> i64 {
     sqlx::query_scalar("select count(*) from audit_log where action = $1 and entity_id = $2")
@@ -331,6 +377,15 @@ async fn a_disposed_file_leaves_no_canary_in_the_database_the_buckets_or_the_log
 
     assert_eq!(round_at(&app, 1200).await.disposed, 1);
     assert!(disposed_rule(&app, &lead).await.is_some());
+    for path in [
+        format!("/v1/documents/{done}"),
+        format!("/v1/documents/{done}/content"),
+        format!("/v1/loans/{loan}/documents"),
+        format!("/v1/loans/{loan}/upload-links"),
+        format!("/v1/credit-report/{lead}"),
+    ] {
+        assert_eq!(status_of(&app, &path).await, 404, "{path}");
+    }
     let found = crate::pii::scan_for(&app.state.db, &forms).await;
     assert!(found.is_empty(), "left in the database: {found:#?}");
     let found = bucket_hits(&app, &forms).await;
@@ -485,6 +540,7 @@ async fn rejected_documents_and_sent_notifications_go_under_their_own_rules() {
     .unwrap();
     assert_eq!(live, 0, "every sent notification's recipient is gone");
     assert_eq!(audited(&app, "document.disposed", &rejected).await, 1);
+    the_loan_still_reads_with_the_records_disposed(&app, &token, &loan, &rejected).await;
     // A second round finds nothing more to do.
     assert_eq!(round_at(&app, 800).await, RoundSummary::default());
 }

@@ -96,8 +96,42 @@ async fn a_backup_from_before_a_disposal_restores_with_the_file_still_disposed()
     );
     assert!(said.contains("1 disposal(s) re-applied"), "{said}");
 
+    a_stale_ledger_is_refused(&settings, &key, dir.path()).await;
     let back = app_on_restored(&app, empty, &key).await;
     the_first_is_disposed_and_the_second_intact(&back, &leads, &documents, &originals).await;
+}
+
+/// A backup taken after the disposal, restored with a ledger older than it (an old copy),
+/// is refused before anything changes; so is one restored with no ledger configured.
+async fn a_stale_ledger_is_refused(
+    settings: &loanfolio::config::Settings,
+    key: &std::path::Path,
+    dir: &std::path::Path,
+) {
+    let backup = dir.join("after");
+    script("backup", settings, key, &backup);
+    let stale = dir.join("stale.jsonl");
+    std::fs::write(&stale, "").unwrap();
+    let empty = TestDatabase::empty().await;
+    let mut target = settings.clone();
+    target.set_database_url(crate::helpers::database_url(settings, &empty.name));
+    for ledger in [Some(&stale), None] {
+        let refused = script_output("restore", &target, &backup, &[], |c| {
+            c.env("LOANFOLIO__KMS__LOCAL__MASTER_KEY_FILE", key);
+            match ledger {
+                Some(path) => c.env("LOANFOLIO__RETENTION__LEDGER_PATH", path),
+                None => c.env_remove("LOANFOLIO__RETENTION__LEDGER_PATH"),
+            };
+        });
+        let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert!(!refused.status.success(), "{said}");
+        let expected = if ledger.is_some() {
+            "older than this backup"
+        } else {
+            "1 disposal(s)"
+        };
+        assert!(said.contains(expected), "{said}");
+    }
 }
 
 /// A new service process on the restored database and the same buckets.

@@ -60,7 +60,7 @@ macro_rules! select_pull {
             "select c.id, c.lead_id, c.pull_type, c.request_kind, c.based_on, c.status,
                     c.score, c.bureau, c.bureau_report_id, c.pulled_at, c.failure_reason,
                     c.created_at, l.owner_subject, l.team
-               from credit_reports c join leads l on l.id = c.lead_id " + $tail
+               from credit_reports c join leads l on l.id = c.lead_id and l.disposed_at is null " + $tail
             $(, $arg)*
         )
     };

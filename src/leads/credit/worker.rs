@@ -78,7 +78,7 @@ async fn subject(
         .keys
         .file_key(&state.db, lead)
         .await
-        .map_err(transient)?;
+        .map_err(HandlerError::of_key)?;
     let open = |column: &'static str, sealed: Option<Vec<u8>>| -> Result<String, HandlerError> {
         let sealed =
             sealed.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("subject_incomplete")))?;
@@ -232,7 +232,7 @@ impl CreditWorker {
             .keys
             .file_key(&state.db, lead)
             .await
-            .map_err(transient)?;
+            .map_err(HandlerError::of_key)?;
         let sealed = field::encrypt(
             &key,
             crate::leads::credit::report_at(id),
