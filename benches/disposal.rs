@@ -75,7 +75,12 @@ async fn seed(
         leads.push_str(&format!(
             "{lead}\t{owner}\tteam-a\tDispose{i}\tBench\t\\\\x{email}\tlost\t{at}\n"
         ));
-        let property = seal("loans", "property_enc", loan, br#"{"line1":"1 Old St"}"#);
+        let property = seal(
+            "loans",
+            "property_enc",
+            loan,
+            br#"{"line1":"1 Old St","city":"Springfield","state":"IL","postal_code":"62701"}"#,
+        );
         loans.push_str(&format!(
             "{loan}\t{lead}\t{owner}\tteam-a\tconventional\t{}.00\t\\\\x{property}\t{status}\t{at}\n",
             200_000 + i
@@ -90,6 +95,15 @@ async fn seed(
             puts.push((object, sealed));
         }
     }
+    load(state, [keys, leads, loans, documents], puts).await;
+}
+
+/// COPY the rows in and PUT the objects (16 at a time).
+async fn load(
+    state: &loanfolio::state::AppState,
+    [keys, leads, loans, documents]: [String; 4],
+    puts: Vec<(String, Vec<u8>)>,
+) {
     let db = &state.db;
     copy(
         db,
@@ -109,7 +123,7 @@ async fn seed(
         &loans,
     )
     .await;
-    if objects {
+    if !puts.is_empty() {
         copy(
             db,
             "copy documents (id, loan_id, lead_id, filename_enc, content_type, size_bytes, doc_type, state, uploaded_by, quarantine_key, object_key, upload_expires_at) from stdin",

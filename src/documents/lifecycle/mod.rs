@@ -3,13 +3,14 @@
 //! deleted from both buckets —, the record-level rule for rejected documents, and the
 //! decrypted bytes the borrower-file export writes.
 
+pub mod store;
+
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::store;
 use crate::audit;
 use crate::auth::Actor;
 use crate::error::AppError;
@@ -123,7 +124,7 @@ pub async fn dispose_rejected(
 /// (at most `documents.max_upload_bytes`): the borrower-file export reads one at a time.
 pub async fn plaintext(state: &AppState, lead: Uuid, id: Uuid) -> Result<Vec<u8>, AppError> {
     let mut conn = state.db.acquire().await?;
-    let object = store::object_of(&mut conn, id).await?;
+    let object = super::store::object_of(&mut conn, id).await?;
     drop(conn);
     let key = object
         .object_key
