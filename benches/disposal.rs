@@ -227,7 +227,9 @@ fn main() {
         });
         let mut during = Vec::new();
         while !round.is_finished() {
-            during.extend(dashboard_window(client.clone(), url.clone(), token.clone()).await);
+            // A fresh token each window: a long round outlives one (five minutes).
+            let token = Arc::new(helpers::oidc::access_token("agent-a1").await);
+            during.extend(dashboard_window(client.clone(), url.clone(), token).await);
         }
         let summary = round.await.unwrap().unwrap().unwrap();
         let elapsed = started.elapsed().as_secs_f64();

@@ -156,26 +156,29 @@ impl KeyRing {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    /// Destroy the wrapped data key of `file` in the caller's transaction: crypto-shredding.
-    /// The row stays (its id, the key derivation context, is never used again); the wrapped
-    /// key becomes null. True when it was still there.
-    pub async fn destroy_file_key(
+    /// Destroy the wrapped data keys of `files` in the caller's transaction:
+    /// crypto-shredding. The rows stay (each id, the key derivation context, is never used
+    /// again); the wrapped keys become null. Each file's cached key is forgotten (the caller
+    /// forgets them again after its commit, when a concurrent read may have cached one).
+    pub async fn destroy_file_keys(
         &self,
         tx: &mut PgConnection,
-        file: Uuid,
+        files: &[Uuid],
         at: time::OffsetDateTime,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<u64> {
         let destroyed = sqlx::query!(
             "update borrower_files set wrapped_dek = null, disposed_at = $2
-              where id = $1 and wrapped_dek is not null",
-            file,
+              where id = any($1) and wrapped_dek is not null",
+            files,
             at
         )
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        self.forget(file);
-        Ok(destroyed == 1)
+        for file in files {
+            self.forget(*file);
+        }
+        Ok(destroyed)
     }
 
     /// The SSN blind-index key: created once per installation, stored wrapped.

@@ -528,20 +528,20 @@ pub async fn email_opt_out(
     Ok(())
 }
 
-/// Disposal (crate::retention): lock the lead against every other change; false when it is
-/// gone or was disposed already.
+/// Disposal (crate::retention): lock the leads against every other change; the ones still
+/// there and not disposed.
 pub async fn lock_for_disposal(
     tx: &mut sqlx::PgConnection,
-    lead: Uuid,
-) -> Result<bool, sqlx::Error> {
-    store::lock_for_disposal(tx, lead).await
+    leads: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    store::lock_for_disposal(tx, leads).await
 }
 
 /// Disposal (crate::retention): blank the lead and its credit reports.
 pub async fn blank_for_disposal(
     tx: &mut sqlx::PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
     at: time::OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    store::blank_for_disposal(tx, lead, at).await
+    store::blank_for_disposal(tx, leads, at).await
 }

@@ -379,15 +379,18 @@ pub async fn credit_subject(
     .await
 }
 
-/// Lock the lead `lead` for its disposal; false when it is gone or already disposed.
-pub async fn lock_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query_scalar!(
-        "select 1 as \"found!\" from leads where id = $1 and disposed_at is null for update",
-        lead
+/// Lock the leads of `leads` not yet disposed for their disposal (in id order, so two
+/// lockers never deadlock); the ones locked.
+pub async fn lock_for_disposal(
+    tx: &mut PgConnection,
+    leads: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select id from leads where id = any($1) and disposed_at is null order by id for update",
+        leads
     )
-    .fetch_optional(tx)
-    .await?
-    .is_some())
+    .fetch_all(tx)
+    .await
 }
 
 /// Disposal (docs/operations/retention.md): blank the lead's clear-text names, drop every
@@ -395,7 +398,7 @@ pub async fn lock_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<bool
 /// dates stay.
 pub async fn blank_for_disposal(
     tx: &mut PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -403,8 +406,8 @@ pub async fn blank_for_disposal(
                 ssn_enc = null, ssn_index = null, date_of_birth_enc = null,
                 annual_income_enc = null, address_enc = null, notes_enc = null, source = null,
                 disposed_at = $2, version = version + 1
-          where id = $1",
-        lead,
+          where id = any($1)",
+        leads,
         at
     )
     .execute(&mut *tx)
@@ -412,8 +415,8 @@ pub async fn blank_for_disposal(
     sqlx::query!(
         "update credit_reports set consent_ip_enc = null, report_enc = null, score = null,
                 bureau_report_id = null
-          where lead_id = $1",
-        lead
+          where lead_id = any($1)",
+        leads
     )
     .execute(&mut *tx)
     .await?;

@@ -384,8 +384,8 @@ pub async fn list(
 /// Disposal (crate::retention): revoke and blank the file's links.
 pub async fn blank_for_disposal(
     tx: &mut sqlx::PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
     at: time::OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    store::blank_for_disposal(tx, lead, at).await
+    store::blank_for_disposal(tx, leads, at).await
 }

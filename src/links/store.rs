@@ -215,14 +215,14 @@ pub async fn forget_expired_tokens(db: &sqlx::PgPool) -> Result<u64, sqlx::Error
 /// loses its recipient and sealed token.
 pub async fn blank_for_disposal(
     tx: &mut PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update upload_links set borrower_email_enc = null, token_enc = null,
                 revoked_at = coalesce(revoked_at, $2)
-          where lead_id = $1",
-        lead,
+          where lead_id = any($1)",
+        leads,
         at
     )
     .execute(tx)

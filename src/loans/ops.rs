@@ -512,7 +512,7 @@ pub fn flag_open_loans<'a>(
 /// Disposal (crate::retention): blank what this aggregate keeps of the file.
 pub async fn blank_for_disposal(
     tx: &mut sqlx::PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    store::blank_for_disposal(tx, lead).await
+    store::blank_for_disposal(tx, leads).await
 }

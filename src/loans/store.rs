@@ -577,21 +577,21 @@ pub async fn agent_counts(
 /// Disposal (docs/operations/retention.md): the loans of the borrower file `lead` keep their
 /// ids, types, states and dates; the property is dropped and the amount rounded up to the
 /// next $50,000, so statistics stay and no loan can be told by its amount.
-pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+pub async fn blank_for_disposal(tx: &mut PgConnection, leads: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!(
         // The largest amount rounds up past numeric(14, 2): the bucket is capped.
         "update loans set property_enc = '\\x',
                 amount = least(ceil(amount / 50000) * 50000, 999999999999.99),
                 version = version + 1
-          where lead_id = $1",
-        lead
+          where lead_id = any($1)",
+        leads
     )
     .execute(&mut *tx)
     .await?;
     sqlx::query!(
         "update loan_status_history set reason_enc = null
-          where loan_id in (select id from loans where lead_id = $1)",
-        lead
+          where loan_id in (select id from loans where lead_id = any($1))",
+        leads
     )
     .execute(&mut *tx)
     .await?;

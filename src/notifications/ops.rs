@@ -92,9 +92,9 @@ pub async fn for_loan(
 /// Disposal (crate::retention): blank what this aggregate keeps of the file.
 pub async fn blank_for_disposal(
     tx: &mut sqlx::PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    store::blank_for_disposal(tx, lead).await
+    store::blank_for_disposal(tx, leads).await
 }
 
 /// Record-level disposal (crate::retention): the recipients of notifications created more

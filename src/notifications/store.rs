@@ -471,18 +471,21 @@ pub async fn insert_unsubscribe_token(
 
 /// Disposal (docs/operations/retention.md): the file's notifications keep their channel,
 /// template, state and dates; the sealed recipient goes, and so do unsubscribe tokens.
-pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+pub async fn blank_for_disposal(tx: &mut PgConnection, leads: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update notifications set recipient_enc = '\\x', last_error = null,
                 disposed_at = coalesce(disposed_at, now())
-          where lead_id = $1",
-        lead
+          where lead_id = any($1)",
+        leads
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query!("delete from unsubscribe_tokens where lead_id = $1", lead)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "delete from unsubscribe_tokens where lead_id = any($1)",
+        leads
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

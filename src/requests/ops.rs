@@ -459,7 +459,7 @@ pub async fn mark_reminded(
 /// Disposal (crate::retention): blank what this aggregate keeps of the file.
 pub async fn blank_for_disposal(
     tx: &mut sqlx::PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    store::blank_for_disposal(tx, lead).await
+    store::blank_for_disposal(tx, leads).await
 }

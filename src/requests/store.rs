@@ -172,17 +172,17 @@ pub async fn mark_reminded(
 
 /// Disposal (docs/operations/retention.md): the needs list of the file `lead` keeps its
 /// types, states and dates; the agents' notes and the reasons go.
-pub async fn blank_for_disposal(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+pub async fn blank_for_disposal(tx: &mut PgConnection, leads: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update document_requests set note_enc = '\\x', reason_enc = null where lead_id = $1",
-        lead
+        "update document_requests set note_enc = '\\x', reason_enc = null where lead_id = any($1)",
+        leads
     )
     .execute(&mut *tx)
     .await?;
     sqlx::query!(
         "update document_request_events set reason_enc = null
-          where request_id in (select id from document_requests where lead_id = $1)",
-        lead
+          where request_id in (select id from document_requests where lead_id = any($1))",
+        leads
     )
     .execute(&mut *tx)
     .await?;

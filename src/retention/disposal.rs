@@ -3,13 +3,15 @@
 //! rule, the lead past its own (from its last activity) and its credit reports past theirs,
 //! and no legal hold is in force.
 //!
-//! One file is disposed in one transaction that locks the lead, checks again that it is due
-//! and not held (a hold being placed locks the same row), appends the disposal to the
-//! ledger outside the database, blanks the clear-text names and every sealed field of every
-//! aggregate, destroys the file's wrapped data key, records the disposal, audits
-//! `lead.disposed` with the rule and emits `file.disposed`, which makes every process drop
-//! its cached copy of the key. After the commit the file's objects are deleted from both
-//! buckets — again on later rounds while an upload URL of the file may still be used.
+//! Files are disposed a few dozen to a transaction, which locks their leads, checks again
+//! that each is due and not held (a hold being placed locks the same row), appends the
+//! disposals to the ledger outside the database, blanks the clear-text names and every
+//! sealed field of every aggregate, destroys each file's wrapped data key, records the
+//! disposals, audits `lead.disposed` with its rule on each file and emits `file.disposed`
+//! for each, which makes every process drop its cached copy of the key. After the commit
+//! the files' objects are deleted from both buckets — again on later rounds while an
+//! upload URL of a file may still be used. A transaction that fails is retried file by
+//! file, so one bad file holds no other back.
 
 use std::time::Duration;
 
@@ -29,8 +31,10 @@ use crate::state::AppState;
 /// The name `worker.consumers` places the disposal runner by.
 pub const RUNNER: &str = "retention";
 
-/// Files disposed per batch (each its own transaction) before the batch's objects go.
+/// Due files read per batch; their objects go after each batch.
 const BATCH: i64 = 500;
+/// Files disposed per transaction: one ledger sync and one commit for all of them.
+const PER_TRANSACTION: usize = 50;
 
 /// What a round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +47,6 @@ pub struct RoundSummary {
     /// Files that were due but could not be disposed, or whose objects could not all be
     /// deleted, this round (logged by id; tried again next round).
     pub failed: u64,
-}
-
-/// Why a file is disposed: due under a rule now, or replayed from the ledger by a restore.
-#[derive(Debug, Clone)]
-pub enum Reason {
-    Due,
-    Replay(LedgerEntry),
 }
 
 /// Run rounds every `retention.interval_secs` until the task is dropped.
@@ -108,15 +105,23 @@ async fn round(state: &AppState, now: OffsetDateTime) -> anyhow::Result<RoundSum
             let mut conn = state.db.acquire().await?;
             store::due_files(&mut conn, periods, now, &skip, BATCH).await?
         };
-        for file in &due {
-            match dispose(state, file.lead_id, now, &Reason::Due).await {
-                Ok(true) => summary.disposed += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    // Left for the next round; this one goes on without it.
-                    summary.failed += 1;
-                    skip.push(file.lead_id);
-                    tracing::warn!(file_id = %file.lead_id, error = %format!("{e:#}"), "a due file was not disposed");
+        let ids: Vec<Uuid> = due.iter().map(|f| f.lead_id).collect();
+        for chunk in ids.chunks(PER_TRANSACTION) {
+            match dispose_many(state, chunk, now, None).await {
+                Ok(done) => summary.disposed += done.len() as u64,
+                // One bad file must not hold the others back: each alone, and the one
+                // that fails is left for the next round.
+                Err(_) => {
+                    for lead in chunk {
+                        match dispose_many(state, &[*lead], now, None).await {
+                            Ok(done) => summary.disposed += done.len() as u64,
+                            Err(e) => {
+                                summary.failed += 1;
+                                skip.push(*lead);
+                                tracing::warn!(file_id = %lead, error = %format!("{e:#}"), "a due file was not disposed");
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -186,80 +191,108 @@ pub fn rule_of(file: &DueFile) -> (&'static str, OffsetDateTime) {
     }
 }
 
-/// Dispose of the borrower file `lead` at `at`; false when it is not due (any more), held,
-/// gone or disposed already. A replay disposes whatever the rules and holds say: the
-/// disposal happened before the backup was restored (it is in the ledger already).
-pub async fn dispose(
+/// Dispose of those of the borrower files `files` that are due at `at` (still there, not
+/// disposed, not held — checked again under their locks), in one transaction; the ones
+/// disposed. With `replay` (a restore's ledger, by file), the files it names are disposed
+/// whatever the rules and holds say: that happened before the backup was restored.
+pub async fn dispose_many(
     state: &AppState,
-    lead: Uuid,
+    files: &[Uuid],
     at: OffsetDateTime,
-    reason: &Reason,
-) -> anyhow::Result<bool> {
+    replay: Option<&std::collections::HashMap<Uuid, LedgerEntry>>,
+) -> anyhow::Result<Vec<Uuid>> {
     let mut tx = state.db.begin().await?;
-    if !crate::leads::ops::lock_for_disposal(&mut tx, lead).await? {
-        return Ok(false);
+    let locked = crate::leads::ops::lock_for_disposal(&mut tx, files).await?;
+    if locked.is_empty() {
+        return Ok(Vec::new());
     }
-    let (rule, due_at, details) = match reason {
-        Reason::Due => {
-            let Some(file) = store::due_file(&mut tx, periods(state), at, lead).await? else {
-                return Ok(false);
-            };
-            let (rule, due_at) = rule_of(&file);
-            // In the ledger before the commit: a restore then disposes the file again even if
-            // this process dies right after committing. Should the commit fail instead, the
-            // entry names a file that was due and not held, which a replay may dispose.
-            let entry = LedgerEntry {
-                file_id: lead,
-                disposed_at: at,
-                rule: rule.to_owned(),
-            };
-            append_to_ledger(state, entry).await?;
-            let details = json!({ "rule": rule, "due_at": rfc3339(due_at), "replayed": false });
-            (rule.to_owned(), due_at, details)
-        }
-        Reason::Replay(entry) => {
-            let details = json!({ "rule": entry.rule, "disposed_at": rfc3339(entry.disposed_at), "replayed": true });
-            // The ledger keeps no due date: the first disposal's time stands for it.
-            (entry.rule.clone(), entry.disposed_at, details)
-        }
+    let chosen: Vec<(Uuid, String, OffsetDateTime, serde_json::Value)> = match replay {
+        None => store::due_among(&mut tx, periods(state), at, &locked)
+            .await?
+            .iter()
+            .map(|file| {
+                let (rule, due_at) = rule_of(file);
+                let details = json!({ "rule": rule, "due_at": rfc3339(due_at), "replayed": false });
+                (file.lead_id, rule.to_owned(), due_at, details)
+            })
+            .collect(),
+        Some(ledger) => locked
+            .iter()
+            .filter_map(|lead| ledger.get(lead))
+            .map(|entry| {
+                let details = json!({ "rule": entry.rule, "disposed_at": rfc3339(entry.disposed_at), "replayed": true });
+                // The ledger keeps no due date: the first disposal's time stands for it.
+                (entry.file_id, entry.rule.clone(), entry.disposed_at, details)
+            })
+            .collect(),
     };
-    crate::leads::ops::blank_for_disposal(&mut tx, lead, at).await?;
-    crate::loans::ops::blank_for_disposal(&mut tx, lead).await?;
-    crate::documents::lifecycle::blank_for_disposal(&mut tx, lead, at).await?;
-    crate::requests::ops::blank_for_disposal(&mut tx, lead).await?;
-    crate::links::ops::blank_for_disposal(&mut tx, lead, at).await?;
-    crate::notifications::ops::blank_for_disposal(&mut tx, lead).await?;
-    store::blank_holds(&mut tx, lead).await?;
-    state.keys.destroy_file_key(&mut tx, lead, at).await?;
-    let replayed = matches!(reason, Reason::Replay(_));
-    store::record_disposal(&mut tx, lead, &rule, due_at, at, replayed).await?;
-    audit::record(
-        &mut tx,
-        audit::Entry {
-            chain: lead,
-            actor: &Actor::system(RUNNER, "Retention"),
-            action: "lead.disposed",
-            entity_type: "lead",
-            entity_id: lead,
-            request_id: None,
-            details,
-        },
-    )
-    .await?;
-    outbox::enqueue(&mut tx, &Event::FileDisposed { lead_id: lead }, None).await?;
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = chosen.iter().map(|c| c.0).collect();
+    if replay.is_none() {
+        // In the ledger before the commit: a restore then disposes these files again even if
+        // this process dies right after committing. Should the commit fail instead, the
+        // entries name files that were due and not held, which a replay may dispose.
+        let entries = chosen
+            .iter()
+            .map(|(lead, rule, _, _)| LedgerEntry {
+                file_id: *lead,
+                disposed_at: at,
+                rule: rule.clone(),
+            })
+            .collect();
+        append_to_ledger(state, entries).await?;
+    }
+    crate::leads::ops::blank_for_disposal(&mut tx, &ids, at).await?;
+    crate::loans::ops::blank_for_disposal(&mut tx, &ids).await?;
+    crate::documents::lifecycle::blank_for_disposal(&mut tx, &ids, at).await?;
+    crate::requests::ops::blank_for_disposal(&mut tx, &ids).await?;
+    crate::links::ops::blank_for_disposal(&mut tx, &ids, at).await?;
+    crate::notifications::ops::blank_for_disposal(&mut tx, &ids).await?;
+    store::blank_holds(&mut tx, &ids).await?;
+    state.keys.destroy_file_keys(&mut tx, &ids, at).await?;
+    let records: Vec<store::NewDisposal<'_>> = chosen
+        .iter()
+        .map(|(lead, rule, due_at, _)| store::NewDisposal {
+            lead: *lead,
+            rule,
+            due_at: *due_at,
+        })
+        .collect();
+    store::record_disposals(&mut tx, &records, at, replay.is_some()).await?;
+    let retention = Actor::system(RUNNER, "Retention");
+    for (lead, _, _, details) in chosen {
+        audit::record(
+            &mut tx,
+            audit::Entry {
+                chain: lead,
+                actor: &retention,
+                action: "lead.disposed",
+                entity_type: "lead",
+                entity_id: lead,
+                request_id: None,
+                details,
+            },
+        )
+        .await?;
+        outbox::enqueue(&mut tx, &Event::FileDisposed { lead_id: lead }, None).await?;
+    }
     tx.commit().await?;
-    state.keys.forget(lead);
-    Ok(true)
+    for lead in &ids {
+        state.keys.forget(*lead);
+    }
+    Ok(ids)
 }
 
-async fn append_to_ledger(state: &AppState, entry: LedgerEntry) -> anyhow::Result<()> {
+async fn append_to_ledger(state: &AppState, entries: Vec<LedgerEntry>) -> anyhow::Result<()> {
     let path = state
         .settings
         .retention
         .ledger_path
         .clone()
         .ok_or_else(|| anyhow::anyhow!("retention.ledger_path is not set"))?;
-    tokio::task::spawn_blocking(move || ledger::append(&path, &[entry])).await?
+    tokio::task::spawn_blocking(move || ledger::append(&path, &entries)).await?
 }
 
 /// Delete the objects of every disposed file whose objects are not all gone yet — until its
@@ -298,15 +331,13 @@ pub async fn finish(state: &AppState, now: OffsetDateTime) -> u64 {
 /// how many. Safe to run again — a file disposed already is left alone —, which
 /// `loanfolio admin retention replay` does after a replay that stopped part-way.
 pub async fn replay(state: &AppState, ledger: Vec<LedgerEntry>) -> anyhow::Result<usize> {
-    let mut seen = std::collections::HashSet::new();
-    let mut replayed = 0;
     let now = OffsetDateTime::now_utc();
-    for entry in ledger {
-        if seen.insert(entry.file_id)
-            && dispose(state, entry.file_id, now, &Reason::Replay(entry)).await?
-        {
-            replayed += 1;
-        }
+    let by_file: std::collections::HashMap<Uuid, LedgerEntry> =
+        ledger.into_iter().map(|e| (e.file_id, e)).collect();
+    let files: Vec<Uuid> = by_file.keys().copied().collect();
+    let mut replayed = 0;
+    for chunk in files.chunks(PER_TRANSACTION) {
+        replayed += dispose_many(state, chunk, now, Some(&by_file)).await?.len();
     }
     let failed = finish(state, now).await;
     anyhow::ensure!(

@@ -357,26 +357,26 @@ pub async fn due_files(
     .await
 }
 
-/// The file `lead` if it is due at `now` (a disposal checks again under its lock).
-pub async fn due_file(
+/// Of the files `leads`, those due at `now` (a disposal checks again under its locks).
+pub async fn due_among(
     conn: &mut PgConnection,
     periods: Periods,
     now: OffsetDateTime,
-    lead: Uuid,
-) -> Result<Option<DueFile>, sqlx::Error> {
+    leads: &[Uuid],
+) -> Result<Vec<DueFile>, sqlx::Error> {
     due_files!(
-        "o.lead_id = $8",
-        "l.id = $8",
+        "o.lead_id = any($8)",
+        "l.id = any($8)",
         periods.leads_without_loan,
         periods.loans_closed,
         periods.loans_denied,
         periods.loans_withdrawn,
         periods.credit_reports,
         now,
-        1i64,
-        lead
+        i64::try_from(leads.len()).unwrap_or(i64::MAX),
+        leads
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await
 }
 
@@ -392,22 +392,31 @@ pub async fn lock_file_for_hold(tx: &mut PgConnection, lead: Uuid) -> Result<boo
     .unwrap_or(false))
 }
 
-/// One disposal, recorded in the caller's transaction (ids, time and rule only).
-pub async fn record_disposal(
+/// One disposal in the database's record of them (ids, times and rule only).
+pub struct NewDisposal<'a> {
+    pub lead: Uuid,
+    pub rule: &'a str,
+    pub due_at: OffsetDateTime,
+}
+
+/// Disposals at `at`, recorded in the caller's transaction; they are in the outside ledger
+/// already (appended before this commits, or replayed from it).
+pub async fn record_disposals(
     tx: &mut PgConnection,
-    lead: Uuid,
-    rule: &str,
-    due_at: OffsetDateTime,
+    disposals: &[NewDisposal<'_>],
     at: OffsetDateTime,
     replayed: bool,
 ) -> Result<(), sqlx::Error> {
+    let leads: Vec<Uuid> = disposals.iter().map(|d| d.lead).collect();
+    let rules: Vec<String> = disposals.iter().map(|d| d.rule.to_owned()).collect();
+    let due: Vec<OffsetDateTime> = disposals.iter().map(|d| d.due_at).collect();
     sqlx::query!(
-        // Appended to the outside ledger before this commits (or replayed from it).
         "insert into disposals (lead_id, rule, due_at, disposed_at, replayed, ledgered_at)
-         values ($1, $2, $3, $4, $5, now())",
-        lead,
-        rule,
-        due_at,
+         select lead, rule, due, $4, $5, now()
+           from unnest($1::uuid[], $2::text[], $3::timestamptz[]) as d(lead, rule, due)",
+        &leads,
+        &rules,
+        &due,
         at,
         replayed
     )
@@ -436,10 +445,10 @@ pub async fn mark_objects_deleted(conn: &mut PgConnection, lead: Uuid) -> Result
 }
 
 /// Disposal: the file's lifted holds keep who and when, not their sealed reasons.
-pub async fn blank_holds(tx: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+pub async fn blank_holds(tx: &mut PgConnection, leads: &[Uuid]) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update legal_holds set reason_enc = '\\x', reference_enc = null where lead_id = $1",
-        lead
+        "update legal_holds set reason_enc = '\\x', reference_enc = null where lead_id = any($1)",
+        leads
     )
     .execute(tx)
     .await?;

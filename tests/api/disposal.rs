@@ -496,7 +496,8 @@ async fn rejected_documents_and_sent_notifications_go_under_their_own_rules() {
     flows::link(&app, &token, &loan, &json!({})).await;
     let sent = || async {
         let (sent, queued): (i64, i64) = sqlx::query_as(
-            "select count(*) filter (where state = 'sent'), count(*) filter (where state = 'queued')
+            "select count(*) filter (where state = 'sent' and template = 'link_invitation'),
+                    count(*) filter (where state = 'queued')
                from notifications",
         )
         .fetch_one(&app.state.db)

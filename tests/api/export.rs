@@ -151,3 +151,38 @@ async fn only_a_writer_with_a_recent_sign_in_exports_and_refusals_are_not_audite
             .unwrap();
     assert_eq!(audited, 0);
 }
+
+#[tokio::test]
+async fn the_loan_page_offers_the_export_and_the_console_serves_it_same_origin_only() {
+    let app = app().spawn().await;
+    let token = oidc::access_token("agent-a1").await;
+    let loan = agent_a1_loan(&app, &token).await;
+    let page = format!("/console/loans/{loan}");
+    let browser = crate::console::signed_in(&app, "agent-a1", &page).await;
+    let (status, html) = crate::console::page(&browser, &app, &page).await;
+    assert_eq!(status, 200);
+    let href = format!("/console/loans/{loan}/export");
+    assert!(html.contains(&href), "the loan page links the export");
+
+    let cross_site = browser
+        .get(app.url(&href))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        cross_site.status(),
+        403,
+        "a cross-site navigation exports nothing"
+    );
+    let clicked = browser
+        .get(app.url(&href))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clicked.status(), 200);
+    assert_eq!(clicked.headers()["content-type"], "application/zip");
+    let zip = clicked.bytes().await.unwrap().to_vec();
+    assert_eq!(entries(zip).await[0].0, "file.json");
+}

@@ -19,10 +19,10 @@ use crate::state::AppState;
 /// Disposal (crate::retention): blank what this aggregate keeps of the file.
 pub async fn blank_for_disposal(
     tx: &mut sqlx::PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
-    store::blank_for_disposal(tx, lead, at).await
+    store::blank_for_disposal(tx, leads, at).await
 }
 
 /// Disposal (crate::retention): delete every object of the borrower file `lead` from both
@@ -87,7 +87,10 @@ pub async fn dispose_rejected(
     let mut disposed = 0;
     for document in due {
         let mut tx = state.db.begin().await?;
-        if !crate::leads::ops::lock_for_disposal(&mut tx, document.lead_id).await? {
+        if crate::leads::ops::lock_for_disposal(&mut tx, &[document.lead_id])
+            .await?
+            .is_empty()
+        {
             continue;
         }
         if store::dispose_rejected(&mut tx, document.id, at, days).await? {

@@ -34,7 +34,7 @@ pub async fn objects_of_file(
 /// picks it up again.
 pub async fn blank_for_disposal(
     tx: &mut PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
     at: OffsetDateTime,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -44,8 +44,8 @@ pub async fn blank_for_disposal(
                 reason = case when state in ('awaiting_upload', 'uploaded', 'scanning', 'failed')
                               then 'file_disposed' else reason end,
                 disposed_at = coalesce(disposed_at, $2)
-          where lead_id = $1",
-        lead,
+          where lead_id = any($1)",
+        leads,
         at
     )
     .execute(tx)
