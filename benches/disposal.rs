@@ -19,7 +19,7 @@ use loanfolio::crypto::field::{self, Location};
 use object_store::ObjectStoreExt;
 use uuid::Uuid;
 
-const RATE_PER_SEC: u64 = 200;
+const RATE_PER_SEC: u64 = 100;
 const WINDOW_SECONDS: u64 = 5;
 const OWNER: &str = "bench-disposal";
 

@@ -391,10 +391,28 @@ fn restore_key(settings: &Settings, dir: &Path, provider: &str) -> anyhow::Resul
             let backed_up = std::fs::read(dir.join("master.key"))?;
             match std::fs::read(target) {
                 Ok(existing) if existing == backed_up => {}
-                Ok(_) => bail!(
-                    "{} exists with a different key: refusing to overwrite it",
-                    target.display()
-                ),
+                Ok(_) => {
+                    // The usual cause: a key epoch retired versions this backup needs.
+                    let versions = |path: &Path| -> Vec<u32> {
+                        crate::crypto::local::LocalKeyFile::new(path)
+                            .load()
+                            .map(|keys| keys.iter().map(|(v, _)| *v).collect())
+                            .unwrap_or_default()
+                    };
+                    let (have, need) = (versions(target), versions(&dir.join("master.key")));
+                    let retired: Vec<u32> =
+                        need.iter().copied().filter(|v| !have.contains(v)).collect();
+                    if !retired.is_empty() && !have.is_empty() {
+                        bail!(
+                            "this backup's data keys need master key version(s) {retired:?}, which {} no longer holds (a key epoch retired them, `admin keys retire`): the backup is retired with them; restore a backup taken after the epoch. Nothing was changed",
+                            target.display()
+                        );
+                    }
+                    bail!(
+                        "{} exists with a different key: refusing to overwrite it",
+                        target.display()
+                    )
+                }
                 Err(_) => {
                     if let Some(parent) = target.parent() {
                         std::fs::create_dir_all(parent)?;

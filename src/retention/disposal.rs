@@ -107,7 +107,10 @@ async fn round(state: &AppState, now: OffsetDateTime) -> anyhow::Result<RoundSum
         };
         let ids: Vec<Uuid> = due.iter().map(|f| f.lead_id).collect();
         for chunk in ids.chunks(PER_TRANSACTION) {
-            match dispose_many(state, chunk, now, None).await {
+            let started = std::time::Instant::now();
+            let outcome = dispose_many(state, chunk, now, None).await;
+            yield_as_long_as(started).await;
+            match outcome {
                 Ok(done) => summary.disposed += done.len() as u64,
                 // One bad file must not hold the others back: each alone, and the one
                 // that fails is left for the next round.
@@ -159,6 +162,12 @@ async fn dispose_records(
         crate::notifications::ops::dispose_sent(&state.db, now, days(r.notifications_days), 1_000)
             .await?;
     Ok(())
+}
+
+/// Disposal is background work that must not crowd out the agents: after each step it
+/// waits as long as the step took, so it uses at most half of the time it runs.
+async fn yield_as_long_as(started: std::time::Instant) {
+    tokio::time::sleep(started.elapsed()).await;
 }
 
 fn periods(state: &AppState) -> Periods {
@@ -312,6 +321,7 @@ pub async fn finish(state: &AppState, now: OffsetDateTime) -> u64 {
     };
     let mut failed = 0;
     for lead in pending {
+        let started = std::time::Instant::now();
         let done = async {
             if crate::documents::lifecycle::delete_file_objects(state, lead, now).await? {
                 let mut conn = state.db.acquire().await?;
@@ -319,7 +329,9 @@ pub async fn finish(state: &AppState, now: OffsetDateTime) -> u64 {
             }
             anyhow::Ok(())
         };
-        if let Err(e) = done.await {
+        let done = done.await;
+        yield_as_long_as(started).await;
+        if let Err(e) = done {
             failed += 1;
             tracing::warn!(file_id = %lead, error = %format!("{e:#}"), "a disposed file's objects were not all deleted");
         }

@@ -99,6 +99,42 @@ async fn a_backup_from_before_a_disposal_restores_with_the_file_still_disposed()
     a_stale_ledger_is_refused(&settings, &key, dir.path()).await;
     let back = app_on_restored(&app, empty, &key).await;
     the_first_is_disposed_and_the_second_intact(&back, &leads, &documents, &originals).await;
+    after_an_epoch_the_old_backup_is_refused(&back, &settings, &key, &backup).await;
+}
+
+/// A key epoch on the local key file (rotate, rewrap, retire): the backup taken before it
+/// needs a version the key file no longer holds, and its restore says so, changing nothing.
+async fn after_an_epoch_the_old_backup_is_refused(
+    back: &crate::helpers::TestApp,
+    settings: &loanfolio::config::Settings,
+    key: &std::path::Path,
+    backup: &std::path::Path,
+) {
+    let local = |c: &mut std::process::Command| {
+        c.env("LOANFOLIO__KMS__LOCAL__MASTER_KEY_FILE", key);
+    };
+    crate::keys::admin_keys(back, &["rotate"], local);
+    crate::keys::admin_keys(back, &["rewrap"], local);
+    let out = crate::keys::admin_keys(back, &["retire", "--below", "2"], local);
+    assert!(
+        out.contains("retired local master key versions below 2"),
+        "{out}"
+    );
+    let empty = TestDatabase::empty().await;
+    let mut target = settings.clone();
+    target.set_database_url(crate::helpers::database_url(settings, &empty.name));
+    let refused = script_output("restore", &target, backup, &[], |c| {
+        c.env("LOANFOLIO__KMS__LOCAL__MASTER_KEY_FILE", key).env(
+            "LOANFOLIO__RETENTION__LEDGER_PATH",
+            settings.retention.ledger_path.as_ref().unwrap(),
+        );
+    });
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("need master key version(s) [1]") && said.contains("retired"),
+        "{said}"
+    );
 }
 
 /// A backup taken after the disposal, restored with a ledger older than it (an old copy),
