@@ -434,10 +434,13 @@ pub async fn objects_pending(conn: &mut PgConnection) -> Result<Vec<Uuid>, sqlx:
     .await
 }
 
-pub async fn mark_objects_deleted(conn: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
+pub async fn mark_objects_deleted(
+    conn: &mut PgConnection,
+    leads: &[Uuid],
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update disposals set objects_deleted_at = now() where lead_id = $1",
-        lead
+        "update disposals set objects_deleted_at = now() where lead_id = any($1)",
+        leads
     )
     .execute(conn)
     .await?;

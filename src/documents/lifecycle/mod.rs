@@ -25,27 +25,41 @@ pub async fn blank_for_disposal(
     store::blank_for_disposal(tx, leads, at).await
 }
 
-/// Disposal (crate::retention): delete every object of the borrower file `lead` from both
-/// buckets — the encrypted documents and any upload in quarantine (which is not encrypted).
-/// Idempotent: an object already gone counts as deleted. True once nothing more can
-/// arrive: until the file's last pre-signed upload URL expires, a PUT may still land, so
-/// the caller deletes again later. The stores here keep no versions; where versioning is
-/// on, a lifecycle rule expires noncurrent versions (docs/operations/retention.md).
-pub async fn delete_file_objects(
+/// Disposal (crate::retention): delete every object of the borrower files `leads` from
+/// both buckets — the encrypted documents and any upload in quarantine (which is not
+/// encrypted) —, eight at a time. Idempotent: an object already gone counts as deleted. The
+/// files done for good: all their objects deleted and none of their pre-signed upload URLs
+/// still valid (until then a PUT may still land, so the caller deletes again later). The
+/// stores here keep no versions; where versioning is on, a lifecycle rule expires
+/// noncurrent versions (docs/operations/retention.md).
+pub async fn delete_files_objects(
     state: &AppState,
-    lead: Uuid,
+    leads: &[Uuid],
     now: OffsetDateTime,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Vec<Uuid>> {
     let mut conn = state.db.acquire().await?;
-    let objects = store::objects_of_file(&mut conn, lead).await?;
-    let open_until = store::uploads_open_until(&mut conn, lead).await?;
+    let objects = store::objects_of_files(&mut conn, leads).await?;
+    let open = store::uploads_still_open(&mut conn, leads, now).await?;
     drop(conn);
-    for object in &objects {
-        delete_objects(state, object).await?;
+    let mut failed = std::collections::HashSet::new();
+    for group in objects.chunks(8) {
+        let deleted =
+            futures::future::join_all(group.iter().map(|o| delete_objects(state, o))).await;
+        for (object, deleted) in group.iter().zip(deleted) {
+            if let Err(e) = deleted {
+                tracing::warn!(file_id = %object.lead_id, error = %format!("{e:#}"), "an object of a disposed file was not deleted");
+                failed.insert(object.lead_id);
+            }
+        }
     }
+    let done: Vec<Uuid> = leads
+        .iter()
+        .copied()
+        .filter(|lead| !failed.contains(lead) && !open.contains(lead))
+        .collect();
     let mut conn = state.db.acquire().await?;
-    store::mark_objects_deleted(&mut conn, lead).await?;
-    Ok(open_until.is_none_or(|until| until < now))
+    store::mark_objects_deleted(&mut conn, &done).await?;
+    Ok(done)
 }
 
 /// Both objects of a document: where the pipeline writes its ciphertext (also when it never

@@ -4,27 +4,59 @@
 use sqlx::PgConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
 /// Where a document of a disposed file may still have bytes: its encrypted object in the
 /// documents bucket and its upload in quarantine (ids only, never names).
 pub struct FileObject {
     pub id: Uuid,
+    pub lead_id: Uuid,
     pub object_key: Option<String>,
     pub quarantine_key: String,
 }
 
-/// Every document object of the borrower file `lead`, deleted or not.
-pub async fn objects_of_file(
+/// Every document object of the borrower files `leads`, deleted or not.
+pub async fn objects_of_files(
     conn: &mut PgConnection,
-    lead: Uuid,
+    leads: &[Uuid],
 ) -> Result<Vec<FileObject>, sqlx::Error> {
     sqlx::query_as!(
         FileObject,
-        "select id, object_key, quarantine_key from documents where lead_id = $1 order by id",
-        lead
+        "select id, lead_id, object_key, quarantine_key from documents
+          where lead_id = any($1) order by lead_id, id",
+        leads
     )
     .fetch_all(conn)
     .await
+}
+
+/// Of the files `leads`, those an upload may still reach before `now` (a pre-signed URL of
+/// theirs has not expired).
+pub async fn uploads_still_open(
+    conn: &mut PgConnection,
+    leads: &[Uuid],
+    now: OffsetDateTime,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select distinct lead_id from documents
+          where lead_id = any($1) and upload_expires_at >= $2",
+        leads,
+        now
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// The objects of the disposed files `leads` are deleted from both buckets.
+pub async fn mark_objects_deleted(
+    conn: &mut PgConnection,
+    leads: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update documents set quarantine_purged = true where lead_id = any($1)",
+        leads
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Disposal (docs/operations/retention.md): the documents of the file `lead` keep their
@@ -49,31 +81,6 @@ pub async fn blank_for_disposal(
         at
     )
     .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// Until when an upload of the file `lead` may still arrive in quarantine (its latest
-/// pre-signed URL's expiry).
-pub async fn uploads_open_until(
-    conn: &mut PgConnection,
-    lead: Uuid,
-) -> Result<Option<OffsetDateTime>, sqlx::Error> {
-    sqlx::query_scalar!(
-        "select max(upload_expires_at) from documents where lead_id = $1",
-        lead
-    )
-    .fetch_one(conn)
-    .await
-}
-
-/// The objects of the disposed file `lead` are deleted from both buckets.
-pub async fn mark_objects_deleted(conn: &mut PgConnection, lead: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "update documents set quarantine_purged = true where lead_id = $1",
-        lead
-    )
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -142,7 +149,7 @@ pub async fn disposed_with_objects(
 ) -> Result<Vec<FileObject>, sqlx::Error> {
     sqlx::query_as!(
         FileObject,
-        "select id, object_key, quarantine_key from documents
+        "select id, lead_id, object_key, quarantine_key from documents
           where disposed_at is not null and review_decision = 'reject'
             and (object_key is not null or not quarantine_purged)
           order by id limit $1",
