@@ -18,6 +18,9 @@ pub struct RetentionSettings {
     pub notifications_days: u32,
     /// Seconds between disposal rounds (the workers' `retention` runner).
     pub interval_secs: u64,
+    /// The share of its time a disposal round may work (0 < x ≤ 1): after each step it
+    /// waits so that the steps take at most this share, leaving the rest to the agents.
+    pub work_share: f64,
     /// How often a key epoch (rotate, rewrap, `admin keys retire`) ends: the longest a
     /// disposed file stays recoverable from backups, and so the longest a backup is kept.
     pub key_epoch_days: u32,
@@ -102,6 +105,12 @@ impl RetentionSettings {
     /// Disposal needs its ledger outside the database, and a key epoch a sane length:
     /// `(key, message)` when not.
     pub fn missing_ledger(&self) -> Option<(String, String)> {
+        if !(self.work_share > 0.0 && self.work_share <= 1.0) {
+            return Some((
+                "retention.work_share".to_owned(),
+                format!("{} is not in (0, 1]", self.work_share),
+            ));
+        }
         if !(1..=3650).contains(&self.key_epoch_days) {
             return Some((
                 "retention.key_epoch_days".to_owned(),

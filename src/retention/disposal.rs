@@ -106,10 +106,11 @@ async fn round(state: &AppState, now: OffsetDateTime) -> anyhow::Result<RoundSum
             store::due_files(&mut conn, periods, now, &skip, BATCH).await?
         };
         let ids: Vec<Uuid> = due.iter().map(|f| f.lead_id).collect();
+        let disposed_before = summary.disposed;
         for chunk in ids.chunks(PER_TRANSACTION) {
             let started = std::time::Instant::now();
             let outcome = dispose_many(state, chunk, now, None).await;
-            yield_as_long_as(started).await;
+            yield_after(state, started).await;
             match outcome {
                 Ok(done) => summary.disposed += done.len() as u64,
                 // One bad file must not hold the others back: each alone, and the one
@@ -129,7 +130,8 @@ async fn round(state: &AppState, now: OffsetDateTime) -> anyhow::Result<RoundSum
             }
         }
         summary.failed += finish(state, now).await;
-        if due.len() < BATCH as usize {
+        // A batch that disposed nothing would come back the same: the next round retries.
+        if due.len() < BATCH as usize || summary.disposed == disposed_before {
             break;
         }
     }
@@ -165,9 +167,10 @@ async fn dispose_records(
 }
 
 /// Disposal is background work that must not crowd out the agents: after each step it
-/// waits as long as the step took, so it uses at most half of the time it runs.
-async fn yield_as_long_as(started: std::time::Instant) {
-    tokio::time::sleep(started.elapsed()).await;
+/// waits so that its steps take at most `retention.work_share` of the time it runs.
+async fn yield_after(state: &AppState, started: std::time::Instant) {
+    let share = state.settings.retention.work_share.clamp(0.01, 1.0);
+    tokio::time::sleep(started.elapsed().mul_f64(1.0 / share - 1.0)).await;
 }
 
 fn periods(state: &AppState) -> Periods {
@@ -329,7 +332,7 @@ pub async fn finish(state: &AppState, now: OffsetDateTime) -> u64 {
             anyhow::Ok(done.len())
         };
         let done = done.await;
-        yield_as_long_as(started).await;
+        yield_after(state, started).await;
         match done {
             // Files still open to an upload are not failures: they wait for their URL to expire.
             Ok(_) => {}
