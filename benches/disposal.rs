@@ -22,7 +22,9 @@ use uuid::Uuid;
 
 const RATE_PER_SEC: u64 = 100;
 const WINDOW_SECONDS: u64 = 5;
-const OWNER: &str = "bench-disposal";
+/// The due files belong to agents of 100 loans each, as the brief's scale has them (one agent
+/// with all of them would skew the planner's statistics for every dashboard).
+const FILES_PER_AGENT: usize = 100;
 
 fn percentile(samples: &mut [Duration], p: f64) -> f64 {
     samples.sort();
@@ -233,14 +235,19 @@ fn main() {
         let url = Arc::new(app.url("/v1/loans?limit=50"));
         // agent-a1 exists once it has called; its 100 live loans are the dashboard's.
         assert_eq!(client.get(app.url("/v1/me")).bearer_auth(token.as_str()).send().await.unwrap().status(), 200);
-        sqlx::query("insert into agents (subject, display_name, team, roles) values ($1, 'Disposal Bench', 'team-a', '{agent}')")
-            .bind(OWNER)
-            .execute(&app.state.db)
-            .await
-            .unwrap();
         let seeding = Instant::now();
         seed(&app.state, "agent-a1", 100, "draft", 0, false).await;
-        seed(&app.state, OWNER, files, "withdrawn", 1200, true).await;
+        for a in 0..files.div_ceil(FILES_PER_AGENT) {
+            let owner = format!("bench-disposal-{a}");
+            sqlx::query("insert into agents (subject, display_name, team, roles) values ($1, 'Disposal Bench', $2, '{agent}')")
+                .bind(&owner)
+                .bind(format!("team-d{}", a / 10))
+                .execute(&app.state.db)
+                .await
+                .unwrap();
+            let n = FILES_PER_AGENT.min(files - a * FILES_PER_AGENT);
+            seed(&app.state, &owner, n, "withdrawn", 1200, true).await;
+        }
         println!("seed: {files} due files (lead, withdrawn loan, document object) in {:.0} s", seeding.elapsed().as_secs_f64());
         for _ in 0..200 {
             assert_eq!(client.get(url.as_str()).bearer_auth(token.as_str()).send().await.unwrap().status(), 200);
@@ -262,8 +269,7 @@ fn main() {
         let summary = round.await.unwrap().unwrap().unwrap();
         let elapsed = started.elapsed().as_secs_f64();
         assert_eq!(summary.disposed as usize, files, "{summary:?}");
-        let left: i64 = sqlx::query_scalar("select count(*) from borrower_files where wrapped_dek is not null and id in (select id from leads where owner_subject = $1)")
-            .bind(OWNER)
+        let left: i64 = sqlx::query_scalar("select count(*) from borrower_files where wrapped_dek is not null and id in (select id from leads where owner_subject like 'bench-disposal-%')")
             .fetch_one(&app.state.db)
             .await
             .unwrap();
