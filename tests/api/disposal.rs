@@ -390,14 +390,7 @@ async fn a_disposed_file_leaves_no_canary_in_the_database_the_buckets_or_the_log
     assert!(found.is_empty(), "left in the database: {found:#?}");
     let found = bucket_hits(&app, &forms).await;
     assert!(found.is_empty(), "left in the buckets: {found:#?}");
-    let documents: Vec<_> = app
-        .state
-        .storage
-        .documents
-        .list(None)
-        .try_collect()
-        .await
-        .unwrap();
+    let documents = crate::vault::documents_bucket(&app).await;
     assert!(
         documents.is_empty(),
         "the encrypted objects are deleted too: {documents:?}"
@@ -520,14 +513,7 @@ async fn rejected_documents_and_sent_notifications_go_under_their_own_rules() {
             .await
             .unwrap();
     assert!(name.is_empty() && disposed);
-    let objects: Vec<_> = app
-        .state
-        .storage
-        .documents
-        .list(None)
-        .try_collect()
-        .await
-        .unwrap();
+    let objects = crate::vault::documents_bucket(&app).await;
     assert!(
         objects.is_empty(),
         "the rejected document's object is deleted: {objects:?}"

@@ -4,8 +4,6 @@
 //! (rotate, rewrap, `admin keys retire`) an old backup's wrapped key of the file no longer
 //! unwraps, while every live file still reads.
 
-use futures::TryStreamExt;
-use object_store::ObjectStore;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -214,14 +212,7 @@ async fn the_first_is_disposed_and_the_second_intact(
     .unwrap();
     assert_eq!((name.as_str(), replayed), ("", true));
     // The restored buckets brought the first file's object back; the replay deleted it.
-    let objects: Vec<_> = app
-        .state
-        .storage
-        .documents
-        .list(None)
-        .try_collect()
-        .await
-        .unwrap();
+    let objects = crate::vault::documents_bucket(app).await;
     assert_eq!(objects.len(), 1, "{objects:?}");
     let response = agent
         .get(&format!("/v1/documents/{}/content", documents[1]))
@@ -278,18 +269,11 @@ async fn after_a_key_epoch_an_old_backups_key_of_the_file_no_longer_unwraps() {
     let token_file = dir.join("operator-token");
     std::fs::write(&token_file, key.operator_token().await).unwrap();
     let admin = |args: &[&str]| {
-        crate::keys::admin_keys(&app, args, |c| {
-            c.arg("--operator-token-file")
-                .arg(&token_file)
-                .env("LOANFOLIO__KMS__PROVIDER", "vault")
-                .env("LOANFOLIO__KMS__VAULT__ADDRESS", &address)
-                .env("LOANFOLIO__KMS__VAULT__KEY_NAME", &key.name)
-                .env("LOANFOLIO__KMS__VAULT__ROLE_ID_FILE", dir.join("role-id"))
-                .env(
-                    "LOANFOLIO__KMS__VAULT__SECRET_ID_FILE",
-                    dir.join("secret-id"),
-                );
-        })
+        crate::keys::admin_keys(
+            &app,
+            args,
+            key.operator_command(&address, &dir, &token_file),
+        )
     };
     // Until the backup's version is retired, the old wrapped key still opens in Vault.
     let operator = loanfolio::crypto::vault::VaultKeys::new(

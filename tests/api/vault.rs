@@ -211,18 +211,11 @@ async fn rotate_then_rewrap_against_transit_keeps_every_lead_readable() {
     std::fs::write(&operator_token_file, key.operator_token().await).unwrap();
 
     let admin = |args: &[&str]| {
-        admin_keys(&app, args, |c| {
-            c.arg("--operator-token-file")
-                .arg(&operator_token_file)
-                .env("LOANFOLIO__KMS__PROVIDER", "vault")
-                .env("LOANFOLIO__KMS__VAULT__ADDRESS", &address)
-                .env("LOANFOLIO__KMS__VAULT__KEY_NAME", &key.name)
-                .env("LOANFOLIO__KMS__VAULT__ROLE_ID_FILE", dir.join("role-id"))
-                .env(
-                    "LOANFOLIO__KMS__VAULT__SECRET_ID_FILE",
-                    dir.join("secret-id"),
-                );
-        })
+        admin_keys(
+            &app,
+            args,
+            key.operator_command(&address, &dir, &operator_token_file),
+        )
     };
     let stored: i64 = sqlx::query_scalar(
         "select (select count(*) from borrower_files) + (select count(*) from keyring)",
@@ -314,7 +307,8 @@ async fn assert_key_work_refused_and_nothing_written(
     lead_id
 }
 
-async fn documents_bucket(worker: &TestApp) -> Vec<object_store::ObjectMeta> {
+/// Every object in the app's documents bucket.
+pub(crate) async fn documents_bucket(worker: &TestApp) -> Vec<object_store::ObjectMeta> {
     worker
         .state
         .storage

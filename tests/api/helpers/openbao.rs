@@ -144,6 +144,34 @@ impl TestKey {
         (settings, keys)
     }
 
+    /// The arguments and environment `loanfolio admin keys …` needs to act on this key as
+    /// the operator (its token in `token_file`), the service's AppRole files in `dir`.
+    pub fn operator_command(
+        &self,
+        address: &str,
+        dir: &Path,
+        token_file: &Path,
+    ) -> impl FnOnce(&mut std::process::Command) + use<> {
+        let (name, address, dir, token_file) = (
+            self.name.clone(),
+            address.to_owned(),
+            dir.to_owned(),
+            token_file.to_owned(),
+        );
+        move |c| {
+            c.arg("--operator-token-file")
+                .arg(&token_file)
+                .env("LOANFOLIO__KMS__PROVIDER", "vault")
+                .env("LOANFOLIO__KMS__VAULT__ADDRESS", &address)
+                .env("LOANFOLIO__KMS__VAULT__KEY_NAME", &name)
+                .env("LOANFOLIO__KMS__VAULT__ROLE_ID_FILE", dir.join("role-id"))
+                .env(
+                    "LOANFOLIO__KMS__VAULT__SECRET_ID_FILE",
+                    dir.join("secret-id"),
+                );
+        }
+    }
+
     /// Point `settings` at this key on OpenBao at `address`, logging in with the AppRole
     /// whose files are in `dir`.
     pub fn use_in(&self, settings: &mut loanfolio::config::Settings, address: &str, dir: &Path) {
