@@ -146,7 +146,6 @@ async fn dispose_records(
     summary: &mut RoundSummary,
 ) -> anyhow::Result<()> {
     let r = &state.settings.retention;
-    let days = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
     loop {
         let n = crate::documents::lifecycle::dispose_rejected(
             state,
@@ -166,6 +165,11 @@ async fn dispose_records(
     Ok(())
 }
 
+/// A period in days as SQL takes it (periods are at most 36,500 days: never saturated).
+fn days(d: u32) -> i32 {
+    i32::try_from(d).unwrap_or(i32::MAX)
+}
+
 /// Disposal is background work that must not crowd out the agents: after each step it
 /// waits so that its steps take at most `retention.work_share` of the time it runs.
 async fn yield_after(state: &AppState, started: std::time::Instant) {
@@ -175,7 +179,6 @@ async fn yield_after(state: &AppState, started: std::time::Instant) {
 
 fn periods(state: &AppState) -> Periods {
     let r = &state.settings.retention;
-    let days = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
     Periods {
         leads_without_loan: days(r.leads_without_loan_days),
         loans_closed: days(r.loans_closed_days),
